@@ -1,0 +1,61 @@
+"""actorstage: supervised asyncio actors, in one process or in child processes."""
+
+from actorstage._run import run
+from actorstage.actors import (
+    Actor,
+    ActorRef,
+    ActorStatus,
+    ActorSystem,
+    Context,
+    DeadLetter,
+    ExitReason,
+    Message,
+    Terminated,
+    TreeNode,
+)
+from actorstage.exceptions import (
+    ActorCrashedError,
+    ActorDeadError,
+    ActorstageError,
+    InvalidDefinitionError,
+    MailboxFullError,
+    RestartIntensityError,
+    UnknownChildError,
+)
+from actorstage.supervisors import (
+    Backoff,
+    ChildSpec,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorRef,
+)
+
+__all__ = [
+    "Actor",
+    "ActorCrashedError",
+    "ActorDeadError",
+    "ActorRef",
+    "ActorStatus",
+    "ActorSystem",
+    "ActorstageError",
+    "Backoff",
+    "ChildSpec",
+    "Context",
+    "DeadLetter",
+    "ExitReason",
+    "InvalidDefinitionError",
+    "MailboxFullError",
+    "Message",
+    "Restart",
+    "RestartIntensityError",
+    "Strategy",
+    "Supervisor",
+    "SupervisorRef",
+    "Terminated",
+    "TreeNode",
+    "UnknownChildError",
+    "run",
+]
+
+__version__ = "0.1.0"

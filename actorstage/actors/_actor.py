@@ -1,0 +1,193 @@
+"""The ``Actor`` base class and the ``Context`` it reaches the runtime through."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+
+from actorstage.actors._ref import ActorRef
+from actorstage.exceptions import InvalidDefinitionError
+
+if TYPE_CHECKING:
+    from actorstage.actors._cell import Cell
+    from actorstage.actors._system import ActorSystem
+    from actorstage.actors._timers import Timer
+    from actorstage.supervisors._supervisor import Supervisor, SupervisorRef
+    from actorstage.supervisors._types import ParentPolicy
+
+__all__ = ["Actor", "Context"]
+
+A = TypeVar("A", bound="Actor")
+
+
+class Actor:
+    """Base class of every actor.
+
+    Subclasses define ``async def receive(self, message)``; its return value
+    is the reply to an ``ask`` (and is dropped for a ``tell``). Messages are
+    handled one at a time, in the order they were queued. An exception in
+    ``receive`` crashes the actor: the asker gets ``ActorCrashedError`` and
+    the parent decides whether to restart it.
+
+    The constructor receives the ``*args`` and ``**kwargs`` given to
+    ``spawn``; ``self.context`` is available from ``on_start`` on.
+    """
+
+    __slots__ = ("_cell",)
+
+    _ref_class: ClassVar[type[ActorRef]] = ActorRef
+    _owns_tasks: ClassVar[bool] = False  # supervisors own a task owner for their children
+
+    async def receive(self, message: Any) -> Any:
+        """Handle one message; the return value answers an ``ask``."""
+        raise NotImplementedError
+
+    async def on_start(self) -> None:
+        """Called before the first message; ``spawn`` returns after it. Raising fails the start."""
+
+    async def on_stop(self) -> None:
+        """Called when this incarnation ends (stop or restart), after its last message."""
+
+    async def on_pause(self) -> None:
+        """Called once the actor is paused and no handler of it runs."""
+
+    async def on_resume(self) -> None:
+        """Called when the actor resumes, before queued messages are delivered again."""
+
+    @property
+    def context(self) -> Context:
+        """This actor's view of the runtime."""
+        try:
+            cell = self._cell
+        except AttributeError:
+            raise RuntimeError(
+                f"{type(self).__name__}.context is available from on_start on, "
+                "not in __init__; actors are created by spawn()"
+            ) from None
+        return Context(cell)
+
+    def _policy(self) -> ParentPolicy:
+        from actorstage.supervisors._default import DEFAULT_POLICY
+
+        return DEFAULT_POLICY
+
+
+def check_spawnable(factory: object) -> None:
+    """Refuse what cannot be spawned, before anything starts."""
+    if not (isinstance(factory, type) and issubclass(factory, Actor)):
+        raise InvalidDefinitionError(f"{factory!r} is not an Actor subclass")
+    if factory.receive is Actor.receive:
+        raise InvalidDefinitionError(
+            f"{factory.__qualname__} does not define `async def receive(self, message)`"
+        )
+
+
+class Context:
+    """What an actor can do with the runtime: its refs, children, timers, watches."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+
+    @property
+    def self_ref(self) -> ActorRef:
+        """A ref to this actor (stable across restarts)."""
+        return self._cell.ref
+
+    @property
+    def parent(self) -> ActorRef | None:
+        """The parent's ref; ``None`` for an actor spawned by the system."""
+        parent = self._cell.parent
+        if parent is None or parent.parent is None:
+            return None
+        return parent.ref
+
+    @property
+    def system(self) -> ActorSystem:
+        """The system this actor runs in."""
+        return self._cell.system
+
+    @property
+    def path(self) -> str:
+        """This actor's path, such as ``/user/sup/worker``."""
+        return self._cell.path
+
+    @property
+    def restarts(self) -> int:
+        """How many times this actor has been restarted."""
+        return self._cell.restarts
+
+    @overload
+    async def spawn(
+        self, actor_cls: type[Supervisor], *args: Any, name: str | None = ...,
+        mailbox_size: int | None = ..., **kwargs: Any,
+    ) -> SupervisorRef: ...
+
+    @overload
+    async def spawn(
+        self, actor_cls: type[Actor], *args: Any, name: str | None = ...,
+        mailbox_size: int | None = ..., **kwargs: Any,
+    ) -> ActorRef: ...
+
+    async def spawn(
+        self,
+        actor_cls: type[Actor],
+        *args: Any,
+        name: str | None = None,
+        mailbox_size: int | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start a child of this actor; returns once its ``on_start`` has finished.
+
+        A crashed child is restarted (up to 3 times within 5 s, then stopped);
+        use a ``Supervisor`` child for other policies.
+        """
+        from actorstage.actors._lifecycle import start_child
+
+        cell = self._cell
+        child = await start_child(cell, actor_cls, args, kwargs, name=name,
+                                  capacity=mailbox_size,
+                                  shutdown_timeout=cell.system._shutdown_timeout)
+        return child.ref
+
+    def watch(self, ref: ActorRef) -> None:
+        """Receive ``Terminated(ref, reason)`` once when ``ref`` stops for good."""
+        from actorstage.actors._lifecycle import watch
+
+        watch(self._cell, ref._cell)
+
+    def unwatch(self, ref: ActorRef) -> None:
+        """Stop watching ``ref``."""
+        from actorstage.actors._lifecycle import unwatch
+
+        unwatch(self._cell, ref._cell)
+
+    def stop(self) -> None:
+        """End this actor normally after the current message (exit reason ``normal``).
+
+        A ``Restart.PERMANENT`` child of a supervisor is started again; other
+        children are not.
+        """
+        from actorstage.actors._cell import RUNNING, current_cell
+
+        cell = self._cell
+        if current_cell.get() is cell and cell.draining or cell.state != RUNNING:
+            cell.exit_requested = True
+        else:
+            cell.exited_normally()
+
+    def send_after(self, delay: float, message: Any) -> Timer:
+        """Deliver ``message`` to this actor once, after ``delay`` seconds."""
+        from actorstage.actors._timers import Timer
+
+        return Timer(self._cell, message, delay, None)
+
+    def send_every(self, interval: float, message: Any) -> Timer:
+        """Deliver ``message`` every ``interval`` seconds until cancelled or the actor ends.
+
+        Ticks do not pile up: while one is still queued (for example during a
+        pause), the next ones are skipped.
+        """
+        from actorstage.actors._timers import Timer
+
+        return Timer(self._cell, message, interval, interval)

@@ -1,0 +1,401 @@
+"""The actor cell: one actor's state, mailbox and delivery loop.
+
+A cell outlives the actor instances it hosts: a restart replaces the
+instance and keeps the cell, its mailbox and every ``ActorRef`` to it.
+
+The mailbox is a bounded deque of ``(message, reply)`` envelopes, where
+``reply`` is ``None`` for a tell, a future for an ask, or a timer. It is
+allocated on first use and released when drained, so an idle actor costs
+neither a task nor a deque. While it has work, one task ("the drain") owned
+by the nearest supervisor delivers envelopes one at a time; after the last
+one it yields once before it exits, so a caller that asks again at once
+finds it still running.
+
+Senders that find the mailbox full wait in FIFO order; a freed slot is
+handed to the first waiter directly, so order per sender holds and nobody
+overtakes a waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from actorstage.actors._message import ExitReason
+from actorstage.exceptions import ActorCrashedError, ActorDeadError
+
+if TYPE_CHECKING:
+    from actorstage.actors._actor import Actor
+    from actorstage.actors._ref import ActorRef
+    from actorstage.actors._system import ActorSystem
+    from actorstage.actors._tasks import TaskOwner
+    from actorstage.actors._timers import Timer
+
+__all__ = ["STARTING", "RUNNING", "STOPPED", "STOPPING", "SUSPENDED", "Cell", "current_cell"]
+
+log = logging.getLogger("actorstage")
+
+STARTING, RUNNING, SUSPENDED, STOPPING, STOPPED = range(5)
+
+_YIELD_EVERY = 256  # messages handled in a row before the drain lets others run
+
+current_cell: contextvars.ContextVar[Cell | None] = contextvars.ContextVar(
+    "actorstage_current_cell", default=None
+)
+
+Envelope = tuple[Any, Any]
+
+
+class Cell:
+    """One actor's runtime state. Internal: users hold an ``ActorRef``."""
+
+    __slots__ = (
+        "accepting",
+        "actor",
+        "args",
+        "capacity",
+        "child_owner",
+        "children",
+        "deliverable",
+        "drain_task",
+        "draining",
+        "exit_error",
+        "exit_reason",
+        "exit_requested",
+        "factory",
+        "idle_waiters",
+        "incarnation",
+        "kwargs",
+        "lane",
+        "lane_running",
+        "lock",
+        "loop",
+        "name",
+        "owner",
+        "parent",
+        "path",
+        "paused",
+        "queue",
+        "ref",
+        "reserved",
+        "restart_log",
+        "restarts",
+        "shutdown_timeout",
+        "state",
+        "stop_waiters",
+        "system",
+        "timers",
+        "waiters",
+        "watchers",
+        "watching",
+    )
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        parent: Cell | None,
+        name: str,
+        factory: type[Actor],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        capacity: int,
+        shutdown_timeout: float | None,
+        owner: TaskOwner,
+    ) -> None:
+        self.system = system
+        self.loop = system._loop
+        self.parent = parent
+        self.name = name
+        self.path = f"{parent.path}/{name}" if parent is not None else f"/{name}"
+        self.factory = factory
+        self.args = args
+        self.kwargs = kwargs
+        self.capacity = capacity
+        self.shutdown_timeout = shutdown_timeout
+        self.owner = owner
+        self.child_owner = owner
+        self.actor: Actor | None = None
+        self.queue: deque[Envelope] | None = None
+        self.waiters: deque[tuple[asyncio.Future[bool], Envelope]] | None = None
+        self.state = STARTING
+        self.paused = parent.paused if parent is not None else False
+        self.accepting = True
+        self.deliverable = False
+        self.draining = False
+        self.drain_task: asyncio.Task[None] | None = None
+        self.incarnation = 0
+        self.exit_requested = False
+        self.idle_waiters: list[asyncio.Future[None]] | None = None
+        self.children: dict[str, Cell] = {}
+        self.reserved: set[str] | None = None
+        self.lane: deque[Callable[[], Awaitable[None]]] | None = None
+        self.lane_running = False
+        self.lock: asyncio.Lock | None = None
+        self.watchers: dict[Cell, None] | None = None
+        self.watching: dict[Cell, None] | None = None
+        self.timers: set[Timer] | None = None
+        self.restarts = 0
+        self.restart_log: Any = None
+        self.exit_reason: ExitReason | None = None
+        self.exit_error: ActorCrashedError | None = None
+        self.stop_waiters: list[asyncio.Future[None]] | None = None
+        self.ref: ActorRef = factory._ref_class._from_cell(self)
+
+    def __repr__(self) -> str:
+        return f"<Cell {self.path} state={self.state}>"
+
+    # -- state -------------------------------------------------------------
+
+    def set_state(self, state: int) -> None:
+        self.state = state
+        self.accepting = state < STOPPING
+        self.deliverable = state == RUNNING and not self.paused
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self.deliverable = self.state == RUNNING and not paused
+        if self.deliverable and self.queue and not self.draining:
+            self.schedule()
+
+    def get_lock(self) -> asyncio.Lock:
+        lock = self.lock
+        if lock is None:
+            lock = self.lock = asyncio.Lock()
+        return lock
+
+    # -- enqueueing --------------------------------------------------------
+
+    async def put(self, message: Any, reply: Any) -> bool:
+        """Enqueue, waiting for room; False when the actor is gone (dead-lettered)."""
+        if not self.accepting:
+            self.dead_letter(message, reply, self.dead_reason())
+            return False
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) < self.capacity and not self.waiters:
+            queue.append((message, reply))
+            if self.deliverable and not self.draining:
+                self.schedule()
+            return True
+        waiter: asyncio.Future[bool] = self.loop.create_future()
+        waiters = self.waiters
+        if waiters is None:
+            waiters = self.waiters = deque()
+        waiters.append((waiter, (message, reply)))
+        return await waiter
+
+    def put_nowait(self, message: Any, reply: Any) -> bool:
+        """Enqueue if there is room now; False when full. Dead actor: dead letter, True."""
+        if not self.accepting:
+            self.dead_letter(message, reply, self.dead_reason())
+            return True
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) >= self.capacity or self.waiters:
+            return False
+        queue.append((message, reply))
+        if self.deliverable and not self.draining:
+            self.schedule()
+        return True
+
+    def put_forced(self, message: Any) -> None:
+        """Enqueue past the bound: for runtime notices (``Terminated``) that must not be lost."""
+        if not self.accepting:
+            self.dead_letter(message, None, self.dead_reason())
+            return
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        queue.append((message, None))
+        if self.deliverable and not self.draining:
+            self.schedule()
+
+    def hand_off(self) -> None:
+        """Move waiting senders' envelopes into freed slots, oldest first."""
+        waiters = self.waiters
+        queue = self.queue
+        assert waiters is not None and queue is not None
+        while waiters and len(queue) < self.capacity:
+            waiter, envelope = waiters.popleft()
+            if waiter.done():  # the sender gave up
+                continue
+            queue.append(envelope)
+            waiter.set_result(True)
+
+    def dead_reason(self) -> str:
+        return str(self.exit_reason or ExitReason.STOPPED)
+
+    def dead_letter(self, message: Any, reply: Any, reason: str) -> None:
+        if isinstance(reply, asyncio.Future) and not reply.done():
+            reply.set_exception(ActorDeadError(self.path, reason))
+        self.system.dead_letters._publish(self.ref, message, reason)
+
+    # -- delivery ----------------------------------------------------------
+
+    def schedule(self) -> None:
+        self.draining = True
+        self.drain_task = self.owner.start(self._drain())
+
+    async def _drain(self) -> None:
+        current_cell.set(self)
+        actor = self.actor
+        assert actor is not None
+        receive = actor.receive
+        incarnation = self.incarnation
+        handled = 0
+        lingered = False
+        try:
+            while self.deliverable and self.incarnation == incarnation:
+                queue = self.queue
+                if not queue:
+                    if lingered:
+                        break
+                    lingered = True
+                    await asyncio.sleep(0)
+                    continue
+                lingered = False
+                message, reply = queue.popleft()
+                if self.waiters:
+                    self.hand_off()
+                if reply is None:
+                    try:
+                        await receive(message)
+                    except Exception as exc:
+                        self._handler_failed(exc, incarnation)
+                        return
+                elif reply.__class__ is _TIMER_CLASS[0]:
+                    reply.delivered()
+                    try:
+                        await receive(message)
+                    except Exception as exc:
+                        self._handler_failed(exc, incarnation)
+                        return
+                elif not reply.done():
+                    try:
+                        result = await receive(message)
+                    except Exception as exc:
+                        if not reply.done():
+                            error = ActorCrashedError.from_exception(self.path, exc)
+                            error.__cause__ = exc
+                            reply.set_exception(error)
+                        self._handler_failed(exc, incarnation)
+                        return
+                    except BaseException:
+                        if not reply.done():
+                            reply.set_exception(ActorDeadError(self.path, "stopped while handling"))
+                        raise
+                    if not reply.done():
+                        reply.set_result(result)
+                if self.exit_requested and self.incarnation == incarnation:
+                    self.exited_normally()
+                    return
+                handled += 1
+                if handled >= _YIELD_EVERY:
+                    handled = 0
+                    await asyncio.sleep(0)
+        finally:
+            self.draining = False
+            self.drain_task = None
+            if self.idle_waiters:
+                self.wake_idle()
+            elif self.queue is not None and not self.queue and not self.waiters:
+                self.queue = None
+
+    def wake_idle(self) -> None:
+        waiters = self.idle_waiters or []
+        self.idle_waiters = None
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Wait until no handler of this cell runs (its drain has exited)."""
+        if not self.draining:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        if self.idle_waiters is None:
+            self.idle_waiters = []
+        self.idle_waiters.append(waiter)
+        await waiter
+
+    # -- exits, reported to the parent -------------------------------------
+
+    def _handler_failed(self, exc: Exception, incarnation: int) -> None:
+        if self.incarnation == incarnation:
+            self.crashed(exc)
+        else:  # it was being stopped or restarted anyway; the error must still be seen
+            log.warning("actor %s raised while being stopped: %r", self.path, exc)
+
+    def crashed(self, exc: BaseException, during: str = "") -> None:
+        """The current incarnation raised: suspend, and tell the parent."""
+        error = ActorCrashedError.from_exception(self.path, exc, during=during)
+        log.warning("actor %s crashed%s: %r", self.path, f" {during}" if during else "", exc)
+        self.exited(ExitReason.CRASHED, error)
+
+    def exited_normally(self) -> None:
+        self.exit_requested = False
+        self.exited(ExitReason.NORMAL, None)
+
+    def exited(self, reason: ExitReason, error: ActorCrashedError | None) -> None:
+        if self.state >= STOPPING:
+            return
+        self.set_state(SUSPENDED)
+        self.incarnation += 1
+        self.cancel_timers()
+        parent = self.parent
+        assert parent is not None
+        parent.post(lambda: parent.child_exited(self, reason, error))
+
+    def cancel_timers(self) -> None:
+        timers = self.timers
+        if timers:
+            self.timers = None
+            for timer in timers:
+                timer.cancel()
+
+    # -- the control lane --------------------------------------------------
+
+    def post(self, operation: Callable[[], Awaitable[None]]) -> None:
+        """Queue a control operation; they run one at a time, in order, under the lock."""
+        lane = self.lane
+        if lane is None:
+            lane = self.lane = deque()
+        lane.append(operation)
+        if not self.lane_running:
+            self.lane_running = True
+            self.owner.start(self._run_lane())
+
+    async def _run_lane(self) -> None:
+        lane = self.lane
+        assert lane is not None
+        try:
+            while lane:
+                operation = lane.popleft()
+                async with self.get_lock():
+                    await operation()
+        finally:
+            self.lane_running = False
+
+    async def child_exited(
+        self, child: Cell, reason: ExitReason, error: ActorCrashedError | None
+    ) -> None:
+        if self.state >= STOPPING or self.children.get(child.name) is not child:
+            return  # we are going down (and take the child along), or it is gone already
+        actor = self.actor
+        if actor is None:
+            return
+        await actor._policy().child_exited(self, child, reason, error)
+
+
+class _TimerPlaceholder:
+    pass
+
+
+# Filled in by _timers to avoid an import cycle on the hot path.
+_TIMER_CLASS: list[type[Any]] = [_TimerPlaceholder]

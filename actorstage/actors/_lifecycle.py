@@ -1,0 +1,345 @@
+"""Lifecycle transitions of a cell: start, restart, stop, pause, resume.
+
+Locks are taken top-down only (a parent's lane holds the parent's lock while
+it stops or restarts a child, which takes the child's lock to stop the
+grandchildren); exits travel bottom-up as posted operations, never as lock
+acquisitions, so the tree cannot deadlock on itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from actorstage.actors._actor import check_spawnable
+from actorstage.actors._cell import (
+    RUNNING,
+    STOPPED,
+    STOPPING,
+    SUSPENDED,
+    Cell,
+    current_cell,
+)
+from actorstage.actors._message import ExitReason, Terminated
+from actorstage.actors._tasks import TaskOwner
+from actorstage.exceptions import ActorCrashedError, ActorDeadError, InvalidDefinitionError
+
+if TYPE_CHECKING:
+    from actorstage.actors._actor import Actor
+__all__ = [
+    "pause",
+    "restart",
+    "resume",
+    "shutdown",
+    "start_child",
+    "stop_children",
+    "suspend",
+    "walk",
+]
+
+log = logging.getLogger("actorstage")
+
+_CANCEL_GRACE = 1.0  # after cancelling a handler, how long to wait before abandoning it
+_HOOK_TIMEOUT = 5.0  # bound on on_stop when the actor has no shutdown timeout of its own
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name != name.strip():
+        raise InvalidDefinitionError(
+            f"invalid actor name {name!r}: a name is a non-empty string "
+            "without '/' or surrounding spaces"
+        )
+    return name
+
+
+async def start_child(
+    parent: Cell,
+    factory: type[Actor],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    name: str | None,
+    capacity: int | None,
+    shutdown_timeout: float | None,
+) -> Cell:
+    """Create, start and register a child of ``parent``; returns when it is ready."""
+    if not parent.accepting:
+        raise ActorDeadError(parent.path, parent.dead_reason())
+    system = parent.system
+    check_spawnable(factory)
+    if name is None:
+        name = system._auto_name(factory)
+    else:
+        validate_name(name)
+    reserved = parent.reserved
+    if name in parent.children or (reserved is not None and name in reserved):
+        raise InvalidDefinitionError(
+            f"an actor named {name!r} already runs under {parent.path!r}; "
+            "names are unique among siblings"
+        )
+    if capacity is None:
+        capacity = system._mailbox_size
+    elif not isinstance(capacity, int) or capacity < 1:
+        raise InvalidDefinitionError(f"mailbox_size must be a positive int, got {capacity!r}")
+    cell = Cell(system, parent, name, factory, args, kwargs, capacity, shutdown_timeout,
+                parent.child_owner)
+    if factory._owns_tasks:
+        cell.child_owner = TaskOwner(system._loop, system._fatal)
+    if reserved is None:
+        reserved = parent.reserved = set()
+    reserved.add(name)
+    try:
+        await start_instance(cell, "starting")
+    finally:
+        reserved.discard(name)
+    if not parent.accepting:
+        await shutdown(cell, ExitReason.SHUTDOWN)
+        raise ActorDeadError(parent.path, parent.dead_reason())
+    parent.children[name] = cell
+    cell.set_state(RUNNING)
+    if cell.exit_requested:
+        cell.exited_normally()
+    elif cell.deliverable and cell.queue:
+        cell.schedule()
+    return cell
+
+
+async def start_instance(cell: Cell, during: str) -> None:
+    """Construct the actor and run ``on_start``; raises ``ActorCrashedError`` on failure."""
+    token = current_cell.set(cell)
+    try:
+        actor = cell.factory(*cell.args, **cell.kwargs)
+        actor._cell = cell
+        cell.actor = actor
+        await actor.on_start()
+    except Exception as exc:
+        cell.cancel_timers()
+        await stop_children(cell)
+        cell.actor = None
+        error = ActorCrashedError.from_exception(cell.path, exc, during=during)
+        raise error from exc
+    finally:
+        current_cell.reset(token)
+
+
+async def suspend(cell: Cell) -> None:
+    """End the running incarnation for a restart, keeping the mailbox."""
+    if cell.state < SUSPENDED:
+        cell.set_state(SUSPENDED)
+        cell.incarnation += 1
+    async with cell.get_lock():
+        await stop_children(cell)
+    await teardown(cell, graceful=True)
+
+
+async def restart(cell: Cell) -> bool:
+    """Replace the incarnation; a failed start is reported to the parent as a crash."""
+    if cell.state >= STOPPING:
+        return False
+    await suspend(cell)
+    if cell.state >= STOPPING:
+        return False
+    try:
+        await start_instance(cell, "restarting")
+    except ActorCrashedError as error:
+        log.warning("%s", error)
+        cell.exited(ExitReason.CRASHED, error)
+        return False
+    cell.restarts += 1
+    cell.set_state(RUNNING)
+    if cell.deliverable and cell.queue and not cell.draining:
+        cell.schedule()
+    return True
+
+
+async def stop_children(cell: Cell) -> None:
+    """Stop every child, the last started first."""
+    children = cell.children
+    while children:
+        child = next(reversed(children.values()))
+        await shutdown(child, ExitReason.SHUTDOWN)
+        if children.get(child.name) is child:
+            del children[child.name]
+
+
+async def shutdown(
+    cell: Cell, reason: ExitReason, error: ActorCrashedError | None = None
+) -> None:
+    """Stop ``cell`` for good: its children first, then its handler, then its mailbox."""
+    if cell.state == STOPPED:
+        return
+    if cell.state == STOPPING:
+        waiter: asyncio.Future[None] = cell.loop.create_future()
+        if cell.stop_waiters is None:
+            cell.stop_waiters = []
+        cell.stop_waiters.append(waiter)
+        await waiter
+        return
+    cell.set_state(STOPPING)
+    cell.incarnation += 1
+    cell.exit_reason = reason
+    cell.exit_error = error
+    try:
+        async with cell.get_lock():
+            await stop_children(cell)
+        brutal = reason is ExitReason.KILLED or cell.shutdown_timeout is None
+        await teardown(cell, graceful=not brutal)
+    finally:
+        cell.set_state(STOPPED)
+        flush(cell)
+        if cell.child_owner is not cell.owner:
+            await cell.child_owner.aclose()
+        unwatch_all(cell)
+        notify_watchers(cell)
+        parent = cell.parent
+        if parent is not None and parent.children.get(cell.name) is cell:
+            del parent.children[cell.name]
+            if parent.actor is not None:
+                parent.actor._policy().child_removed(parent, cell)
+        for waiter in cell.stop_waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+        cell.stop_waiters = None
+
+
+async def teardown(cell: Cell, *, graceful: bool) -> None:
+    """End the current instance: wait for (then cancel) its handler, run on_stop."""
+    cell.cancel_timers()
+    if cell.draining:
+        timeout = cell.shutdown_timeout if graceful else 0.0
+        if timeout:
+            try:
+                async with asyncio.timeout(timeout):
+                    await cell.wait_idle()
+            except TimeoutError:
+                log.warning("actor %s did not finish its message within %gs; cancelling it",
+                            cell.path, timeout)
+        await cancel_drain(cell)
+    actor = cell.actor
+    if actor is None:
+        return
+    cell.actor = None
+    if graceful:
+        bound = cell.shutdown_timeout or _HOOK_TIMEOUT
+        await run_hook(cell, actor, "on_stop", bound, report=False)
+
+
+async def cancel_drain(cell: Cell) -> None:
+    """Cancel a running handler; repeat while it swallows the cancellation."""
+    loop = cell.loop
+    deadline = loop.time() + _CANCEL_GRACE
+    while cell.draining and cell.drain_task is not None:
+        task = cell.drain_task
+        task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            log.error("actor %s ignores cancellation; its handler is abandoned", cell.path)
+            cell.draining = False
+            cell.drain_task = None
+            return
+        await asyncio.wait({task}, timeout=min(remaining, 0.05))
+
+
+async def run_hook(
+    cell: Cell, actor: Actor, hook: str, bound: float | None = None, *, report: bool = True
+) -> bool:
+    """Run a lifecycle hook; a raising hook crashes the actor (or is logged, when ending)."""
+    token = current_cell.set(cell)
+    try:
+        if bound is None:
+            await getattr(actor, hook)()
+        else:
+            async with asyncio.timeout(bound):
+                await getattr(actor, hook)()
+    except Exception as exc:
+        if report:
+            cell.crashed(exc, during=f"in {hook}")
+        else:
+            log.warning("actor %s raised in %s: %r", cell.path, hook, exc)
+        return False
+    finally:
+        current_cell.reset(token)
+    return True
+
+
+def flush(cell: Cell) -> None:
+    """Turn everything still queued for a stopped cell into dead letters."""
+    reason = cell.dead_reason()
+    queue, cell.queue = cell.queue, None
+    for message, reply in queue or ():
+        cell.dead_letter(message, reply, reason)
+    waiters, cell.waiters = cell.waiters, None
+    for waiter, (message, reply) in waiters or ():
+        if not waiter.done():
+            cell.dead_letter(message, reply, reason)
+            waiter.set_result(False)
+    cell.wake_idle()
+
+
+def watch(watcher: Cell, target: Cell) -> None:
+    """Deliver ``Terminated`` to ``watcher`` once, when ``target`` stops (or now, if it has)."""
+    if target.state == STOPPED:
+        watcher.put_forced(Terminated(target.ref, target.exit_reason or ExitReason.STOPPED,
+                                      target.exit_error))
+        return
+    if target.watchers is None:
+        target.watchers = {}
+    target.watchers[watcher] = None
+    if watcher.watching is None:
+        watcher.watching = {}
+    watcher.watching[target] = None
+
+
+def unwatch(watcher: Cell, target: Cell) -> None:
+    if target.watchers is not None:
+        target.watchers.pop(watcher, None)
+    if watcher.watching is not None:
+        watcher.watching.pop(target, None)
+
+
+def unwatch_all(cell: Cell) -> None:
+    for target in list(cell.watching or ()):
+        unwatch(cell, target)
+
+
+def notify_watchers(cell: Cell) -> None:
+    watchers, cell.watchers = cell.watchers, None
+    if not watchers:
+        return
+    notice = Terminated(cell.ref, cell.exit_reason or ExitReason.STOPPED, cell.exit_error)
+    for watcher in watchers:
+        if watcher.watching is not None:
+            watcher.watching.pop(cell, None)
+        watcher.put_forced(notice)
+
+
+def walk(cell: Cell) -> Iterator[Cell]:
+    """``cell`` and its descendants, parents before children."""
+    yield cell
+    for child in list(cell.children.values()):
+        yield from walk(child)
+
+
+async def pause(cell: Cell) -> None:
+    """Stop delivering user messages to the subtree, after the messages in hand."""
+    cells = [c for c in walk(cell) if not c.paused and c.state < STOPPING]
+    for c in cells:
+        c.set_paused(True)
+    me = current_cell.get()
+    for c in cells:
+        if c is not me:
+            await c.wait_idle()
+    for c in cells:
+        if c.state == RUNNING and c.actor is not None:
+            await run_hook(c, c.actor, "on_pause")
+
+
+async def resume(cell: Cell) -> None:
+    """Deliver again what queued up during the pause, in order."""
+    cells = [c for c in walk(cell) if c.paused and c.state < STOPPING]
+    for c in cells:
+        if c.state == RUNNING and c.actor is not None:
+            await run_hook(c, c.actor, "on_resume")
+        c.set_paused(False)

@@ -1,0 +1,105 @@
+"""``ActorRef``: the handle through which everyone talks to an actor."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from actorstage.exceptions import ActorstageError, MailboxFullError
+
+if TYPE_CHECKING:
+    from actorstage.actors._cell import Cell
+
+__all__ = ["ActorRef"]
+
+
+class ActorRef:
+    """A handle to a running actor, obtained from ``spawn`` or ``lookup``.
+
+    Refs are cheap, hashable and stay valid across restarts of the actor.
+    After the actor has stopped, ``tell`` sends to dead letters and ``ask``
+    raises ``ActorDeadError``.
+    """
+
+    __slots__ = ("_cell",)
+
+    _cell: Cell
+
+    def __init__(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(
+            "ActorRef objects come from spawn() or lookup(); they cannot be constructed"
+        )
+
+    @classmethod
+    def _from_cell(cls, cell: Cell) -> ActorRef:
+        ref = object.__new__(cls)
+        ref._cell = cell
+        return ref
+
+    @property
+    def path(self) -> str:
+        """The actor's path, such as ``/user/sup/worker``."""
+        return self._cell.path
+
+    @property
+    def name(self) -> str:
+        """The last part of the path."""
+        return self._cell.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._cell.path}>"
+
+    async def tell(self, message: Any) -> None:
+        """Send ``message``; waits while the mailbox is full (backpressure).
+
+        Like ``asyncio.Queue.put``, it returns without yielding when there is
+        room. A message to a stopped actor becomes a dead letter.
+        """
+        cell = self._cell
+        queue = cell.queue
+        if queue is not None and cell.accepting and not cell.waiters and (
+            len(queue) < cell.capacity
+        ):
+            queue.append((message, None))
+            if cell.deliverable and not cell.draining:
+                cell.schedule()
+            return
+        await cell.put(message, None)
+
+    def tell_nowait(self, message: Any) -> None:
+        """Send ``message`` now or raise ``MailboxFullError``.
+
+        A message to a stopped actor becomes a dead letter.
+        """
+        cell = self._cell
+        if not cell.put_nowait(message, None):
+            raise MailboxFullError(cell.path, cell.capacity)
+
+    async def ask(self, message: Any) -> Any:
+        """Send ``message`` and wait for the reply (the return value of ``receive``).
+
+        Raises:
+            ActorCrashedError: the handler raised.
+            ActorDeadError: the actor is not running, or stopped before replying.
+            TimeoutError: the caller's deadline (``anyio.fail_after``,
+                ``asyncio.timeout``) passed. A message whose asker gave up
+                before it was delivered is not delivered.
+        """
+        from actorstage.actors._cell import current_cell
+
+        cell = self._cell
+        if current_cell.get() is cell:
+            raise ActorstageError(
+                f"actor {cell.path!r} asked itself; that would wait forever "
+                "(it handles one message at a time): use tell, or do the work inline"
+            )
+        reply = cell.loop.create_future()
+        queue = cell.queue
+        if queue is not None and cell.accepting and not cell.waiters and (
+            len(queue) < cell.capacity
+        ):
+            queue.append((message, reply))
+            if cell.deliverable and not cell.draining:
+                cell.schedule()
+        else:
+            await cell.put(message, reply)
+        return await reply

@@ -1,0 +1,295 @@
+"""``ActorSystem``: the root of an actor tree, used as an async context manager."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import anyio
+
+from actorstage.actors import _lifecycle
+from actorstage.actors._actor import Actor
+from actorstage.actors._cell import RUNNING, STOPPED, STOPPING, Cell, current_cell
+from actorstage.actors._deadletters import DeadLetters
+from actorstage.actors._message import ExitReason
+from actorstage.actors._ref import ActorRef
+from actorstage.actors._tasks import TaskOwner
+from actorstage.actors._tree import TreeNode, snapshot
+from actorstage.exceptions import ActorDeadError, ActorstageError, InvalidDefinitionError
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from actorstage.supervisors._supervisor import Supervisor, SupervisorRef
+
+__all__ = ["ActorSystem"]
+
+log = logging.getLogger("actorstage")
+
+T = TypeVar("T")
+
+
+class _Guardian(Actor):
+    """The parent of every actor spawned by the system itself (``/user``)."""
+
+    __slots__ = ()
+
+    async def receive(self, message: Any) -> Any:
+        raise TypeError("the /user guardian takes no messages")
+
+
+class ActorSystem:
+    """The root of an actor tree.
+
+    Use it as an async context manager; leaving the block stops every actor,
+    the last spawned first, each within its shutdown timeout::
+
+        async with ActorSystem() as system:
+            ref = await system.spawn(Counter)
+            await ref.tell(Increment())
+
+    Args:
+        name: A label for logs.
+        mailbox_size: Default mailbox bound for actors spawned without one.
+        shutdown_timeout: Seconds an actor spawned outside a supervisor gets to
+            finish its message in hand when stopped, before it is cancelled.
+    """
+
+    def __init__(
+        self, name: str = "actorstage", *, mailbox_size: int = 1000, shutdown_timeout: float = 5.0
+    ) -> None:
+        if not isinstance(mailbox_size, int) or mailbox_size < 1:
+            raise InvalidDefinitionError(
+                f"mailbox_size must be a positive int, got {mailbox_size!r}"
+            )
+        if not shutdown_timeout > 0:
+            raise InvalidDefinitionError(
+                f"shutdown_timeout must be > 0 seconds, got {shutdown_timeout!r}"
+            )
+        self.name = name
+        self._mailbox_size = mailbox_size
+        self._shutdown_timeout = shutdown_timeout
+        self._names = itertools.count(1)
+        self.dead_letters = DeadLetters()
+        self._running = False
+        self._guardian_cell: Cell | None = None
+
+    # -- lifetime ----------------------------------------------------------
+
+    async def __aenter__(self) -> ActorSystem:
+        if self._running or self._guardian_cell is not None:
+            raise ActorstageError(f"actor system {self.name!r} was already started; make a new one")
+        self._loop = asyncio.get_running_loop()
+        self._failure: BaseException | None = None
+        self._ended = asyncio.Event()
+        self._tg: TaskGroup = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._watch_failure, name=f"actorstage:{self.name}:watch")
+        self._root = TaskOwner(self._loop, self._fatal)
+        guardian = Cell(self, None, "user", _Guardian, (), {}, 1, None, self._root)
+        guardian.actor = _Guardian()
+        guardian.actor._cell = guardian
+        guardian.set_state(RUNNING)
+        self._guardian_cell = guardian
+        self._running = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+        finally:
+            self._ended.set()
+            try:
+                await self._tg.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                # The task group wraps even the body's own exception; users get it as raised.
+                errors = group.exceptions
+                if exc is not None and len(errors) == 1 and errors[0] is exc:
+                    return None
+                if len(errors) == 1:
+                    raise errors[0] from None
+                raise
+        return None
+
+    async def aclose(self) -> None:
+        """Stop every actor (the last started first), then the system itself."""
+        guardian = self._guardian_cell
+        if guardian is None or guardian.state == STOPPED:
+            return
+        self._running = False
+        guardian.set_state(STOPPING)
+        async with guardian.get_lock():
+            await _lifecycle.stop_children(guardian)
+        guardian.set_state(STOPPED)
+        await self._root.aclose()
+
+    async def _watch_failure(self) -> None:
+        await self._ended.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def _fatal(self, exc: BaseException) -> None:
+        """An internal task failed unexpectedly: fail the whole system, loudly."""
+        log.critical("actor system %r failed", self.name, exc_info=exc)
+        if self._failure is None:
+            self._failure = exc
+        self._ended.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the system accepts new actors."""
+        return self._running
+
+    def _guardian(self) -> Cell:
+        guardian = self._guardian_cell
+        if guardian is None or not self._running:
+            raise ActorstageError(
+                f"actor system {self.name!r} is not running; "
+                "use it as `async with ActorSystem() as system:`"
+            )
+        return guardian
+
+    def _auto_name(self, factory: type[Actor]) -> str:
+        return f"{factory.__name__.lower()}-{next(self._names)}"
+
+    # -- spawning and finding ---------------------------------------------
+
+    @overload
+    async def spawn(
+        self, actor_cls: type[Supervisor], *args: Any, name: str | None = ...,
+        mailbox_size: int | None = ..., **kwargs: Any,
+    ) -> SupervisorRef: ...
+
+    @overload
+    async def spawn(
+        self, actor_cls: type[Actor], *args: Any, name: str | None = ...,
+        mailbox_size: int | None = ..., **kwargs: Any,
+    ) -> ActorRef: ...
+
+    async def spawn(
+        self,
+        actor_cls: type[Actor],
+        *args: Any,
+        name: str | None = None,
+        mailbox_size: int | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Start a top-level actor; returns once its ``on_start`` has finished.
+
+        ``*args`` and ``**kwargs`` go to the actor's constructor. A crashed
+        top-level actor is restarted, at most 3 times within 5 s, then
+        stopped; put actors under a ``Supervisor`` for other policies.
+
+        Raises:
+            ActorCrashedError: the constructor or ``on_start`` raised.
+            InvalidDefinitionError: bad name, duplicate name, bad mailbox size,
+                or ``actor_cls`` is not a usable ``Actor`` subclass.
+        """
+        cell = await _lifecycle.start_child(
+            self._guardian(), actor_cls, args, kwargs, name=name, capacity=mailbox_size,
+            shutdown_timeout=self._shutdown_timeout,
+        )
+        return cell.ref
+
+    def lookup(self, path: str) -> ActorRef | None:
+        """The running actor at ``path`` (such as ``/user/sup/worker``), or ``None``."""
+        guardian = self._guardian()
+        parts = path.strip("/").split("/")
+        if not parts or parts[0] != guardian.name:
+            return None
+        cell = guardian
+        for part in parts[1:]:
+            found = cell.children.get(part)
+            if found is None:
+                return None
+            cell = found
+        return None if cell is guardian else cell.ref
+
+    def tree(self) -> TreeNode:
+        """A snapshot of the whole tree, rooted at ``/user``."""
+        return snapshot(self._guardian(), kind="system")
+
+    # -- signals -----------------------------------------------------------
+
+    async def stop(self, ref: ActorRef) -> None:
+        """Stop ``ref`` and its subtree on purpose; it is not restarted.
+
+        Its children stop first (the last started first); its handler gets its
+        shutdown timeout to finish, then is cancelled. Queued messages become
+        dead letters and pending asks fail with ``ActorDeadError``. Returns
+        when it has stopped, except when called from inside that subtree,
+        where it returns at once (waiting would wait on the caller itself).
+        """
+        self._guardian()
+        cell = ref._cell
+        if cell.state == STOPPED:
+            return
+        parent = cell.parent
+        assert parent is not None
+
+        async def stop_it() -> None:
+            await _lifecycle.shutdown(cell, ExitReason.STOPPED)
+
+        if _inside(current_cell.get(), cell):
+            parent.post(stop_it)
+            return
+        await self._in_lane(parent, stop_it)
+
+    async def pause(self, ref: ActorRef) -> None:
+        """Pause ``ref`` and its subtree after the messages in hand.
+
+        User messages queue up (bounded) and are delivered in order after
+        ``resume``; asks wait for the resume or the caller's deadline.
+        Signals (stop, pause, resume) still act. Returns when no handler of
+        the subtree runs any more (except the caller's own, when called from
+        inside it).
+        """
+        self._guardian()
+        await _lifecycle.pause(ref._cell)
+
+    async def resume(self, ref: ActorRef) -> None:
+        """Resume ``ref`` and its subtree; queued messages are delivered in order."""
+        self._guardian()
+        await _lifecycle.resume(ref._cell)
+
+    async def _in_lane(self, cell: Cell, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation`` in ``cell``'s control lane and wait for its result."""
+        done: asyncio.Future[T] = self._loop.create_future()
+
+        async def run() -> None:
+            try:
+                result = await operation()
+            except Exception as exc:
+                if done.done():
+                    log.warning("control operation on %s failed after its caller left: %r",
+                                cell.path, exc)
+                else:
+                    done.set_exception(exc)
+            except BaseException:
+                if not done.done():
+                    done.set_exception(ActorDeadError(cell.path, "shutting down"))
+                raise
+            else:
+                if not done.done():
+                    done.set_result(result)
+
+        cell.post(run)
+        return await done
+
+
+def _inside(cell: Cell | None, root: Cell) -> bool:
+    while cell is not None:
+        if cell is root:
+            return True
+        cell = cell.parent
+    return False

@@ -1,0 +1,108 @@
+"""Helpers for testing code that uses actorstage.
+
+``Probe`` is an actor that records what it receives, so a test can wait
+for a message instead of sleeping::
+
+    probe = await Probe.spawn(system)
+    await worker.tell(Job(reply_to=probe.ref))
+    done = await probe.expect(JobDone)
+
+``leftover_tasks`` helps a test assert that nothing kept running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from actorstage.actors._actor import Actor
+from actorstage.actors._message import Terminated
+from actorstage.actors._ref import ActorRef
+from actorstage.actors._system import ActorSystem
+
+__all__ = ["Probe", "leftover_tasks", "wait_until"]
+
+T = TypeVar("T")
+
+
+class _ProbeActor(Actor):
+    __slots__ = ("_inbox",)
+
+    def __init__(self, inbox: asyncio.Queue[Any]) -> None:
+        self._inbox = inbox
+
+    async def receive(self, message: Any) -> Any:
+        self._inbox.put_nowait(message)
+        return None
+
+
+class Probe:
+    """An actor that records every message it receives, for tests to await.
+
+    Attributes:
+        ref: The probe's actor ref; give it to the code under test.
+        received: Every message received so far, in order.
+    """
+
+    def __init__(self, ref: ActorRef, inbox: asyncio.Queue[Any]) -> None:
+        self.ref = ref
+        self.received: list[Any] = []
+        self._inbox = inbox
+
+    @classmethod
+    async def spawn(cls, system: ActorSystem, name: str | None = None) -> Probe:
+        """Spawn a probe actor in ``system``."""
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        ref = await system.spawn(_ProbeActor, inbox, name=name, mailbox_size=100_000)
+        return cls(ref, inbox)
+
+    async def receive(self, timeout: float = 5.0) -> Any:
+        """The next message, waiting at most ``timeout`` seconds (then ``TimeoutError``)."""
+        async with asyncio.timeout(timeout):
+            message = await self._inbox.get()
+        self.received.append(message)
+        return message
+
+    async def expect(
+        self, kind: type[T], where: Callable[[T], bool] | None = None, timeout: float = 5.0
+    ) -> T:
+        """Wait for the next message of type ``kind`` (and matching ``where``).
+
+        Messages that do not match are kept in ``received`` and skipped.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.receive(timeout=timeout)
+                if isinstance(message, kind) and (where is None or where(message)):
+                    return message
+
+    async def expect_terminated(self, ref: ActorRef, timeout: float = 5.0) -> Terminated:
+        """Wait for ``Terminated`` of ``ref`` (watch it first with ``watch``)."""
+        return await self.expect(Terminated, lambda t: t.ref == ref, timeout=timeout)
+
+    def watch(self, ref: ActorRef) -> None:
+        """Have the probe watch ``ref``: it will receive ``Terminated`` once."""
+        from actorstage.actors._lifecycle import watch
+
+        watch(self.ref._cell, ref._cell)
+
+    def pending(self) -> int:
+        """Messages received but not yet taken by ``receive``/``expect``."""
+        return self._inbox.qsize()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` is true, checking after every turn of the event loop.
+
+    Raises ``TimeoutError`` after ``timeout`` seconds.
+    """
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+def leftover_tasks(before: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
+    """Tasks that are running now and were not in ``before`` (other than the caller)."""
+    current = asyncio.current_task()
+    return [t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()]
