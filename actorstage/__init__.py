@@ -59,3 +59,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+run.__module__ = __name__

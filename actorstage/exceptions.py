@@ -39,7 +39,13 @@ class ActorCrashedError(ActorstageError):
     """
 
     def __init__(
-        self, path: str, type_name: str, error_message: str, traceback: str = "", *, during: str = ""
+        self,
+        path: str,
+        type_name: str,
+        error_message: str,
+        traceback: str = "",
+        *,
+        during: str = "",
     ) -> None:
         self.path = path
         self.type_name = type_name
@@ -50,7 +56,9 @@ class ActorCrashedError(ActorstageError):
         super().__init__(f"actor {path!r} crashed{where}: {type_name}: {error_message}")
 
     @classmethod
-    def from_exception(cls, path: str, exc: BaseException, *, during: str = "") -> ActorCrashedError:
+    def from_exception(
+        cls, path: str, exc: BaseException, *, during: str = ""
+    ) -> ActorCrashedError:
         """Describe ``exc``, raised inside the actor at ``path``."""
         kind = type(exc)
         name = kind.__qualname__

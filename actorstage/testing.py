@@ -7,6 +7,7 @@ for a message instead of sleeping::
     await worker.tell(Job(reply_to=probe.ref))
     done = await probe.expect(JobDone)
 
+``wait_until`` waits for a condition no event announces, and
 ``leftover_tasks`` helps a test assert that nothing kept running.
 """
 
@@ -57,29 +58,25 @@ class Probe:
         ref = await system.spawn(_ProbeActor, inbox, name=name, mailbox_size=100_000)
         return cls(ref, inbox)
 
-    async def receive(self, timeout: float = 5.0) -> Any:
-        """The next message, waiting at most ``timeout`` seconds (then ``TimeoutError``)."""
-        async with asyncio.timeout(timeout):
-            message = await self._inbox.get()
+    async def receive(self) -> Any:
+        """The next message (bound the wait with ``anyio.fail_after``)."""
+        message = await self._inbox.get()
         self.received.append(message)
         return message
 
-    async def expect(
-        self, kind: type[T], where: Callable[[T], bool] | None = None, timeout: float = 5.0
-    ) -> T:
+    async def expect(self, kind: type[T], where: Callable[[T], bool] | None = None) -> T:
         """Wait for the next message of type ``kind`` (and matching ``where``).
 
         Messages that do not match are kept in ``received`` and skipped.
         """
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await self.receive(timeout=timeout)
-                if isinstance(message, kind) and (where is None or where(message)):
-                    return message
+        while True:
+            message = await self.receive()
+            if isinstance(message, kind) and (where is None or where(message)):
+                return message
 
-    async def expect_terminated(self, ref: ActorRef, timeout: float = 5.0) -> Terminated:
+    async def expect_terminated(self, ref: ActorRef) -> Terminated:
         """Wait for ``Terminated`` of ``ref`` (watch it first with ``watch``)."""
-        return await self.expect(Terminated, lambda t: t.ref == ref, timeout=timeout)
+        return await self.expect(Terminated, lambda t: t.ref == ref)
 
     def watch(self, ref: ActorRef) -> None:
         """Have the probe watch ``ref``: it will receive ``Terminated`` once."""
@@ -92,14 +89,13 @@ class Probe:
         return self._inbox.qsize()
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` is true, checking after every turn of the event loop.
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` is true, checking it after every turn of the event loop.
 
-    Raises ``TimeoutError`` after ``timeout`` seconds.
+    For states no event announces; bound the wait with ``anyio.fail_after``.
     """
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0)
+    while not condition():  # noqa: ASYNC110 - an arbitrary condition has no event to wait on
+        await asyncio.sleep(0)
 
 
 def leftover_tasks(before: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:

@@ -25,7 +25,14 @@ def _is_test_runner(task: asyncio.Task[Any]) -> bool:
     return "TestRunner" in getattr(task.get_coro(), "__qualname__", "")
 
 
-@pytest.fixture(autouse=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every async test (they run through anyio) must leave no task behind.
+    for item in items:
+        if item.get_closest_marker("anyio") is not None and isinstance(item, pytest.Function):
+            item.fixturenames.append("_no_leftover_tasks")
+
+
+@pytest.fixture
 async def _no_leftover_tasks(anyio_backend: Any) -> AsyncIterator[None]:
     before = set(asyncio.all_tasks())
     yield

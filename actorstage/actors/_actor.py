@@ -34,6 +34,7 @@ class Actor:
 
     __slots__ = ("_cell",)
 
+    _cell: Cell
     _ref_class: ClassVar[type[ActorRef]] = ActorRef
     _owns_tasks: ClassVar[bool] = False  # supervisors own a task owner for their children
 
@@ -171,7 +172,7 @@ class Context:
         from actorstage.actors._cell import RUNNING, current_cell
 
         cell = self._cell
-        if current_cell.get() is cell and cell.draining or cell.state != RUNNING:
+        if (current_cell.get() is cell and cell.draining) or cell.state != RUNNING:
             cell.exit_requested = True
         else:
             cell.exited_normally()

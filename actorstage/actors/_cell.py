@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from actorstage.actors._tasks import TaskOwner
     from actorstage.actors._timers import Timer
 
-__all__ = ["STARTING", "RUNNING", "STOPPED", "STOPPING", "SUSPENDED", "Cell", "current_cell"]
+__all__ = ["RUNNING", "STARTING", "STOPPED", "STOPPING", "SUSPENDED", "Cell", "current_cell"]
 
 log = logging.getLogger("actorstage")
 
@@ -110,7 +110,7 @@ class Cell:
         self.loop = system._loop
         self.parent = parent
         self.name = name
-        self.path = f"{parent.path}/{name}" if parent is not None else f"/{name}"
+        self.path: str = f"{parent.path}/{name}" if parent is not None else f"/{name}"
         self.factory = factory
         self.args = args
         self.kwargs = kwargs
@@ -122,7 +122,7 @@ class Cell:
         self.queue: deque[Envelope] | None = None
         self.waiters: deque[tuple[asyncio.Future[bool], Envelope]] | None = None
         self.state = STARTING
-        self.paused = parent.paused if parent is not None else False
+        self.paused: bool = parent.paused if parent is not None else False
         self.accepting = True
         self.deliverable = False
         self.draining = False
@@ -137,7 +137,7 @@ class Cell:
         self.lock: asyncio.Lock | None = None
         self.watchers: dict[Cell, None] | None = None
         self.watching: dict[Cell, None] | None = None
-        self.timers: set[Timer] | None = None
+        self.timers: set[Timer | asyncio.TimerHandle] | None = None
         self.restarts = 0
         self.restart_log: Any = None
         self.exit_reason: ExitReason | None = None

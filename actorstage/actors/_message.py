@@ -20,9 +20,12 @@ class Message(msgspec.Struct, frozen=True, tag=True):
     Subclasses are frozen, tagged msgspec Structs, so they can cross a process
     boundary with msgspec's codecs (no pickle on the wire)::
 
-        class Deposit(Message):
+        class Deposit(Message, frozen=True):
             account: str
             amount: int
+
+    ``frozen=True`` is inherited at run time; spelling it out lets type
+    checkers see it too.
     """
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from actorstage.exceptions import ActorstageError, MailboxFullError
 
@@ -24,7 +24,7 @@ class ActorRef:
 
     _cell: Cell
 
-    def __init__(self, *args: object, **kwargs: object) -> NoReturn:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError(
             "ActorRef objects come from spawn() or lookup(); they cannot be constructed"
         )

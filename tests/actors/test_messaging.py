@@ -17,6 +17,7 @@ from actorstage import (
     MailboxFullError,
     Message,
 )
+from actorstage.testing import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +47,7 @@ class Gate(Actor):
         return message
 
 
-class Deposit(Message):
+class Deposit(Message, frozen=True):
     account: str
     amount: int
 
@@ -81,8 +82,7 @@ async def test_messages_are_handled_in_order_one_at_a_time() -> None:
         async with anyio.create_task_group() as tg:
             for _ in range(3):
                 tg.start_soon(ref.tell, -1)
-        while len(seen) < 503:
-            await asyncio.sleep(0)
+        await wait_until(lambda: len(seen) == 503)
     assert [m for m in seen if m >= 0] == list(range(500))
     assert not overlap
 
@@ -93,8 +93,7 @@ async def test_tell_waits_for_room_and_keeps_fifo_order() -> None:
     async with ActorSystem() as system:
         ref = await system.spawn(Gate, gate, log, mailbox_size=2)
         await ref.tell("wait")  # taken into hand at once
-        while not ref._cell.draining or ref._cell.queue:
-            await asyncio.sleep(0)
+        await wait_until(lambda: ref._cell.draining and not ref._cell.queue)
         await ref.tell(1)
         await ref.tell(2)
         with pytest.raises(MailboxFullError, match=r"mailbox of '/user/gate-\d+' is full \(2"):
@@ -114,8 +113,7 @@ async def test_a_waiting_sender_that_gives_up_sends_nothing() -> None:
     async with ActorSystem() as system:
         ref = await system.spawn(Gate, gate, log, mailbox_size=1)
         await ref.tell("wait")
-        while ref._cell.queue:
-            await asyncio.sleep(0)
+        await wait_until(lambda: not ref._cell.queue)
         await ref.tell(1)
         with anyio.move_on_after(0.05):
             await ref.tell("never")

@@ -1,0 +1,53 @@
+"""The ``actorstage`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"--duration must be in (0, 600] seconds, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="actorstage", description=__doc__)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command")
+    demo = commands.add_parser("demo", help="watch a supervision tree crash, restart and escalate")
+    demo.add_argument("--duration", type=_positive_seconds, default=12.0,
+                      help="seconds to run (default 12)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the crash timings (default 7)")
+    view = demo.add_mutually_exclusive_group()
+    view.add_argument("--live", dest="live", action="store_true", default=None,
+                      help="always render the live view")
+    view.add_argument("--plain", dest="live", action="store_false",
+                      help="no live view; print the summary only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from actorstage import __version__
+
+        print(__version__)
+        return 0
+    if args.command == "demo":
+        from actorstage import run
+        from actorstage._demo import run_demo
+
+        return run(run_demo, args.duration, args.seed, args.live)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Random crash/exit/stop/pause sequences against a small reference model of OTP.
+
+The model is written from the OTP supervisor documentation, independently
+of the implementation: which children restart, in which order everything
+starts and stops, when the intensity is exceeded. After each operation the
+real tree's start/stop log, children and restart counts must equal the
+model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actorstage import (
+    Actor,
+    ActorCrashedError,
+    ActorSystem,
+    ChildSpec,
+    Restart,
+    Strategy,
+    Supervisor,
+)
+from actorstage.actors._lifecycle import walk
+from actorstage.testing import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+class Worker(Actor):
+    def __init__(self, log: list[str], tag: str) -> None:
+        self.log = log
+        self.tag = tag
+
+    async def on_start(self) -> None:
+        self.log.append(f"start {self.tag}")
+
+    async def on_stop(self) -> None:
+        self.log.append(f"stop {self.tag}")
+
+    async def receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("crash")
+        if message == "exit":
+            self.context.stop()
+        return None
+
+
+@dataclass
+class Model:
+    """OTP's supervisor, as documented, over children that log their starts and stops."""
+
+    strategy: Strategy
+    max_restarts: int
+    within: float
+    specs: list[tuple[str, Restart]]
+    children: list[tuple[str, Restart]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    restarts: dict[str, int] = field(default_factory=dict)
+    escalations: int = 0
+
+    def start(self) -> None:
+        self.children = list(self.specs)
+        self.times = []
+        self.log += [f"start {c}" for c, _ in self.children]
+
+    def restart_type(self, child: str) -> Restart:
+        return dict(self.children)[child]
+
+    def exit(self, child: str, reason: str, now: float) -> None:
+        kind = self.restart_type(child)
+        restart = (reason == "crash" and kind is not Restart.TEMPORARY) or (
+            reason == "normal" and kind is Restart.PERMANENT)
+        if not restart:
+            self.log.append(f"stop {child}")
+            self.children = [c for c in self.children if c[0] != child]
+            return
+        self.times = [t for t in self.times if now - t <= self.within] + [now]
+        if len(self.times) > self.max_restarts:  # escalate; the system restarts the supervisor
+            self.log += [f"stop {c}" for c, _ in reversed(self.children)]
+            self.escalations += 1
+            self.restarts = {}
+            self.start()
+            return
+        names = [c for c, _ in self.children]
+        if self.strategy is Strategy.ONE_FOR_ONE:
+            group = [child]
+        elif self.strategy is Strategy.ONE_FOR_ALL:
+            group = names
+        else:
+            group = names[names.index(child):]
+        for name in reversed(group):
+            self.log.append(f"stop {name}")
+            if name != child and self.restart_type(name) is Restart.TEMPORARY:
+                self.children = [c for c in self.children if c[0] != name]
+        for name in group:
+            if any(c == name for c, _ in self.children):
+                self.log.append(f"start {name}")
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+
+    def stop(self, child: str) -> None:
+        self.log.append(f"stop {child}")
+        self.children = [c for c in self.children if c[0] != child]
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["crash", "exit", "stop"]), st.integers(0, 3)),
+        st.tuples(st.just("tick"), st.floats(0.0, 4.0)),
+        st.tuples(st.just("pause"), st.just(0)),
+    ),
+    max_size=12,
+)
+
+
+async def settle(system: ActorSystem) -> None:
+    root = system._guardian()
+
+    def quiet() -> bool:
+        cells = list(walk(root))
+        return not any(c.lane_running for c in cells) and all(c.state == 1 for c in cells)
+
+    await wait_until(quiet)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    strategy=st.sampled_from(list(Strategy)),
+    max_restarts=st.integers(0, 3),
+    within=st.floats(1.0, 10.0),
+    restarts=st.lists(st.sampled_from(list(Restart)), min_size=1, max_size=4),
+    ops=operations,
+)
+async def test_supervisor_matches_the_otp_model(
+    strategy: Strategy, max_restarts: int, within: float, restarts: list[Restart],
+    ops: list[tuple[str, Any]],
+) -> None:
+    now = [0.0]
+    log: list[str] = []
+    names = [f"c{i}" for i in range(len(restarts))]
+    model = Model(strategy, max_restarts, within, list(zip(names, restarts, strict=True)))
+    model.start()
+    specs = [ChildSpec(n, Worker, (log, n), restart=r) for n, r in model.specs]
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, name="s", strategy=strategy,
+                                 max_restarts=max_restarts, within=within, children=specs,
+                                 clock=lambda: now[0])
+        for op, arg in ops:
+            if model.escalations >= 3:
+                break  # the system's own limit (3 restarts in 5 s) would stop the supervisor
+            if op == "tick":
+                now[0] += arg
+                continue
+            if op == "pause":
+                await system.pause(sup)
+                await system.resume(sup)
+                continue
+            if not model.children:
+                continue
+            child = model.children[arg % len(model.children)][0]
+            ref = system.lookup(f"/user/s/{child}")
+            assert ref is not None
+            if op == "crash":
+                with pytest.raises(ActorCrashedError):
+                    await ref.ask("crash")
+                model.exit(child, "crash", now[0])
+            elif op == "exit":
+                await ref.ask("exit")
+                model.exit(child, "normal", now[0])
+            else:
+                await system.stop(ref)
+                model.stop(child)
+            await settle(system)
+            assert log == model.log
+            assert [c.id for c in sup.which_children()] == [c for c, _ in model.children]
+            assert sup._cell.restarts == model.escalations
+            for child_id, _ in model.children:
+                found = system.lookup(f"/user/s/{child_id}")
+                assert found is not None
+                assert found._cell.restarts == model.restarts.get(child_id, 0)

@@ -1,0 +1,46 @@
+"""The public surface: what `actorstage` exports, and from where."""
+
+from __future__ import annotations
+
+import importlib
+
+import actorstage
+
+EXPECTED = {
+    "Actor", "ActorCrashedError", "ActorDeadError", "ActorRef", "ActorStatus", "ActorSystem",
+    "ActorstageError", "Backoff", "ChildSpec", "Context", "DeadLetter", "ExitReason",
+    "InvalidDefinitionError", "MailboxFullError", "Message", "Restart", "RestartIntensityError",
+    "Strategy", "Supervisor", "SupervisorRef", "Terminated", "TreeNode", "UnknownChildError",
+    "run",
+}
+
+PUBLIC_MODULES = ["actorstage", "actorstage.actors", "actorstage.supervisors",
+                  "actorstage.exceptions", "actorstage.testing"]
+
+
+def test_top_level_all_is_pinned() -> None:
+    assert set(actorstage.__all__) == EXPECTED
+    for name in actorstage.__all__:
+        assert hasattr(actorstage, name)
+
+
+def test_every_public_object_lives_at_a_public_path() -> None:
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            home = getattr(obj, "__module__", None)
+            if home is None:
+                continue
+            assert not any(part.startswith("_") for part in home.split(".")), (
+                f"{module_name}.{name} claims to live in private module {home}")
+            assert getattr(importlib.import_module(home), name) is obj
+
+
+def test_every_exception_derives_from_the_base_and_is_exported() -> None:
+    from actorstage import exceptions
+
+    for name in exceptions.__all__:
+        error = getattr(exceptions, name)
+        assert issubclass(error, actorstage.ActorstageError)
+        assert getattr(actorstage, name) is error
