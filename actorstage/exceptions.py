@@ -67,6 +67,14 @@ class ActorCrashedError(ActorstageError):
         text = "".join(_traceback.format_exception(exc))
         return cls(path, name, str(exc), text, during=during)
 
+    def with_cause(self, exc: BaseException) -> ActorCrashedError:
+        """A copy of this error whose ``__cause__`` is ``exc`` (each asker gets its own)."""
+        copy = ActorCrashedError(
+            self.path, self.type_name, self.error_message, self.traceback, during=self.during
+        )
+        copy.__cause__ = exc
+        return copy
+
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_crashed,

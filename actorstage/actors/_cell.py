@@ -280,11 +280,10 @@ class Cell:
                     try:
                         result = await receive(message)
                     except Exception as exc:
+                        error = ActorCrashedError.from_exception(self.path, exc)
                         if not reply.done():
-                            error = ActorCrashedError.from_exception(self.path, exc)
-                            error.__cause__ = exc
-                            reply.set_exception(error)
-                        self._handler_failed(exc, incarnation)
+                            reply.set_exception(error.with_cause(exc))
+                        self._handler_failed(exc, incarnation, error)
                         return
                     except BaseException:
                         if not reply.done():
@@ -326,15 +325,20 @@ class Cell:
 
     # -- exits, reported to the parent -------------------------------------
 
-    def _handler_failed(self, exc: Exception, incarnation: int) -> None:
+    def _handler_failed(
+        self, exc: Exception, incarnation: int, error: ActorCrashedError | None = None
+    ) -> None:
         if self.incarnation == incarnation:
-            self.crashed(exc)
+            self.crashed(exc, error=error)
         else:  # it was being stopped or restarted anyway; the error must still be seen
             log.warning("actor %s raised while being stopped: %r", self.path, exc)
 
-    def crashed(self, exc: BaseException, during: str = "") -> None:
+    def crashed(
+        self, exc: BaseException, during: str = "", error: ActorCrashedError | None = None
+    ) -> None:
         """The current incarnation raised: suspend, and tell the parent."""
-        error = ActorCrashedError.from_exception(self.path, exc, during=during)
+        if error is None:
+            error = ActorCrashedError.from_exception(self.path, exc, during=during)
         log.warning("actor %s crashed%s: %r", self.path, f" {during}" if during else "", exc)
         self.exited(ExitReason.CRASHED, error)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from actorstage.actors._actor import check_spawnable
+from actorstage.actors._actor import Actor, check_spawnable
 from actorstage.actors._cell import (
     RUNNING,
     STOPPED,
@@ -26,8 +26,6 @@ from actorstage.actors._message import ExitReason, Terminated
 from actorstage.actors._tasks import TaskOwner
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, InvalidDefinitionError
 
-if TYPE_CHECKING:
-    from actorstage.actors._actor import Actor
 __all__ = [
     "pause",
     "restart",
@@ -43,6 +41,10 @@ log = logging.getLogger("actorstage")
 
 _CANCEL_GRACE = 1.0  # after cancelling a handler, how long to wait before abandoning it
 _HOOK_TIMEOUT = 5.0  # bound on on_stop when the actor has no shutdown timeout of its own
+
+
+_BASE_HOOKS = {name: getattr(Actor, name) for name in
+               ("on_start", "on_stop", "on_pause", "on_resume")}
 
 
 def validate_name(name: object) -> str:
@@ -129,8 +131,9 @@ async def suspend(cell: Cell) -> None:
     if cell.state < SUSPENDED:
         cell.set_state(SUSPENDED)
         cell.incarnation += 1
-    async with cell.get_lock():
-        await stop_children(cell)
+    if cell.children:
+        async with cell.get_lock():
+            await stop_children(cell)
     await teardown(cell, graceful=True)
 
 
@@ -157,11 +160,11 @@ async def restart(cell: Cell) -> bool:
 async def stop_children(cell: Cell) -> None:
     """Stop every child, the last started first."""
     children = cell.children
-    while children:
-        child = next(reversed(children.values()))
-        await shutdown(child, ExitReason.SHUTDOWN)
-        if children.get(child.name) is child:
-            del children[child.name]
+    while children:  # again, if a child was added meanwhile
+        for child in reversed(list(children.values())):
+            await shutdown(child, ExitReason.SHUTDOWN)
+            if children.get(child.name) is child:
+                del children[child.name]
 
 
 async def shutdown(
@@ -182,8 +185,9 @@ async def shutdown(
     cell.exit_reason = reason
     cell.exit_error = error
     try:
-        async with cell.get_lock():
-            await stop_children(cell)
+        if cell.children or cell.lock is not None:
+            async with cell.get_lock():
+                await stop_children(cell)
         brutal = reason is ExitReason.KILLED or cell.shutdown_timeout is None
         await teardown(cell, graceful=not brutal)
     finally:
@@ -246,6 +250,8 @@ async def run_hook(
     cell: Cell, actor: Actor, hook: str, bound: float | None = None, *, report: bool = True
 ) -> bool:
     """Run a lifecycle hook; a raising hook crashes the actor (or is logged, when ending)."""
+    if getattr(type(actor), hook) is _BASE_HOOKS[hook]:
+        return True  # not overridden: nothing to run
     token = current_cell.set(cell)
     try:
         if bound is None:
