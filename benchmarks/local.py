@@ -16,7 +16,7 @@ import logging
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from actorstage import (
@@ -219,7 +219,7 @@ async def restart_latency() -> dict[str, Any]:
     return {"value": restart, "baseline": ask, "ratio": restart / ask, "unit": "us p50"}
 
 
-BENCHMARKS: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+BENCHMARKS: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
     "tell_throughput": tell_throughput,
     "ask_latency": ask_latency,
     "idle_10k": idle_10k,

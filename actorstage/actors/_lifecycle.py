@@ -144,13 +144,13 @@ async def restart(cell: Cell) -> bool:
     await suspend(cell)
     if cell.state >= STOPPING:
         return False
+    cell.restarts += 1  # an attempt counts, and on_start sees its own number
     try:
         await start_instance(cell, "restarting")
     except ActorCrashedError as error:
         log.warning("%s", error)
         cell.exited(ExitReason.CRASHED, error)
         return False
-    cell.restarts += 1
     cell.set_state(RUNNING)
     if cell.deliverable and cell.queue and not cell.draining:
         cell.schedule()
