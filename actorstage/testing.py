@@ -80,7 +80,7 @@ class Probe:
 
     def watch(self, ref: ActorRef) -> None:
         """Have the probe watch ``ref``: it will receive ``Terminated`` once."""
-        from actorstage.actors._lifecycle import watch
+        from actorstage.actors._watch import watch
 
         watch(self.ref._cell, ref._cell)
 

@@ -153,13 +153,13 @@ class Context:
 
     def watch(self, ref: ActorRef) -> None:
         """Receive ``Terminated(ref, reason)`` once when ``ref`` stops for good."""
-        from actorstage.actors._lifecycle import watch
+        from actorstage.actors._watch import watch
 
         watch(self._cell, ref._cell)
 
     def unwatch(self, ref: ActorRef) -> None:
         """Stop watching ``ref``."""
-        from actorstage.actors._lifecycle import unwatch
+        from actorstage.actors._watch import unwatch
 
         unwatch(self._cell, ref._cell)
 

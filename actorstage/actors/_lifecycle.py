@@ -22,8 +22,9 @@ from actorstage.actors._cell import (
     Cell,
     current_cell,
 )
-from actorstage.actors._message import ExitReason, Terminated
+from actorstage.actors._message import ExitReason
 from actorstage.actors._tasks import TaskOwner
+from actorstage.actors._watch import notify_watchers, unwatch_all
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, InvalidDefinitionError
 
 __all__ = [
@@ -100,12 +101,17 @@ async def start_child(
         await shutdown(cell, ExitReason.SHUTDOWN)
         raise ActorDeadError(parent.path, parent.dead_reason())
     parent.children[name] = cell
+    started(cell)
+    return cell
+
+
+def started(cell: Cell) -> None:
+    """A new incarnation is up: honour a stop asked for in on_start, or deliver."""
     cell.set_state(RUNNING)
     if cell.exit_requested:
         cell.exited_normally()
-    elif cell.deliverable and cell.queue:
+    elif cell.deliverable and cell.queue and not cell.draining:
         cell.schedule()
-    return cell
 
 
 async def start_instance(cell: Cell, during: str) -> None:
@@ -151,9 +157,7 @@ async def restart(cell: Cell) -> bool:
         log.warning("%s", error)
         cell.exited(ExitReason.CRASHED, error)
         return False
-    cell.set_state(RUNNING)
-    if cell.deliverable and cell.queue and not cell.draining:
-        cell.schedule()
+    started(cell)
     return True
 
 
@@ -282,43 +286,6 @@ def flush(cell: Cell) -> None:
             cell.dead_letter(message, reply, reason)
             waiter.set_result(False)
     cell.wake_idle()
-
-
-def watch(watcher: Cell, target: Cell) -> None:
-    """Deliver ``Terminated`` to ``watcher`` once, when ``target`` stops (or now, if it has)."""
-    if target.state == STOPPED:
-        watcher.put_forced(Terminated(target.ref, target.exit_reason or ExitReason.STOPPED,
-                                      target.exit_error))
-        return
-    if target.watchers is None:
-        target.watchers = {}
-    target.watchers[watcher] = None
-    if watcher.watching is None:
-        watcher.watching = {}
-    watcher.watching[target] = None
-
-
-def unwatch(watcher: Cell, target: Cell) -> None:
-    if target.watchers is not None:
-        target.watchers.pop(watcher, None)
-    if watcher.watching is not None:
-        watcher.watching.pop(target, None)
-
-
-def unwatch_all(cell: Cell) -> None:
-    for target in list(cell.watching or ()):
-        unwatch(cell, target)
-
-
-def notify_watchers(cell: Cell) -> None:
-    watchers, cell.watchers = cell.watchers, None
-    if not watchers:
-        return
-    notice = Terminated(cell.ref, cell.exit_reason or ExitReason.STOPPED, cell.exit_error)
-    for watcher in watchers:
-        if watcher.watching is not None:
-            watcher.watching.pop(cell, None)
-        watcher.put_forced(notice)
 
 
 def walk(cell: Cell) -> Iterator[Cell]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from actorstage.exceptions import ActorstageError, MailboxFullError
@@ -87,19 +88,12 @@ class ActorRef:
         from actorstage.actors._cell import current_cell
 
         cell = self._cell
-        if current_cell.get() is cell:
+        if current_cell.get() is cell and asyncio.current_task() is cell.drain_task:
             raise ActorstageError(
                 f"actor {cell.path!r} asked itself; that would wait forever "
                 "(it handles one message at a time): use tell, or do the work inline"
             )
         reply = cell.loop.create_future()
-        queue = cell.queue
-        if queue is not None and cell.accepting and not cell.waiters and (
-            len(queue) < cell.capacity
-        ):
-            queue.append((message, reply))
-            if cell.deliverable and not cell.draining:
-                cell.schedule()
-        else:
+        if not cell.put_nowait(message, reply):
             await cell.put(message, reply)
         return await reply

@@ -360,3 +360,22 @@ async def test_context_stop_outside_a_handler_exits_now() -> None:
         cell_ctx = ref._cell.actor.context  # type: ignore[union-attr]
         cell_ctx.stop()
         assert (await probe.expect_terminated(ref)).reason is ExitReason.NORMAL
+
+
+async def test_stop_requested_in_on_start_is_honoured_after_a_restart_too() -> None:
+    class QuitsOnRestart(Actor):
+        async def on_start(self) -> None:
+            if self.context.restarts:
+                self.context.stop()
+
+        async def receive(self, message: Any) -> Any:
+            raise RuntimeError("crash once")
+
+    async with ActorSystem() as system:
+        probe = await Probe.spawn(system)
+        ref = await system.spawn(QuitsOnRestart)
+        probe.watch(ref)
+        with pytest.raises(ActorCrashedError):
+            await ref.ask("go")
+        note = await probe.expect_terminated(ref)
+        assert note.reason is ExitReason.NORMAL

@@ -218,3 +218,23 @@ async def test_a_system_runs_only_once() -> None:
             pass
     with pytest.raises(ActorstageError, match="is not running"):
         await system.spawn(Record, [])
+
+
+async def test_a_task_started_by_a_handler_may_ask_its_own_actor() -> None:
+    class Spawner(Actor):
+        def __init__(self) -> None:
+            self.tasks: set[asyncio.Task[Any]] = set()
+
+        async def receive(self, message: Any) -> Any:
+            if message == "start":
+                task = asyncio.ensure_future(self.context.self_ref.ask("from the side"))
+                self.tasks.add(task)
+                return None
+            if message == "result":
+                return await asyncio.gather(*self.tasks)
+            return f"answered {message}"
+
+    async with ActorSystem() as system:
+        ref = await system.spawn(Spawner)
+        await ref.ask("start")
+        assert await ref.ask("result") == ["answered from the side"]
