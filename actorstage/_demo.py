@@ -219,6 +219,7 @@ async def run_demo(duration: float = 12.0, seed: int = 7, live: bool | None = No
     logger.propagate = False
     logger.setLevel(logging.WARNING)
     began = time.monotonic()
+    print(f"actorstage demo: {duration:g}s, seed {seed} (Ctrl-C stops it early)", flush=True)
     try:
         async with ActorSystem("demo") as system:
             await system.spawn(Supervisor, name="app", strategy=Strategy.ONE_FOR_ONE,

@@ -44,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from actorstage import run
         from actorstage._demo import run_demo
 
-        return run(run_demo, args.duration, args.seed, args.live)
+        try:
+            return run(run_demo, args.duration, args.seed, args.live)
+        except KeyboardInterrupt:
+            print("actorstage: interrupted", file=sys.stderr)
+            return 130
     parser.print_help()
     return 2
 

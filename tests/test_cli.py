@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -37,3 +38,22 @@ def test_version(argv: list[str]) -> None:
 
     assert main(argv) == 0
     assert __version__
+
+
+def test_ctrl_c_stops_the_demo_cleanly() -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "actorstage.cli", "demo", "--duration", "60", "--plain"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        assert "Ctrl-C stops it early" in demo.stdout.readline()
+        demo.send_signal(signal.SIGINT)
+        _out, err = demo.communicate(timeout=10)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 130, err
+    assert "actorstage: interrupted" in err
+    assert "Traceback" not in err

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import anyio
 import pytest
 
 from actorstage import (
@@ -420,3 +421,62 @@ async def test_terminated_reports_an_escalated_supervisor_as_crashed() -> None:
         assert "exceeded its restart intensity (more than 0 restarts" in str(note.error)
         assert system.lookup("/user/p/sup") is None
         assert system.lookup("/user/p") is not None
+
+
+async def test_a_restart_loop_stays_stoppable() -> None:
+    log: list[str] = []
+    control = {"fail_start": 10**9}
+
+    class Phoenix(Worker):
+        async def on_start(self) -> None:
+            if self.context.restarts:  # the first start works; every restart fails
+                await super().on_start()
+            else:
+                self.log.append(f"start {self.tag}")
+
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, name="s", max_restarts=10**6, within=1.0,
+                                 backoff=Backoff(initial=0.001, maximum=0.002, jitter=0),
+                                 children=[ChildSpec("p", Phoenix, (log, "p", control))])
+        await exit_child(system, "/user/s/p", "crash")
+        child = system.lookup("/user/s/p")
+        assert child is not None
+        await wait_until(lambda: child._cell.restarts >= 20)  # it is looping
+        with anyio.fail_after(2):
+            await system.stop(sup)
+        assert system.lookup("/user/s") is None
+        assert child._cell.state == 4  # stopped for good, no restart after the stop
+
+
+async def test_stopping_a_supervisor_while_its_children_crash() -> None:
+    log: list[str] = []
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    class CrashOnRelease(Worker):
+        async def receive(self, message: Any) -> Any:
+            if message == "crash on release":
+                started.set()
+                await release.wait()
+                raise RuntimeError("crashed during the shutdown")
+            return await super().receive(message)
+
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, name="s", children=[
+            ChildSpec("a", Worker, (log, "a")),
+            ChildSpec("b", CrashOnRelease, (log, "b"), shutdown=1.0),
+            ChildSpec("c", Worker, (log, "c")),
+        ])
+        b = system.lookup("/user/s/b")
+        assert b is not None
+        pending = asyncio.ensure_future(b.ask("crash on release"))
+        await started.wait()
+        stopping = asyncio.ensure_future(system.stop(sup))
+        await wait_until(lambda: "stop c" in log)  # the stop reached b, which is busy
+        release.set()  # b crashes while being stopped: no restart may follow
+        with anyio.fail_after(5):
+            await stopping
+        with pytest.raises(ActorCrashedError):
+            await pending
+        assert log == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
+        assert system.lookup("/user/s") is None
