@@ -169,18 +169,25 @@ class Cell:
 
     # -- enqueueing --------------------------------------------------------
 
+    def has_room(self) -> bool:
+        queue = self.queue
+        return not self.waiters and (queue is None or len(queue) < self.capacity)
+
+    def append(self, message: Any, reply: Any) -> None:
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        queue.append((message, reply))
+        if self.deliverable and not self.draining:
+            self.schedule()
+
     async def put(self, message: Any, reply: Any) -> bool:
         """Enqueue, waiting for room; False when the actor is gone (dead-lettered)."""
         if not self.accepting:
             self.dead_letter(message, reply, self.dead_reason())
             return False
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = deque()
-        if len(queue) < self.capacity and not self.waiters:
-            queue.append((message, reply))
-            if self.deliverable and not self.draining:
-                self.schedule()
+        if self.has_room():
+            self.append(message, reply)
             return True
         waiter: asyncio.Future[bool] = self.loop.create_future()
         waiters = self.waiters
@@ -193,28 +200,18 @@ class Cell:
         """Enqueue if there is room now; False when full. Dead actor: dead letter, True."""
         if not self.accepting:
             self.dead_letter(message, reply, self.dead_reason())
-            return True
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = deque()
-        if len(queue) >= self.capacity or self.waiters:
+        elif self.has_room():
+            self.append(message, reply)
+        else:
             return False
-        queue.append((message, reply))
-        if self.deliverable and not self.draining:
-            self.schedule()
         return True
 
     def put_forced(self, message: Any) -> None:
         """Enqueue past the bound: for runtime notices (``Terminated``) that must not be lost."""
-        if not self.accepting:
+        if self.accepting:
+            self.append(message, None)
+        else:
             self.dead_letter(message, None, self.dead_reason())
-            return
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = deque()
-        queue.append((message, None))
-        if self.deliverable and not self.draining:
-            self.schedule()
 
     def hand_off(self) -> None:
         """Move waiting senders' envelopes into freed slots, oldest first."""
@@ -301,10 +298,10 @@ class Cell:
         finally:
             self.draining = False
             self.drain_task = None
+            if self.queue is not None and not self.queue and not self.waiters:
+                self.queue = None
             if self.idle_waiters:
                 self.wake_idle()
-            elif self.queue is not None and not self.queue and not self.waiters:
-                self.queue = None
 
     def wake_idle(self) -> None:
         waiters = self.idle_waiters or []

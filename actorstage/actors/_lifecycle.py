@@ -175,14 +175,8 @@ async def shutdown(
     cell: Cell, reason: ExitReason, error: ActorCrashedError | None = None
 ) -> None:
     """Stop ``cell`` for good: its children first, then its handler, then its mailbox."""
-    if cell.state == STOPPED:
-        return
-    if cell.state == STOPPING:
-        waiter: asyncio.Future[None] = cell.loop.create_future()
-        if cell.stop_waiters is None:
-            cell.stop_waiters = []
-        cell.stop_waiters.append(waiter)
-        await waiter
+    if cell.state >= STOPPING:
+        await wait_stopped(cell)
         return
     cell.set_state(STOPPING)
     cell.incarnation += 1
@@ -210,6 +204,17 @@ async def shutdown(
             if not waiter.done():
                 waiter.set_result(None)
         cell.stop_waiters = None
+
+
+async def wait_stopped(cell: Cell) -> None:
+    """Wait until ``cell`` has stopped for good (someone else is stopping it)."""
+    if cell.state == STOPPED:
+        return
+    waiter: asyncio.Future[None] = cell.loop.create_future()
+    if cell.stop_waiters is None:
+        cell.stop_waiters = []
+    cell.stop_waiters.append(waiter)
+    await waiter
 
 
 async def teardown(cell: Cell, *, graceful: bool) -> None:

@@ -95,5 +95,9 @@ class ActorRef:
             )
         reply = cell.loop.create_future()
         if not cell.put_nowait(message, reply):
-            await cell.put(message, reply)
+            try:
+                await cell.put(message, reply)
+            except BaseException:
+                reply.cancel()  # queued just as we were cancelled: nobody will read the reply
+                raise
         return await reply

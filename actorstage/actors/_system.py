@@ -232,15 +232,18 @@ class ActorSystem:
         """
         self._guardian()
         cell = ref._cell
-        if cell.state == STOPPED:
-            return
         parent = cell.parent
         assert parent is not None
+        inside = _inside(current_cell.get(), cell)
+        if cell.state >= STOPPING or parent.state >= STOPPING:
+            if not inside:  # a stop is under way already: wait for it
+                await _lifecycle.wait_stopped(cell)
+            return
 
         async def stop_it() -> None:
             await _lifecycle.shutdown(cell, ExitReason.STOPPED)
 
-        if _inside(current_cell.get(), cell):
+        if inside:
             parent.post(stop_it)
             return
         await self._in_lane(parent, stop_it)
@@ -264,6 +267,8 @@ class ActorSystem:
 
     async def _in_lane(self, cell: Cell, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation`` in ``cell``'s control lane and wait for its result."""
+        if cell.state >= STOPPING:
+            raise ActorDeadError(cell.path, cell.dead_reason())
         done: asyncio.Future[T] = self._loop.create_future()
 
         async def run() -> None:

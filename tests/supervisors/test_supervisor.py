@@ -480,3 +480,44 @@ async def test_stopping_a_supervisor_while_its_children_crash() -> None:
             await pending
         assert log == ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
         assert system.lookup("/user/s") is None
+
+
+async def test_a_supervisor_ref_after_the_end_says_so() -> None:
+    log: list[str] = []
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, name="s", children=specs(log, "a"))
+        await system.stop(sup)
+        with pytest.raises(ActorDeadError, match=r"'/user/s' is not running \(stopped\)"):
+            await sup.start_child(ChildSpec("b", Worker, (log, "b")))
+        with pytest.raises(ActorDeadError):
+            sup.which_children()
+        other = await system.spawn(Supervisor, name="t", children=specs(log, "c"))
+    with pytest.raises(ActorDeadError, match=r"'/user/t' is not running \(shutdown\)"):
+        await other.terminate_child("c")
+
+
+async def test_stopping_a_child_while_its_parent_stops_waits_for_that_stop() -> None:
+    log: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class Slow(Worker):
+        async def on_stop(self) -> None:
+            started.set()
+            await release.wait()
+            await super().on_stop()
+
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, name="s", children=[
+            ChildSpec("a", Worker, (log, "a")), ChildSpec("b", Slow, (log, "b"))])
+        a = system.lookup("/user/s/a")
+        assert a is not None
+        stopping_sup = asyncio.ensure_future(system.stop(sup))
+        await started.wait()  # the supervisor is stopping b; a is next
+        stopping_a = asyncio.ensure_future(system.stop(a))
+        await asyncio.sleep(0.01)
+        assert not stopping_a.done()  # it waits for the stop under way
+        release.set()
+        with anyio.fail_after(5):
+            await stopping_a
+            await stopping_sup
+        assert log == ["start a", "start b", "stop b", "stop a"]
