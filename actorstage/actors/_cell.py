@@ -351,7 +351,8 @@ class Cell:
         self.cancel_timers()
         parent = self.parent
         assert parent is not None
-        parent.post(lambda: parent.child_exited(self, reason, error))
+        ended = self.incarnation
+        parent.post(lambda: parent.child_exited(self, reason, error, ended))
 
     def cancel_timers(self) -> None:
         timers = self.timers
@@ -384,10 +385,12 @@ class Cell:
             self.lane_running = False
 
     async def child_exited(
-        self, child: Cell, reason: ExitReason, error: ActorCrashedError | None
+        self, child: Cell, reason: ExitReason, error: ActorCrashedError | None, ended: int
     ) -> None:
         if self.state >= STOPPING or self.children.get(child.name) is not child:
             return  # we are going down (and take the child along), or it is gone already
+        if child.incarnation != ended:
+            return  # that incarnation was already replaced (a group restart came first)
         actor = self.actor
         if actor is None:
             return

@@ -116,6 +116,7 @@ def started(cell: Cell) -> None:
 
 async def start_instance(cell: Cell, during: str) -> None:
     """Construct the actor and run ``on_start``; raises ``ActorCrashedError`` on failure."""
+    cell.incarnation += 1
     token = current_cell.set(cell)
     try:
         actor = cell.factory(*cell.args, **cell.kwargs)

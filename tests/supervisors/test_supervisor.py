@@ -521,3 +521,38 @@ async def test_stopping_a_child_while_its_parent_stops_waits_for_that_stop() -> 
             await stopping_a
             await stopping_sup
         assert log == ["start a", "start b", "stop b", "stop a"]
+
+
+async def test_a_stale_exit_after_a_group_restart_is_ignored() -> None:
+    log: list[str] = []
+    both_in_hand = asyncio.Barrier(3)
+    release = asyncio.Event()
+
+    class Doomed(Worker):
+        async def receive(self, message: Any) -> Any:
+            if message == "doom":
+                await both_in_hand.wait()
+                await release.wait()
+                raise RuntimeError(f"{self.tag} doomed")
+            return await super().receive(message)
+
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, name="s", strategy=Strategy.ONE_FOR_ALL,
+                                 max_restarts=1, within=60, children=[
+                                     ChildSpec("a", Doomed, (log, "a")),
+                                     ChildSpec("b", Doomed, (log, "b")),
+                                     ChildSpec("c", Worker, (log, "c"))])
+        a, b = system.lookup("/user/s/a"), system.lookup("/user/s/b")
+        assert a is not None and b is not None
+        doomed = [asyncio.ensure_future(ref.ask("doom")) for ref in (a, b)]
+        await both_in_hand.wait()
+        log.clear()
+        release.set()  # both crash in the same turn of the loop
+        for pending in doomed:
+            with pytest.raises(ActorCrashedError):
+                await pending
+        await settle(system)
+        # one group restart (b's exit belongs to the incarnation that restart replaced)
+        assert log == ["stop c", "stop b", "stop a", "start a", "start b", "start c"]
+        assert sup._cell.restarts == 0  # and max_restarts=1 was not exceeded
+        assert [system.lookup(f"/user/s/{t}")._cell.restarts for t in "abc"] == [1, 1, 1]  # type: ignore[union-attr]
