@@ -9,6 +9,7 @@ model's.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from actorstage import (
     Actor,
     ActorCrashedError,
+    ActorRef,
     ActorSystem,
     ChildSpec,
     Restart,
@@ -43,6 +45,9 @@ class Worker(Actor):
         self.log.append(f"stop {self.tag}")
 
     async def receive(self, message: Any) -> Any:
+        if isinstance(message, asyncio.Event):  # crash when the test releases the event
+            await message.wait()
+            raise RuntimeError("crash on release")
         if message == "crash":
             raise RuntimeError("crash")
         if message == "exit":
@@ -72,21 +77,23 @@ class Model:
     def restart_type(self, child: str) -> Restart:
         return dict(self.children)[child]
 
-    def exit(self, child: str, reason: str, now: float) -> None:
+    def exit(self, child: str, reason: str, now: float) -> set[str]:
+        """Apply an exit; returns the children whose incarnation it ended."""
         kind = self.restart_type(child)
         restart = (reason == "crash" and kind is not Restart.TEMPORARY) or (
             reason == "normal" and kind is Restart.PERMANENT)
         if not restart:
             self.log.append(f"stop {child}")
             self.children = [c for c in self.children if c[0] != child]
-            return
+            return {child}
         self.times = [t for t in self.times if now - t <= self.within] + [now]
         if len(self.times) > self.max_restarts:  # escalate; the system restarts the supervisor
+            ended = {c for c, _ in self.children}
             self.log += [f"stop {c}" for c, _ in reversed(self.children)]
             self.escalations += 1
             self.restarts = {}
             self.start()
-            return
+            return ended
         names = [c for c, _ in self.children]
         if self.strategy is Strategy.ONE_FOR_ONE:
             group = [child]
@@ -102,6 +109,12 @@ class Model:
             if any(c == name for c, _ in self.children):
                 self.log.append(f"start {name}")
                 self.restarts[name] = self.restarts.get(name, 0) + 1
+        return set(group)
+
+    def crash_both(self, first: str, second: str, now: float) -> None:
+        """Two children crash at once; the second exit is stale if the first one ended it."""
+        if second not in self.exit(first, "crash", now):
+            self.exit(second, "crash", now)
 
     def stop(self, child: str) -> None:
         self.log.append(f"stop {child}")
@@ -113,9 +126,14 @@ operations = st.lists(
         st.tuples(st.sampled_from(["crash", "exit", "stop"]), st.integers(0, 3)),
         st.tuples(st.just("tick"), st.floats(0.0, 4.0)),
         st.tuples(st.just("pause"), st.just(0)),
+        st.tuples(st.just("crash2"), st.tuples(st.integers(0, 3), st.integers(1, 3))),
     ),
     max_size=12,
 )
+
+
+def both_in_hand(refs: list[ActorRef | None]) -> bool:
+    return all(r is not None and r._cell.draining and not r._cell.queue for r in refs)
 
 
 async def settle(system: ActorSystem) -> None:
@@ -162,6 +180,26 @@ async def test_supervisor_matches_the_otp_model(
                 await system.resume(sup)
                 continue
             if not model.children:
+                continue
+            if op == "crash2":
+                if len(model.children) < 2:
+                    continue
+                names = [c for c, _ in model.children]
+                first = names[arg[0] % len(names)]
+                second = names[(arg[0] + arg[1]) % len(names)]
+                if first == second:
+                    continue
+                release = asyncio.Event()
+                refs = [system.lookup(f"/user/s/{n}") for n in (first, second)]
+                doomed = [asyncio.ensure_future(r.ask(release)) for r in refs if r is not None]
+                await wait_until(lambda refs=refs: both_in_hand(refs))  # type: ignore[misc]
+                release.set()  # both crash in the same turn, first before second
+                for pending in doomed:
+                    with pytest.raises(ActorCrashedError):
+                        await pending
+                model.crash_both(first, second, now[0])
+                await settle(system)
+                assert log == model.log
                 continue
             child = model.children[arg % len(model.children)][0]
             ref = system.lookup(f"/user/s/{child}")
