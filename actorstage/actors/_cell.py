@@ -336,7 +336,8 @@ class Cell:
         """The current incarnation raised: suspend, and tell the parent."""
         if error is None:
             error = ActorCrashedError.from_exception(self.path, exc, during=during)
-        log.warning("actor %s crashed%s: %r", self.path, f" {during}" if during else "", exc)
+        log.warning("actor %s crashed%s: %r", self.path, f" {during}" if during else "", exc,
+                    exc_info=exc)
         self.exited(ExitReason.CRASHED, error)
 
     def exited_normally(self) -> None:

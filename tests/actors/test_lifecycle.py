@@ -379,3 +379,15 @@ async def test_stop_requested_in_on_start_is_honoured_after_a_restart_too() -> N
             await ref.ask("go")
         note = await probe.expect_terminated(ref)
         assert note.reason is ExitReason.NORMAL
+
+
+async def test_a_crash_is_logged_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Hooks, [], name="logged")
+        await ref.tell("crash")
+        await ref.ask("after")  # handled by the restarted incarnation
+    records = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert records[0].getMessage() == (
+        "actor /user/logged crashed: RuntimeError('crash requested')")
+    assert records[0].exc_info is not None
+    assert "raise RuntimeError" in caplog.text
