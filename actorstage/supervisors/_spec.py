@@ -48,7 +48,7 @@ def _positive(name: str, value: object, *, zero: bool = False) -> None:
         raise InvalidDefinitionError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
-class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+class Backoff(msgspec.Struct, frozen=True):
     """Delays between restarts of a child that keeps failing.
 
     The n-th consecutive restart waits ``initial * multiplier**(n-1)``

@@ -391,3 +391,15 @@ async def test_a_crash_is_logged_with_its_traceback(caplog: pytest.LogCaptureFix
         "actor /user/logged crashed: RuntimeError('crash requested')")
     assert records[0].exc_info is not None
     assert "raise RuntimeError" in caplog.text
+
+
+async def test_the_tree_snapshot_encodes_to_json() -> None:
+    import msgspec
+
+    async with ActorSystem() as system:
+        await system.spawn(Hooks, [], name="w")
+        data = msgspec.json.decode(msgspec.json.encode(system.tree()))
+    assert data["path"] == "/user"
+    assert data["children"][0] == {
+        "path": "/user/w", "name": "w", "kind": "actor", "actor_type": "Hooks",
+        "status": "running", "restarts": 0, "queued": 0, "children": [], "pid": None}

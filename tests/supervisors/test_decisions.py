@@ -64,3 +64,8 @@ def test_backoff_resets_after_a_quiet_period_measured_from_the_restart() -> None
     assert state.next_delay(16.9) == 4.0  # ran 9.9 s
     assert state.next_delay(30.9) == 1.0  # ran 10 s since the restart at 20.9: reset
     assert state.attempt == 1
+
+
+def test_backoff_takes_its_fields_in_the_documented_order() -> None:
+    assert Backoff(0.5, 8.0, 3.0, 0.0) == Backoff(
+        initial=0.5, maximum=8.0, multiplier=3.0, jitter=0.0)
