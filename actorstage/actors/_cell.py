@@ -303,22 +303,30 @@ class Cell:
             if self.idle_waiters:
                 self.wake_idle()
 
-    def wake_idle(self) -> None:
-        waiters = self.idle_waiters or []
-        self.idle_waiters = None
-        for waiter in waiters:
+    def add_waiter(self, slot: str) -> asyncio.Future[None]:
+        """A future resolved by ``wake(slot)``; ``slot`` names a lazily made list."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        waiters = getattr(self, slot)
+        if waiters is None:
+            waiters = []
+            setattr(self, slot, waiters)
+        waiters.append(waiter)
+        return waiter
+
+    def wake(self, slot: str) -> None:
+        waiters = getattr(self, slot)
+        setattr(self, slot, None)
+        for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
+    def wake_idle(self) -> None:
+        self.wake("idle_waiters")
+
     async def wait_idle(self) -> None:
         """Wait until no handler of this cell runs (its drain has exited)."""
-        if not self.draining:
-            return
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        if self.idle_waiters is None:
-            self.idle_waiters = []
-        self.idle_waiters.append(waiter)
-        await waiter
+        if self.draining:
+            await self.add_waiter("idle_waiters")
 
     # -- exits, reported to the parent -------------------------------------
 

@@ -201,21 +201,13 @@ async def shutdown(
             del parent.children[cell.name]
             if parent.actor is not None:
                 parent.actor._policy().child_removed(parent, cell)
-        for waiter in cell.stop_waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-        cell.stop_waiters = None
+        cell.wake("stop_waiters")
 
 
 async def wait_stopped(cell: Cell) -> None:
     """Wait until ``cell`` has stopped for good (someone else is stopping it)."""
-    if cell.state == STOPPED:
-        return
-    waiter: asyncio.Future[None] = cell.loop.create_future()
-    if cell.stop_waiters is None:
-        cell.stop_waiters = []
-    cell.stop_waiters.append(waiter)
-    await waiter
+    if cell.state != STOPPED:
+        await cell.add_waiter("stop_waiters")
 
 
 async def teardown(cell: Cell, *, graceful: bool) -> None:

@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actorstage import (
-    Actor,
     ActorCrashedError,
     ActorRef,
     ActorSystem,
@@ -27,32 +26,11 @@ from actorstage import (
     Strategy,
     Supervisor,
 )
-from actorstage.actors._lifecycle import walk
 from actorstage.testing import wait_until
 
+from .helpers import Worker, settle
+
 pytestmark = pytest.mark.anyio
-
-
-class Worker(Actor):
-    def __init__(self, log: list[str], tag: str) -> None:
-        self.log = log
-        self.tag = tag
-
-    async def on_start(self) -> None:
-        self.log.append(f"start {self.tag}")
-
-    async def on_stop(self) -> None:
-        self.log.append(f"stop {self.tag}")
-
-    async def receive(self, message: Any) -> Any:
-        if isinstance(message, asyncio.Event):  # crash when the test releases the event
-            await message.wait()
-            raise RuntimeError("crash on release")
-        if message == "crash":
-            raise RuntimeError("crash")
-        if message == "exit":
-            self.context.stop()
-        return None
 
 
 @dataclass
@@ -134,16 +112,6 @@ operations = st.lists(
 
 def both_in_hand(refs: list[ActorRef | None]) -> bool:
     return all(r is not None and r._cell.draining and not r._cell.queue for r in refs)
-
-
-async def settle(system: ActorSystem) -> None:
-    root = system._guardian()
-
-    def quiet() -> bool:
-        cells = list(walk(root))
-        return not any(c.lane_running for c in cells) and all(c.state == 1 for c in cells)
-
-    await wait_until(quiet)
 
 
 @settings(max_examples=200, deadline=None,

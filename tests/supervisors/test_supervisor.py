@@ -27,32 +27,9 @@ from actorstage import (
 )
 from actorstage.testing import Probe, wait_until
 
+from .helpers import Worker, settle
+
 pytestmark = pytest.mark.anyio
-
-
-class Worker(Actor):
-    """Logs 'start X' and 'stop X'; 'crash' raises, 'exit' exits normally."""
-
-    def __init__(self, log: list[str], tag: str, control: dict[str, Any] | None = None) -> None:
-        self.log = log
-        self.tag = tag
-        self.control = control if control is not None else {}
-
-    async def on_start(self) -> None:
-        if self.control.get("fail_start"):
-            self.control["fail_start"] -= 1
-            raise RuntimeError(f"{self.tag} cannot start")
-        self.log.append(f"start {self.tag}")
-
-    async def on_stop(self) -> None:
-        self.log.append(f"stop {self.tag}")
-
-    async def receive(self, message: Any) -> Any:
-        if message == "crash":
-            raise RuntimeError(f"{self.tag} crashed")
-        if message == "exit":
-            self.context.stop()
-        return (self.tag, message)
 
 
 def specs(log: list[str], *tags: str, restart: Restart = Restart.PERMANENT) -> list[ChildSpec]:
@@ -69,20 +46,6 @@ async def exit_child(system: ActorSystem, path: str, how: str) -> None:
         await ref.ask("exit")
     else:
         await system.stop(ref)
-
-
-async def settle(system: ActorSystem, sup_path: str = "/user") -> None:
-    """Wait until no control work is pending anywhere and every actor is running."""
-    from actorstage.actors._lifecycle import walk
-
-    root = system._guardian()
-
-    def quiet() -> bool:
-        cells = list(walk(root))
-        return not any(c.lane_running for c in cells) and all(
-            c.state == 1 for c in cells)
-
-    await wait_until(quiet)
 
 
 # Expected restarts of b (the middle child of a, b, c) and who else restarts,
@@ -122,7 +85,7 @@ async def test_each_strategy_restart_type_and_exit(
         assert log == ["start a", "start b", "start c"]
         log.clear()
         await exit_child(system, "/user/s/b", how)
-        await settle(system, "/user/s")
+        await settle(system)
         restarted = RESTARTED[(restart, how)]
         group = GROUP[strategy] if restarted else []
         stopped = list(reversed(group)) if restarted else ["b"]
@@ -146,7 +109,7 @@ async def test_temporary_siblings_are_not_restarted_by_a_group_restart() -> None
         await system.spawn(Supervisor, name="s", strategy=Strategy.ONE_FOR_ALL, children=children)
         log.clear()
         await exit_child(system, "/user/s/b", "crash")
-        await settle(system, "/user/s")
+        await settle(system)
         assert log == ["stop b", "stop a", "start b"]
         assert system.lookup("/user/s/a") is None
 
@@ -160,7 +123,7 @@ async def test_intensity_exceeded_stops_children_in_reverse_and_escalates() -> N
         probe.watch(sup)
         for _ in range(2):
             await exit_child(system, "/user/s/b", "crash")
-            await settle(system, "/user/s")
+            await settle(system)
         log.clear()
         await exit_child(system, "/user/s/b", "crash")  # the third restart is one too many
         # the top-level supervisor is then restarted by the system, which starts all again
@@ -227,7 +190,7 @@ async def test_a_child_failing_to_restart_counts_toward_intensity() -> None:
         log.clear()
         control["fail_start"] = 2  # b fails to start twice, then starts
         await exit_child(system, "/user/s/a", "crash")
-        await settle(system, "/user/s")
+        await settle(system)
         assert log == ["stop b", "stop a", "start a", "stop a", "start a", "stop a",
                        "start a", "start b"]
         assert sup._cell.restarts == 0  # three restarts: still within the intensity
@@ -392,7 +355,7 @@ async def test_restart_cancels_in_flight_work_of_restarted_siblings() -> None:
         await exit_child(system, "/user/s/b", "crash")
         with pytest.raises(ActorDeadError, match="stopped while handling"):
             await slow
-        await settle(system, "/user/s")
+        await settle(system)
         assert await a.ask("again") == ("a", "again")
 
 
