@@ -403,3 +403,29 @@ async def test_the_tree_snapshot_encodes_to_json() -> None:
     assert data["children"][0] == {
         "path": "/user/w", "name": "w", "kind": "actor", "actor_type": "Hooks",
         "status": "running", "restarts": 0, "queued": 0, "children": [], "pid": None}
+
+
+async def test_no_task_outlives_its_actor_while_the_system_runs() -> None:
+    from actorstage.testing import leftover_tasks
+
+    class Busy(Actor):
+        async def on_start(self) -> None:
+            self.context.send_every(0.001, "tick")
+            for i in range(3):
+                await self.context.spawn(Hooks, [], f"c{i}", name=f"c{i}")
+
+        async def receive(self, message: Any) -> Any:
+            await asyncio.sleep(0)
+            return message
+
+    async with ActorSystem() as system:
+        before = set(asyncio.all_tasks())
+        ref = await system.spawn(Busy)
+        for i in range(100):
+            await ref.tell(i)
+        assert leftover_tasks(before)  # it is working
+        await system.stop(ref)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert leftover_tasks(before) == []
+        assert system.tree().children == ()
