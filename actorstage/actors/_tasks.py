@@ -53,9 +53,6 @@ class TaskOwner:
         if exc is not None:
             self._on_error(exc)
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def aclose(self, grace: float = 1.0) -> None:
         """Refuse new tasks, cancel the running ones and wait up to ``grace`` seconds."""
         self._closed = True
