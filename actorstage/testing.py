@@ -27,6 +27,9 @@ __all__ = ["Probe", "leftover_tasks", "wait_until"]
 T = TypeVar("T")
 
 
+_SYNC = object()
+
+
 class _ProbeActor(Actor):
     __slots__ = ("_inbox",)
 
@@ -34,7 +37,8 @@ class _ProbeActor(Actor):
         self._inbox = inbox
 
     async def receive(self, message: Any) -> Any:
-        self._inbox.put_nowait(message)
+        if message is not _SYNC:
+            self._inbox.put_nowait(message)
         return None
 
 
@@ -84,8 +88,16 @@ class Probe:
 
         watch(self.ref._cell, ref._cell)
 
+    async def sync(self) -> None:
+        """Wait until every message sent to the probe before this call has been received.
+
+        Messages are handled in order, so after ``sync`` returns, ``pending()``
+        counts all of them.
+        """
+        await self.ref.ask(_SYNC)
+
     def pending(self) -> int:
-        """Messages received but not yet taken by ``receive``/``expect``."""
+        """Messages received but not yet taken by ``receive``/``expect`` (see ``sync``)."""
         return self._inbox.qsize()
 
 

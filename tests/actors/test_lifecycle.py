@@ -186,6 +186,7 @@ async def test_watch_delivers_terminated_exactly_once() -> None:
         other = await system.spawn(Hooks, log)
         await other.ask("flush")
         await system.stop(other)
+        await probe.sync()
         assert probe.pending() == 0
         assert [m for m in probe.received if isinstance(m, Terminated)] == [note, late]
 
@@ -297,8 +298,10 @@ async def test_timers_deliver_and_die_with_the_incarnation() -> None:
         await probe.expect(tuple, lambda m: m == (1, "once"))  # new incarnation, new timers
         await system.stop(ref)
         assert not ref._cell.timers
+        await probe.sync()
         seen = len(probe.received) + probe.pending()
         await asyncio.sleep(0.05)
+        await probe.sync()
         assert len(probe.received) + probe.pending() == seen  # nothing after the stop
 
 

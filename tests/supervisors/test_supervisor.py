@@ -131,6 +131,7 @@ async def test_intensity_exceeded_stops_children_in_reverse_and_escalates() -> N
         await settle(system)
         assert log == ["stop c", "stop b", "stop a", "start a", "start b", "start c"]
         assert sup._cell.restarts == 1
+        await probe.sync()
         assert probe.pending() == 0  # restarted, not terminated
 
 
@@ -160,6 +161,7 @@ async def test_escalation_climbs_a_tree_three_levels_deep() -> None:
         tree = system.tree()
         assert tree.find("/user/top/mid").restarts == 1  # type: ignore[union-attr]
         assert tree.find("/user/top/keep").restarts == 0  # type: ignore[union-attr]
+        await probe.sync()
         assert probe.pending() == 0  # a restarted supervisor is not terminated
 
 
