@@ -169,10 +169,10 @@ class Context:
         A ``Restart.PERMANENT`` child of a supervisor is started again; other
         children are not.
         """
-        from actorstage.actors._cell import RUNNING, current_cell
+        from actorstage.actors._cell import RUNNING, acting_cell
 
         cell = self._cell
-        if (current_cell.get() is cell and cell.draining) or cell.state != RUNNING:
+        if (cell.draining and acting_cell() is cell) or cell.state != RUNNING:
             cell.exit_requested = True
         else:
             cell.exited_normally()

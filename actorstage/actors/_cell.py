@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from actorstage.actors._message import ExitReason
+from actorstage.actors._timers import Timer
 from actorstage.exceptions import ActorCrashedError, ActorDeadError
 
 if TYPE_CHECKING:
@@ -33,9 +34,10 @@ if TYPE_CHECKING:
     from actorstage.actors._ref import ActorRef
     from actorstage.actors._system import ActorSystem
     from actorstage.actors._tasks import TaskOwner
-    from actorstage.actors._timers import Timer
 
-__all__ = ["RUNNING", "STARTING", "STOPPED", "STOPPING", "SUSPENDED", "Cell", "current_cell"]
+__all__ = [
+    "RUNNING", "STARTING", "STOPPED", "STOPPING", "SUSPENDED", "Cell", "act_as", "acting_cell",
+]
 
 log = logging.getLogger("actorstage")
 
@@ -43,9 +45,24 @@ STARTING, RUNNING, SUSPENDED, STOPPING, STOPPED = range(5)
 
 _YIELD_EVERY = 256  # messages handled in a row before the drain lets others run
 
-current_cell: contextvars.ContextVar[Cell | None] = contextvars.ContextVar(
-    "actorstage_current_cell", default=None
+# The actor whose handler or hook a task runs, with that task: tasks the handler starts
+# inherit the variable, but they are not the actor, and must not be treated as it.
+_acting: contextvars.ContextVar[tuple[Cell, asyncio.Task[Any] | None] | None] = (
+    contextvars.ContextVar("actorstage_acting", default=None)
 )
+
+
+def act_as(cell: Cell) -> contextvars.Token[tuple[Cell, asyncio.Task[Any] | None] | None]:
+    """Mark the current task as running ``cell``'s handler or hook."""
+    return _acting.set((cell, asyncio.current_task()))
+
+
+def acting_cell() -> Cell | None:
+    """The actor whose handler or hook the current task is running, if any."""
+    entry = _acting.get()
+    if entry is not None and entry[1] is asyncio.current_task():
+        return entry[0]
+    return None
 
 Envelope = tuple[Any, Any]
 
@@ -240,7 +257,7 @@ class Cell:
         self.drain_task = self.owner.start(self._drain())
 
     async def _drain(self) -> None:
-        current_cell.set(self)
+        act_as(self)
         actor = self.actor
         assert actor is not None
         receive = actor.receive
@@ -260,20 +277,15 @@ class Cell:
                 message, reply = queue.popleft()
                 if self.waiters:
                     self.hand_off()
-                if reply is None:
+                if reply is None or reply.__class__ is Timer:  # a tell, or a timer's tick
+                    if reply is not None:
+                        reply.delivered()
                     try:
                         await receive(message)
                     except Exception as exc:
                         self._handler_failed(exc, incarnation)
                         return
-                elif reply.__class__ is _TIMER_CLASS[0]:
-                    reply.delivered()
-                    try:
-                        await receive(message)
-                    except Exception as exc:
-                        self._handler_failed(exc, incarnation)
-                        return
-                elif not reply.done():
+                elif not reply.done():  # an ask whose caller still waits
                     try:
                         result = await receive(message)
                     except Exception as exc:
@@ -301,7 +313,7 @@ class Cell:
             if self.queue is not None and not self.queue and not self.waiters:
                 self.queue = None
             if self.idle_waiters:
-                self.wake_idle()
+                self.wake("idle_waiters")
 
     def add_waiter(self, slot: str) -> asyncio.Future[None]:
         """A future resolved by ``wake(slot)``; ``slot`` names a lazily made list."""
@@ -319,9 +331,6 @@ class Cell:
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
-
-    def wake_idle(self) -> None:
-        self.wake("idle_waiters")
 
     async def wait_idle(self) -> None:
         """Wait until no handler of this cell runs (its drain has exited)."""
@@ -405,10 +414,3 @@ class Cell:
             return
         await actor._policy().child_exited(self, child, reason, error)
 
-
-class _TimerPlaceholder:
-    pass
-
-
-# Filled in by _timers to avoid an import cycle on the hot path.
-_TIMER_CLASS: list[type[Any]] = [_TimerPlaceholder]

@@ -20,7 +20,8 @@ from actorstage.actors._cell import (
     STOPPING,
     SUSPENDED,
     Cell,
-    current_cell,
+    act_as,
+    acting_cell,
 )
 from actorstage.actors._message import ExitReason
 from actorstage.actors._tasks import TaskOwner
@@ -117,7 +118,7 @@ def started(cell: Cell) -> None:
 async def start_instance(cell: Cell, during: str) -> None:
     """Construct the actor and run ``on_start``; raises ``ActorCrashedError`` on failure."""
     cell.incarnation += 1
-    token = current_cell.set(cell)
+    token = act_as(cell)
     try:
         actor = cell.factory(*cell.args, **cell.kwargs)
         actor._cell = cell
@@ -130,7 +131,7 @@ async def start_instance(cell: Cell, during: str) -> None:
         error = ActorCrashedError.from_exception(cell.path, exc, during=during)
         raise error from exc
     finally:
-        current_cell.reset(token)
+        token.var.reset(token)
 
 
 async def suspend(cell: Cell) -> None:
@@ -167,9 +168,7 @@ async def stop_children(cell: Cell) -> None:
     children = cell.children
     while children:  # again, if a child was added meanwhile
         for child in reversed(list(children.values())):
-            await shutdown(child, ExitReason.SHUTDOWN)
-            if children.get(child.name) is child:
-                del children[child.name]
+            await shutdown(child, ExitReason.SHUTDOWN)  # which removes it from children
 
 
 async def shutdown(
@@ -254,7 +253,7 @@ async def run_hook(
     """Run a lifecycle hook; a raising hook crashes the actor (or is logged, when ending)."""
     if getattr(type(actor), hook) is _BASE_HOOKS[hook]:
         return True  # not overridden: nothing to run
-    token = current_cell.set(cell)
+    token = act_as(cell)
     try:
         if bound is None:
             await getattr(actor, hook)()
@@ -268,7 +267,7 @@ async def run_hook(
             log.warning("actor %s raised in %s: %r", cell.path, hook, exc)
         return False
     finally:
-        current_cell.reset(token)
+        token.var.reset(token)
     return True
 
 
@@ -283,7 +282,7 @@ def flush(cell: Cell) -> None:
         if not waiter.done():
             cell.dead_letter(message, reply, reason)
             waiter.set_result(False)
-    cell.wake_idle()
+    cell.wake("idle_waiters")
 
 
 def walk(cell: Cell) -> Iterator[Cell]:
@@ -298,7 +297,7 @@ async def pause(cell: Cell) -> None:
     cells = [c for c in walk(cell) if not c.paused and c.state < STOPPING]
     for c in cells:
         c.set_paused(True)
-    me = current_cell.get()
+    me = acting_cell()
     for c in cells:
         if c is not me:
             await c.wait_idle()

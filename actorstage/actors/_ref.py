@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from actorstage.exceptions import ActorstageError, MailboxFullError
@@ -85,10 +84,10 @@ class ActorRef:
                 ``asyncio.timeout``) passed. A message whose asker gave up
                 before it was delivered is not delivered.
         """
-        from actorstage.actors._cell import current_cell
+        from actorstage.actors._cell import acting_cell
 
         cell = self._cell
-        if current_cell.get() is cell and asyncio.current_task() is cell.drain_task:
+        if acting_cell() is cell:
             raise ActorstageError(
                 f"actor {cell.path!r} asked itself; that would wait forever "
                 "(it handles one message at a time): use tell, or do the work inline"

@@ -13,7 +13,7 @@ import anyio
 
 from actorstage.actors import _lifecycle
 from actorstage.actors._actor import Actor
-from actorstage.actors._cell import RUNNING, STOPPED, STOPPING, Cell, current_cell
+from actorstage.actors._cell import RUNNING, STOPPED, STOPPING, Cell, acting_cell
 from actorstage.actors._deadletters import DeadLetters
 from actorstage.actors._message import ExitReason
 from actorstage.actors._ref import ActorRef
@@ -234,7 +234,7 @@ class ActorSystem:
         cell = ref._cell
         parent = cell.parent
         assert parent is not None
-        inside = _inside(current_cell.get(), cell)
+        inside = _inside(acting_cell(), cell)
         if cell.state >= STOPPING or parent.state >= STOPPING:
             if not inside:  # a stop is under way already: wait for it
                 await _lifecycle.wait_stopped(cell)

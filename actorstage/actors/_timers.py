@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from actorstage.actors import _cell
 from actorstage.exceptions import InvalidDefinitionError
 
 if TYPE_CHECKING:
@@ -70,5 +69,3 @@ class Timer:
     def delivered(self) -> None:
         self._queued = False
 
-
-_cell._TIMER_CLASS[0] = Timer

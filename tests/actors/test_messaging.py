@@ -238,3 +238,17 @@ async def test_a_task_started_by_a_handler_may_ask_its_own_actor() -> None:
         ref = await system.spawn(Spawner)
         await ref.ask("start")
         assert await ref.ask("result") == ["answered from the side"]
+
+
+async def test_asking_itself_from_on_start_is_refused_too() -> None:
+    class EagerNarcissist(Actor):
+        async def on_start(self) -> None:
+            await self.context.self_ref.ask("before my first message")
+
+        async def receive(self, message: Any) -> Any:
+            return message
+
+    async with ActorSystem() as system:
+        with pytest.raises(ActorCrashedError, match="asked itself"):
+            with anyio.fail_after(5):
+                await system.spawn(EagerNarcissist)
