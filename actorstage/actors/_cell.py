@@ -372,6 +372,19 @@ class Cell:
         ended = self.incarnation
         parent.post(lambda: parent.child_exited(self, reason, error, ended))
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``delay`` seconds unless this incarnation ends first."""
+
+        def fire() -> None:
+            if self.timers is not None:
+                self.timers.discard(handle)
+            callback()
+
+        handle = self.loop.call_later(delay, fire)
+        if self.timers is None:
+            self.timers = set()
+        self.timers.add(handle)
+
     def cancel_timers(self) -> None:
         timers = self.timers
         if timers:

@@ -250,13 +250,7 @@ class Supervisor(Actor):
             await self._restart(ids)
             return
 
-        def due() -> None:
-            parent.post(lambda: self._restart(ids))
-
-        handle = parent.loop.call_later(delay, due)
-        if parent.timers is None:
-            parent.timers = set()
-        parent.timers.add(handle)
+        parent.call_later(delay, lambda: parent.post(lambda: self._restart(ids)))
 
     def child_removed(self, parent: Cell, child: Cell) -> None:
         self._specs.pop(child.name, None)

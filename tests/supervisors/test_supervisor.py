@@ -301,8 +301,8 @@ async def test_backoff_spaces_restarts_in_real_time() -> None:
     log: list[str] = []
     backoff = Backoff(initial=0.05, maximum=0.2, multiplier=2, jitter=0)
     async with ActorSystem() as system:
-        await system.spawn(Supervisor, name="s", max_restarts=10, within=60, backoff=backoff,
-                           children=specs(log, "a"))
+        sup = await system.spawn(Supervisor, name="s", max_restarts=10, within=60,
+                                 backoff=backoff, children=specs(log, "a"))
         ref = system.lookup("/user/s/a")
         assert ref is not None
         for expected in (0.05, 0.1):
@@ -313,6 +313,7 @@ async def test_backoff_spaces_restarts_in_real_time() -> None:
             # messages sent during the backoff wait for the new incarnation
             assert await ref.ask("queued") == ("a", "queued")
             assert time.monotonic() - crashed >= expected
+            assert not sup._cell.timers  # a fired backoff timer is not kept
 
 
 async def test_a_stop_during_backoff_cancels_the_pending_restart() -> None:
