@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo test lint typecheck bench install clean protos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Regenerate actorstage/_proto/ from protos/ (the output is committed; a test checks it is current).
+protos: $(STAMP)
+	rm -rf actorstage/_proto
+	mkdir -p actorstage/_proto
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_betterproto2_out=actorstage/_proto \
+		--python_betterproto2_opt=client_generation=async,server_generation=async \
+		$$(find protos -name '*.proto' | sort)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

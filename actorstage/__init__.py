@@ -19,7 +19,9 @@ from actorstage.exceptions import (
     ActorstageError,
     InvalidDefinitionError,
     MailboxFullError,
+    MessageEncodingError,
     RestartIntensityError,
+    TransportError,
     UnknownChildError,
 )
 from actorstage.supervisors import (
@@ -30,6 +32,7 @@ from actorstage.supervisors import (
     Supervisor,
     SupervisorRef,
 )
+from actorstage.transport import ProcessOptions, child_main
 
 __all__ = [
     "Actor",
@@ -47,14 +50,18 @@ __all__ = [
     "InvalidDefinitionError",
     "MailboxFullError",
     "Message",
+    "MessageEncodingError",
+    "ProcessOptions",
     "Restart",
     "RestartIntensityError",
     "Strategy",
     "Supervisor",
     "SupervisorRef",
     "Terminated",
+    "TransportError",
     "TreeNode",
     "UnknownChildError",
+    "child_main",
     "run",
 ]
 

@@ -14,7 +14,9 @@ __all__ = [
     "ActorstageError",
     "InvalidDefinitionError",
     "MailboxFullError",
+    "MessageEncodingError",
     "RestartIntensityError",
+    "TransportError",
     "UnknownChildError",
 ]
 
@@ -178,3 +180,47 @@ class RestartIntensityError(ActorstageError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.path, self.max_restarts, self.within, self.last_failure))
+
+
+class MessageEncodingError(ActorstageError, TypeError):
+    """A message for another process cannot be encoded, or a received one decoded.
+
+    Messages that cross a process boundary are msgspec Structs (subclasses of
+    ``actorstage.Message``) or plain msgspec-encodable values.
+
+    Attributes:
+        path: The actor the message was for.
+        type_name: The message's type (``module:QualName``), or ``""`` when unknown.
+        problem: What msgspec reported, with the path of the failing field.
+    """
+
+    def __init__(self, path: str, type_name: str, problem: str) -> None:
+        self.path = path
+        self.type_name = type_name
+        self.problem = problem
+        what = f"message of type {type_name!r}" if type_name else "message"
+        super().__init__(
+            f"{what} for {path!r} cannot cross the process boundary: {problem}; "
+            "messages to process actors must be msgspec Structs (actorstage.Message) "
+            "or plain msgspec-encodable values"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.type_name, self.problem))
+
+
+class TransportError(ActorstageError):
+    """The bridge to a child process failed: refused, lost, or given bad frames.
+
+    Attributes:
+        path: The process actor concerned.
+        problem: What went wrong.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"bridge of process actor {path!r}: {problem}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.problem))

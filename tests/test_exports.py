@@ -11,11 +11,11 @@ EXPECTED = {
     "ActorstageError", "Backoff", "ChildSpec", "Context", "DeadLetter", "ExitReason",
     "InvalidDefinitionError", "MailboxFullError", "Message", "Restart", "RestartIntensityError",
     "Strategy", "Supervisor", "SupervisorRef", "Terminated", "TreeNode", "UnknownChildError",
-    "run",
+    "run", "MessageEncodingError", "ProcessOptions", "TransportError", "child_main",
 }
 
 PUBLIC_MODULES = ["actorstage", "actorstage.actors", "actorstage.supervisors",
-                  "actorstage.exceptions", "actorstage.testing"]
+                  "actorstage.transport", "actorstage.exceptions", "actorstage.testing"]
 
 
 def test_top_level_all_is_pinned() -> None:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from actorstage.actors._timers import Timer
     from actorstage.supervisors._supervisor import Supervisor, SupervisorRef
     from actorstage.supervisors._types import ParentPolicy
+    from actorstage.transport._options import ProcessOptions
 
 __all__ = ["Actor", "Context"]
 
@@ -121,13 +122,15 @@ class Context:
     @overload
     async def spawn(
         self, actor_cls: type[Supervisor], *args: Any, name: str | None = ...,
-        mailbox_size: int | None = ..., **kwargs: Any,
+        mailbox_size: int | None = ..., process: bool | ProcessOptions | None = ...,
+        **kwargs: Any,
     ) -> SupervisorRef: ...
 
     @overload
     async def spawn(
         self, actor_cls: type[Actor], *args: Any, name: str | None = ...,
-        mailbox_size: int | None = ..., **kwargs: Any,
+        mailbox_size: int | None = ..., process: bool | ProcessOptions | None = ...,
+        **kwargs: Any,
     ) -> ActorRef: ...
 
     async def spawn(
@@ -136,11 +139,13 @@ class Context:
         *args: Any,
         name: str | None = None,
         mailbox_size: int | None = None,
+        process: bool | ProcessOptions | None = None,
         **kwargs: Any,
     ) -> ActorRef:
         """Start a child of this actor; returns once its ``on_start`` has finished.
 
-        A crashed child is restarted (up to 3 times within 5 s, then stopped);
+        With ``process=True`` (or a ``ProcessOptions``) the child runs in a
+        process of its own. A crashed child is restarted (up to 3 times within 5 s, then stopped);
         use a ``Supervisor`` child for other policies.
         """
         from actorstage.actors._lifecycle import start_child
@@ -148,7 +153,8 @@ class Context:
         cell = self._cell
         child = await start_child(cell, actor_cls, args, kwargs, name=name,
                                   capacity=mailbox_size,
-                                  shutdown_timeout=cell.system._shutdown_timeout)
+                                  shutdown_timeout=cell.system._shutdown_timeout,
+                                  process=process)
         return child.ref
 
     def watch(self, ref: ActorRef) -> None:

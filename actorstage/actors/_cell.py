@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from actorstage.actors._tasks import TaskOwner
 
 __all__ = [
-    "RUNNING", "STARTING", "STOPPED", "STOPPING", "SUSPENDED", "Cell", "act_as", "acting_cell",
+    "RUNNING", "STARTING", "STOPPED", "STOPPING", "SUSPENDED", "Cell", "Outgoing", "Receipt",
+    "act_as", "acting_cell",
 ]
 
 log = logging.getLogger("actorstage")
@@ -67,16 +68,43 @@ def acting_cell() -> Cell | None:
 Envelope = tuple[Any, Any]
 
 
+class Receipt:
+    """A tell's reply slot that wants to know when the message leaves the mailbox.
+
+    The bridge uses it to hand a credit back to the sending process.
+    """
+
+    __slots__ = ("delivered",)
+
+    def __init__(self, delivered: Callable[[], None]) -> None:
+        self.delivered = delivered
+
+
+class Outgoing:
+    """A message for an actor in another process, already encoded by the sender."""
+
+    __slots__ = ("ask_id", "body", "message", "timeout", "type")
+
+    def __init__(self, message: Any, type: str, body: bytes, timeout: float = 0.0) -> None:
+        self.message = message
+        self.type = type
+        self.body = body
+        self.timeout = timeout  # the asker's deadline, in loop time; 0 when it has none
+        self.ask_id = 0
+
+
 class Cell:
     """One actor's runtime state. Internal: users hold an ``ActorRef``."""
 
     __slots__ = (
+        "abandoned",
         "accepting",
         "actor",
         "args",
         "capacity",
         "child_owner",
         "children",
+        "current",
         "deliverable",
         "drain_task",
         "draining",
@@ -96,6 +124,8 @@ class Cell:
         "parent",
         "path",
         "paused",
+        "process",
+        "pump",
         "queue",
         "ref",
         "reserved",
@@ -160,6 +190,10 @@ class Cell:
         self.exit_reason: ExitReason | None = None
         self.exit_error: ActorCrashedError | None = None
         self.stop_waiters: list[asyncio.Future[None]] | None = None
+        self.process: Any = None  # ProcessOptions, for an actor that lives in a child process
+        self.pump: Callable[[], None] | None = None  # sends queued messages to that process
+        self.current: Any = None  # the reply slot of the ask in hand
+        self.abandoned: Any = None  # an ask whose handler is being cancelled (its deadline passed)
         self.ref: ActorRef = factory._ref_class._from_cell(self)
 
     def __repr__(self) -> str:
@@ -248,11 +282,17 @@ class Cell:
     def dead_letter(self, message: Any, reply: Any, reason: str) -> None:
         if isinstance(reply, asyncio.Future) and not reply.done():
             reply.set_exception(ActorDeadError(self.path, reason))
+        if message.__class__ is Outgoing:
+            message = message.message
         self.system.dead_letters._publish(self.ref, message, reason)
 
     # -- delivery ----------------------------------------------------------
 
     def schedule(self) -> None:
+        pump = self.pump
+        if pump is not None:  # the actor lives in another process: send, do not handle
+            pump()
+            return
         self.draining = True
         self.drain_task = self.owner.start(self._drain())
 
@@ -277,8 +317,8 @@ class Cell:
                 message, reply = queue.popleft()
                 if self.waiters:
                     self.hand_off()
-                if reply is None or reply.__class__ is Timer:  # a tell, or a timer's tick
-                    if reply is not None:
+                if reply is None or reply.__class__ is Timer or reply.__class__ is Receipt:
+                    if reply is not None:  # a timer's tick, or a tell from another process
                         reply.delivered()
                     try:
                         await receive(message)
@@ -286,8 +326,21 @@ class Cell:
                         self._handler_failed(exc, incarnation)
                         return
                 elif not reply.done():  # an ask whose caller still waits
+                    self.current = reply
                     try:
                         result = await receive(message)
+                    except asyncio.CancelledError:
+                        self.current = None
+                        if self.abandoned is not reply:
+                            if not reply.done():
+                                reply.set_exception(
+                                    ActorDeadError(self.path, "stopped while handling"))
+                            raise
+                        self.abandoned = None  # only that ask was cancelled: go on
+                        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                        if not reply.done():
+                            reply.set_exception(TimeoutError("the asker's deadline passed"))
+                        continue
                     except Exception as exc:
                         error = ActorCrashedError.from_exception(self.path, exc)
                         if not reply.done():
@@ -298,6 +351,10 @@ class Cell:
                         if not reply.done():
                             reply.set_exception(ActorDeadError(self.path, "stopped while handling"))
                         raise
+                    self.current = None
+                    if self.abandoned is reply:  # the handler swallowed the cancellation
+                        self.abandoned = None
+                        asyncio.current_task().uncancel()  # type: ignore[union-attr]
                     if not reply.done():
                         reply.set_result(result)
                 if self.exit_requested and self.incarnation == incarnation:
@@ -310,6 +367,7 @@ class Cell:
         finally:
             self.draining = False
             self.drain_task = None
+            self.current = self.abandoned = None
             if self.queue is not None and not self.queue and not self.waiters:
                 self.queue = None
             if self.idle_waiters:
@@ -331,6 +389,14 @@ class Cell:
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
+
+    def abandon(self, reply: Any) -> None:
+        """The asker behind ``reply`` gave up: skip it, or cancel its running handler."""
+        if self.current is reply and self.drain_task is not None and self.abandoned is None:
+            self.abandoned = reply
+            self.drain_task.cancel()
+        elif not reply.done():
+            reply.cancel()
 
     async def wait_idle(self) -> None:
         """Wait until no handler of this cell runs (its drain has exited)."""

@@ -67,12 +67,24 @@ async def start_child(
     name: str | None,
     capacity: int | None,
     shutdown_timeout: float | None,
+    process: object = None,
 ) -> Cell:
-    """Create, start and register a child of ``parent``; returns when it is ready."""
+    """Create, start and register a child of ``parent``; returns when it is ready.
+
+    With ``process`` (``True`` or a ``ProcessOptions``) the actor runs in a
+    child process and the cell holds its ``ProcessHost``.
+    """
     if not parent.accepting:
         raise ActorDeadError(parent.path, parent.dead_reason())
     system = parent.system
     check_spawnable(factory)
+    options = None
+    if process is not None and process is not False:
+        from actorstage.transport._host import check_importable
+        from actorstage.transport._options import options_for
+
+        options = options_for(process)
+        check_importable(factory)
     if name is None:
         name = system._auto_name(factory)
     else:
@@ -89,8 +101,15 @@ async def start_child(
         raise InvalidDefinitionError(f"mailbox_size must be a positive int, got {capacity!r}")
     cell = Cell(system, parent, name, factory, args, kwargs, capacity, shutdown_timeout,
                 parent.child_owner)
-    if factory._owns_tasks:
+    if factory._owns_tasks and options is None:
         cell.child_owner = TaskOwner(system._loop, system._fatal)
+    if options is not None:
+        from actorstage.transport._host import ProcessRef, encode_args
+
+        encode_args(cell.path, args, kwargs)  # refuse what cannot cross before starting anything
+        cell.process = options
+        if not factory._owns_tasks:
+            cell.ref = ProcessRef._from_cell(cell)
     if reserved is None:
         reserved = parent.reserved = set()
     reserved.add(name)
@@ -120,7 +139,12 @@ async def start_instance(cell: Cell, during: str) -> None:
     cell.incarnation += 1
     token = act_as(cell)
     try:
-        actor = cell.factory(*cell.args, **cell.kwargs)
+        if cell.process is None:
+            actor = cell.factory(*cell.args, **cell.kwargs)
+        else:
+            from actorstage.transport._host import ProcessHost
+
+            actor = ProcessHost()
         actor._cell = cell
         cell.actor = actor
         await actor.on_start()
@@ -128,6 +152,8 @@ async def start_instance(cell: Cell, during: str) -> None:
         cell.cancel_timers()
         await stop_children(cell)
         cell.actor = None
+        if isinstance(exc, ActorCrashedError) and exc.path == cell.path and cell.process:
+            raise  # the child process reported its own failure, with its traceback
         error = ActorCrashedError.from_exception(cell.path, exc, during=during)
         raise error from exc
     finally:
@@ -212,6 +238,12 @@ async def wait_stopped(cell: Cell) -> None:
 async def teardown(cell: Cell, *, graceful: bool) -> None:
     """End the current instance: wait for (then cancel) its handler, run on_stop."""
     cell.cancel_timers()
+    if cell.process is not None:  # the instance is a child process: stop it over there
+        cell.pump = None
+        host, cell.actor = cell.actor, None
+        if host is not None:
+            await host.close(graceful)  # type: ignore[attr-defined]
+        return
     if cell.draining:
         timeout = cell.shutdown_timeout if graceful else 0.0
         if timeout:

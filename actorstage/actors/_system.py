@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from actorstage.supervisors._supervisor import Supervisor, SupervisorRef
+    from actorstage.transport._options import ProcessOptions
+    from actorstage.transport._server import BridgeServer
 
 __all__ = ["ActorSystem"]
 
@@ -77,6 +79,8 @@ class ActorSystem:
         self.dead_letters = DeadLetters()
         self._running = False
         self._guardian_cell: Cell | None = None
+        self._bridges: dict[tuple[str, str], BridgeServer] = {}
+        self._bridge_lock: asyncio.Lock | None = None
 
     # -- lifetime ----------------------------------------------------------
 
@@ -131,7 +135,28 @@ class ActorSystem:
         async with guardian.get_lock():
             await _lifecycle.stop_children(guardian)
         guardian.set_state(STOPPED)
+        bridges, self._bridges = list(self._bridges.values()), {}
+        for bridge in bridges:
+            await bridge.aclose()
         await self._root.aclose()
+
+    async def _bridge(self, transport: str, host: str) -> BridgeServer:
+        """The server the children of this system connect to, started on first need."""
+        from actorstage.transport._server import BridgeServer
+
+        key = (transport, host if transport == "tcp" else "")
+        bridge = self._bridges.get(key)
+        if bridge is not None:
+            return bridge
+        if self._bridge_lock is None:
+            self._bridge_lock = asyncio.Lock()
+        async with self._bridge_lock:
+            bridge = self._bridges.get(key)
+            if bridge is None:
+                bridge = BridgeServer(transport, host)
+                await bridge.start()
+                self._bridges[key] = bridge
+        return bridge
 
     async def _watch_failure(self) -> None:
         await self._ended.wait()
@@ -167,13 +192,15 @@ class ActorSystem:
     @overload
     async def spawn(
         self, actor_cls: type[Supervisor], *args: Any, name: str | None = ...,
-        mailbox_size: int | None = ..., **kwargs: Any,
+        mailbox_size: int | None = ..., process: bool | ProcessOptions | None = ...,
+        **kwargs: Any,
     ) -> SupervisorRef: ...
 
     @overload
     async def spawn(
         self, actor_cls: type[Actor], *args: Any, name: str | None = ...,
-        mailbox_size: int | None = ..., **kwargs: Any,
+        mailbox_size: int | None = ..., process: bool | ProcessOptions | None = ...,
+        **kwargs: Any,
     ) -> ActorRef: ...
 
     async def spawn(
@@ -182,11 +209,14 @@ class ActorSystem:
         *args: Any,
         name: str | None = None,
         mailbox_size: int | None = None,
+        process: bool | ProcessOptions | None = None,
         **kwargs: Any,
     ) -> ActorRef:
         """Start a top-level actor; returns once its ``on_start`` has finished.
 
-        ``*args`` and ``**kwargs`` go to the actor's constructor. A crashed
+        ``*args`` and ``**kwargs`` go to the actor's constructor. With
+        ``process=True`` (or a ``ProcessOptions``) the actor runs in a child
+        process of its own; the ref behaves the same. A crashed
         top-level actor is restarted, at most 3 times within 5 s, then
         stopped; put actors under a ``Supervisor`` for other policies.
 
@@ -197,7 +227,7 @@ class ActorSystem:
         """
         cell = await _lifecycle.start_child(
             self._guardian(), actor_cls, args, kwargs, name=name, capacity=mailbox_size,
-            shutdown_timeout=self._shutdown_timeout,
+            shutdown_timeout=self._shutdown_timeout, process=process,
         )
         return cell.ref
 

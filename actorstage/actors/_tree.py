@@ -89,4 +89,5 @@ def snapshot(cell: Cell, kind: str = "") -> TreeNode:
         restarts=cell.restarts,
         queued=len(cell.queue or ()) + len(cell.waiters or ()),
         children=tuple(snapshot(child) for child in list(cell.children.values())),
+        pid=getattr(cell.actor, "pid", None) if cell.process is not None else None,
     )

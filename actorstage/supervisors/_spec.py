@@ -12,6 +12,7 @@ from actorstage.exceptions import InvalidDefinitionError
 
 if TYPE_CHECKING:
     from actorstage.actors._actor import Actor
+    from actorstage.transport._options import ProcessOptions
 
 __all__ = ["Backoff", "ChildSpec", "Restart", "Strategy"]
 
@@ -100,6 +101,8 @@ class ChildSpec(msgspec.Struct, frozen=True):
             before it is cancelled; ``None`` cancels it at once and skips
             ``on_stop`` (OTP's brutal kill).
         mailbox_size: Its mailbox bound; the system default when ``None``.
+        process: ``True`` or a ``ProcessOptions`` to run the child in a
+            process of its own; a restart starts a new process.
     """
 
     id: str
@@ -109,6 +112,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     restart: Restart = Restart.PERMANENT
     shutdown: float | None = 5.0
     mailbox_size: int | None = None
+    process: ProcessOptions | bool | None = None
 
     def __post_init__(self) -> None:
         from actorstage.actors._actor import Actor
@@ -135,3 +139,12 @@ class ChildSpec(msgspec.Struct, frozen=True):
                 f"ChildSpec {self.id!r}: mailbox_size must be a positive int, "
                 f"got {self.mailbox_size!r}"
             )
+        if self.process is not None and self.process is not False:
+            from actorstage.transport._host import check_importable
+            from actorstage.transport._options import options_for
+
+            try:
+                options_for(self.process)
+                check_importable(self.actor)
+            except InvalidDefinitionError as exc:
+                raise InvalidDefinitionError(f"ChildSpec {self.id!r}: {exc}") from None

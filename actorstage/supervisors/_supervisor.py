@@ -207,7 +207,7 @@ class Supervisor(Actor):
     async def _start(self, spec: ChildSpec) -> Cell:
         return await start_child(
             self._cell, spec.actor, spec.args, dict(spec.kwargs), name=spec.id,
-            capacity=spec.mailbox_size, shutdown_timeout=spec.shutdown,
+            capacity=spec.mailbox_size, shutdown_timeout=spec.shutdown, process=spec.process,
         )
 
     async def _add_child(self, spec: ChildSpec) -> ActorRef:

@@ -1,0 +1,120 @@
+"""The child's side of a process actor: bootstrap, connect, run the actor, report.
+
+The parent starts ``python -m actorstage.transport`` (or the user's own
+program, which calls ``child_main()``) with ``ACTORSTAGE_CHILD=1`` in its
+environment and one JSON line on its stdin: the transport, the address and
+the one-time secret. The child connects, says hello, receives its actor's
+spec, starts the actor in a small actor system of its own, and reports.
+From then on it serves the stream until the parent stops it or goes away;
+a lost parent (stream gone, heartbeats gone, or the Linux parent-death
+signal) makes it stop its tree and exit within a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import types
+from typing import Any
+
+__all__ = ["child_main"]
+
+_ENV_FLAG = "ACTORSTAGE_CHILD"
+_LOST_GRACE = 1.5  # seconds the child gives its tree to stop once the parent is gone
+
+
+def child_main() -> None:
+    """Run this process as an actorstage child, if it was started as one.
+
+    Call it first thing in a program that a ``ProcessOptions(command=...)``
+    starts. When the ``ACTORSTAGE_CHILD`` flag is absent it returns at once,
+    so the same program can spawn itself::
+
+        if __name__ == "__main__":
+            actorstage.child_main()   # never returns in the child
+            actorstage.run(main)
+
+    In a child it serves the actor until it stops, then exits the process.
+    """
+    if os.environ.get(_ENV_FLAG) != "1":
+        return
+    del os.environ[_ENV_FLAG]  # programs this child starts are not children of ours
+    boot = _read_boot()
+    _die_with_parent(int(boot.get("ppid", 0)))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if boot.get("transport") == "stdio":
+        boot["fds"] = (os.dup(0), os.dup(1))
+        os.dup2(2, 1)  # print() must not write into the transport
+    code = 0
+    try:
+        from actorstage._run import run
+
+        code = run(_serve, boot)
+    except BaseException:
+        logging.getLogger("actorstage.transport").exception("child process failed")
+        code = 70
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _read_boot() -> dict[str, Any]:
+    """The first line of stdin, read byte by byte so nothing after it is consumed."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        chunk = os.read(0, 1)
+        if not chunk:
+            break
+        line += chunk
+    if not line:
+        sys.stderr.write("actorstage child: no bootstrap line on stdin; "
+                         "this program is started by actorstage, not by hand\n")
+        os._exit(78)
+    boot: dict[str, Any] = json.loads(line)
+    return boot
+
+
+def _die_with_parent(ppid: int) -> None:
+    """Ask Linux to send SIGTERM when the parent dies (a second line after the stream)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if ppid and os.getppid() != ppid:  # it died before we asked
+        os._exit(75)
+
+
+async def _serve(boot: dict[str, Any]) -> int:
+    from actorstage.transport._child_end import ChildEnd
+
+    end = ChildEnd(boot)
+    return await end.run()
+
+
+def load_main(main_path: str, main_module: str) -> None:
+    """Make the parent's ``__main__`` importable here, as multiprocessing's spawn does.
+
+    The script runs under the name ``__actorstage_main__`` (so its ``if
+    __name__ == "__main__":`` block does not run) and is registered as
+    ``__main__`` too, so ``__main__:Worker`` resolves.
+    """
+    if main_module:
+        module = importlib.import_module(main_module)
+    elif main_path:
+        module = types.ModuleType("__actorstage_main__")
+        module.__file__ = main_path
+        sys.modules["__actorstage_main__"] = module
+        with open(main_path, "rb") as source:
+            code = compile(source.read(), main_path, "exec")
+        exec(code, module.__dict__)  # the script the parent runs, as the parent runs it
+    else:
+        return
+    sys.modules["__main__"] = module

@@ -1,0 +1,340 @@
+"""``ChildEnd``: what runs in the child process once it has its bootstrap line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+import betterproto2
+import msgspec
+
+from actorstage._proto.actorstage.v1 import (
+    Envelope,
+    Hello,
+    Lifecycle,
+    LifecycleKind,
+    LogRecord,
+    RemoteError,
+    Signal,
+    SignalKind,
+    SpawnSpec,
+)
+from actorstage.actors._actor import Actor
+from actorstage.actors._lifecycle import shutdown, start_child
+from actorstage.actors._message import ExitReason
+from actorstage.actors._system import ActorSystem
+from actorstage.exceptions import ActorCrashedError
+from actorstage.transport._child import load_main
+from actorstage.transport._codec import CODEC
+from actorstage.transport._conn import Conn, GrpcConn, StdioConn
+from actorstage.transport._link import Link, error_body
+
+if TYPE_CHECKING:
+    from actorstage.actors._cell import Cell
+
+__all__ = ["ChildEnd"]
+
+log = logging.getLogger("actorstage.transport")
+
+_SPEC_TIMEOUT = 30.0
+_LOST_GRACE = 1.5  # the tree's time to stop once the parent is gone
+_FLUSH_TIMEOUT = 2.0
+_GRPC_MAX = 2**31 - 1
+
+
+class _ChildGuardian(Actor):
+    """The child system's root: reports its one actor's exit to the parent process."""
+
+    __slots__ = ("end",)
+
+    def __init__(self, end: ChildEnd) -> None:
+        self.end = end
+
+    async def receive(self, message: Any) -> Any:
+        raise TypeError("the child's root takes no messages")
+
+    def _policy(self) -> _ChildGuardian:
+        return self
+
+    async def child_exited(
+        self, parent: Cell, child: Cell, reason: ExitReason, error: ActorCrashedError | None
+    ) -> None:
+        self.end.report_exit(reason, error)
+        await shutdown(child, reason, error)
+        self.end.finish("exited")
+
+    def child_removed(self, parent: Cell, child: Cell) -> None:
+        pass
+
+
+class _Forward(logging.Handler):
+    """Sends this process's log records to the parent over the link."""
+
+    def __init__(self, end: ChildEnd, path: str) -> None:
+        super().__init__()
+        self.end = end
+        self.path = path
+        self.pid = os.getpid()
+        self.thread = threading.get_ident()
+        self.loop = asyncio.get_running_loop()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            exc_text = record.exc_text or ""
+            if record.exc_info and not exc_text:
+                exc_text = logging.Formatter().formatException(record.exc_info)
+            envelope = Envelope(log=LogRecord(
+                logger=record.name, level=record.levelno, message=record.getMessage(),
+                path=self.path, pid=self.pid, created=record.created, exc_text=exc_text,
+            ))
+            if threading.get_ident() == self.thread:
+                self.end.send_log(envelope, record)
+            else:
+                self.loop.call_soon_threadsafe(self.end.send_log, envelope, record)
+        except Exception:
+            self.handleError(record)
+
+
+CURRENT: ChildEnd | None = None  # this process's end, for tests and debugging
+
+
+class ChildEnd:
+    """Connects to the parent, runs the actor, serves signals, reports the end."""
+
+    def __init__(self, boot: dict[str, Any]) -> None:
+        global CURRENT
+        CURRENT = self
+        self.boot = boot
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[str] = self.loop.create_future()
+        self.link: Link | None = None
+        self.cell: Cell | None = None
+        self.system: ActorSystem | None = None
+        self.reported = False
+        self.signals: asyncio.Queue[SignalKind] = asyncio.Queue()
+
+    async def run(self) -> int:
+        conn = await self._connect()
+        received = await asyncio.wait_for(conn.recv(), _SPEC_TIMEOUT)
+        spec = _spec_of(received)
+        for entry in spec.sys_path:
+            if entry not in sys.path:
+                sys.path.append(entry)
+        self.loop.add_signal_handler(signal.SIGTERM, self.finish, "terminated")
+        parent_path = spec.path.rsplit("/", 1)[0] or "/"
+        name = spec.path.rsplit("/", 1)[1]
+        async with ActorSystem(
+            f"child:{spec.path}", mailbox_size=spec.mailbox_size or 1000,
+            shutdown_timeout=spec.shutdown_timeout or 5.0,
+        ) as system:
+            self.system = system
+            guardian = system._guardian_cell
+            assert guardian is not None
+            guardian.path = parent_path
+            guardian.paused = spec.paused
+            guardian.actor = _ChildGuardian(self)
+            guardian.actor._cell = guardian
+            link = self.link = Link(
+                conn, spec.path, system._root,
+                heartbeat_interval=spec.heartbeat_interval or 1.0,
+                heartbeat_timeout=spec.heartbeat_timeout or 10.0,
+                on_control=self._control, on_lost=lambda problem, bad: self.finish("lost"),
+            )
+            link.start()
+            self._forward_logs(spec)
+            try:
+                factory, args, kwargs = _load(spec)
+                cell = await start_child(
+                    guardian, factory, args, kwargs, name=name, capacity=spec.mailbox_size or None,
+                    shutdown_timeout=spec.shutdown_timeout or None,
+                )
+            except Exception as exc:
+                error = exc if isinstance(exc, ActorCrashedError) else \
+                    ActorCrashedError.from_exception(spec.path, exc, during="starting")
+                link.send_control(_lifecycle(LifecycleKind.START_FAILED, error=error))
+                await link.flush(_FLUSH_TIMEOUT)
+                await link.aclose()
+                return 0
+            self.cell = cell
+            link.in_cell = cell
+            link.send_control(_lifecycle(LifecycleKind.STARTED, pid=os.getpid()))
+            system._root.start(self._serve_signals())
+            why = await self.done
+            await self._stop(why)
+            self._restore_logging()
+            await link.flush(_FLUSH_TIMEOUT)
+            await link.aclose()
+        return 0
+
+    async def _connect(self) -> Conn:
+        boot = self.boot
+        if boot["transport"] == "stdio":
+            fd_in, fd_out = boot["fds"]
+            reader = asyncio.StreamReader(limit=_GRPC_MAX)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            await self.loop.connect_read_pipe(lambda: protocol, os.fdopen(fd_in, "rb", 0))
+            transport, write_protocol = await self.loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, os.fdopen(fd_out, "wb", 0))
+            writer = asyncio.StreamWriter(transport, write_protocol, reader, self.loop)
+            return StdioConn(reader, writer, _GRPC_MAX)
+        from grpclib.client import Channel
+        from grpclib.const import Cardinality
+
+        from actorstage._proto.actorstage.v1 import Frame
+        from actorstage.transport._codec import RawCodec
+
+        address: str = boot["address"]
+        if address.startswith("unix:"):
+            channel = Channel(path=address[5:], codec=RawCodec())
+        else:
+            host, _, port = address[4:].rpartition(":")
+            channel = Channel(host.strip("[]"), int(port), codec=RawCodec())
+        stream = channel.request("/actorstage.v1.Bridge/Connect", Cardinality.STREAM_STREAM,
+                                 Frame, Frame)
+        await stream.__aenter__()
+        await stream.send_request()
+        conn = _ClientConn(stream, channel)
+        await conn.send([Envelope(hello=Hello(secret=boot["secret"], pid=os.getpid(),
+                                              token=boot["token"]))], b"")
+        return conn
+
+    # -- signals from the parent ------------------------------------------------------
+
+    def _control(self, envelope: Envelope) -> None:
+        name, body = betterproto2.which_one_of(envelope, "body")
+        if isinstance(body, Signal):
+            if body.kind == SignalKind.STOP:
+                self.finish("stop")
+            else:
+                self.signals.put_nowait(body.kind)
+        elif name not in ("heartbeat", "spawn"):
+            log.warning("child of %s got an unexpected %r envelope; ignored",
+                        self.link.path if self.link else "?", name)
+
+    async def _serve_signals(self) -> None:
+        while True:
+            kind = await self.signals.get()
+            cell, system, link = self.cell, self.system, self.link
+            if cell is None or system is None or link is None:
+                continue
+            if kind == SignalKind.PAUSE:
+                await system.pause(cell.ref)
+                link.send_control(_lifecycle(LifecycleKind.PAUSED))
+            elif kind == SignalKind.RESUME:
+                await system.resume(cell.ref)
+                link.send_control(_lifecycle(LifecycleKind.RESUMED))
+
+    def finish(self, why: str) -> None:
+        if not self.done.done():
+            self.done.set_result(why)
+
+    def report_exit(self, reason: ExitReason, error: ActorCrashedError | None) -> None:
+        if self.reported or self.link is None:
+            return
+        self.reported = True
+        self.link.ending = True
+        self.link.send_control(_lifecycle(LifecycleKind.EXITED, reason=str(reason), error=error))
+
+    async def _stop(self, why: str) -> None:
+        cell = self.cell
+        if cell is None:
+            return
+        if why == "stop":  # the parent asked: a graceful stop, like a local one
+            if self.link is not None:
+                self.link.ending = True
+            await shutdown(cell, ExitReason.STOPPED)
+            self.report_exit(ExitReason.STOPPED, None)
+            return
+        if why in ("lost", "terminated"):
+            try:
+                async with asyncio.timeout(_LOST_GRACE):
+                    await shutdown(cell, ExitReason.SHUTDOWN)
+            except TimeoutError:
+                sys.stderr.write(f"actorstage child {cell.path}: the tree did not stop "
+                                 f"within {_LOST_GRACE}s after the parent went away\n")
+                os._exit(1)
+        await asyncio.sleep(0)
+
+    # -- logging ----------------------------------------------------------------------
+
+    def _forward_logs(self, spec: SpawnSpec) -> None:
+        root = logging.getLogger()
+        self.handler = _Forward(self, spec.path)
+        self.saved_handlers = list(root.handlers)
+        for handler in self.saved_handlers:
+            root.removeHandler(handler)
+        root.addHandler(self.handler)
+        root.setLevel(spec.log_level or logging.WARNING)
+
+    def _restore_logging(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+
+    def send_log(self, envelope: Envelope, record: logging.LogRecord) -> None:
+        link = self.link
+        if link is not None and not link.closed:
+            link.send_control(envelope)
+        else:
+            sys.stderr.write(logging.Formatter(logging.BASIC_FORMAT).format(record) + "\n")
+
+
+class _ClientConn(GrpcConn):
+    """The child's end of the gRPC stream, which also owns the channel."""
+
+    def __init__(self, stream: Any, channel: Any) -> None:
+        super().__init__(stream, _GRPC_MAX)
+        self._channel = channel
+
+    async def aclose(self) -> None:
+        stream = self._stream
+        # Half-close, wait for the parent's end of the stream, release it; the
+        # parent may be gone already, and then there is nothing left to tell it.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(stream.__aexit__(None, None, None), 1.0)
+        self._channel.close()
+        await super().aclose()
+
+
+def _spec_of(received: Any) -> SpawnSpec:
+    if received is None:
+        raise ConnectionError("the parent closed the stream before sending the actor's spec")
+    envelopes, _ = received
+    for envelope in envelopes:
+        name, body = betterproto2.which_one_of(envelope, "body")
+        if name == "spawn":
+            assert isinstance(body, SpawnSpec)
+            return body
+    raise ConnectionError("the parent's first frame holds no spawn spec")
+
+
+def _load(spec: SpawnSpec) -> tuple[type[Actor], tuple[Any, ...], dict[str, Any]]:
+    load_main(spec.main_path, spec.main_module)
+    module_name, _, qualname = spec.actor.partition(":")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Actor)):
+        raise TypeError(f"{spec.actor!r} is not an Actor subclass")
+    encoded_args, encoded_kwargs = msgspec.msgpack.decode(spec.args)
+    args = tuple(CODEC.decode(name, body) for name, body in encoded_args)
+    kwargs = {key: CODEC.decode(name, body) for key, (name, body) in encoded_kwargs.items()}
+    return obj, args, kwargs
+
+
+def _lifecycle(
+    kind: LifecycleKind, *, pid: int = 0, reason: str = "", error: BaseException | None = None
+) -> Envelope:
+    remote = None
+    if error is not None:
+        body = error_body(error, "")
+        remote = RemoteError(path=body.path, type_name=body.type_name, message=body.message,
+                             traceback=body.traceback, during=body.during)
+    return Envelope(lifecycle=Lifecycle(kind=kind, pid=pid, reason=reason, error=remote))

@@ -1,0 +1,123 @@
+"""Connections: one bidirectional stream of frames, over gRPC or JSON lines.
+
+Both carry the same frames (``bridge.proto``); a ``Conn`` sends and receives
+them as ``(envelopes, packed)``. grpclib, h2 and OS errors are translated
+here, once, into ``ConnectionLost``; undecodable input into ``FrameError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any, Protocol
+
+import msgspec
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from h2.exceptions import H2Error
+
+from actorstage._proto.actorstage.v1 import Envelope
+from actorstage.transport._codec import FrameError, decode_frame, encode_frame
+
+__all__ = ["Conn", "ConnectionLost", "GrpcConn", "StdioConn"]
+
+Received = tuple[list[Envelope], "memoryview | bytes"]
+
+_LOST = (
+    GRPCError, StreamTerminatedError, ProtocolError, H2Error, ConnectionError, OSError, EOFError,
+)
+
+
+class ConnectionLost(Exception):
+    """The stream ended abnormally; the text says how."""
+
+
+class Conn(Protocol):
+    async def send(self, envelopes: list[Envelope], packed: bytes) -> None: ...
+
+    async def recv(self) -> Received | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class GrpcConn:
+    """A grpclib stream (server or client side) carrying protobuf frames."""
+
+    def __init__(self, stream: Any, max_frame_size: int) -> None:
+        self._stream = stream
+        self._max = max_frame_size
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def send(self, envelopes: list[Envelope], packed: bytes) -> None:
+        try:
+            await self._stream.send_message(encode_frame(envelopes, packed))
+        except _LOST as exc:
+            raise ConnectionLost(f"sending failed: {exc!r}") from exc
+
+    async def recv(self) -> Received | None:
+        try:
+            data = await self._stream.recv_message()
+        except _LOST as exc:
+            raise ConnectionLost(f"receiving failed: {exc!r}") from exc
+        if data is None:  # the other side half-closed: end ours, so it sees a clean finish
+            await self.aclose()
+            return None
+        if len(data) > self._max:
+            raise FrameError(f"frame of {len(data)} bytes exceeds the maximum of {self._max} bytes")
+        return decode_frame(data)
+
+    async def aclose(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _JsonFrame(msgspec.Struct, omit_defaults=True):
+    envelopes: list[dict[str, Any]] = []
+    packed: str = ""
+
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder(_JsonFrame)
+
+
+class StdioConn:
+    """Frames as JSON lines (protobuf's JSON mapping) over a pair of pipes."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_size: int
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._max = max_frame_size
+
+    async def send(self, envelopes: list[Envelope], packed: bytes) -> None:
+        frame = _JsonFrame(
+            envelopes=[envelope.to_dict() for envelope in envelopes],
+            packed=base64.b64encode(packed).decode() if packed else "",
+        )
+        try:
+            self._writer.write(_json_encoder.encode(frame) + b"\n")
+            await self._writer.drain()
+        except _LOST as exc:
+            raise ConnectionLost(f"sending failed: {exc!r}") from exc
+
+    async def recv(self) -> Received | None:
+        try:
+            line = await self._reader.readline()
+        except ValueError as exc:  # asyncio's "separator is not found, chunk exceed the limit"
+            raise FrameError(f"a line exceeds the maximum frame size of {self._max} bytes") from exc
+        except _LOST as exc:
+            raise ConnectionLost(f"receiving failed: {exc!r}") from exc
+        if not line:
+            return None
+        if not line.endswith(b"\n"):
+            raise ConnectionLost("the stream ended in the middle of a frame")
+        try:
+            frame = _json_decoder.decode(line)
+            envelopes = [Envelope.from_dict(item) for item in frame.envelopes]
+            packed = base64.b64decode(frame.packed, validate=True) if frame.packed else b""
+        except Exception as exc:
+            raise FrameError(f"undecodable line of {len(line)} bytes: {exc}") from None
+        return envelopes, packed
+
+    async def aclose(self) -> None:
+        self._writer.close()

@@ -1,0 +1,441 @@
+"""One end of a bridge: the protocol both processes speak over a ``Conn``.
+
+A link moves user traffic in both directions. Outbound, it empties a cell's
+mailbox into frames while it holds credits (``pump``); inbound, it puts
+messages into a cell's mailbox and hands a credit back as each one leaves
+it. Asks carry an id; the reply (or error) comes back with that id. The
+writer sends everything queued as one frame, and a lone envelope at once.
+
+Messages sent but not yet credited are "in flight": when the link is lost
+they become dead letters, since nobody can tell whether they were handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
+from actorstage.actors._cell import Outgoing, Receipt
+from actorstage.actors._timers import Timer
+from actorstage.exceptions import (
+    ActorCrashedError,
+    ActorDeadError,
+    MessageEncodingError,
+)
+from actorstage.transport._codec import (
+    ASK,
+    CANCEL,
+    CODEC,
+    CREDIT,
+    ERROR,
+    REPLY,
+    TELL,
+    BodyCodec,
+    Entry,
+    FrameError,
+    RemoteErrorBody,
+    pack,
+    unpack,
+)
+from actorstage.transport._conn import Conn, ConnectionLost
+
+if TYPE_CHECKING:
+    from actorstage.actors._cell import Cell
+    from actorstage.actors._tasks import TaskOwner
+
+__all__ = ["Link"]
+
+log = logging.getLogger("actorstage.transport")
+
+_EMPTY = msgspec.Raw(b"\xc0")  # MessagePack nil: Raw bytes go in verbatim
+_error_encoder = msgspec.msgpack.Encoder()
+_error_decoder = msgspec.msgpack.Decoder(RemoteErrorBody)
+
+
+def error_body(error: BaseException, path: str) -> RemoteErrorBody:
+    """An exception as ``RemoteErrorBody``, keeping a crash's original type and traceback."""
+    if isinstance(error, ActorCrashedError):
+        return RemoteErrorBody(error.path, error.type_name, error.error_message,
+                               error.traceback, error.during)
+    if isinstance(error, ActorDeadError):
+        return RemoteErrorBody(error.path, "ActorDeadError", error.reason)
+    text = "".join(traceback.format_exception(error))
+    return RemoteErrorBody(path, type(error).__qualname__, str(error), text)
+
+
+def error_from_body(body: RemoteErrorBody) -> BaseException:
+    """The exception an asker gets for ``body``."""
+    if body.type_name == "ActorDeadError":
+        return ActorDeadError(body.path, body.message)
+    if body.type_name == "TimeoutError":
+        return TimeoutError(body.message)
+    return ActorCrashedError(body.path, body.type_name, body.message, body.traceback,
+                             during=body.during)
+
+
+class Link:
+    """The bridge protocol over one connection, for one process actor."""
+
+    def __init__(
+        self,
+        conn: Conn,
+        path: str,
+        owner: TaskOwner,
+        *,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        on_control: Callable[[Envelope], None],
+        on_lost: Callable[[str, bool], None],
+    ) -> None:
+        self.conn = conn
+        self.path = path  # the process actor's path, for errors and logs
+        self.loop = asyncio.get_running_loop()
+        self.owner = owner
+        self.codec = CODEC
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.on_control = on_control
+        self.on_lost = on_lost
+        self.closed = False
+        self.problem = ""
+        # outbound
+        self.out_cell: Cell | None = None
+        self.credits = 0
+        self.next_id = 1
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.in_flight: deque[tuple[int, Outgoing, Any]] = deque()  # (id, message, reply)
+        # inbound
+        self.in_cell: Cell | None = None
+        self.receipt = Receipt(self._delivered)
+        self.inbound: dict[int, tuple[asyncio.Future[Any], asyncio.TimerHandle | None]] = {}
+        self.ending = False  # our actor is ending: what is left in its mailbox is not answered
+        # the writer
+        self.entries: list[Entry] = []
+        self.controls: list[Envelope] = []
+        self.credit_due = 0
+        self.idle: asyncio.Future[None] | None = None
+        self.flushed: list[asyncio.Future[None]] = []
+        self.last_received = self.loop.time()
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def start(self) -> None:
+        self.tasks = [
+            self.owner.start(self._read()),
+            self.owner.start(self._write()),
+            self.owner.start(self._beat()),
+        ]
+
+    # -- sending -------------------------------------------------------------
+
+    def kick(self) -> None:
+        idle = self.idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
+    def send_control(self, envelope: Envelope) -> None:
+        if not self.closed:
+            self.controls.append(envelope)
+            self.kick()
+
+    def pump(self) -> None:
+        """Move queued messages of ``out_cell`` to the writer, as far as credits allow."""
+        cell = self.out_cell
+        assert cell is not None
+        queue = cell.queue
+        if not queue or not cell.deliverable or self.closed:
+            return
+        credits = self.credits
+        entries = self.entries
+        in_flight = self.in_flight
+        now = 0.0
+        while queue and credits > 0:
+            out, reply = queue.popleft()
+            if cell.waiters:
+                cell.hand_off()
+            ident = self.next_id
+            self.next_id = ident + 1
+            if reply is None or reply.__class__ is Timer:
+                entries.append((TELL, ident, out.type, msgspec.Raw(out.body), 0.0))
+                in_flight.append((ident, out, None))
+            elif reply.done():  # the asker gave up before it was sent
+                continue
+            else:
+                timeout = 0.0
+                if out.timeout:
+                    now = now or self.loop.time()
+                    timeout = out.timeout - now
+                    if timeout <= 0:
+                        reply.set_exception(TimeoutError("the deadline passed before sending"))
+                        continue
+                out.ask_id = ident
+                self.pending[ident] = reply
+                entries.append((ASK, ident, out.type, msgspec.Raw(out.body), timeout))
+                in_flight.append((ident, out, reply))
+            credits -= 1
+        self.credits = credits
+        if not queue and not cell.waiters:
+            cell.queue = None
+        self.kick()
+
+    def cancel_ask(self, ask_id: int) -> None:
+        """The asker gave up: tell the other side, which cancels the handler."""
+        if self.pending.pop(ask_id, None) is not None and not self.closed:
+            self.entries.append((CANCEL, ask_id, "", _EMPTY, 0.0))
+            self.kick()
+
+    async def _write(self) -> None:
+        conn = self.conn
+        try:
+            while True:
+                if not (self.entries or self.controls or self.credit_due):
+                    flushed, self.flushed = self.flushed, []
+                    for waiter in flushed:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                    self.idle = self.loop.create_future()
+                    await self.idle
+                    self.idle = None
+                entries, self.entries = self.entries, []
+                if self.credit_due:
+                    entries.append((CREDIT, self.credit_due, "", _EMPTY, 0.0))
+                    self.credit_due = 0
+                controls, self.controls = self.controls, []
+                await conn.send(controls, pack(entries) if entries else b"")
+        except ConnectionLost as exc:
+            self.lose(str(exc))
+
+    async def flush(self, bound: float) -> None:
+        """Wait (at most ``bound`` seconds) until everything queued has been written."""
+        if self.closed:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self.flushed.append(waiter)
+        self.kick()
+        try:
+            await asyncio.wait_for(waiter, bound)
+        except TimeoutError:
+            log.warning("bridge of %s: could not send everything within %gs", self.path, bound)
+
+    async def _beat(self) -> None:
+        interval = self.heartbeat_interval
+        while not self.closed:
+            await asyncio.sleep(interval)
+            silent = self.loop.time() - self.last_received
+            if silent > self.heartbeat_timeout:
+                self.lose(f"no frame for {silent:.1f}s (heartbeat timeout "
+                          f"{self.heartbeat_timeout:g}s)")
+                return
+            self.send_control(Envelope(heartbeat=Heartbeat(sent_at=time.time())))
+
+    # -- receiving -----------------------------------------------------------
+
+    async def _read(self) -> None:
+        conn = self.conn
+        try:
+            while True:
+                received = await conn.recv()
+                if received is None:
+                    self.lose("the other side closed the stream")
+                    return
+                self.last_received = self.loop.time()
+                envelopes, packed = received
+                if packed:
+                    self._receive_packed(packed)
+                for envelope in envelopes:
+                    self.on_control(envelope)
+        except FrameError as exc:
+            self.lose(str(exc), bad=True)
+        except ConnectionLost as exc:
+            self.lose(str(exc))
+
+    def _receive_packed(self, packed: Any) -> None:
+        for kind, ident, name, body, timeout in unpack(packed):
+            if kind <= ASK:  # TELL or ASK
+                self._deliver(kind, ident, name, body, timeout)
+            elif kind == REPLY:
+                reply = self.pending.pop(ident, None)
+                if reply is not None and not reply.done():
+                    try:
+                        reply.set_result(self.codec.decode(name, body))
+                    except (LookupError, msgspec.DecodeError) as exc:
+                        reply.set_exception(MessageEncodingError(self.path, name, str(exc)))
+            elif kind == ERROR:
+                self._receive_error(ident, body)
+            elif kind == CREDIT:
+                self._credited(ident)
+            elif kind == CANCEL:
+                entry = self.inbound.get(ident)
+                if entry is not None and self.in_cell is not None:
+                    self.in_cell.abandon(entry[0])
+            else:
+                raise FrameError(f"unknown packed entry kind {kind!r}")
+
+    def _receive_error(self, ident: int, raw: Any) -> None:
+        try:
+            body = _error_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise FrameError(f"undecodable error entry: {exc}") from None
+        reply = self.pending.pop(ident, None)
+        if reply is not None:
+            if not reply.done():
+                reply.set_exception(error_from_body(body))
+            return
+        for index, (sent, out, reply_slot) in enumerate(self.in_flight):  # a refused tell
+            if sent == ident and reply_slot is None:
+                del self.in_flight[index]
+                self._credited(1, pop=False)
+                cell = self.out_cell
+                if cell is not None:
+                    cell.system.dead_letters._publish(cell.ref, out.message, body.message)
+                log.error("message %s for %s was refused: %s", out.type or "value",
+                          self.path, body.message)
+                return
+
+    def _credited(self, count: int, *, pop: bool = True) -> None:
+        if pop:
+            in_flight = self.in_flight
+            for _ in range(min(count, len(in_flight))):
+                in_flight.popleft()
+        self.credits += count
+        cell = self.out_cell
+        if cell is not None and cell.queue:
+            self.pump()
+
+    def _deliver(self, kind: int, ident: int, name: str, body: Any, timeout: float) -> None:
+        cell = self.in_cell
+        if cell is None:
+            raise FrameError(f"a user message arrived for {self.path}, which takes none this way")
+        try:
+            message = self.codec.decode(name, body)
+        except (LookupError, msgspec.DecodeError) as exc:
+            problem = MessageEncodingError(cell.path, name, str(exc))
+            log.error("%s", problem)
+            self.entries.append((ERROR, ident, "", self._encode_error(problem), 0.0))
+            self.credit_due += 1
+            self.kick()
+            return
+        if kind == TELL:
+            if cell.accepting:
+                cell.append(message, self.receipt)
+            elif not self.ending:  # (an ending actor's leftovers are the other side's to keep)
+                self.credit_due += 1
+                cell.dead_letter(message, None, cell.dead_reason())
+            return
+        reply: asyncio.Future[Any] = self.loop.create_future()
+        timer = None
+        if timeout > 0:
+            timer = self.loop.call_later(timeout, cell.abandon, reply)
+        self.inbound[ident] = (reply, timer)
+        reply.add_done_callback(lambda future: self._answer(ident, future))
+        if cell.accepting:
+            cell.append(message, reply)
+        else:
+            cell.dead_letter(message, reply, cell.dead_reason())
+
+    def _delivered(self) -> None:
+        self.credit_due += 1
+        if self.idle is not None:
+            self.kick()
+
+    def _answer(self, ident: int, reply: asyncio.Future[Any]) -> None:
+        _reply, timer = self.inbound.pop(ident, (None, None))
+        if timer is not None:
+            timer.cancel()
+        if self.closed:
+            return
+        if self.ending and not reply.cancelled() and isinstance(reply.exception(), ActorDeadError):
+            return  # left in the mailbox of an ending actor: the other side keeps or fails it
+        self.credit_due += 1
+        if reply.cancelled():  # the asker gave up; it needs no answer
+            pass
+        elif (error := reply.exception()) is not None:
+            self.entries.append((ERROR, ident, "", self._encode_error(error), 0.0))
+        else:
+            try:
+                name, body = self.codec.encode(reply.result())
+            except (TypeError, ValueError) as exc:
+                problem = MessageEncodingError(self.path, "", f"the reply: {exc}")
+                self.entries.append((ERROR, ident, "", self._encode_error(problem), 0.0))
+            else:
+                self.entries.append((REPLY, ident, name, msgspec.Raw(body), 0.0))
+        self.kick()
+
+    def _encode_error(self, error: BaseException) -> msgspec.Raw:
+        return msgspec.Raw(_error_encoder.encode(error_body(error, self.path)))
+
+    # -- the end -------------------------------------------------------------
+
+    def lose(self, problem: str, bad: bool = False) -> None:
+        """The link is gone (or unusable): stop its tasks and tell the owner, once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.problem = problem
+        self.kick()
+        current = asyncio.current_task()
+        for task in self.tasks:
+            if task is not current:
+                task.cancel()
+        self.on_lost(problem, bad)
+
+    def fail_pending(self, error: Callable[[], BaseException]) -> None:
+        """Fail every ask still waiting for a reply from the other side."""
+        pending, self.pending = self.pending, {}
+        for reply in pending.values():
+            if not reply.done():
+                reply.set_exception(error())
+
+    def dead_letter_in_flight(self, reason: str) -> int:
+        """Publish the tells sent but never taken out of the other mailbox; returns how many."""
+        cell = self.out_cell
+        in_flight, self.in_flight = self.in_flight, deque()
+        lost = 0
+        for _ident, out, reply in in_flight:
+            if reply is None and cell is not None:
+                cell.system.dead_letters._publish(cell.ref, out.message, reason)
+                lost += 1
+        return lost
+
+    def take_back_in_flight(self) -> list[tuple[Outgoing, Any]]:
+        """The messages the other side never took out of its mailbox, to send them again.
+
+        Only sound after the other side ended cleanly: it sent every credit it owed.
+        """
+        in_flight, self.in_flight = self.in_flight, deque()
+        returned = []
+        for ident, out, reply in in_flight:
+            if reply is not None:
+                if self.pending.pop(ident, None) is None or reply.done():
+                    continue
+                out.ask_id = 0
+            returned.append((out, reply))
+        return returned
+
+    async def aclose(self) -> None:
+        """Stop the tasks and close the connection (idempotent)."""
+        self.closed = True
+        current = asyncio.current_task()
+        tasks = [task for task in self.tasks if task is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+        await self.conn.aclose()
+
+
+def outgoing(codec: BodyCodec, path: str, message: Any, deadline: float = 0.0) -> Outgoing:
+    """Encode ``message`` for the actor at ``path``; ``MessageEncodingError`` naming why not."""
+    try:
+        name, body = codec.encode(message)
+    except (TypeError, ValueError) as exc:
+        cls = message.__class__
+        raise MessageEncodingError(path, f"{cls.__module__}:{cls.__qualname__}", str(exc)) from None
+    return Outgoing(message, name, body, deadline)

@@ -1,0 +1,98 @@
+"""``ProcessOptions``: how a process actor's child process is started and watched."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Literal
+
+import msgspec
+
+from actorstage.exceptions import InvalidDefinitionError
+
+__all__ = ["ProcessOptions"]
+
+_TRANSPORTS = ("unix", "tcp", "stdio")
+_STARTS = ("spawn", "forkserver")
+
+
+def _seconds(name: str, value: object) -> None:
+    if not (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
+        raise InvalidDefinitionError(f"ProcessOptions.{name} must be a number > 0, got {value!r}")
+
+
+class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How to start and watch the child process of a process actor.
+
+    ``spawn(..., process=True)`` uses the defaults.
+
+    Args:
+        transport: ``"unix"`` (a unix socket in a private 0700 directory),
+            ``"tcp"`` (loopback, an OS-assigned port) or ``"stdio"`` (JSON
+            lines over the child's stdin and stdout).
+        python: The interpreter that runs the child.
+        env: Variables added to (or, with ``None`` values, removed from) the
+            child's environment, which is otherwise the parent's.
+        cwd: The child's working directory; the parent's when ``None``.
+        start_timeout: Seconds from launch until the actor's ``on_start`` has
+            finished in the child; past it the start fails.
+        heartbeat_interval: Seconds between heartbeats in each direction.
+        heartbeat_timeout: Seconds without any frame after which the other
+            side counts as gone (a frozen child is killed and reported).
+        host: The address the parent listens on for ``"tcp"``.
+        command: Your own entry point instead of ``python -m
+            actorstage.transport``: a program that calls
+            ``actorstage.child_main()`` first thing.
+        max_frame_size: Largest frame accepted from the child, in bytes.
+    """
+
+    transport: Literal["unix", "tcp", "stdio"] = "unix"
+    python: str = sys.executable
+    env: dict[str, str | None] | None = None
+    cwd: str | None = None
+    start_timeout: float = 30.0
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 10.0
+    host: str = "127.0.0.1"
+    command: tuple[str, ...] | None = None
+    max_frame_size: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.transport not in _TRANSPORTS:
+            raise InvalidDefinitionError(
+                f"ProcessOptions.transport must be one of {_TRANSPORTS}, got {self.transport!r}"
+            )
+        for name in ("start_timeout", "heartbeat_interval", "heartbeat_timeout"):
+            _seconds(name, getattr(self, name))
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise InvalidDefinitionError(
+                f"ProcessOptions.heartbeat_timeout ({self.heartbeat_timeout!r}) must exceed "
+                f"heartbeat_interval ({self.heartbeat_interval!r})"
+            )
+        if not isinstance(self.python, str) or not self.python:
+            raise InvalidDefinitionError(
+                f"ProcessOptions.python must be a path, got {self.python!r}")
+        if self.command is not None and (
+            not self.command or not all(isinstance(part, str) for part in self.command)
+        ):
+            raise InvalidDefinitionError(
+                f"ProcessOptions.command must be a non-empty tuple of str, got {self.command!r}"
+            )
+        if not isinstance(self.max_frame_size, int) or self.max_frame_size < 1024:
+            raise InvalidDefinitionError(
+                f"ProcessOptions.max_frame_size must be an int >= 1024, got {self.max_frame_size!r}"
+            )
+
+
+def options_for(process: object) -> ProcessOptions | None:
+    """Normalise ``spawn``'s ``process`` argument."""
+    if process is None or process is False:
+        return None
+    if process is True:
+        return ProcessOptions()
+    if isinstance(process, ProcessOptions):
+        return process
+    raise InvalidDefinitionError(
+        f"process must be True, False, None or a ProcessOptions, got {process!r}"
+    )

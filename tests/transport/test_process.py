@@ -1,0 +1,278 @@
+"""Process actors with real child processes: messages, errors, restarts, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from actorstage import (
+    ActorCrashedError,
+    ActorDeadError,
+    ActorSystem,
+    ChildSpec,
+    InvalidDefinitionError,
+    MessageEncodingError,
+    ProcessOptions,
+    Strategy,
+    Supervisor,
+)
+from actorstage.testing import Probe, wait_until
+from tests.transport.actors import Add, Config, Counter, FailsToStart, Parent, Total
+
+pytestmark = pytest.mark.anyio
+
+FAST = ProcessOptions(heartbeat_interval=0.2, heartbeat_timeout=1.5)
+
+
+async def test_tell_and_ask_reach_an_actor_in_another_process() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, Config(start=10, label="ten"), process=True)
+        assert await ref.ask("label") == "ten"  # a Struct argument arrived typed
+        for amount in range(1, 101):
+            await ref.tell(Add(amount))
+        total = await ref.ask("total")
+        assert isinstance(total, Total)
+        assert total.value == 10 + 5050
+        assert total.pid != os.getpid()
+        assert await ref.ask("ppid") == os.getpid()
+        assert await ref.ask({"plain": [1, 2.5, "x"]}) == {"plain": [1, 2.5, "x"]}
+        assert await ref.ask("seen") == list(range(1, 101))  # in order
+        node = system.tree().find(ref.path)
+        assert node is not None and node.pid == total.pid
+
+
+async def test_a_crash_fails_the_ask_with_the_remote_traceback_and_restarts_the_child() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        first_pid = await ref.ask("pid")
+        await ref.tell(Add(5))
+        with pytest.raises(ActorCrashedError) as caught:
+            await ref.ask("crash")
+        error = caught.value
+        assert error.type_name == "ValueError"
+        assert error.error_message == "asked to crash"
+        assert 'raise ValueError("asked to crash")' in error.traceback
+        assert error.path == ref.path
+        total = await ref.ask("total")  # a new incarnation: a new process, fresh state
+        assert total.value == 0
+        assert total.pid != first_pid
+
+
+async def test_messages_queued_behind_a_crash_go_to_the_next_incarnation_in_order() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        await ref.tell("crash")
+        for amount in range(1, 21):
+            await ref.tell(Add(amount))
+        assert await ref.ask("seen") == list(range(1, 21))
+
+
+async def test_a_failing_on_start_fails_spawn_with_the_remote_error() -> None:
+    async with ActorSystem() as system:
+        with pytest.raises(ActorCrashedError) as caught:
+            await system.spawn(FailsToStart, process=FAST)
+        assert caught.value.type_name == "RuntimeError"
+        assert caught.value.during == "starting"
+        assert "cannot start here" in caught.value.traceback
+
+
+@pytest.mark.parametrize("how", ["sys.exit", "os._exit", "kill-self"])
+async def test_a_child_that_dies_is_reported_and_restarted(how: str) -> None:
+    async with ActorSystem() as system:
+        probe = await Probe.spawn(system)
+        ref = await system.spawn(Counter, process=FAST)
+        pid = await ref.ask("pid")
+        probe.watch(ref)
+        with pytest.raises((ActorCrashedError, ActorDeadError)) as caught:
+            await ref.ask(how)
+        if how == "kill-self":
+            assert isinstance(caught.value, ActorCrashedError)
+            assert caught.value.type_name == "ProcessKilled"
+            assert "SIGKILL" in caught.value.error_message
+        new_pid = await ref.ask("pid")
+        assert new_pid != pid
+
+
+async def test_sigkill_from_outside_fails_pending_asks_promptly() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        pid = await ref.ask("pid")
+        async with anyio.create_task_group() as tg:
+            results: list[BaseException] = []
+
+            async def ask_slow() -> None:
+                try:
+                    await ref.ask(["sleep", 30, "/dev/null"])
+                except Exception as exc:
+                    results.append(exc)
+
+            tg.start_soon(ask_slow)
+            await wait_until(lambda: bool(getattr(ref._cell.actor, "link", None)
+                                          and ref._cell.actor.link.pending))  # type: ignore[union-attr]
+            os.kill(pid, signal.SIGKILL)
+            with anyio.fail_after(5):
+                await wait_until(lambda: bool(results))
+        assert isinstance(results[0], ActorCrashedError)
+        assert "SIGKILL" in results[0].error_message
+        assert await ref.ask("pid") != pid
+
+
+async def test_a_frozen_child_is_killed_after_the_heartbeat_timeout_and_restarted() -> None:
+    async with ActorSystem() as system:
+        probe = await Probe.spawn(system)
+        sup = await system.spawn(Supervisor, children=[ChildSpec("frozen", Counter, process=FAST)])
+        ref = system.lookup(f"{sup.path}/frozen")
+        assert ref is not None
+        pid = await ref.ask("pid")
+        os.kill(pid, signal.SIGSTOP)
+        with anyio.fail_after(10):
+            await wait_until(lambda: ref._cell.restarts >= 1 and ref._cell.actor is not None
+                             and getattr(ref._cell.actor, "pid", pid) != pid)
+            assert await ref.ask("pid") != pid
+        del probe
+
+
+async def test_a_long_handler_is_cancelled_when_the_askers_deadline_passes(tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled"
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(0.5):
+                await ref.ask(["sleep", 30, str(marker)])
+        with anyio.fail_after(5):
+            await wait_until(lambda: marker.exists() and marker.read_text() == "cancelled")
+        assert await ref.ask("label") == ""  # the actor goes on
+
+
+async def test_asyncio_timeout_also_cancels_the_remote_handler(tmp_path: Path) -> None:
+    marker = tmp_path / "cancelled"
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await ref.ask(["sleep", 30, str(marker)])
+        with anyio.fail_after(5):
+            await wait_until(lambda: marker.exists() and marker.read_text() == "cancelled")
+        assert await ref.ask("label") == ""
+
+
+async def test_pause_holds_messages_in_the_child_until_resume() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        await ref.ask("total")
+        await system.pause(ref)
+        for amount in (1, 2, 3):
+            await ref.tell(Add(amount))
+        answered: list[Any] = []
+        async with anyio.create_task_group() as tg:
+            async def ask() -> None:
+                answered.append(await ref.ask("seen"))
+
+            tg.start_soon(ask)
+            with anyio.move_on_after(0.5):
+                await wait_until(lambda: bool(answered))
+            assert not answered  # paused: nothing was handled
+            await system.resume(ref)
+        assert answered == [[1, 2, 3]]
+
+
+async def test_stop_ends_the_child_process_and_dead_letters_what_is_left() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        pid = await ref.ask("pid")
+        await system.stop(ref)
+        with pytest.raises(ActorDeadError):
+            await ref.ask("total")
+        await ref.tell(Add(1))
+        assert system.dead_letters.count >= 1
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_a_supervisor_restarts_process_children_by_strategy() -> None:
+    async with ActorSystem() as system:
+        sup = await system.spawn(
+            Supervisor, strategy=Strategy.ONE_FOR_ALL,
+            children=[ChildSpec("a", Counter, process=FAST), ChildSpec("b", Counter)],
+        )
+        a, b = system.lookup(f"{sup.path}/a"), system.lookup(f"{sup.path}/b")
+        assert a is not None and b is not None
+        pid = await a.ask("pid")
+        await b.tell(Add(1))
+        with pytest.raises(ActorCrashedError):
+            await a.ask("crash")
+        with anyio.fail_after(10):
+            await wait_until(lambda: b._cell.restarts == 1 and a._cell.restarts == 1)
+        assert (await b.ask("total")).value == 0  # one_for_all restarted the local sibling
+        assert await a.ask("pid") != pid
+
+
+async def test_grandchildren_run_in_their_own_processes() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Parent, process=FAST)
+        child_pid, grandchild_pid = await ref.ask("pids")
+        assert len({os.getpid(), child_pid, grandchild_pid}) == 3
+        assert (await ref.ask(Add(2))).value == 2
+        await system.stop(ref)
+
+
+async def test_child_logging_and_print_reach_the_parent(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        pid = await ref.ask("pid")
+        await ref.ask("log")
+        with anyio.fail_after(5):
+            await wait_until(lambda: any("a warning from the child" in r.getMessage()
+                                         for r in caplog.records))
+    record = next(r for r in caplog.records if "a warning from the child" in r.getMessage())
+    assert record.name == "tests.child"
+    assert record.process == pid
+    assert record.__dict__["actor_path"] == ref.path
+    assert f"pid {pid}" in record.getMessage()
+    assert "a line printed by the child" in capfd.readouterr().out
+
+
+async def test_bad_messages_are_refused_at_the_call_with_a_clear_error() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        with pytest.raises(MessageEncodingError, match="object"):
+            await ref.tell(object())
+        with pytest.raises(MessageEncodingError):
+            await ref.ask(lambda: None)
+        assert await ref.ask("label") == ""
+
+
+async def test_spawn_refuses_what_a_child_could_not_import() -> None:
+    class Local(Counter):
+        pass
+
+    async with ActorSystem() as system:
+        with pytest.raises(InvalidDefinitionError, match="inside a function"):
+            await system.spawn(Local, process=True)
+        with pytest.raises(InvalidDefinitionError, match="arguments"):
+            await system.spawn(Counter, object(), process=True)
+        with pytest.raises(InvalidDefinitionError, match="transport"):
+            ProcessOptions(transport="pigeon")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "stdio"])
+async def test_other_transports_carry_the_same_traffic(transport: str) -> None:
+    options = ProcessOptions(transport=transport, heartbeat_interval=0.2,  # type: ignore[arg-type]
+                             heartbeat_timeout=1.5)
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=options)
+        for amount in range(1, 51):
+            await ref.tell(Add(amount))
+        assert (await ref.ask("total")).value == 1275
+        await ref.ask("log")
+        with pytest.raises(ActorCrashedError):
+            await ref.ask("crash")
+        assert (await ref.ask("total")).value == 0
