@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -253,6 +254,7 @@ class ChildEnd:
             self.report_exit(ExitReason.STOPPED, None)
             return
         if why in ("lost", "terminated"):
+            self._remove_dead_parents_socket()
             try:
                 async with asyncio.timeout(_LOST_GRACE):
                     await shutdown(cell, ExitReason.SHUTDOWN)
@@ -261,6 +263,15 @@ class ChildEnd:
                                  f"within {_LOST_GRACE}s after the parent went away\n")
                 os._exit(1)
         await asyncio.sleep(0)
+
+    def _remove_dead_parents_socket(self) -> None:
+        """A parent killed outright cannot remove its socket directory: do it for it."""
+        address = str(self.boot.get("address", ""))
+        if not address.startswith("unix:") or os.getppid() == self.boot.get("ppid"):
+            return  # the parent lives (it only closed the stream): the directory is its own
+        directory = os.path.dirname(address[len("unix:"):])
+        if os.path.basename(directory).startswith("actorstage-"):
+            shutil.rmtree(directory, ignore_errors=True)
 
     # -- logging ----------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ one cached typed decoder: no pickle, nothing on the wire runs code.
 Frames are protobuf (``protos/actorstage/v1/bridge.proto``). Protobuf is paid
 per frame, not per message: user messages, replies, credits and cancels go
 in the frame's ``packed`` field, one MessagePack array for the whole batch.
-A frame with only a packed batch is written and read by hand (it is one
-length-delimited field), the rest through the generated classes.
+Frames are read by hand (two length-delimited fields), their envelopes
+through the generated classes.
 """
 
 from __future__ import annotations
@@ -170,9 +170,8 @@ def decode_frame(data: bytes) -> tuple[list[Envelope], memoryview]:
     try:
         while pos < end:
             tag = data[pos]
-            if tag not in (0x0A, 0x12):  # not a field we write by hand: take the slow road
-                frame = Frame.parse(data)
-                return list(frame.envelopes), memoryview(frame.packed)
+            if tag not in (0x0A, 0x12):  # both ends run the same actorstage: no other fields
+                raise FrameError(f"not a bridge frame: unexpected byte 0x{tag:02x} at offset {pos}")
             pos += 1
             length = shift = 0
             while True:

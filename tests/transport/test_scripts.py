@@ -1,0 +1,116 @@
+"""Programs that use process actors, run as real scripts: __main__ actors, a self-spawning
+program, and a parent killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run_script(code: str, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(code))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, str(script), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+
+
+def test_actors_defined_in_the_main_script_run_in_a_child(tmp_path: Path) -> None:
+    proc = _run_script("""
+        import os
+        import actorstage
+        from actorstage import Actor, ActorSystem, Message
+
+        class Greet(Message, frozen=True):
+            name: str
+
+        class Greeter(Actor):
+            async def receive(self, message):
+                return Greet(f"hello {message.name} from {os.getpid()}")
+
+        async def main():
+            async with ActorSystem() as system:
+                ref = await system.spawn(Greeter, process=True)
+                reply = await ref.ask(Greet("script"))
+                print(type(reply).__name__, reply.name != f"hello script from {os.getpid()}")
+
+        if __name__ == "__main__":
+            actorstage.run(main)
+    """, tmp_path)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == "Greet True"
+
+
+def test_a_program_can_spawn_itself_with_child_main(tmp_path: Path) -> None:
+    proc = _run_script("""
+        import os, sys
+        import actorstage
+        from actorstage import Actor, ActorSystem, ProcessOptions
+
+        class Echo(Actor):
+            async def receive(self, message):
+                return [message, os.getpid(), sys.argv[1:]]
+
+        async def main():
+            options = ProcessOptions(command=(sys.executable, __file__, "--as-child"))
+            async with ActorSystem() as system:
+                ref = await system.spawn(Echo, process=options)
+                print(await ref.ask("hi"), os.getpid())
+
+        if __name__ == "__main__":
+            actorstage.child_main()
+            actorstage.run(main)
+    """, tmp_path)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    reply, parent_pid = out.strip().rsplit(" ", 1)
+    assert reply.startswith("['hi', ") and reply.endswith(", ['--as-child']]")
+    assert str(parent_pid) not in reply
+
+
+def test_killing_the_parent_ends_every_descendant_within_two_seconds(tmp_path: Path) -> None:
+    proc = _run_script("""
+        import asyncio
+        import actorstage
+        from actorstage import ActorSystem, ProcessOptions
+        from tests.transport.actors import Parent
+
+        async def main():
+            async with ActorSystem() as system:
+                ref = await system.spawn(Parent, process=ProcessOptions(
+                    heartbeat_interval=0.2, heartbeat_timeout=1.5))
+                print(*await ref.ask("pids"), flush=True)
+                await asyncio.Event().wait()
+
+        actorstage.run(main)
+    """, tmp_path)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        pids = [int(pid) for pid in line.split()]
+        proc.kill()
+        proc.wait(timeout=5)
+        deadline = time.monotonic() + 2.0
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in pids if _alive(pid)], "descendants outlived their parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # reaps it and closes the pipes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
