@@ -13,7 +13,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from actorstage import ActorCrashedError, ActorSystem, MailboxFullError, ProcessOptions
-from actorstage._proto.actorstage.v1 import Envelope, Frame, Hello
+from actorstage._proto.actorstage.v1 import Envelope, Hello
 from actorstage.testing import Probe, wait_until
 from actorstage.transport._codec import RawCodec, encode_frame
 from tests.transport.actors import Add, Counter, Garbage
@@ -34,7 +34,7 @@ async def test_a_connection_without_the_secret_is_refused_and_the_parent_goes_on
             for token, secret in (("nope", "nope"), ("", "")):
                 with pytest.raises(GRPCError) as caught:
                     async with channel.request("/actorstage.v1.Bridge/Connect",
-                                               Cardinality.STREAM_STREAM, Frame, Frame) as stream:
+                                               Cardinality.STREAM_STREAM, bytes, bytes) as stream:
                         await stream.send_request()
                         hello = Envelope(hello=Hello(secret=secret, pid=1, token=token))
                         await stream.send_message(encode_frame([hello], b""))
