@@ -15,6 +15,7 @@ The tree::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -23,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actorstage.actors import Actor, ActorSystem, TreeNode
+from actorstage.exceptions import ActorCrashedError, ActorDeadError
 from actorstage.supervisors import ChildSpec, Restart, Strategy, Supervisor
+from actorstage.transport import ProcessOptions
 
 __all__ = ["run_demo"]
 
@@ -75,6 +78,15 @@ class Flaky(Job):
         self.context.send_after(self.rng.uniform(0.2, 0.45), "crash")
 
 
+class Cruncher(Actor):
+    """Runs in a child process: CPU work that never blocks the demo's event loop."""
+
+    async def receive(self, message: Any) -> Any:
+        if message == "crash":
+            raise RuntimeError("cruncher crashed on purpose")
+        return sum(i * i for i in range(int(message)))
+
+
 class _EventLog(logging.Handler):
     """Turns the runtime's crash and escalation log records into demo events."""
 
@@ -98,6 +110,8 @@ def build_tree(stats: Stats, seed: int) -> list[ChildSpec]:
         ChildSpec("steady-2", Job, (stats, "steady-2")),
         ChildSpec("flaky", Flaky, (stats, "flaky", seed)),
         ChildSpec("sleepy", Job, (stats, "sleepy"), restart=Restart.TRANSIENT),
+        ChildSpec("cruncher", Cruncher, process=ProcessOptions(heartbeat_interval=0.5,
+                                                               heartbeat_timeout=5.0)),
     ]
     sensors = [
         ChildSpec("sensor-a", Job, (stats, "sensor-a")),
@@ -138,8 +152,16 @@ async def _drive(system: ActorSystem, stats: Stats, duration: float, seed: int) 
                 stats.event("paused /user/app/workers/sleepy")
             paused = not paused
             next_toggle = now + 1.5
+        cruncher = system.lookup("/user/app/workers/cruncher")
+        if cruncher is not None:
+            with contextlib.suppress(ActorCrashedError, ActorDeadError):
+                await cruncher.ask(rng.randint(1000, 20000))
+                stats.processed["cruncher"] = stats.processed.get("cruncher", 0) + 1
         if not burst_done and now >= burst_at:
             burst_done = True
+            if cruncher is not None:
+                stats.event("crash of the process actor /user/app/workers/cruncher")
+                await cruncher.tell("crash")
             stats.event("crash burst on /user/app/fragile/sensor-b")
             target = system.lookup("/user/app/fragile/sensor-b")
             if target is not None:
@@ -153,6 +175,8 @@ async def _drive(system: ActorSystem, stats: Stats, duration: float, seed: int) 
 
 def _plain_tree(node: TreeNode, stats: Stats, depth: int = 0) -> list[str]:
     jobs = f" jobs={stats.processed.get(node.name, 0)}" if node.kind == "actor" else ""
+    if node.pid is not None:
+        jobs += f" pid={node.pid}"
     lines = [f"{'  ' * depth}{node.name:<12} {node.status.value:<11} "
              f"restarts={node.restarts:<3}{jobs}"]
     for child in node.children:
@@ -173,6 +197,8 @@ def _rich_view(system: ActorSystem, stats: Stats, duration: float) -> Any:
         text.append(f"  restarts {node.restarts}", style="cyan" if node.restarts else "dim")
         if node.kind == "actor":
             text.append(f"  jobs {stats.processed.get(node.name, 0)}", style="dim")
+        if node.pid is not None:
+            text.append(f"  pid {node.pid}", style="magenta")
         return text
 
     def add(branch: Tree, node: TreeNode) -> None:
