@@ -25,7 +25,6 @@ from typing import Any
 __all__ = ["child_main"]
 
 _ENV_FLAG = "ACTORSTAGE_CHILD"
-_LOST_GRACE = 1.5  # seconds the child gives its tree to stop once the parent is gone
 
 
 def child_main() -> None:

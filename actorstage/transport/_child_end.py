@@ -146,7 +146,7 @@ class ChildEnd:
                 conn, spec.path, system._root,
                 heartbeat_interval=spec.heartbeat_interval or 1.0,
                 heartbeat_timeout=spec.heartbeat_timeout or 10.0,
-                on_control=self._control, on_lost=lambda problem, bad: self.finish("lost"),
+                on_control=self._control, on_lost=lambda problem, cause: self.finish("lost"),
             )
             link.start()
             self._forward_logs(spec)

@@ -33,19 +33,25 @@ from actorstage._proto.actorstage.v1 import (
     SpawnSpec,
 )
 from actorstage.actors._actor import Actor
-from actorstage.actors._cell import STOPPING, acting_cell
+from actorstage.actors._cell import STOPPING
 from actorstage.actors._message import ExitReason
 from actorstage.actors._ref import ActorRef
 from actorstage.exceptions import (
     ActorCrashedError,
     ActorDeadError,
-    ActorstageError,
     InvalidDefinitionError,
     MailboxFullError,
 )
 from actorstage.transport._codec import CODEC, RemoteErrorBody, type_name
 from actorstage.transport._conn import Conn, StdioConn
-from actorstage.transport._link import Link, error_from_body, outgoing
+from actorstage.transport._link import (
+    BAD_FRAME,
+    CLOSED,
+    SILENT,
+    Link,
+    error_from_body,
+    outgoing,
+)
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
@@ -121,8 +127,6 @@ class ProcessRef(ActorRef):
         cell = self._cell
         deadline = anyio.current_effective_deadline()
         out = outgoing(CODEC, cell.path, message, deadline if deadline != float("inf") else 0.0)
-        if acting_cell() is cell:  # pragma: no cover - a process actor never acts in the parent
-            raise ActorstageError(f"actor {cell.path!r} asked itself")
         reply = cell.loop.create_future()
         host = cell.actor
         if not cell.put_nowait(out, reply):
@@ -390,17 +394,17 @@ class ProcessHost(Actor):
 
     # -- the end ------------------------------------------------------------------------
 
-    def _lost(self, problem: str, bad: bool) -> None:
+    def _lost(self, problem: str, cause: str) -> None:
         if self.closing:
             return
         with contextlib.suppress(RuntimeError):  # the owner is closing: close() does the rest
-            self._cell.owner.start(self._ended(problem, bad))
+            self._cell.owner.start(self._ended(problem, cause))
 
-    async def _ended(self, problem: str, bad: bool) -> None:
+    async def _ended(self, problem: str, cause: str) -> None:
         """The link is gone without a stop from us: find out why and report it."""
         cell = self._cell
         proc = self.proc
-        if bad or "heartbeat" in problem:
+        if cause != CLOSED:  # alive but unusable: it sent a bad frame, or it is frozen
             log.error("process actor %s (pid %s): %s; killing it", cell.path, self.pid, problem)
             await self._kill()
         elif proc is not None:
@@ -414,19 +418,21 @@ class ProcessHost(Actor):
             reason, error = self.exit_report
         else:
             reason = ExitReason.CRASHED
-            error = self._process_error(problem, returncode, bad)
-        self._settle(error if error is not None else None, f"process actor {reason}")
+            error = self._process_error(problem, returncode, cause)
+        self._settle(error, f"process actor {reason}")
         if self.started is not None and not self.started.done():
             self.started.set_exception(error or ActorCrashedError(
                 cell.path, "ProcessExited", problem, during="starting"))
         self._report(reason, error)
 
-    def _process_error(self, problem: str, returncode: int | None, bad: bool) -> ActorCrashedError:
+    def _process_error(
+        self, problem: str, returncode: int | None, cause: str
+    ) -> ActorCrashedError:
         cell = self._cell
-        if bad:
+        if cause == BAD_FRAME:
             type_name_ = "TransportError"
             what = f"it sent a bad frame: {problem}"
-        elif "heartbeat" in problem:
+        elif cause == SILENT:
             type_name_ = "HeartbeatTimeout"
             what = f"it stopped answering: {problem}"
         elif returncode is not None and returncode < 0:

@@ -51,9 +51,13 @@ if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
     from actorstage.actors._tasks import TaskOwner
 
-__all__ = ["Link"]
+__all__ = ["BAD_FRAME", "CLOSED", "SILENT", "Link"]
 
 log = logging.getLogger("actorstage.transport")
+
+# Why a link was lost, for the owner to report: the stream ended or broke, the
+# other side sent something that is not a frame, or it fell silent.
+CLOSED, BAD_FRAME, SILENT = "closed", "bad frame", "silent"
 
 _EMPTY = msgspec.Raw(b"\xc0")  # MessagePack nil: Raw bytes go in verbatim
 _error_encoder = msgspec.msgpack.Encoder()
@@ -93,7 +97,7 @@ class Link:
         heartbeat_interval: float,
         heartbeat_timeout: float,
         on_control: Callable[[Envelope], None],
-        on_lost: Callable[[str, bool], None],
+        on_lost: Callable[[str, str], None],
     ) -> None:
         self.conn = conn
         self.path = path  # the process actor's path, for errors and logs
@@ -105,7 +109,6 @@ class Link:
         self.on_control = on_control
         self.on_lost = on_lost
         self.closed = False
-        self.problem = ""
         # outbound
         self.out_cell: Cell | None = None
         self.credits = 0
@@ -231,7 +234,7 @@ class Link:
             silent = self.loop.time() - self.last_received
             if silent > self.heartbeat_timeout:
                 self.lose(f"no frame for {silent:.1f}s (heartbeat timeout "
-                          f"{self.heartbeat_timeout:g}s)")
+                          f"{self.heartbeat_timeout:g}s)", SILENT)
                 return
             self.send_control(Envelope(heartbeat=Heartbeat(sent_at=time.time())))
 
@@ -252,7 +255,7 @@ class Link:
                 for envelope in envelopes:
                     self.on_control(envelope)
         except FrameError as exc:
-            self.lose(str(exc), bad=True)
+            self.lose(str(exc), BAD_FRAME)
         except ConnectionLost as exc:
             self.lose(str(exc))
 
@@ -373,18 +376,17 @@ class Link:
 
     # -- the end -------------------------------------------------------------
 
-    def lose(self, problem: str, bad: bool = False) -> None:
+    def lose(self, problem: str, cause: str = CLOSED) -> None:
         """The link is gone (or unusable): stop its tasks and tell the owner, once."""
         if self.closed:
             return
         self.closed = True
-        self.problem = problem
         self.kick()
         current = asyncio.current_task()
         for task in self.tasks:
             if task is not current:
                 task.cancel()
-        self.on_lost(problem, bad)
+        self.on_lost(problem, cause)
 
     def fail_pending(self, error: Callable[[], BaseException]) -> None:
         """Fail every ask still waiting for a reply from the other side."""

@@ -85,10 +85,6 @@ class BridgeServer:
             port = sock.getsockname()[1]
             self.address = f"tcp:{self.host}:{port}"
 
-    @property
-    def socket_dir(self) -> str | None:
-        return self._dir
-
     def expect(self, max_frame_size: int) -> Expected:
         """Register a child about to start; its token and secret go to its stdin."""
         expected = Expected(secrets.token_hex(8), secrets.token_urlsafe(32), max_frame_size)

@@ -14,7 +14,7 @@ from grpclib.exceptions import GRPCError
 
 from actorstage import ActorCrashedError, ActorSystem, MailboxFullError, ProcessOptions
 from actorstage._proto.actorstage.v1 import Envelope, Hello
-from actorstage.testing import Probe, wait_until
+from actorstage.testing import wait_until
 from actorstage.transport._codec import RawCodec, encode_frame
 from tests.transport.actors import Add, Counter, Garbage
 
@@ -49,7 +49,6 @@ async def test_a_connection_without_the_secret_is_refused_and_the_parent_goes_on
 
 async def test_a_child_that_sends_garbage_fails_and_is_restarted() -> None:
     async with ActorSystem() as system:
-        probe = await Probe.spawn(system)
         ref = await system.spawn(Garbage, process=FAST)
         first = system.tree().find(ref.path)
         assert first is not None
@@ -58,7 +57,6 @@ async def test_a_child_that_sends_garbage_fails_and_is_restarted() -> None:
             await wait_until(lambda: ref._cell.restarts == 1 and ref._cell.pump is not None)
         node = system.tree().find(ref.path)
         assert node is not None and node.pid != first.pid
-        del probe
 
 
 async def test_a_full_child_mailbox_slows_the_parents_tell(tmp_path: Path) -> None:

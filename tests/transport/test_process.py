@@ -22,7 +22,7 @@ from actorstage import (
     Strategy,
     Supervisor,
 )
-from actorstage.testing import Probe, wait_until
+from actorstage.testing import wait_until
 from tests.transport.actors import Add, Config, Counter, FailsToStart, Parent, Total
 
 pytestmark = pytest.mark.anyio
@@ -85,10 +85,8 @@ async def test_a_failing_on_start_fails_spawn_with_the_remote_error() -> None:
 @pytest.mark.parametrize("how", ["sys.exit", "os._exit", "kill-self"])
 async def test_a_child_that_dies_is_reported_and_restarted(how: str) -> None:
     async with ActorSystem() as system:
-        probe = await Probe.spawn(system)
         ref = await system.spawn(Counter, process=FAST)
         pid = await ref.ask("pid")
-        probe.watch(ref)
         with pytest.raises((ActorCrashedError, ActorDeadError)) as caught:
             await ref.ask(how)
         if how == "kill-self":
@@ -125,7 +123,6 @@ async def test_sigkill_from_outside_fails_pending_asks_promptly() -> None:
 
 async def test_a_frozen_child_is_killed_after_the_heartbeat_timeout_and_restarted() -> None:
     async with ActorSystem() as system:
-        probe = await Probe.spawn(system)
         sup = await system.spawn(Supervisor, children=[ChildSpec("frozen", Counter, process=FAST)])
         ref = system.lookup(f"{sup.path}/frozen")
         assert ref is not None
@@ -135,7 +132,6 @@ async def test_a_frozen_child_is_killed_after_the_heartbeat_timeout_and_restarte
             await wait_until(lambda: ref._cell.restarts >= 1 and ref._cell.actor is not None
                              and getattr(ref._cell.actor, "pid", pid) != pid)
             assert await ref.ask("pid") != pid
-        del probe
 
 
 async def test_a_long_handler_is_cancelled_when_the_askers_deadline_passes(tmp_path: Path) -> None:
