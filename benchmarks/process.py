@@ -7,19 +7,28 @@ JSON line. Baselines use ``multiprocessing`` with the spawn start method and a
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import time
+import tracemalloc
 from multiprocessing.connection import Connection
 from typing import Any
+
+import msgspec
 
 from actorstage import Actor, ActorSystem, Message, ProcessOptions, run
 
 ROUNDS = 3
 ASKS = 5000
 TELLS = 100_000
+SPAWNS = 20
+MAILBOX = 1000
+BLOB = 1024
 
 
 class Ping(Message, frozen=True):
@@ -109,6 +118,24 @@ def pipe_spawn() -> float:
     return elapsed * 1e6
 
 
+def fork_rtt() -> float:
+    """p50 of a bare ``os.fork`` round trip: fork, the child writes a byte, we read it."""
+    times = []
+    for _ in range(SPAWNS):
+        read, write = os.pipe()
+        start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os.write(write, b"!")
+            os._exit(0)
+        os.read(read, 1)
+        times.append(time.perf_counter() - start)
+        os.waitpid(pid, 0)
+        os.close(read)
+        os.close(write)
+    return statistics.median(times) * 1e6
+
+
 # -- actorstage ------------------------------------------------------------------------
 
 
@@ -147,10 +174,73 @@ async def spawn_first_reply(options: ProcessOptions) -> float:
     return elapsed * 1e6
 
 
+async def warm_spawn(options: ProcessOptions) -> float:
+    """p50 of spawn to first reply through a forkserver that is already running."""
+    options = msgspec.structs.replace(options, start="forkserver")
+    async with ActorSystem() as system:
+        await system.stop(await system.spawn(Echo, process=options))  # starts the forkserver
+        times = []
+        for _ in range(SPAWNS):
+            start = time.perf_counter()
+            ref = await system.spawn(Echo, process=options)
+            await ref.ask(1)
+            times.append(time.perf_counter() - start)
+            await system.stop(ref)
+    return statistics.median(times) * 1e6
+
+
+class Blob(Message, frozen=True):
+    data: bytes
+
+
+class Stalled(Actor):
+    """Takes its first message and sits on it: a child that stopped keeping up."""
+
+    async def receive(self, message: Any) -> Any:
+        if message == "stall":
+            await asyncio.sleep(3600)
+        return None
+
+
+async def slow_child_memory(options: ProcessOptions) -> float:
+    """Parent heap growth while 20,000 x 1 KiB tells go to a child that stopped reading."""
+    async with ActorSystem(shutdown_timeout=0.1) as system:
+        ref = await system.spawn(Stalled, process=options, mailbox_size=MAILBOX)
+        await ref.tell("stall")
+        payload = os.urandom(BLOB)
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            for _ in range(20_000):
+                await ref.tell(Blob(payload))
+                sent += 1
+
+        task = asyncio.ensure_future(flood())
+        await asyncio.sleep(2.0)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        task.cancel()
+        assert sent <= 2 * MAILBOX + 1, sent  # credits plus the parent's mailbox, no more
+        await system.stop(ref)
+    return float(max(grown, 0))
+
+
+def memory_bound() -> float:
+    """What the bound allows: the credit window plus the mailbox, in message payloads."""
+    return float(2 * MAILBOX * BLOB)
+
+
 BENCHMARKS = {
     "process_ask": (ask_rtt, pipe_rtt, "us"),
     "process_tell": (tell_throughput, pipe_throughput, "msg/s"),
     "process_spawn": (spawn_first_reply, pipe_spawn, "us"),
+    "process_warm_spawn": (warm_spawn, fork_rtt, "us"),
+    "process_slow_child_memory": (slow_child_memory, memory_bound, "bytes"),
 }
 
 

@@ -98,10 +98,16 @@ class Context:
 
     @property
     def parent(self) -> ActorRef | None:
-        """The parent's ref; ``None`` for an actor spawned by the system."""
+        """The parent's ref; ``None`` for an actor spawned by the system.
+
+        In a child process the parent actor lives in the parent process:
+        this ref sends it messages over the bridge, with the same
+        backpressure as the other way. It is ``None`` there when the parent
+        is the system or a supervisor (neither takes messages).
+        """
         parent = self._cell.parent
-        if parent is None or parent.parent is None:
-            return None
+        if parent is None or (parent.parent is None and parent.pump is None):
+            return None  # (a child process's root has a pump when it stands for a parent actor)
         return parent.ref
 
     @property

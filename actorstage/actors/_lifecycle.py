@@ -83,7 +83,13 @@ async def start_child(
         from actorstage.transport._host import check_importable
         from actorstage.transport._options import options_for
 
-        options = options_for(process)
+        options = options_for(process, system.process_defaults)
+        if options is not None and factory._owns_tasks:
+            raise InvalidDefinitionError(
+                f"{factory.__qualname__} is a supervisor, which cannot run in a child process "
+                "yet; give its children's ChildSpecs process=..., or run an actor in the "
+                "child process that spawns its own children there"
+            )
         check_importable(factory)
     if name is None:
         name = system._auto_name(factory)

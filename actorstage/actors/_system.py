@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from actorstage.supervisors._supervisor import Supervisor, SupervisorRef
+    from actorstage.transport._forkserver import ForkServer
     from actorstage.transport._options import ProcessOptions
     from actorstage.transport._server import BridgeServer
 
@@ -59,10 +60,14 @@ class ActorSystem:
         mailbox_size: Default mailbox bound for actors spawned without one.
         shutdown_timeout: Seconds an actor spawned outside a supervisor gets to
             finish its message in hand when stopped, before it is cancelled.
+        process_defaults: The ``ProcessOptions`` that ``process=True`` means
+            in this system, for example ``ProcessOptions(start="forkserver")``
+            to start every process actor warm.
     """
 
     def __init__(
-        self, name: str = "actorstage", *, mailbox_size: int = 1000, shutdown_timeout: float = 5.0
+        self, name: str = "actorstage", *, mailbox_size: int = 1000, shutdown_timeout: float = 5.0,
+        process_defaults: ProcessOptions | None = None,
     ) -> None:
         if not isinstance(mailbox_size, int) or mailbox_size < 1:
             raise InvalidDefinitionError(
@@ -72,6 +77,13 @@ class ActorSystem:
             raise InvalidDefinitionError(
                 f"shutdown_timeout must be > 0 seconds, got {shutdown_timeout!r}"
             )
+        if process_defaults is not None:
+            from actorstage.transport._options import ProcessOptions
+
+            if not isinstance(process_defaults, ProcessOptions):
+                raise InvalidDefinitionError(
+                    f"process_defaults must be a ProcessOptions, got {process_defaults!r}")
+        self.process_defaults = process_defaults
         self.name = name
         self._mailbox_size = mailbox_size
         self._shutdown_timeout = shutdown_timeout
@@ -81,6 +93,7 @@ class ActorSystem:
         self._guardian_cell: Cell | None = None
         self._bridges: dict[tuple[str, str], BridgeServer] = {}
         self._bridge_lock: asyncio.Lock | None = None
+        self._forkservers: dict[tuple[Any, ...], ForkServer] = {}
 
     # -- lifetime ----------------------------------------------------------
 
@@ -138,6 +151,9 @@ class ActorSystem:
         bridges, self._bridges = list(self._bridges.values()), {}
         for bridge in bridges:
             await bridge.aclose()
+        forkservers, self._forkservers = list(self._forkservers.values()), {}
+        for forkserver in forkservers:
+            await forkserver.aclose()
         await self._root.aclose()
 
     async def _bridge(self, transport: str, host: str) -> BridgeServer:
@@ -157,6 +173,25 @@ class ActorSystem:
                 await bridge.start()
                 self._bridges[key] = bridge
         return bridge
+
+    async def _forkserver(
+        self, command: list[str], env: dict[str, str], cwd: str | None
+    ) -> ForkServer:
+        """The forkserver for this interpreter, environment and directory, started on need."""
+        from actorstage.transport._forkserver import ForkServer
+
+        key = (tuple(command), tuple(sorted(env.items())), cwd)
+        if self._bridge_lock is None:
+            self._bridge_lock = asyncio.Lock()
+        async with self._bridge_lock:
+            forkserver = self._forkservers.get(key)
+            if forkserver is None or not forkserver.alive:
+                if forkserver is not None:
+                    await forkserver.aclose()
+                forkserver = ForkServer(command, env, cwd)
+                await forkserver.start()
+                self._forkservers[key] = forkserver
+        return forkserver
 
     async def _watch_failure(self) -> None:
         await self._ended.wait()

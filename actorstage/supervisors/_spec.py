@@ -146,5 +146,9 @@ class ChildSpec(msgspec.Struct, frozen=True):
             try:
                 options_for(self.process)
                 check_importable(self.actor)
+                if self.actor._owns_tasks:
+                    raise InvalidDefinitionError(
+                        "a supervisor cannot run in a child process yet; give its "
+                        "children's ChildSpecs process=... instead")
             except InvalidDefinitionError as exc:
                 raise InvalidDefinitionError(f"ChildSpec {self.id!r}: {exc}") from None

@@ -40,11 +40,17 @@ def child_main() -> None:
 
     In a child it serves the actor until it stops, then exits the process.
     """
-    if os.environ.get(_ENV_FLAG) != "1":
+    flag = os.environ.get(_ENV_FLAG)
+    if flag not in ("1", "forkserver"):
         return
     del os.environ[_ENV_FLAG]  # programs this child starts are not children of ours
-    boot = _read_boot()
-    _die_with_parent(int(boot.get("ppid", 0)))
+    if flag == "forkserver":
+        from actorstage.transport._forkserver import serve
+
+        boot = serve()  # returns only in a child it forked, which goes on as any child
+    else:
+        boot = _read_boot()
+    die_with_parent(int(boot.get("ppid", 0)))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if boot.get("transport") == "stdio":
         boot["fds"] = (os.dup(0), os.dup(1))
@@ -54,13 +60,28 @@ def child_main() -> None:
         from actorstage._run import run
 
         code = run(_serve, boot)
-    except BaseException:
-        logging.getLogger("actorstage.transport").exception("child process failed")
-        code = 70
+    except BaseException as exc:
+        exit_code = _exit_code(exc)
+        if exit_code is None:
+            logging.getLogger("actorstage.transport").exception("child process failed")
+            exit_code = 70
+        code = exit_code
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _exit_code(exc: BaseException) -> int | None:
+    """The status ``sys.exit()`` asked for, when that is what ended the child."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if not isinstance(exc, SystemExit):
+        return None
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    sys.stderr.write(f"{exc.code}\n")  # sys.exit("message") prints it and exits with 1
+    return 1
 
 
 def _read_boot() -> dict[str, Any]:
@@ -79,7 +100,7 @@ def _read_boot() -> dict[str, Any]:
     return boot
 
 
-def _die_with_parent(ppid: int) -> None:
+def die_with_parent(ppid: int) -> None:
     """Ask Linux to send SIGTERM when the parent dies (a second line after the stream)."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -108,6 +129,10 @@ def load_main(main_path: str, main_module: str) -> None:
     if main_module:
         module = importlib.import_module(main_module)
     elif main_path:
+        loaded = sys.modules.get("__actorstage_main__")
+        if loaded is not None and getattr(loaded, "__file__", None) == main_path:
+            sys.modules["__main__"] = loaded  # a forkserver ran it already
+            return
         module = types.ModuleType("__actorstage_main__")
         module.__file__ = main_path
         sys.modules["__actorstage_main__"] = module

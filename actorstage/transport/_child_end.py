@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import os
+import select
 import shutil
 import signal
 import sys
@@ -34,7 +35,8 @@ from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError
 from actorstage.transport._child import load_main
 from actorstage.transport._codec import CODEC
-from actorstage.transport._conn import Conn, GrpcConn, StdioConn
+from actorstage.transport._conn import Conn, GrpcConn, StdioConn, read_stream, write_stream
+from actorstage.transport._host import ProcessRef
 from actorstage.transport._link import Link, error_body
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ _SPEC_TIMEOUT = 30.0
 _LOST_GRACE = 1.5  # the tree's time to stop once the parent is gone
 _FLUSH_TIMEOUT = 2.0
 _GRPC_MAX = 2**31 - 1
+_OWNER_EXIT_WAIT = 0.05  # a killed parent's socket closes a moment before it counts as exited
 
 
 class _ChildGuardian(Actor):
@@ -63,6 +66,11 @@ class _ChildGuardian(Actor):
 
     def _policy(self) -> _ChildGuardian:
         return self
+
+    @property
+    def link(self) -> Link | None:
+        """The bridge, for asks to the parent actor that are given up."""
+        return self.end.link
 
     async def child_exited(
         self, parent: Cell, child: Cell, reason: ExitReason, error: ActorCrashedError | None
@@ -120,6 +128,9 @@ class ChildEnd:
         self.system: ActorSystem | None = None
         self.reported = False
         self.signals: asyncio.Queue[SignalKind] = asyncio.Queue()
+        self.owner_fd: int | None = None  # a pidfd of the parent process, to see it die
+        with contextlib.suppress(AttributeError, OSError, KeyError):
+            self.owner_fd = os.pidfd_open(int(boot["owner"]))
 
     async def run(self) -> int:
         conn = await self._connect()
@@ -148,6 +159,12 @@ class ChildEnd:
                 heartbeat_timeout=spec.heartbeat_timeout or 10.0,
                 on_control=self._control, on_lost=lambda problem, cause: self.finish("lost"),
             )
+            if spec.parent_mailbox:  # the root stands for the parent actor: what it gets, goes
+                guardian.capacity = spec.parent_mailbox
+                guardian.pump = link.pump
+                guardian.ref = ProcessRef._from_cell(guardian)
+                link.out_cell = guardian
+                link.credits = spec.parent_mailbox
             link.start()
             self._forward_logs(spec)
             try:
@@ -178,13 +195,8 @@ class ChildEnd:
         boot = self.boot
         if boot["transport"] == "stdio":
             fd_in, fd_out = boot["fds"]
-            reader = asyncio.StreamReader(limit=_GRPC_MAX)
-            protocol = asyncio.StreamReaderProtocol(reader)
-            await self.loop.connect_read_pipe(lambda: protocol, os.fdopen(fd_in, "rb", 0))
-            transport, write_protocol = await self.loop.connect_write_pipe(
-                asyncio.streams.FlowControlMixin, os.fdopen(fd_out, "wb", 0))
-            writer = asyncio.StreamWriter(transport, write_protocol, reader, self.loop)
-            return StdioConn(reader, writer, _GRPC_MAX)
+            reader = await read_stream(self.loop, fd_in, _GRPC_MAX)
+            return StdioConn(reader, await write_stream(self.loop, fd_out), _GRPC_MAX)
         from grpclib.client import Channel
         from grpclib.const import Cardinality
 
@@ -264,10 +276,18 @@ class ChildEnd:
                 os._exit(1)
         await asyncio.sleep(0)
 
+    def _owner_gone(self) -> bool:
+        """Whether the parent process (the actor system, not a forkserver) has died."""
+        fd = self.owner_fd
+        if fd is None:
+            return os.getppid() != self.boot.get("ppid")
+        readable, _, _ = select.select([fd], [], [], _OWNER_EXIT_WAIT)  # readable once it exits
+        return bool(readable)
+
     def _remove_dead_parents_socket(self) -> None:
         """A parent killed outright cannot remove its socket directory: do it for it."""
         address = str(self.boot.get("address", ""))
-        if not address.startswith("unix:") or os.getppid() == self.boot.get("ppid"):
+        if not address.startswith("unix:") or not self._owner_gone():
             return  # the parent lives (it only closed the stream): the directory is its own
         directory = os.path.dirname(address[len("unix:"):])
         if os.path.basename(directory).startswith("actorstage-"):
@@ -307,6 +327,8 @@ class _ClientConn(GrpcConn):
         stream = self._stream
         # Half-close, wait for the parent's end of the stream, release it; the
         # parent may be gone already, and then there is nothing left to tell it.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(stream.end(), 1.0)  # half-close: the parent ends its side
         with contextlib.suppress(Exception):
             await asyncio.wait_for(stream.__aexit__(None, None, None), 1.0)
         self._channel.close()

@@ -153,6 +153,20 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def warm_protos() -> None:
+    """Build betterproto2's per-class metadata now (it is lazy, ~15 ms per process).
+
+    A forkserver calls this once, so that its children do not each pay it.
+    """
+    import betterproto2
+
+    from actorstage._proto.actorstage import v1
+
+    for value in list(vars(v1).values()):
+        if isinstance(value, type) and issubclass(value, betterproto2.Message):
+            value.parse(bytes(value()))
+
+
 def encode_frame(envelopes: list[Envelope], packed: bytes) -> bytes:
     """The protobuf bytes of ``Frame(envelopes, packed)``."""
     head = bytes(Frame(envelopes=envelopes)) if envelopes else b""

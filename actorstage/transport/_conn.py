@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from typing import Any, Protocol
 
 import msgspec
@@ -25,6 +26,29 @@ Received = tuple[list[Envelope], "memoryview | bytes"]
 _LOST = (
     GRPCError, StreamTerminatedError, ProtocolError, H2Error, ConnectionError, OSError, EOFError,
 )
+
+
+class _PipeReading(asyncio.StreamReaderProtocol):
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False  # close the transport (uvloop keeps it open on True): a pipe ends whole
+
+
+async def read_stream(
+    loop: asyncio.AbstractEventLoop, fd: int, limit: int
+) -> asyncio.StreamReader:
+    """A ``StreamReader`` over the read end of a pipe (it owns the descriptor)."""
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = _PipeReading(reader, loop=loop)
+    await loop.connect_read_pipe(lambda: protocol, os.fdopen(fd, "rb", 0))
+    return reader
+
+
+async def write_stream(loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.StreamWriter:
+    """A ``StreamWriter`` over the write end of a pipe (it owns the descriptor)."""
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", 0))
+    return asyncio.StreamWriter(transport, protocol, None, loop)
 
 
 class ConnectionLost(Exception):
@@ -94,10 +118,13 @@ class StdioConn:
             envelopes=[envelope.to_dict() for envelope in envelopes],
             packed=base64.b64encode(packed).decode() if packed else "",
         )
+        writer = self._writer
+        if writer.is_closing():  # the child is gone (its end of the pipe closed)
+            raise ConnectionLost("sending failed: the pipe is closed")
         try:
-            self._writer.write(_json_encoder.encode(frame) + b"\n")
-            await self._writer.drain()
-        except _LOST as exc:
+            writer.write(_json_encoder.encode(frame) + b"\n")
+            await writer.drain()
+        except (*_LOST, RuntimeError) as exc:  # uvloop: "the handler is closed"
             raise ConnectionLost(f"sending failed: {exc!r}") from exc
 
     async def recv(self) -> Received | None:

@@ -33,7 +33,7 @@ from actorstage._proto.actorstage.v1 import (
     SpawnSpec,
 )
 from actorstage.actors._actor import Actor
-from actorstage.actors._cell import STOPPING
+from actorstage.actors._cell import STOPPING, Outgoing
 from actorstage.actors._message import ExitReason
 from actorstage.actors._ref import ActorRef
 from actorstage.exceptions import (
@@ -44,6 +44,7 @@ from actorstage.exceptions import (
 )
 from actorstage.transport._codec import CODEC, RemoteErrorBody, type_name
 from actorstage.transport._conn import Conn, StdioConn
+from actorstage.transport._forkserver import ForkedProcess, ForkError
 from actorstage.transport._link import (
     BAD_FRAME,
     CLOSED,
@@ -95,12 +96,39 @@ def encode_args(path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> byt
     return msgspec.msgpack.encode([encoded_args, encoded_kwargs])
 
 
-def _main_location() -> tuple[str, str]:
+def _main_of(factory: type) -> tuple[str, str]:
+    """Where a child finds the parent's ``__main__`` (file, or module), if the class lives there."""
+    if factory.__module__ != "__main__":
+        return "", ""
     main = sys.modules["__main__"]
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name not in ("__main__", None):
         return "", str(spec.name)
     return os.path.abspath(getattr(main, "__file__", "") or ""), ""
+
+
+_TYPE_NAMES = CODEC._names  # the codec's cache of type names, read on the tell hot path
+_ENCODE = CODEC._encoder.encode
+
+ChildProcess = asyncio.subprocess.Process | ForkedProcess  # spawned, or forked by a forkserver
+
+
+def _parent_mailbox(parent: Cell | None) -> int:
+    """The parent's mailbox size if the child may send it messages, else 0.
+
+    The system's guardian and supervisors take no messages.
+    """
+    from actorstage.supervisors._supervisor import Supervisor
+
+    if parent is None or parent.parent is None or issubclass(parent.factory, Supervisor):
+        return 0
+    return parent.capacity
+
+
+def _running(proc: ChildProcess) -> bool:
+    if isinstance(proc, ForkedProcess):
+        return not proc.exited.done()
+    return proc.returncode is None
 
 
 def _signal_name(returncode: int) -> str:
@@ -116,7 +144,28 @@ class ProcessRef(ActorRef):
     __slots__ = ()
 
     async def tell(self, message: Any) -> None:
-        await ActorRef.tell(self, outgoing(CODEC, self._cell.path, message))
+        cell = self._cell
+        name = _TYPE_NAMES.get(message.__class__)
+        if name is None:  # the first message of its type, or one that cannot be encoded
+            out = outgoing(CODEC, cell.path, message)
+        else:  # the hot path: one encode, no extra calls
+            try:
+                out = Outgoing(message, name, _ENCODE(message))
+            except (TypeError, ValueError):
+                out = outgoing(CODEC, cell.path, message)  # raises, naming the problem
+        queue = cell.queue
+        if cell.accepting and not cell.waiters and cell.pump is not None:
+            if not queue:
+                if cell.deliverable:
+                    link: Link | None = getattr(cell.actor, "link", None)  # a host, or a root
+                    if link is not None and link.send_tell(out):  # straight to the wire
+                        return
+            elif len(queue) < cell.capacity:
+                # Messages wait here only while there are no credits (or while paused):
+                # the link pumps them when credits come back. Nothing to schedule.
+                queue.append((out, None))
+                return
+        await ActorRef.tell(self, out)
 
     def tell_nowait(self, message: Any) -> None:
         cell = self._cell
@@ -138,8 +187,9 @@ class ProcessRef(ActorRef):
         try:
             return await reply
         except asyncio.CancelledError:
-            if out.ask_id and isinstance(host, ProcessHost) and host.link is not None:
-                host.link.cancel_ask(out.ask_id)
+            link: Link | None = getattr(host, "link", None)  # a ProcessHost, or a child's root
+            if out.ask_id and link is not None:
+                link.cancel_ask(out.ask_id)
             raise
 
 
@@ -163,7 +213,7 @@ class ProcessHost(Actor):
     )
 
     def __init__(self) -> None:
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: ChildProcess | None = None
         self.pid: int | None = None
         self.link: Link | None = None
         self.server: BridgeServer | None = None
@@ -207,6 +257,7 @@ class ProcessHost(Actor):
     async def _launch(self, cell: Cell, options: ProcessOptions) -> None:
         system = cell.system
         boot: dict[str, Any] = {"transport": options.transport, "ppid": os.getpid(),
+                                "owner": os.getpid(),
                                 "path": cell.path}
         if options.transport != "stdio":
             self.server = server = await system._bridge(options.transport, options.host)
@@ -219,23 +270,26 @@ class ProcessHost(Actor):
                 env.pop(name, None)
             else:
                 env[name] = value
-        env["ACTORSTAGE_CHILD"] = "1"
-        env["PYTHONUNBUFFERED"] = "1"
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, cwd=options.cwd,
-                limit=options.max_frame_size + 1024,
-            )
-        except OSError as exc:
+            if options.start == "forkserver":
+                proc: ChildProcess = await self._fork(cell, command, env, options, boot)
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE, cwd=options.cwd,
+                    env=dict(env, ACTORSTAGE_CHILD="1", PYTHONUNBUFFERED="1"),
+                    limit=options.max_frame_size + 1024,
+                )
+        except (OSError, ForkError) as exc:
             raise ActorCrashedError(cell.path, type(exc).__qualname__,
                                     f"cannot start {command[0]!r}: {exc}",
                                     during="starting") from exc
         self.proc = proc
         self.pid = proc.pid
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        proc.stdin.write(msgspec.json.encode(boot) + b"\n")
-        await proc.stdin.drain()
+        if options.start != "forkserver":  # a forked child had its boot in the request
+            proc.stdin.write(msgspec.json.encode(boot) + b"\n")
+            await proc.stdin.drain()
         owner = cell.owner
         self.forwarders.append(owner.start(self._forward(proc.stderr, "stderr")))
         conn: Conn
@@ -252,9 +306,25 @@ class ProcessHost(Actor):
             on_control=self._control, on_lost=self._lost,
         )
         link.out_cell = cell
+        if _parent_mailbox(cell.parent):
+            link.in_cell = cell.parent  # what the child sends its parent
         link.start()
         owner.start(self._watch_exit(proc))
         link.send_control(Envelope(spawn=self._spec(cell, options)))
+
+    async def _fork(
+        self, cell: Cell, command: list[str], env: dict[str, str], options: ProcessOptions,
+        boot: dict[str, Any],
+    ) -> ChildProcess:
+        """A child forked by this system's forkserver for these options."""
+        server = await cell.system._forkserver(command, env, options.cwd)
+        boot["ppid"] = server.pid  # the child's parent is the forkserver, which dies with us
+        factory = cell.factory
+        main_path, main_module = _main_of(factory)
+        request = {"boot": msgspec.json.encode(boot), "module": factory.__module__,
+                   "main_path": main_path, "main_module": main_module,
+                   "sys_path": [entry for entry in sys.path if entry]}
+        return await server.fork(request, options.max_frame_size + 1024)
 
     async def _accept(self, cell: Cell) -> Conn:
         """Wait for the child's stream, or for the child's death before it connects."""
@@ -281,9 +351,7 @@ class ProcessHost(Actor):
 
     def _spec(self, cell: Cell, options: ProcessOptions) -> SpawnSpec:
         factory = cell.factory
-        main_path, main_module = ("", "")
-        if factory.__module__ == "__main__":
-            main_path, main_module = _main_location()
+        main_path, main_module = _main_of(factory)
         return SpawnSpec(
             path=cell.path,
             actor=type_name(factory),
@@ -297,6 +365,7 @@ class ProcessHost(Actor):
             sys_path=[entry for entry in sys.path if entry],
             paused=cell.paused,
             log_level=logging.getLogger().getEffectiveLevel(),
+            parent_mailbox=_parent_mailbox(cell.parent),
         )
 
     # -- the child's output --------------------------------------------------------
@@ -440,7 +509,9 @@ class ProcessHost(Actor):
             what = f"it was killed by {_signal_name(returncode)}"
         else:
             type_name_ = "ProcessExited"
-            what = f"it exited with status {returncode} ({problem})"
+            what = f"it exited with status {self._status_text(returncode)}"
+            if not problem.startswith("the child process exited"):
+                what += f" ({problem})"
         return ActorCrashedError(cell.path, type_name_, f"child process {self.pid}: {what}",
                                  self._tail_text())
 
@@ -469,11 +540,13 @@ class ProcessHost(Actor):
                         "(see dead letters)", path, lost)
 
     def _status_text(self, returncode: int | None) -> str:
-        if returncode is not None and returncode < 0:
+        if returncode is None:
+            return "unknown (its forkserver is gone)"
+        if returncode < 0:
             return _signal_name(returncode)
         return str(returncode)
 
-    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+    async def _watch_exit(self, proc: ChildProcess) -> None:
         await proc.wait()
         link = self.link
         if link is not None and not link.closed:
@@ -485,7 +558,7 @@ class ProcessHost(Actor):
         cell = self._cell
         proc = self.proc
         link = self.link
-        if proc is not None and proc.returncode is None:
+        if proc is not None and _running(proc):
             if graceful and link is not None and not link.closed:
                 link.send_control(Envelope(signal=Signal(kind=SignalKind.STOP)))
                 bound = (cell.shutdown_timeout or 0.0) + 1.0
@@ -508,7 +581,7 @@ class ProcessHost(Actor):
         proc = self.proc
         if proc is None:
             return
-        if proc.returncode is None:
+        if _running(proc):
             proc.terminate()
             try:
                 await asyncio.wait_for(asyncio.shield(proc.wait()), _KILL_GRACE)

@@ -188,6 +188,20 @@ class Link:
             cell.queue = None
         self.kick()
 
+    def send_tell(self, out: Outgoing) -> bool:
+        """Send a tell at once if a credit allows; the caller checked nothing is queued."""
+        if self.credits <= 0 or self.closed:
+            return False
+        self.credits -= 1
+        ident = self.next_id
+        self.next_id = ident + 1
+        self.entries.append((TELL, ident, out.type, msgspec.Raw(out.body), 0.0))
+        self.in_flight.append((ident, out, None))
+        idle = self.idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+        return True
+
     def cancel_ask(self, ask_id: int) -> None:
         """The asker gave up: tell the other side, which cancels the handler."""
         if self.pending.pop(ask_id, None) is not None and not self.closed:
@@ -260,8 +274,25 @@ class Link:
             self.lose(str(exc))
 
     def _receive_packed(self, packed: Any) -> None:
+        cell = self.in_cell
+        decoders = self.codec._decoders
+        decode = self.codec.decode
+        receipt = self.receipt
+        appended = False
         for kind, ident, name, body, timeout in unpack(packed):
-            if kind <= ASK:  # TELL or ASK
+            if kind == TELL and cell is not None and cell.accepting:  # the hot path, inline
+                try:
+                    decoder = decoders.get(name)
+                    message = decoder.decode(body) if decoder is not None else decode(name, body)
+                except (LookupError, msgspec.DecodeError):
+                    self._deliver(kind, ident, name, body, timeout)  # reports it
+                    continue
+                queue = cell.queue
+                if queue is None:
+                    queue = cell.queue = deque()
+                queue.append((message, receipt))
+                appended = True
+            elif kind <= ASK:  # TELL or ASK
                 self._deliver(kind, ident, name, body, timeout)
             elif kind == REPLY:
                 reply = self.pending.pop(ident, None)
@@ -280,6 +311,8 @@ class Link:
                     self.in_cell.abandon(entry[0])
             else:
                 raise FrameError(f"unknown packed entry kind {kind!r}")
+        if appended and cell is not None and cell.deliverable and not cell.draining:
+            cell.schedule()
 
     def _receive_error(self, ident: int, raw: Any) -> None:
         try:
@@ -345,8 +378,9 @@ class Link:
 
     def _delivered(self) -> None:
         self.credit_due += 1
-        if self.idle is not None:
-            self.kick()
+        idle = self.idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     def _answer(self, ident: int, reply: asyncio.Future[Any]) -> None:
         _reply, timer = self.inbound.pop(ident, (None, None))

@@ -79,7 +79,11 @@ class BridgeServer:
             await self._server.start(path=path)
             self.address = f"unix:{path}"
         else:
-            sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            # proto=IPPROTO_TCP, or asyncio would not set TCP_NODELAY on accepted connections,
+            # and Nagle plus delayed ACKs would hold small frames for 40 ms.
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, 0))
             await self._server.start(sock=sock)
             port = sock.getsockname()[1]

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from actorstage import Actor, Message, ProcessOptions
 
@@ -49,6 +49,8 @@ class Counter(Actor):
             return os.getpid()
         if message == "ppid":
             return os.getppid()
+        if message == "has-parent":
+            return self.context.parent is not None
         if message == "label":
             return self.label
         if message == "crash":
@@ -91,14 +93,19 @@ class FailsToStart(Actor):
 class Parent(Actor):
     """Spawns a process child of its own (a grandchild of the test)."""
 
+    def __init__(self, start: Literal["spawn", "forkserver"] = "spawn") -> None:
+        self.start: Literal["spawn", "forkserver"] = start
+
     async def on_start(self) -> None:
         self.child = await self.context.spawn(
-            Counter, name="grandchild", process=ProcessOptions(heartbeat_interval=0.2,
-                                                               heartbeat_timeout=2.0))
+            Counter, name="grandchild", process=ProcessOptions(
+                heartbeat_interval=0.2, heartbeat_timeout=2.0,
+                start=self.start))
 
     async def receive(self, message: Any) -> Any:
-        if message == "pids":
-            return [os.getpid(), await self.child.ask("pid")]
+        if message == "pids":  # this process, its parent, the grandchild and its parent
+            return [os.getpid(), os.getppid(), await self.child.ask("pid"),
+                    await self.child.ask("ppid")]
         return await self.child.ask(message)
 
 
@@ -113,3 +120,63 @@ class Garbage(Actor):
         stream: Any = getattr(end.link.conn, "_stream")  # noqa: B009 - private on purpose
         await stream.send_message(b"\xff\xfe not a frame")
         return None
+
+
+class Reporter(Actor):
+    """Runs in a child process and sends messages to its parent actor."""
+
+    async def receive(self, message: Any) -> Any:
+        parent = self.context.parent
+        assert parent is not None
+        if isinstance(message, list) and message[:1] == ["flood"]:
+            _, count, progress = message
+            for number in range(count):
+                await parent.tell(Add(number))
+                Path(progress).write_text(str(number + 1))  # noqa: ASYNC240 - for the test
+            return count
+        if message == "ask-parent":
+            return f"{await parent.ask('name')} answered {os.getpid()}"
+        return message
+
+
+class Boss(Actor):
+    """A local actor whose process child (a Reporter) sends it messages."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def on_start(self) -> None:
+        self.child = await self.context.spawn(
+            Reporter, name="reporter",
+            process=ProcessOptions(heartbeat_interval=0.2, heartbeat_timeout=1.5))
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Add):
+            await self.gate.wait()
+            self.received.append(message.amount)
+            return None
+        if message == "name":
+            return "boss"
+        if message == "received":
+            return self.received
+        if isinstance(message, list):
+            await self.child.tell(message)
+        return None
+
+
+class Resetter(Actor):
+    """Resets its own bridge stream (an HTTP/2 RST_STREAM), or closes the whole connection."""
+
+    async def receive(self, message: Any) -> Any:
+        from actorstage.transport import _child_end
+
+        end = _child_end.CURRENT
+        assert end is not None and end.link is not None
+        conn: Any = end.link.conn
+        if message == "reset":
+            await conn._stream.cancel()
+        elif message == "goaway":
+            conn._channel.close()
+        return message

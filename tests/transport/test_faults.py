@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -12,11 +14,19 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
-from actorstage import ActorCrashedError, ActorSystem, MailboxFullError, ProcessOptions
+from actorstage import (
+    ActorCrashedError,
+    ActorStatus,
+    ActorSystem,
+    ChildSpec,
+    MailboxFullError,
+    ProcessOptions,
+    Supervisor,
+)
 from actorstage._proto.actorstage.v1 import Envelope, Hello
 from actorstage.testing import wait_until
 from actorstage.transport._codec import RawCodec, encode_frame
-from tests.transport.actors import Add, Counter, Garbage
+from tests.transport.actors import Add, Counter, Garbage, Resetter
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +62,10 @@ async def test_a_child_that_sends_garbage_fails_and_is_restarted() -> None:
         ref = await system.spawn(Garbage, process=FAST)
         first = system.tree().find(ref.path)
         assert first is not None
-        await ref.tell("go")
+        with pytest.raises(ActorCrashedError) as caught:  # the garbage comes before the reply
+            await ref.ask("go")
+        assert caught.value.type_name == "TransportError"
+        assert "bad frame" in caught.value.error_message
         with anyio.fail_after(10):
             await wait_until(lambda: ref._cell.restarts == 1 and ref._cell.pump is not None)
         node = system.tree().find(ref.path)
@@ -100,3 +113,43 @@ async def test_a_child_that_cannot_start_python_reports_its_stderr() -> None:
             await system.spawn(Counter, process=options)
     assert caught.value.type_name == "ProcessExited"
     assert "no luck here" in caught.value.traceback
+
+
+@pytest.mark.parametrize("how", ["reset", "goaway"])
+async def test_a_stream_reset_or_closed_connection_fails_the_child_not_the_parent(
+    how: str
+) -> None:
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, children=[ChildSpec("r", Resetter, process=FAST)])
+        ref = system.lookup(f"{sup.path}/r")
+        assert ref is not None
+        first = system.tree().find(ref.path)
+        assert first is not None
+        with anyio.fail_after(10), pytest.raises(ActorCrashedError) as caught:
+            await ref.ask(how)  # the stream is gone before the reply can travel
+        assert caught.value.type_name in ("ProcessExited", "ProcessKilled")
+        with anyio.fail_after(10):
+            await wait_until(lambda: ref._cell.restarts == 1 and ref._cell.pump is not None)
+        assert await ref.ask("still here") == "still here"
+        node = system.tree().find(ref.path)
+        assert node is not None and node.pid != first.pid
+
+
+async def test_a_child_that_dies_while_paused_comes_back_paused_with_nothing_lost() -> None:
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, children=[ChildSpec("c", Counter, process=FAST)])
+        ref = system.lookup(f"{sup.path}/c")
+        assert ref is not None
+        pid = await ref.ask("pid")
+        await system.pause(ref)
+        for amount in (1, 2, 3):
+            await ref.tell(Add(amount))  # held in the parent: a paused child gets nothing
+        os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(10):
+            await wait_until(lambda: ref._cell.restarts == 1 and ref._cell.pump is not None)
+        node = system.tree().find(ref.path)
+        assert node is not None and node.pid != pid and node.status == ActorStatus.PAUSED
+        assert node.queued == 3
+        await system.resume(ref)
+        assert (await ref.ask("total")).value == 6
+        assert await ref.ask("seen") == [1, 2, 3]

@@ -23,7 +23,7 @@ from actorstage import (
     Supervisor,
 )
 from actorstage.testing import wait_until
-from tests.transport.actors import Add, Config, Counter, FailsToStart, Parent, Total
+from tests.transport.actors import Add, Boss, Config, Counter, FailsToStart, Parent, Total
 
 pytestmark = pytest.mark.anyio
 
@@ -93,6 +93,11 @@ async def test_a_child_that_dies_is_reported_and_restarted(how: str) -> None:
             assert isinstance(caught.value, ActorCrashedError)
             assert caught.value.type_name == "ProcessKilled"
             assert "SIGKILL" in caught.value.error_message
+        else:  # the status the child asked for, not a generic failure
+            assert isinstance(caught.value, ActorCrashedError)
+            assert caught.value.type_name == "ProcessExited"
+            assert caught.value.error_message.endswith(
+                f"exited with status {3 if how == 'sys.exit' else 4}")
         new_pid = await ref.ask("pid")
         assert new_pid != pid
 
@@ -212,8 +217,9 @@ async def test_a_supervisor_restarts_process_children_by_strategy() -> None:
 async def test_grandchildren_run_in_their_own_processes() -> None:
     async with ActorSystem() as system:
         ref = await system.spawn(Parent, process=FAST)
-        child_pid, grandchild_pid = await ref.ask("pids")
+        child_pid, child_ppid, grandchild_pid, grandchild_ppid = await ref.ask("pids")
         assert len({os.getpid(), child_pid, grandchild_pid}) == 3
+        assert (child_ppid, grandchild_ppid) == (os.getpid(), child_pid)
         assert (await ref.ask(Add(2))).value == 2
         await system.stop(ref)
 
@@ -272,3 +278,55 @@ async def test_other_transports_carry_the_same_traffic(transport: str) -> None:
         with pytest.raises(ActorCrashedError):
             await ref.ask("crash")
         assert (await ref.ask("total")).value == 0
+
+
+async def test_a_child_sends_its_parent_actor_messages_with_backpressure(tmp_path: Path) -> None:
+    progress = tmp_path / "progress"
+    async with ActorSystem() as system:
+        boss = await system.spawn(Boss, mailbox_size=5)
+        reporter = system.lookup(f"{boss.path}/reporter")
+        assert reporter is not None
+        node = system.tree().find(reporter.path)
+        assert node is not None and node.pid != os.getpid()
+        assert await reporter.ask("ask-parent") == f"boss answered {node.pid}"
+        actor = boss._cell.actor
+        assert isinstance(actor, Boss)
+        actor.gate.clear()  # the boss stops taking messages out of its mailbox
+        await boss.tell(["flood", 60, str(progress)])
+        with anyio.fail_after(10):
+            await wait_until(lambda: _count(progress) >= 5)
+        await anyio.sleep(1.0)
+        sent = _count(progress)
+        # The boss's mailbox (5) is the child's credit window; its own root's queue (5)
+        # holds what waits for credits, and then the child's tell waits.
+        assert sent <= 12, sent
+        queued = boss._cell.queue
+        assert queued is not None and len(queued) <= 5 + 5
+        actor.gate.set()
+        with anyio.fail_after(10):
+            await wait_until(lambda: len(actor.received) == 60)
+        assert await boss.ask("received") == list(range(60))  # all of them, in order
+
+
+def _count(progress: Path) -> int:
+    text = progress.read_text() if progress.exists() else ""
+    return int(text) if text else 0  # (empty while the child rewrites it)
+
+
+async def test_a_child_sees_no_parent_ref_when_the_parent_takes_no_messages() -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=True)
+        assert await ref.ask("has-parent") is False
+        sup = await system.spawn(Supervisor, children=[ChildSpec("c", Counter, process=True)])
+        child = system.lookup(f"{sup.path}/c")
+        assert child is not None and await child.ask("has-parent") is False
+
+
+
+async def test_a_supervisor_cannot_be_a_process_actor_yet_and_says_so() -> None:
+    async with ActorSystem() as system:
+        with pytest.raises(InvalidDefinitionError, match="supervisor, which cannot run in a child"):
+            await system.spawn(Supervisor, children=[ChildSpec("c", Counter)], process=True)
+        assert system.tree().children == ()
+    with pytest.raises(InvalidDefinitionError, match="ChildSpec 'sub': a supervisor cannot"):
+        ChildSpec("sub", Supervisor, process=True)

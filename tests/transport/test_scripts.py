@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,11 +23,14 @@ def _run_script(code: str, tmp_path: Path, *extra: str) -> subprocess.Popen[str]
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
 
 
-def test_actors_defined_in_the_main_script_run_in_a_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["spawn", "forkserver"])
+def test_actors_defined_in_the_main_script_run_in_a_child(tmp_path: Path, start: str) -> None:
     proc = _run_script("""
-        import os
+        import os, sys
         import actorstage
-        from actorstage import Actor, ActorSystem, Message
+        from actorstage import Actor, ActorSystem, Message, ProcessOptions
+
+        print("the script's top level runs", file=sys.stderr)
 
         class Greet(Message, frozen=True):
             name: str
@@ -35,17 +40,24 @@ def test_actors_defined_in_the_main_script_run_in_a_child(tmp_path: Path) -> Non
                 return Greet(f"hello {message.name} from {os.getpid()}")
 
         async def main():
-            async with ActorSystem() as system:
-                ref = await system.spawn(Greeter, process=True)
-                reply = await ref.ask(Greet("script"))
-                print(type(reply).__name__, reply.name != f"hello script from {os.getpid()}")
+            defaults = ProcessOptions(start=sys.argv[1])
+            async with ActorSystem(process_defaults=defaults) as system:
+                for _ in range(2):
+                    ref = await system.spawn(Greeter, process=True)
+                    reply = await ref.ask(Greet("script"))
+                    print(type(reply).__name__, reply.name != f"hello script from {os.getpid()}")
+                    await system.stop(ref)
 
         if __name__ == "__main__":
             actorstage.run(main)
-    """, tmp_path)
+    """, tmp_path, start)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert out.strip() == "Greet True"
+    assert out.split("\n") == ["Greet True", "Greet True", ""]
+    # The script's top level ran once in the parent and once per child (spawn), or
+    # once in the forkserver, whose children inherit the loaded module.
+    runs = err.count("top level runs")
+    assert runs == (3 if start == "spawn" else 2), err
 
 
 def test_a_program_can_spawn_itself_with_child_main(tmp_path: Path) -> None:
@@ -75,27 +87,31 @@ def test_a_program_can_spawn_itself_with_child_main(tmp_path: Path) -> None:
     assert str(parent_pid) not in reply
 
 
-def test_killing_the_parent_ends_every_descendant_within_two_seconds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["spawn", "forkserver"])
+def test_killing_the_parent_ends_every_descendant_within_two_seconds(
+    tmp_path: Path, start: str
+) -> None:
     proc = _run_script("""
-        import asyncio
+        import asyncio, sys
         import actorstage
         from actorstage import ActorSystem, ProcessOptions
         from tests.transport.actors import Parent
 
         async def main():
             async with ActorSystem() as system:
-                ref = await system.spawn(Parent, process=ProcessOptions(
-                    heartbeat_interval=0.2, heartbeat_timeout=1.5))
+                ref = await system.spawn(Parent, sys.argv[1], process=ProcessOptions(
+                    heartbeat_interval=0.2, heartbeat_timeout=1.5, start=sys.argv[1]))
                 print(*await ref.ask("pids"), flush=True)
                 await asyncio.Event().wait()
 
         actorstage.run(main)
-    """, tmp_path)
+    """, tmp_path, start)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line, proc.stderr.read() if proc.stderr else ""
-        pids = [int(pid) for pid in line.split()]
+        pids = set(map(int, line.split())) - {proc.pid}  # with forkservers, theirs too
+        assert len(pids) == (2 if start == "spawn" else 4)
         proc.kill()
         proc.wait(timeout=5)
         deadline = time.monotonic() + 2.0

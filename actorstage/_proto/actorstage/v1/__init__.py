@@ -377,6 +377,13 @@ class SpawnSpec(betterproto2.Message):
     the parent's logging level; the child forwards records at or above it
     """
 
+    parent_mailbox: "int" = betterproto2.field(13, betterproto2.TYPE_UINT32)
+    """
+    The parent actor's mailbox size when the actor may message its parent (the
+    child's initial credits for that direction); 0 when the parent takes no
+    messages (the system, or a supervisor).
+    """
+
 
 default_message_pool.register_message("actorstage.v1", "SpawnSpec", SpawnSpec)
 
