@@ -351,7 +351,8 @@ class ForkServer:
                 answer = self.pending.pop(ident, None)
                 if answer is not None and not answer.done():
                     answer.set_result(proc)
-                # else the asker gave up: the child finds no bootstrap line and exits
+                else:  # the spawn gave up (its start timed out): this child is nobody's
+                    proc.kill()
             elif kind == "failed":
                 ident, problem = rest
                 answer = self.pending.pop(ident, None)

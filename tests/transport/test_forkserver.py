@@ -107,3 +107,14 @@ async def test_bad_start_methods_and_defaults_are_refused() -> None:
         ProcessOptions(start="fork")  # type: ignore[arg-type]
     with pytest.raises(InvalidDefinitionError, match="process_defaults"):
         ActorSystem(process_defaults={"start": "forkserver"})  # type: ignore[arg-type]
+
+
+async def test_a_spawn_that_times_out_while_forking_leaves_no_process() -> None:
+    async with ActorSystem() as system:
+        # The forkserver itself needs longer than this to start, so the fork request is
+        # still unanswered when the spawn gives up; the late child is killed, not leaked.
+        hasty = ProcessOptions(start="forkserver", start_timeout=0.05)
+        with pytest.raises(ActorCrashedError, match=r"did not start within 0\.05s"):
+            await system.spawn(Counter, process=hasty)
+        ref = await system.spawn(Counter, process=ProcessOptions(start="forkserver"))
+        assert (await ref.ask(Add(1))).value == 1

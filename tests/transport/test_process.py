@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from actorstage import (
@@ -224,11 +225,12 @@ async def test_grandchildren_run_in_their_own_processes() -> None:
         await system.stop(ref)
 
 
+@pytest.mark.parametrize("start", ["spawn", "forkserver"])
 async def test_child_logging_and_print_reach_the_parent(
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], start: str
 ) -> None:
     async with ActorSystem() as system:
-        ref = await system.spawn(Counter, process=FAST)
+        ref = await system.spawn(Counter, process=msgspec.structs.replace(FAST, start=start))
         pid = await ref.ask("pid")
         await ref.ask("log")
         with anyio.fail_after(5):
