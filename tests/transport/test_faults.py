@@ -18,15 +18,14 @@ from actorstage import (
     ActorCrashedError,
     ActorStatus,
     ActorSystem,
-    ChildSpec,
     MailboxFullError,
     ProcessOptions,
-    Supervisor,
 )
 from actorstage._proto.actorstage.v1 import Envelope, Hello
 from actorstage.testing import wait_until
 from actorstage.transport._codec import RawCodec, encode_frame
 from tests.transport.actors import Add, Counter, Garbage, Resetter
+from tests.transport.helpers import supervised
 
 pytestmark = pytest.mark.anyio
 
@@ -120,9 +119,7 @@ async def test_a_stream_reset_or_closed_connection_fails_the_child_not_the_paren
     how: str
 ) -> None:
     async with ActorSystem() as system:
-        sup = await system.spawn(Supervisor, children=[ChildSpec("r", Resetter, process=FAST)])
-        ref = system.lookup(f"{sup.path}/r")
-        assert ref is not None
+        ref = await supervised(system, Resetter, FAST)
         first = system.tree().find(ref.path)
         assert first is not None
         with anyio.fail_after(10), pytest.raises(ActorCrashedError) as caught:
@@ -137,9 +134,7 @@ async def test_a_stream_reset_or_closed_connection_fails_the_child_not_the_paren
 
 async def test_a_child_that_dies_while_paused_comes_back_paused_with_nothing_lost() -> None:
     async with ActorSystem() as system:
-        sup = await system.spawn(Supervisor, children=[ChildSpec("c", Counter, process=FAST)])
-        ref = system.lookup(f"{sup.path}/c")
-        assert ref is not None
+        ref = await supervised(system, Counter, FAST)
         pid = await ref.ask("pid")
         await system.pause(ref)
         for amount in (1, 2, 3):

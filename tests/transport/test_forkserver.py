@@ -11,13 +11,12 @@ import pytest
 from actorstage import (
     ActorCrashedError,
     ActorSystem,
-    ChildSpec,
     InvalidDefinitionError,
     ProcessOptions,
-    Supervisor,
 )
 from actorstage.testing import wait_until
 from tests.transport.actors import Add, Counter
+from tests.transport.helpers import supervised
 from tests.transport.threaded import Threaded
 
 pytestmark = pytest.mark.anyio
@@ -62,9 +61,7 @@ async def test_a_forked_child_that_dies_is_reported_with_its_status_and_restarte
     how: str, status: str
 ) -> None:
     async with ActorSystem() as system:
-        sup = await system.spawn(Supervisor, children=[ChildSpec("w", Counter, process=WARM)])
-        ref = system.lookup(f"{sup.path}/w")
-        assert ref is not None
+        ref = await supervised(system, Counter, WARM)
         pid = await ref.ask("pid")
         with pytest.raises(ActorCrashedError) as caught:
             await ref.ask(how)
@@ -76,9 +73,7 @@ async def test_a_forked_child_that_dies_is_reported_with_its_status_and_restarte
 
 async def test_a_killed_forkserver_takes_its_children_along_and_a_new_one_takes_over() -> None:
     async with ActorSystem() as system:
-        sup = await system.spawn(Supervisor, children=[ChildSpec("w", Counter, process=WARM)])
-        ref = system.lookup(f"{sup.path}/w")
-        assert ref is not None
+        ref = await supervised(system, Counter, WARM)
         pid = await ref.ask("pid")
         [server] = _forkservers(system)
         os.kill(server, signal.SIGKILL)

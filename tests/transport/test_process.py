@@ -25,6 +25,7 @@ from actorstage import (
 )
 from actorstage.testing import wait_until
 from tests.transport.actors import Add, Boss, Config, Counter, FailsToStart, Parent, Total
+from tests.transport.helpers import supervised
 
 pytestmark = pytest.mark.anyio
 
@@ -129,9 +130,7 @@ async def test_sigkill_from_outside_fails_pending_asks_promptly() -> None:
 
 async def test_a_frozen_child_is_killed_after_the_heartbeat_timeout_and_restarted() -> None:
     async with ActorSystem() as system:
-        sup = await system.spawn(Supervisor, children=[ChildSpec("frozen", Counter, process=FAST)])
-        ref = system.lookup(f"{sup.path}/frozen")
-        assert ref is not None
+        ref = await supervised(system, Counter, FAST)
         pid = await ref.ask("pid")
         os.kill(pid, signal.SIGSTOP)
         with anyio.fail_after(10):
@@ -319,9 +318,8 @@ async def test_a_child_sees_no_parent_ref_when_the_parent_takes_no_messages() ->
     async with ActorSystem() as system:
         ref = await system.spawn(Counter, process=True)
         assert await ref.ask("has-parent") is False
-        sup = await system.spawn(Supervisor, children=[ChildSpec("c", Counter, process=True)])
-        child = system.lookup(f"{sup.path}/c")
-        assert child is not None and await child.ask("has-parent") is False
+        child = await supervised(system, Counter, True)
+        assert await child.ask("has-parent") is False
 
 
 
