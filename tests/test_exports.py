@@ -15,7 +15,8 @@ EXPECTED = {
 }
 
 PUBLIC_MODULES = ["actorstage", "actorstage.actors", "actorstage.supervisors",
-                  "actorstage.transport", "actorstage.exceptions", "actorstage.testing"]
+                  "actorstage.transport", "actorstage.exceptions", "actorstage.testing",
+                  "actorstage.workflows"]
 
 
 def test_top_level_all_is_pinned() -> None:

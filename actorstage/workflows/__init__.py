@@ -1,0 +1,53 @@
+"""Workflows: stages of actions, run as supervised actors, here or in a child process."""
+
+from actorstage.workflows._context import ActionContext, ActionLog, Store
+from actorstage.workflows._defs import (
+    ActionDef,
+    StageDef,
+    WorkflowDef,
+    load_workflow,
+    parse_workflow,
+)
+from actorstage.workflows._events import (
+    ActionResult,
+    BrokerMessage,
+    ErrorInfo,
+    MessageType,
+    ProgressEvent,
+    StageResult,
+    Status,
+    WorkflowResult,
+)
+from actorstage.workflows._registry import Action, register_action, registered_actions
+from actorstage.workflows._runner import Broker, Execution, Runner
+from actorstage.workflows._workflow import Workflow
+
+__all__ = [
+    "Action",
+    "ActionContext",
+    "ActionDef",
+    "ActionLog",
+    "ActionResult",
+    "Broker",
+    "BrokerMessage",
+    "ErrorInfo",
+    "Execution",
+    "MessageType",
+    "ProgressEvent",
+    "Runner",
+    "StageDef",
+    "StageResult",
+    "Status",
+    "Store",
+    "Workflow",
+    "WorkflowDef",
+    "WorkflowResult",
+    "load_workflow",
+    "parse_workflow",
+    "register_action",
+    "registered_actions",
+]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

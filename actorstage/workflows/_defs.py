@@ -1,0 +1,153 @@
+"""Workflow definitions: msgspec Structs, loadable from JSON and YAML.
+
+No ``from __future__ import annotations`` here: the Structs are re-exported
+from ``actorstage.workflows`` under that module name, so msgspec must not
+have to look their annotations up by name later.
+"""
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from actorstage.exceptions import InvalidDefinitionError
+
+__all__ = ["ActionDef", "StageDef", "WorkflowDef", "load_workflow", "parse_workflow"]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class ActionDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One step of a stage.
+
+    Attributes:
+        id: Unique within its stage.
+        action: The registered action id to run (``@register_action``).
+        params: Checked against the action's ``Params`` type before anything runs.
+        max_attempts: Attempts before the action counts as failed (1: no retry).
+        backoff: Seconds before the second attempt; doubled for each further
+            one, up to ``max_backoff``.
+        max_backoff: The longest wait between two attempts.
+    """
+
+    id: str
+    action: str
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    max_attempts: int = 1
+    backoff: float = 0.0
+    max_backoff: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+
+
+class StageDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A sequence of actions.
+
+    Attributes:
+        id: Unique within the workflow.
+        actions: Run in order.
+        on_error: ``"fail"`` ends the workflow as failed when an action fails
+            for good; ``"continue"`` records the failure and goes on with the
+            next action.
+    """
+
+    id: str
+    actions: list[ActionDef]
+    on_error: Literal["fail", "continue"] = "fail"
+
+
+class WorkflowDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A workflow: stages run in order, each a sequence of actions.
+
+    Attributes:
+        id: The workflow's id.
+        name: A label for people.
+        stages: Run in order.
+        store: The store's initial values.
+    """
+
+    id: str
+    stages: list[StageDef]
+    name: str = ""
+    store: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def parse_workflow(data: bytes | str, *, format: Literal["json", "yaml"] = "json") -> WorkflowDef:
+    """A ``WorkflowDef`` from JSON or YAML text; ``InvalidDefinitionError`` naming the problem."""
+    try:
+        if format == "yaml":
+            import yaml
+
+            raw = yaml.safe_load(data)
+            defn = msgspec.convert(raw, WorkflowDef)
+        else:
+            defn = msgspec.json.decode(data, type=WorkflowDef)
+    except msgspec.ValidationError as exc:
+        raise InvalidDefinitionError(f"invalid workflow definition: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidDefinitionError(f"workflow definition is not valid JSON: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError, without importing yaml for JSON users
+        if type(exc).__module__.startswith("yaml"):
+            raise InvalidDefinitionError(
+                f"workflow definition is not valid YAML: {exc}") from None
+        raise
+    check_shape(defn)
+    return defn
+
+
+def load_workflow(path: str | Path) -> WorkflowDef:
+    """A ``WorkflowDef`` from a ``.json``, ``.yaml`` or ``.yml`` file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise InvalidDefinitionError(
+            f"{path}: a workflow file ends in .json, .yaml or .yml, not {suffix or 'nothing'!r}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidDefinitionError(f"{path}: cannot read the workflow file: {exc}") from None
+    try:
+        return parse_workflow(data, format="json" if suffix == ".json" else "yaml")
+    except InvalidDefinitionError as exc:
+        raise InvalidDefinitionError(f"{path}: {exc}") from None
+
+
+def check_shape(defn: WorkflowDef) -> None:
+    """Ids, uniqueness and numbers; every problem at once, each with its place."""
+    problems: list[str] = []
+    if not _ID.match(defn.id):
+        problems.append(f"workflow id {defn.id!r} must be 1-128 letters, digits or _.:- "
+                        "(starting with a letter or digit)")
+    if not defn.stages:
+        problems.append("the workflow has no stages")
+    stage_ids: set[str] = set()
+    for s_index, stage in enumerate(defn.stages):
+        where = f"stages[{s_index}] ({stage.id!r})"
+        if not _ID.match(stage.id):
+            problems.append(f"{where}: the stage id must be 1-128 letters, digits or _.:-")
+        if stage.id in stage_ids:
+            problems.append(f"{where}: duplicate stage id")
+        stage_ids.add(stage.id)
+        if not stage.actions:
+            problems.append(f"{where}: the stage has no actions")
+        action_ids: set[str] = set()
+        for a_index, action in enumerate(stage.actions):
+            place = f"{where}.actions[{a_index}] ({action.id!r})"
+            if not _ID.match(action.id):
+                problems.append(f"{place}: the action id must be 1-128 letters, digits or _.:-")
+            if action.id in action_ids:
+                problems.append(f"{place}: duplicate action id in stage {stage.id!r}")
+            action_ids.add(action.id)
+            if not isinstance(action.max_attempts, int) or action.max_attempts < 1:
+                problems.append(f"{place}: max_attempts must be >= 1, got {action.max_attempts}")
+            for name in ("backoff", "max_backoff"):
+                value = getattr(action, name)
+                if not (math.isfinite(value) and value >= 0):
+                    problems.append(f"{place}: {name} must be a number >= 0, got {value}")
+    if problems:
+        raise InvalidDefinitionError(
+            f"invalid workflow {defn.id!r}: " + "; ".join(problems))

@@ -1,0 +1,116 @@
+"""What a running workflow reports: broker messages, progress events, results.
+
+No ``from __future__ import annotations`` here (see ``_defs``).
+"""
+
+import enum
+from typing import Any
+
+import msgspec
+
+from actorstage.actors._message import Message
+
+__all__ = [
+    "ActionResult",
+    "BrokerMessage",
+    "ErrorInfo",
+    "MessageType",
+    "ProgressEvent",
+    "StageResult",
+    "Status",
+    "WorkflowResult",
+]
+
+
+class MessageType(enum.StrEnum):
+    """The kinds of broker messages the runtime sends; any other string is a custom kind."""
+
+    LOG = "log"
+    STORE_PUT = "store.put"
+    STORE_DELETE = "store.delete"
+    FINAL_STORE = "final_store"
+    PROGRESS = "progress"
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Why something failed, as text that can cross a process boundary."""
+
+    type_name: str
+    message: str
+    traceback: str = ""
+    stage_id: str = ""
+    action_id: str = ""
+
+
+class ProgressEvent(Message, frozen=True, kw_only=True):
+    """A workflow, stage or action started, ended, or is retried.
+
+    ``kind`` is one of ``workflow_started``, ``workflow_finished``,
+    ``workflow_paused``, ``workflow_resumed``, ``stage_started``,
+    ``stage_finished``, ``action_started``, ``action_finished``,
+    ``action_retry``. ``seq`` increases by one per event of an execution.
+    """
+
+    seq: int
+    kind: str
+    execution_id: str
+    workflow_id: str
+    stage_id: str = ""
+    action_id: str = ""
+    status: str = ""
+    attempt: int = 0
+    time: float = 0.0  # seconds since the epoch
+    error: ErrorInfo | None = None
+
+
+class BrokerMessage(Message, frozen=True, kw_only=True):
+    """One message from a running workflow to the broker's handlers."""
+
+    message_type: str
+    payload: Any
+    execution_id: str
+    workflow_id: str
+    stage_id: str = ""
+    action_id: str = ""
+    seq: int = 0  # per execution, in the order the broker received them
+    time: float = 0.0
+
+
+class ActionResult(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    action: str
+    status: Status
+    attempts: int
+    started_at: float
+    duration: float  # seconds
+    error: ErrorInfo | None = None
+
+
+class StageResult(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    status: Status
+    started_at: float
+    duration: float
+    actions: list[ActionResult]
+
+
+class WorkflowResult(msgspec.Struct, frozen=True, kw_only=True):
+    """How an execution ended: its status, final store, timings, and the error if any."""
+
+    execution_id: str
+    workflow_id: str
+    status: Status
+    store: dict[str, Any]
+    stages: list[StageResult]
+    started_at: float
+    duration: float
+    error: ErrorInfo | None = None

@@ -1,0 +1,464 @@
+"""Running workflows: the execution, workflow and stage actors, the broker and the Runner.
+
+An execution is three layers of actors. The execution actor is the one
+that stays free to receive pause, resume and cancel, and to hand every
+report to the broker, in order, numbered. Its child, the workflow actor,
+runs the stages in order, each as a stage actor of its own that runs its
+actions (with retries) and reports. Pause and cancel act through a shared
+``Control``: a pause lands between actions or at ``ctx.checkpoint()``, a
+cancel cancels the action that runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import anyio
+import msgspec
+
+from actorstage.actors._actor import Actor
+from actorstage.actors._message import Message
+from actorstage.actors._ref import ActorRef
+from actorstage.actors._system import ActorSystem
+from actorstage.exceptions import ActorCrashedError, ActorstageError, InvalidDefinitionError
+from actorstage.workflows._context import ActionContext, Control, Store
+from actorstage.workflows._defs import StageDef, WorkflowDef
+from actorstage.workflows._events import (
+    ActionResult,
+    BrokerMessage,
+    ErrorInfo,
+    MessageType,
+    ProgressEvent,
+    StageResult,
+    Status,
+    WorkflowResult,
+)
+from actorstage.workflows._workflow import Workflow
+
+__all__ = ["Broker", "Execution", "Runner"]
+
+log = logging.getLogger("actorstage.workflows")
+
+Handler = Callable[[BrokerMessage], Awaitable[None] | None]
+
+
+# -- what the actors tell each other ------------------------------------------------
+
+
+class _Report(Message, frozen=True):
+    """A broker message on its way to the execution actor (which numbers it)."""
+
+    message_type: str
+    payload: Any
+    stage_id: str = ""
+    action_id: str = ""
+
+
+class _Run(Message, frozen=True):
+    store: dict[str, Any]
+
+
+class _RunStage(Message, frozen=True):
+    pass
+
+
+class _Finished(Message, frozen=True):
+    result: WorkflowResult
+
+
+class _Signal(Message, frozen=True):
+    kind: str  # pause, resume, cancel
+
+
+def _error_info(exc: BaseException, stage_id: str = "", action_id: str = "") -> ErrorInfo:
+    if isinstance(exc, ActorCrashedError):
+        return ErrorInfo(type_name=exc.type_name, message=exc.error_message,
+                         traceback=exc.traceback, stage_id=stage_id, action_id=action_id)
+    return ErrorInfo(type_name=type(exc).__qualname__, message=str(exc),
+                     traceback="".join(traceback.format_exception(exc)),
+                     stage_id=stage_id, action_id=action_id)
+
+
+# -- the broker -----------------------------------------------------------------------
+
+
+class Broker:
+    """Hands the messages of running workflows to the handlers registered for their type.
+
+    Handlers run in the order they were registered, one message at a time and
+    in the order the workflow sent them; a handler may be a function or a
+    coroutine function. A handler that raises is logged and counted in
+    ``handler_errors``; the workflow goes on.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = {}
+        self.handler_errors = 0
+
+    def register_handler(self, message_type: MessageType | str, handler: Handler) -> None:
+        """Call ``handler(message)`` for each message of ``message_type`` (``"*"``: every one)."""
+        if not isinstance(message_type, str) or not message_type:
+            raise InvalidDefinitionError(
+                f"a message type is a MessageType or a non-empty str, got {message_type!r}")
+        if not callable(handler):
+            raise InvalidDefinitionError(f"a handler must be callable, got {handler!r}")
+        self._handlers.setdefault(str(message_type), []).append(handler)
+
+    async def dispatch(self, message: BrokerMessage) -> None:
+        handlers = self._handlers
+        for handler in [*handlers.get(message.message_type, ()), *handlers.get("*", ())]:
+            try:
+                result = handler(message)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                self.handler_errors += 1
+                log.exception("broker handler %r failed on a %r message of execution %s",
+                              handler, message.message_type, message.execution_id)
+
+
+# -- the actors -----------------------------------------------------------------------------
+
+
+class _Reporter:
+    """Sends reports to the execution actor."""
+
+    def __init__(self, execution: ActorRef) -> None:
+        self.execution = execution
+
+    async def report(self, message_type: str, payload: Any, stage_id: str = "",
+                     action_id: str = "") -> None:
+        await self.execution.tell(_Report(message_type, payload, stage_id, action_id))
+
+    async def progress(self, kind: str, *, stage_id: str = "", action_id: str = "",
+                       status: str = "", attempt: int = 0, error: ErrorInfo | None = None) -> None:
+        event = {"kind": kind, "stage_id": stage_id, "action_id": action_id, "status": status,
+                 "attempt": attempt, "time": time.time(), "error": error}
+        await self.report(MessageType.PROGRESS, event, stage_id, action_id)
+
+
+class StageActor(Actor):
+    """Runs one stage's actions in order, with retries; returns its ``StageResult``."""
+
+    def __init__(self, workflow: Workflow, stage: StageDef, execution_id: str,
+                 store: Store, control: Control, reporter: _Reporter) -> None:
+        self.workflow = workflow
+        self.stage = stage
+        self.execution_id = execution_id
+        self.store = store
+        self.control = control
+        self.reporter = reporter
+
+    async def receive(self, message: Any) -> Any:
+        stage, reporter, control = self.stage, self.reporter, self.control
+        started, clock = time.time(), time.monotonic()
+        await reporter.progress("stage_started", stage_id=stage.id, status=Status.RUNNING)
+        results: list[ActionResult] = []
+        status = Status.SUCCEEDED
+        for action_def in stage.actions:
+            await self._wait_if_paused()
+            if control.cancelled:
+                status = Status.CANCELLED
+                break
+            result = await self._run_action(action_def.id)
+            results.append(result)
+            if result.status == Status.CANCELLED:
+                status = Status.CANCELLED
+                break
+            if result.status == Status.FAILED and stage.on_error == "fail":
+                status = Status.FAILED
+                break
+        await reporter.progress("stage_finished", stage_id=stage.id, status=status)
+        self.context.stop()
+        return StageResult(id=stage.id, status=status, started_at=started,
+                           duration=time.monotonic() - clock, actions=results)
+
+    async def _wait_if_paused(self, action_id: str = "") -> None:
+        """Where a pause lands: between actions, and at an action's checkpoints."""
+        control = self.control
+        if control.paused and not control.cancelled:
+            stage_id = self.stage.id
+            await self.reporter.progress("workflow_paused", stage_id=stage_id,
+                                         action_id=action_id, status=Status.PAUSED)
+            await control.resumed.wait()
+            await self.reporter.progress("workflow_resumed", stage_id=stage_id,
+                                         action_id=action_id, status=Status.RUNNING)
+
+    async def _run_action(self, action_id: str) -> ActionResult:
+        stage, reporter, control = self.stage, self.reporter, self.control
+        step = self.workflow.step(stage.id, action_id)
+        defn = step.defn
+        started, clock = time.time(), time.monotonic()
+        status, error, attempt = Status.FAILED, None, 0
+        while attempt < defn.max_attempts:
+            attempt += 1
+            await reporter.progress("action_started", stage_id=stage.id, action_id=action_id,
+                                    status=Status.RUNNING, attempt=attempt)
+            ctx = ActionContext(
+                execution_id=self.execution_id, workflow_id=self.workflow.id,
+                stage_id=stage.id, action_id=action_id, attempt=attempt, store=self.store,
+                pause_point=partial(self._wait_if_paused, action_id), emit=reporter.report,
+            )
+            outcome = await self._attempt(step, ctx)
+            if outcome is None:
+                status, error = Status.SUCCEEDED, None
+                break
+            if control.cancelled:
+                status, error = Status.CANCELLED, None
+                break
+            error = _error_info(outcome, stage.id, action_id)
+            if attempt < defn.max_attempts:
+                await reporter.progress("action_retry", stage_id=stage.id, action_id=action_id,
+                                        status=Status.FAILED, attempt=attempt, error=error)
+                with anyio.move_on_after(defn.delay(attempt)):
+                    await control.cancel_requested.wait()  # a cancel ends the backoff early
+                if control.cancelled:
+                    status, error = Status.CANCELLED, None
+                    break
+        await reporter.progress("action_finished", stage_id=stage.id, action_id=action_id,
+                                status=status, attempt=attempt, error=error)
+        return ActionResult(id=action_id, action=defn.action, status=status, attempts=attempt,
+                            started_at=started, duration=time.monotonic() - clock, error=error)
+
+    async def _attempt(self, step: Any, ctx: ActionContext) -> BaseException | None:
+        """Run one attempt in a task of its own, so that a cancel reaches only the action.
+
+        The task never outlives this call: it is awaited, or cancelled and awaited.
+        """
+        control = self.control
+        task = asyncio.ensure_future(_execute(step, ctx))
+        control.running = task
+        try:
+            await asyncio.wait({task})
+        finally:
+            control.running = None
+            if not task.done():  # we are being stopped: the action goes with us
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            return asyncio.CancelledError("cancelled")
+        return task.exception()
+
+
+async def _execute(step: Any, ctx: ActionContext) -> None:
+    await step.build().execute(ctx)
+
+
+class WorkflowActor(Actor):
+    """Runs the stages of one execution in order; tells the execution actor how it ended."""
+
+    def __init__(self, workflow: Workflow, execution_id: str, control: Control,
+                 execution: ActorRef) -> None:
+        self.workflow = workflow
+        self.execution_id = execution_id
+        self.control = control
+        self.reporter = _Reporter(execution)
+
+    async def receive(self, message: Any) -> Any:
+        assert isinstance(message, _Run)
+        workflow, reporter = self.workflow, self.reporter
+        started, clock = time.time(), time.monotonic()
+        values = dict(message.store)
+        store = Store(values, lambda kind, payload: reporter.report(kind, payload))
+        await reporter.progress("workflow_started", status=Status.RUNNING)
+        stages: list[StageResult] = []
+        status, error = Status.SUCCEEDED, None
+        for stage in workflow.defn.stages:
+            if self.control.cancelled:
+                status = Status.CANCELLED
+                break
+            ref = await self.context.spawn(
+                StageActor, workflow, stage, self.execution_id, store, self.control, reporter,
+                name=f"stage-{stage.id}")
+            try:
+                result: StageResult = await ref.ask(_RunStage())
+            except ActorCrashedError as exc:  # a bug of ours: the stage actor itself crashed
+                status, error = Status.FAILED, _error_info(exc, stage.id)
+                break
+            stages.append(result)
+            if result.status != Status.SUCCEEDED:
+                status = result.status
+                failed = [action for action in result.actions if action.error is not None]
+                if result.status == Status.FAILED and failed:
+                    error = failed[-1].error
+                break
+        await reporter.report(MessageType.FINAL_STORE, dict(values))
+        await reporter.progress("workflow_finished", status=status, error=error)
+        outcome = WorkflowResult(
+            execution_id=self.execution_id, workflow_id=workflow.id, status=status,
+            store=dict(values), stages=stages, started_at=started,
+            duration=time.monotonic() - clock, error=error,
+        )
+        await self.reporter.execution.tell(_Finished(outcome))
+
+
+class ExecutionActor(Actor):
+    """One execution: starts its workflow actor, takes signals, numbers and hands on reports."""
+
+    def __init__(self, workflow: Workflow, execution: Execution, broker: Broker,
+                 store: dict[str, Any]) -> None:
+        self.workflow = workflow
+        self.execution = execution
+        self.broker = broker
+        self.store = store
+        self.control = Control()
+        self.seq = 0
+
+    async def on_start(self) -> None:
+        runner = await self.context.spawn(
+            WorkflowActor, self.workflow, self.execution.id, self.control, self.context.self_ref,
+            name="workflow")
+        await runner.tell(_Run(self.store))
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, _Report):
+            await self._report(message)
+        elif isinstance(message, _Signal):
+            getattr(self.control, message.kind)()
+        elif isinstance(message, _Finished):
+            self.execution._finish(message.result)
+            self.context.stop()
+        return None
+
+    async def _report(self, report: _Report) -> None:
+        self.seq += 1
+        execution = self.execution
+        payload = report.payload
+        if report.message_type == MessageType.PROGRESS:
+            payload = ProgressEvent(seq=self.seq, execution_id=execution.id,
+                                    workflow_id=self.workflow.id, **payload)
+            execution._progress(payload)
+        elif report.message_type == MessageType.STORE_PUT:
+            execution.store[payload["key"]] = payload["value"]
+        elif report.message_type == MessageType.STORE_DELETE:
+            execution.store.pop(payload["key"], None)
+        message = BrokerMessage(
+            message_type=report.message_type, payload=payload, execution_id=execution.id,
+            workflow_id=self.workflow.id, stage_id=report.stage_id, action_id=report.action_id,
+            seq=self.seq, time=time.time())
+        await self.broker.dispatch(message)
+
+
+# -- the handle and the runner --------------------------------------------------------------
+
+
+class Execution:
+    """A started workflow: its status, the parent's copy of its store, and its controls."""
+
+    def __init__(self, execution_id: str, workflow_id: str, store: dict[str, Any]) -> None:
+        self.id = execution_id
+        self.workflow_id = workflow_id
+        self.status = Status.PENDING
+        self.store: dict[str, Any] = dict(store)  # follows the workflow's puts and deletes
+        self._ref: ActorRef | None = None
+        self._done: asyncio.Future[WorkflowResult] = asyncio.get_running_loop().create_future()
+
+    async def pause(self) -> None:
+        """Pause: it takes effect between actions, or at the running action's checkpoint."""
+        await self._signal("pause")
+
+    async def resume(self) -> None:
+        await self._signal("resume")
+
+    async def cancel(self) -> None:
+        """Cancel: the running action is cancelled and the execution ends ``cancelled``."""
+        await self._signal("cancel")
+
+    async def _signal(self, kind: str) -> None:
+        if self._done.done() or self._ref is None:
+            return
+        if kind == "pause":
+            self.status = Status.PAUSED if self.status == Status.RUNNING else self.status
+        elif kind == "resume" and self.status == Status.PAUSED:
+            self.status = Status.RUNNING
+        await self._ref.tell(_Signal(kind))
+
+    async def result(self) -> WorkflowResult:
+        """Wait for the end; the result holds the status, final store, timings and error."""
+        return await asyncio.shield(self._done)
+
+    @property
+    def done(self) -> bool:
+        return self._done.done()
+
+    def _progress(self, event: ProgressEvent) -> None:
+        if event.kind == "workflow_started":
+            self.status = Status.RUNNING
+        elif event.kind == "workflow_paused":
+            self.status = Status.PAUSED
+        elif event.kind == "workflow_resumed":
+            self.status = Status.RUNNING
+
+    def _finish(self, result: WorkflowResult) -> None:
+        self.status = result.status
+        if not self._done.done():
+            self._done.set_result(result)
+
+
+class Runner:
+    """Runs workflows as actors in an ``ActorSystem``.
+
+    Give it a running system, or use it as ``async with Runner() as runner:``
+    to have one of its own. ``runner.broker`` takes the handlers that receive
+    what running workflows send.
+    """
+
+    def __init__(self, system: ActorSystem | None = None, *, broker: Broker | None = None) -> None:
+        self._system = system
+        self._owned: ActorSystem | None = None
+        self.broker = broker if broker is not None else Broker()
+
+    async def __aenter__(self) -> Runner:
+        if self._system is None:
+            self._owned = self._system = ActorSystem("workflows")
+            await self._owned.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._owned is not None:
+            owned, self._owned, self._system = self._owned, None, None
+            await owned.__aexit__(*exc_info)
+
+    @property
+    def system(self) -> ActorSystem:
+        if self._system is None:
+            raise ActorstageError("this Runner has no actor system: give it one, "
+                                  "or use it as `async with Runner() as runner:`")
+        return self._system
+
+    async def start(
+        self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
+        store: dict[str, Any] | None = None,
+    ) -> Execution:
+        """Start ``workflow`` in this process; returns its ``Execution`` at once."""
+        if isinstance(workflow, WorkflowDef):
+            workflow = Workflow.from_def(workflow)
+        if not isinstance(workflow, Workflow):
+            raise InvalidDefinitionError(
+                f"Runner.start takes a Workflow or a WorkflowDef, got {workflow!r}")
+        initial = {**workflow.defn.store, **(store or {})}
+        try:
+            msgspec.msgpack.encode(initial)
+        except (TypeError, ValueError) as exc:
+            raise InvalidDefinitionError(f"the initial store cannot be encoded: {exc}") from None
+        execution = Execution(execution_id or uuid.uuid4().hex, workflow.id, initial)
+        execution._ref = await self.system.spawn(
+            ExecutionActor, workflow, execution, self.broker, initial,
+            name=f"execution-{execution.id}")
+        return execution
+
+    async def execute(
+        self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
+        store: dict[str, Any] | None = None,
+    ) -> WorkflowResult:
+        """Run ``workflow`` in this process to its end and return the result."""
+        execution = await self.start(workflow, execution_id=execution_id, store=store)
+        return await execution.result()

@@ -1,0 +1,79 @@
+"""``Workflow``: a definition checked against the action registry, ready to run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from actorstage.exceptions import InvalidDefinitionError
+from actorstage.workflows._defs import ActionDef, WorkflowDef, check_shape
+from actorstage.workflows._registry import Action, Registered, lookup, registered_actions
+
+__all__ = ["Workflow"]
+
+
+@dataclass(frozen=True)
+class _Step:
+    defn: ActionDef
+    registered: Registered
+    params: Any
+
+    def build(self) -> Action:
+        action = self.registered.factory(self.params)
+        if not isinstance(action, Action):
+            raise TypeError(f"the factory of action {self.registered.id!r} returned "
+                            f"{action!r}, which is not an Action")
+        return action
+
+
+class Workflow:
+    """A ``WorkflowDef`` whose actions are all registered and whose params all fit.
+
+    Build it with ``Workflow.from_def(defn)``; every problem is reported at
+    once, before anything runs.
+    """
+
+    def __init__(self, defn: WorkflowDef, steps: dict[tuple[str, str], _Step]) -> None:
+        self.defn = defn
+        self._steps = steps
+
+    @property
+    def id(self) -> str:
+        return self.defn.id
+
+    @classmethod
+    def from_def(cls, defn: WorkflowDef) -> Workflow:
+        """Check ``defn`` against the registry; ``InvalidDefinitionError`` names each problem."""
+        if not isinstance(defn, WorkflowDef):
+            raise InvalidDefinitionError(f"Workflow.from_def takes a WorkflowDef, got {defn!r}")
+        check_shape(defn)
+        steps: dict[tuple[str, str], _Step] = {}
+        problems: list[str] = []
+        for s_index, stage in enumerate(defn.stages):
+            for a_index, action in enumerate(stage.actions):
+                place = (f"stages[{s_index}] ({stage.id!r}).actions[{a_index}] "
+                         f"({action.id!r})")
+                registered = lookup(action.action)
+                if registered is None:
+                    known = ", ".join(sorted(registered_actions())) or "none"
+                    problems.append(f"{place}: unknown action {action.action!r} "
+                                    f"(registered: {known})")
+                    continue
+                try:
+                    params = registered.params(action.params)
+                except msgspec.ValidationError as exc:
+                    problems.append(f"{place}: bad params for action {action.action!r}: {exc}")
+                    continue
+                steps[(stage.id, action.id)] = _Step(action, registered, params)
+        if problems:
+            raise InvalidDefinitionError(f"invalid workflow {defn.id!r}: " + "; ".join(problems))
+        return cls(defn, steps)
+
+    def step(self, stage_id: str, action_id: str) -> _Step:
+        return self._steps[(stage_id, action_id)]
+
+    def modules(self) -> list[str]:
+        """The modules that register this workflow's actions (a child imports them)."""
+        return sorted({step.registered.module for step in self._steps.values()})
