@@ -12,6 +12,7 @@ cancel cancels the action that runs.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 import time
@@ -19,16 +20,18 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
 from actorstage.actors._actor import Actor
-from actorstage.actors._message import Message
+from actorstage.actors._lifecycle import shutdown
+from actorstage.actors._message import ExitReason, Message, Terminated
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError, ActorstageError, InvalidDefinitionError
+from actorstage.transport._options import options_for
 from actorstage.workflows._context import ActionContext, Control, Store
 from actorstage.workflows._defs import StageDef, WorkflowDef
 from actorstage.workflows._events import (
@@ -42,6 +45,10 @@ from actorstage.workflows._events import (
     WorkflowResult,
 )
 from actorstage.workflows._workflow import Workflow
+
+if TYPE_CHECKING:
+    from actorstage.actors._cell import Cell
+    from actorstage.transport._options import ProcessOptions
 
 __all__ = ["Broker", "Execution", "Runner"]
 
@@ -300,39 +307,108 @@ class WorkflowActor(Actor):
         await self.reporter.execution.tell(_Finished(outcome))
 
 
+class _Temporary:
+    """The parent policy of an execution: a workflow that crashed is over, never restarted."""
+
+    async def child_exited(
+        self, parent: Cell, child: Cell, reason: ExitReason, error: ActorCrashedError | None
+    ) -> None:
+        await shutdown(child, reason, error)
+
+    def child_removed(self, parent: Cell, child: Cell) -> None:
+        pass
+
+
+_TEMPORARY = _Temporary()
+
+
+async def _start_workflow(
+    owner: Actor, workflow: Workflow, execution_id: str, store: dict[str, Any]
+) -> tuple[Control, ActorRef]:
+    """Start the workflow actor under ``owner`` (which it reports to) and set it running."""
+    control = Control()
+    context = owner.context
+    ref = await context.spawn(WorkflowActor, workflow, execution_id, control, context.self_ref,
+                              name="workflow")
+    context.watch(ref)
+    await ref.tell(_Run(store))
+    return control, ref
+
+
 class ExecutionActor(Actor):
-    """One execution: starts its workflow actor, takes signals, numbers and hands on reports."""
+    """One execution, in the process that started it.
+
+    It runs the workflow actor here, or (with ``process``) a ``ChildExecution``
+    in a child process that runs it there; it takes signals, and numbers and
+    hands on every report to the broker, in order.
+    """
 
     def __init__(self, workflow: Workflow, execution: Execution, broker: Broker,
-                 store: dict[str, Any]) -> None:
+                 store: dict[str, Any], process: ProcessOptions | None) -> None:
         self.workflow = workflow
         self.execution = execution
         self.broker = broker
         self.store = store
-        self.control = Control()
+        self.process = process
+        self.control: Control | None = None
+        self.child: ActorRef | None = None
         self.seq = 0
 
+    def _policy(self) -> _Temporary:
+        return _TEMPORARY
+
     async def on_start(self) -> None:
-        runner = await self.context.spawn(
-            WorkflowActor, self.workflow, self.execution.id, self.control, self.context.self_ref,
-            name="workflow")
-        await runner.tell(_Run(self.store))
+        if self.process is None:
+            self.control, self.child = await _start_workflow(
+                self, self.workflow, self.execution.id, self.store)
+            return
+        self.child = await self.context.spawn(
+            ChildExecution, self.workflow.defn, self.execution.id, self.store,
+            self.workflow.modules(), name="workflow", process=self.process)
+        self.context.watch(self.child)
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, _Report):
             await self._report(message)
         elif isinstance(message, _Signal):
-            getattr(self.control, message.kind)()
+            if self.control is not None:
+                getattr(self.control, message.kind)()
+            elif self.child is not None:
+                await self.child.tell(message)
         elif isinstance(message, _Finished):
-            self.execution._finish(message.result)
-            self.context.stop()
+            self._finish(message.result)
+        elif isinstance(message, Terminated) and not self.execution.done:
+            self._finish(self._lost(message))
         return None
+
+    def _finish(self, result: WorkflowResult) -> None:
+        self.execution._finish(result)
+        self.context.stop()
+
+    def _lost(self, ended: Terminated) -> WorkflowResult:
+        """The result of an execution whose workflow ended without reporting its end."""
+        execution = self.execution
+        crash = ended.error
+        if crash is not None:
+            error = ErrorInfo(type_name=crash.type_name, message=crash.error_message,
+                              traceback=crash.traceback)
+        else:
+            error = ErrorInfo(type_name="WorkflowLost",
+                              message=f"the workflow ended ({ended.reason}) without a result")
+        return WorkflowResult(
+            execution_id=execution.id, workflow_id=self.workflow.id, status=Status.FAILED,
+            store=dict(execution.store), stages=[], started_at=execution.started_at,
+            duration=time.monotonic() - execution.clock, error=error,
+        )
 
     async def _report(self, report: _Report) -> None:
         self.seq += 1
         execution = self.execution
         payload = report.payload
         if report.message_type == MessageType.PROGRESS:
+            error = payload.get("error")
+            if isinstance(error, dict):  # it crossed a process boundary as a plain map
+                payload = dict(payload, error=msgspec.convert(error, ErrorInfo))
             payload = ProgressEvent(seq=self.seq, execution_id=execution.id,
                                     workflow_id=self.workflow.id, **payload)
             execution._progress(payload)
@@ -347,6 +423,64 @@ class ExecutionActor(Actor):
         await self.broker.dispatch(message)
 
 
+class ChildExecution(Actor):
+    """One execution, in the child process that runs it: reports go to the parent.
+
+    Its parent (the ``ExecutionActor`` over in the parent process) is reached
+    through ``context.parent``; the end is sent with ``ask``, so it has
+    arrived before this process exits.
+    """
+
+    def __init__(self, defn: WorkflowDef, execution_id: str, store: dict[str, Any],
+                 modules: list[str]) -> None:
+        self.defn = defn
+        self.execution_id = execution_id
+        self.store = store
+        self.modules = modules
+        self.control: Control | None = None
+        self.started_at = time.time()
+        self.clock = time.monotonic()
+        self.finished = False
+
+    def _policy(self) -> _Temporary:
+        return _TEMPORARY
+
+    async def on_start(self) -> None:
+        for module in self.modules:  # they register the workflow's actions here
+            importlib.import_module(module)
+        workflow = Workflow.from_def(self.defn)
+        self.control, _ref = await _start_workflow(self, workflow, self.execution_id, self.store)
+
+    @property
+    def _parent(self) -> ActorRef:
+        parent = self.context.parent
+        assert parent is not None, "a ChildExecution is spawned by an ExecutionActor"
+        return parent
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, _Report):
+            await self._parent.tell(message)
+        elif isinstance(message, _Signal):
+            if self.control is not None:
+                getattr(self.control, message.kind)()
+        elif isinstance(message, _Finished):
+            await self._end(message.result)
+        elif isinstance(message, Terminated) and not self.finished:
+            crash = message.error
+            error = ErrorInfo(type_name=crash.type_name, message=crash.error_message,
+                              traceback=crash.traceback) if crash is not None else None
+            await self._end(WorkflowResult(
+                execution_id=self.execution_id, workflow_id=self.defn.id, status=Status.FAILED,
+                store={}, stages=[], started_at=self.started_at,
+                duration=time.monotonic() - self.clock, error=error))
+        return None
+
+    async def _end(self, result: WorkflowResult) -> None:
+        self.finished = True
+        await self._parent.ask(_Finished(result))  # answered once it has arrived
+        self.context.stop()
+
+
 # -- the handle and the runner --------------------------------------------------------------
 
 
@@ -358,6 +492,8 @@ class Execution:
         self.workflow_id = workflow_id
         self.status = Status.PENDING
         self.store: dict[str, Any] = dict(store)  # follows the workflow's puts and deletes
+        self.started_at = time.time()
+        self.clock = time.monotonic()
         self._ref: ActorRef | None = None
         self._done: asyncio.Future[WorkflowResult] = asyncio.get_running_loop().create_future()
 
@@ -436,9 +572,14 @@ class Runner:
 
     async def start(
         self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
-        store: dict[str, Any] | None = None,
+        store: dict[str, Any] | None = None, process: bool | ProcessOptions | None = None,
     ) -> Execution:
-        """Start ``workflow`` in this process; returns its ``Execution`` at once."""
+        """Start ``workflow``; returns its ``Execution`` at once.
+
+        It runs in this process, or with ``process=True`` (or a
+        ``ProcessOptions``) in a child process of its own, whose reports reach
+        the broker here as they happen.
+        """
         if isinstance(workflow, WorkflowDef):
             workflow = Workflow.from_def(workflow)
         if not isinstance(workflow, Workflow):
@@ -450,8 +591,9 @@ class Runner:
         except (TypeError, ValueError) as exc:
             raise InvalidDefinitionError(f"the initial store cannot be encoded: {exc}") from None
         execution = Execution(execution_id or uuid.uuid4().hex, workflow.id, initial)
+        options = options_for(process, self.system.process_defaults)
         execution._ref = await self.system.spawn(
-            ExecutionActor, workflow, execution, self.broker, initial,
+            ExecutionActor, workflow, execution, self.broker, initial, options,
             name=f"execution-{execution.id}")
         return execution
 
@@ -461,4 +603,18 @@ class Runner:
     ) -> WorkflowResult:
         """Run ``workflow`` in this process to its end and return the result."""
         execution = await self.start(workflow, execution_id=execution_id, store=store)
+        return await execution.result()
+
+    async def spawn(
+        self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
+        store: dict[str, Any] | None = None, process: bool | ProcessOptions = True,
+    ) -> WorkflowResult:
+        """Run ``workflow`` in a child process to its end and return the result.
+
+        ``process`` takes the same ``ProcessOptions`` as a process actor
+        (transport, interpreter, ``start="forkserver"``...). The modules that
+        register the workflow's actions are imported in the child.
+        """
+        execution = await self.start(workflow, execution_id=execution_id, store=store,
+                                     process=process or True)
         return await execution.result()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import msgspec
@@ -82,3 +83,10 @@ def _make_count(params: object) -> Action:
 
 
 register_action("test.count-factory")(_make_count)
+
+
+@register_action("test.whoami")
+class WhoAmI(Action):
+    async def execute(self, ctx: ActionContext) -> None:
+        await ctx.store.put("pid", os.getpid())
+        await ctx.store.put("ppid", os.getppid())
