@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="always render the live view")
     view.add_argument("--plain", dest="live", action="store_false",
                       help="no live view; print the summary only")
+    flow = commands.add_parser(
+        "run-workflow", help="run a workflow definition (JSON or YAML) with live progress")
+    flow.add_argument("file", help="the workflow definition: .json, .yaml or .yml")
+    flow.add_argument("--spawn", action="store_true",
+                      help="run the workflow in a child process")
+    flow.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                      help="import MODULE first, to register its actions (repeatable)")
     return parser
 
 
@@ -46,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return run(run_demo, args.duration, args.seed, args.live)
+        except KeyboardInterrupt:
+            print("actorstage: interrupted", file=sys.stderr)
+            return 130
+    if args.command == "run-workflow":
+        from actorstage.workflows._cli import run_workflow_command
+
+        try:
+            return run_workflow_command(args.file, args.spawn, args.imports)
         except KeyboardInterrupt:
             print("actorstage: interrupted", file=sys.stderr)
             return 130

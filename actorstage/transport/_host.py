@@ -100,6 +100,11 @@ def _main_of(factory: type) -> tuple[str, str]:
     """Where a child finds the parent's ``__main__`` (file, or module), if the class lives there."""
     if factory.__module__ != "__main__":
         return "", ""
+    return main_location()
+
+
+def main_location() -> tuple[str, str]:
+    """The parent's ``__main__``: ``(script path, "")``, or ``("", module)`` under ``-m``."""
     main = sys.modules["__main__"]
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name not in ("__main__", None):

@@ -362,9 +362,14 @@ class ExecutionActor(Actor):
             self.control, self.child = await _start_workflow(
                 self, self.workflow, self.execution.id, self.store)
             return
+        from actorstage.transport._host import main_location
+
+        modules = self.workflow.modules()
+        main = main_location() if "__main__" in modules else ("", "")
         self.child = await self.context.spawn(
             ChildExecution, self.workflow.defn, self.execution.id, self.store,
-            self.workflow.modules(), name="workflow", process=self.process)
+            [module for module in modules if module != "__main__"], main,
+            name="workflow", process=self.process)
         self.context.watch(self.child)
 
     async def receive(self, message: Any) -> Any:
@@ -432,8 +437,9 @@ class ChildExecution(Actor):
     """
 
     def __init__(self, defn: WorkflowDef, execution_id: str, store: dict[str, Any],
-                 modules: list[str]) -> None:
+                 modules: list[str], main: tuple[str, str] = ("", "")) -> None:
         self.defn = defn
+        self.main = main
         self.execution_id = execution_id
         self.store = store
         self.modules = modules
@@ -446,6 +452,9 @@ class ChildExecution(Actor):
         return _TEMPORARY
 
     async def on_start(self) -> None:
+        from actorstage.transport._child import load_main
+
+        load_main(*self.main)  # actions registered in the parent's __main__ script
         for module in self.modules:  # they register the workflow's actions here
             importlib.import_module(module)
         workflow = Workflow.from_def(self.defn)
