@@ -18,6 +18,7 @@ from actorstage.workflows._events import (
     Status,
     WorkflowResult,
 )
+from actorstage.workflows._middleware import EncryptPayloads, LogMessages, Metrics, Middleware
 from actorstage.workflows._registry import Action, register_action, registered_actions
 from actorstage.workflows._runner import Broker, Execution, Runner
 from actorstage.workflows._workflow import Workflow
@@ -30,9 +31,13 @@ __all__ = [
     "ActionResult",
     "Broker",
     "BrokerMessage",
+    "EncryptPayloads",
     "ErrorInfo",
     "Execution",
+    "LogMessages",
     "MessageType",
+    "Metrics",
+    "Middleware",
     "ProgressEvent",
     "Runner",
     "StageDef",

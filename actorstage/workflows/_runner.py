@@ -44,6 +44,7 @@ from actorstage.workflows._events import (
     Status,
     WorkflowResult,
 )
+from actorstage.workflows._middleware import Middleware
 from actorstage.workflows._workflow import Workflow
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class _Report(Message, frozen=True):
     payload: Any
     stage_id: str = ""
     action_id: str = ""
+    time: float = 0.0  # when it was made, seconds since the epoch
 
 
 class _Run(Message, frozen=True):
@@ -108,7 +110,54 @@ class Broker:
 
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
+        self.middleware: list[Middleware] = []
         self.handler_errors = 0
+        self.dropped = 0  # messages a middleware dropped
+
+    def use(self, middleware: Middleware) -> None:
+        """Add ``middleware`` at the end of the chain (see ``Middleware``)."""
+        if not isinstance(middleware, Middleware):
+            raise InvalidDefinitionError(f"{middleware!r} is not a Middleware")
+        check = getattr(middleware, "check", None)
+        if callable(check):
+            check()  # e.g. EncryptPayloads: is there a key?
+        self.middleware.append(middleware)
+
+    def child_middleware(self) -> list[tuple[str, bytes]]:
+        """The middlewares that also run in a child process, encoded to travel there."""
+        from actorstage.transport._codec import CODEC
+
+        return [CODEC.encode(middleware) for middleware in self.middleware
+                if isinstance(middleware, msgspec.Struct)]
+
+    async def through(
+        self, message: BrokerMessage, *, outgoing: bool, spawned: bool
+    ) -> BrokerMessage | None:
+        """Run ``message`` through the chain; ``None`` when a middleware dropped it.
+
+        ``outgoing`` steps run here unless the child ran them already (Struct
+        middlewares of a spawned execution).
+        """
+        current: BrokerMessage | None = message
+        if outgoing:
+            for middleware in self.middleware:
+                if current is not None and not (spawned and isinstance(middleware,
+                                                                        msgspec.Struct)):
+                    current = await middleware.outgoing(current)
+        for middleware in self.middleware:
+            if current is not None:
+                current = await middleware.incoming(current)
+        if current is None:
+            self.dropped += 1
+        return current
+
+    async def hook(self, name: str, *args: Any) -> None:
+        """Call a lifecycle hook on every middleware; one that raises is logged."""
+        for middleware in self.middleware:
+            try:
+                await getattr(middleware, name)(*args)
+            except Exception:
+                log.exception("middleware %r failed in %s", middleware, name)
 
     def register_handler(self, message_type: MessageType | str, handler: Handler) -> None:
         """Call ``handler(message)`` for each message of ``message_type`` (``"*"``: every one)."""
@@ -143,7 +192,8 @@ class _Reporter:
 
     async def report(self, message_type: str, payload: Any, stage_id: str = "",
                      action_id: str = "") -> None:
-        await self.execution.tell(_Report(message_type, payload, stage_id, action_id))
+        await self.execution.tell(_Report(message_type, payload, stage_id, action_id,
+                                          time.time()))
 
     async def progress(self, kind: str, *, stage_id: str = "", action_id: str = "",
                        status: str = "", attempt: int = 0, error: ErrorInfo | None = None) -> None:
@@ -369,7 +419,7 @@ class ExecutionActor(Actor):
         self.child = await self.context.spawn(
             ChildExecution, self.workflow.defn, self.execution.id, self.store,
             [module for module in modules if module != "__main__"], main,
-            name="workflow", process=self.process)
+            self.broker.child_middleware(), name="workflow", process=self.process)
         self.context.watch(self.child)
 
     async def receive(self, message: Any) -> Any:
@@ -381,13 +431,18 @@ class ExecutionActor(Actor):
             elif self.child is not None:
                 await self.child.tell(message)
         elif isinstance(message, _Finished):
-            self._finish(message.result)
+            await self._finish(message.result)
         elif isinstance(message, Terminated) and not self.execution.done:
-            self._finish(self._lost(message))
+            await self._finish(self._lost(message))
         return None
 
-    def _finish(self, result: WorkflowResult) -> None:
-        self.execution._finish(result)
+    async def _finish(self, result: WorkflowResult) -> None:
+        broker, execution = self.broker, self.execution
+        if self.process is not None:
+            await broker.hook("on_child_exit", execution, result)
+        if result.error is not None and result.status == Status.FAILED:
+            await broker.hook("on_error", execution, result.error)
+        execution._finish(result)
         self.context.stop()
 
     def _lost(self, ended: Terminated) -> WorkflowResult:
@@ -409,23 +464,26 @@ class ExecutionActor(Actor):
     async def _report(self, report: _Report) -> None:
         self.seq += 1
         execution = self.execution
-        payload = report.payload
-        if report.message_type == MessageType.PROGRESS:
+        raw = BrokerMessage(
+            message_type=report.message_type, payload=report.payload, execution_id=execution.id,
+            workflow_id=self.workflow.id, stage_id=report.stage_id, action_id=report.action_id,
+            seq=self.seq, time=report.time or time.time())
+        passed = await self.broker.through(raw, outgoing=True, spawned=self.process is not None)
+        if passed is None:
+            return
+        payload = passed.payload
+        if passed.message_type == MessageType.PROGRESS:
             error = payload.get("error")
             if isinstance(error, dict):  # it crossed a process boundary as a plain map
                 payload = dict(payload, error=msgspec.convert(error, ErrorInfo))
             payload = ProgressEvent(seq=self.seq, execution_id=execution.id,
                                     workflow_id=self.workflow.id, **payload)
             execution._progress(payload)
-        elif report.message_type == MessageType.STORE_PUT:
+        elif passed.message_type == MessageType.STORE_PUT:
             execution.store[payload["key"]] = payload["value"]
-        elif report.message_type == MessageType.STORE_DELETE:
+        elif passed.message_type == MessageType.STORE_DELETE:
             execution.store.pop(payload["key"], None)
-        message = BrokerMessage(
-            message_type=report.message_type, payload=payload, execution_id=execution.id,
-            workflow_id=self.workflow.id, stage_id=report.stage_id, action_id=report.action_id,
-            seq=self.seq, time=time.time())
-        await self.broker.dispatch(message)
+        await self.broker.dispatch(msgspec.structs.replace(passed, payload=payload))
 
 
 class ChildExecution(Actor):
@@ -437,9 +495,12 @@ class ChildExecution(Actor):
     """
 
     def __init__(self, defn: WorkflowDef, execution_id: str, store: dict[str, Any],
-                 modules: list[str], main: tuple[str, str] = ("", "")) -> None:
+                 modules: list[str], main: tuple[str, str] = ("", ""),
+                 middleware: list[tuple[str, bytes]] | None = None) -> None:
         self.defn = defn
         self.main = main
+        self.middleware_specs = middleware or []
+        self.middleware: list[Middleware] = []
         self.execution_id = execution_id
         self.store = store
         self.modules = modules
@@ -453,10 +514,12 @@ class ChildExecution(Actor):
 
     async def on_start(self) -> None:
         from actorstage.transport._child import load_main
+        from actorstage.transport._codec import CODEC
 
         load_main(*self.main)  # actions registered in the parent's __main__ script
         for module in self.modules:  # they register the workflow's actions here
             importlib.import_module(module)
+        self.middleware = [CODEC.decode(name, body) for name, body in self.middleware_specs]
         workflow = Workflow.from_def(self.defn)
         self.control, _ref = await _start_workflow(self, workflow, self.execution_id, self.store)
 
@@ -468,6 +531,11 @@ class ChildExecution(Actor):
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, _Report):
+            if self.middleware:
+                sent = await self._outgoing(message)
+                if sent is None:
+                    return None
+                message = sent
             await self._parent.tell(message)
         elif isinstance(message, _Signal):
             if self.control is not None:
@@ -483,6 +551,20 @@ class ChildExecution(Actor):
                 store={}, stages=[], started_at=self.started_at,
                 duration=time.monotonic() - self.clock, error=error))
         return None
+
+    async def _outgoing(self, report: _Report) -> _Report | None:
+        """The middlewares' ``outgoing`` steps, here in the child."""
+        current: BrokerMessage | None = BrokerMessage(
+            message_type=report.message_type, payload=report.payload,
+            execution_id=self.execution_id, workflow_id=self.defn.id, stage_id=report.stage_id,
+            action_id=report.action_id, time=report.time)
+        for middleware in self.middleware:
+            if current is not None:
+                current = await middleware.outgoing(current)
+        if current is None:
+            return None
+        return _Report(current.message_type, current.payload, current.stage_id,
+                       current.action_id, current.time)
 
     async def _end(self, result: WorkflowResult) -> None:
         self.finished = True
@@ -503,6 +585,7 @@ class Execution:
         self.store: dict[str, Any] = dict(store)  # follows the workflow's puts and deletes
         self.started_at = time.time()
         self.clock = time.monotonic()
+        self.pid: int | None = None  # the child process's, for a spawned execution
         self._ref: ActorRef | None = None
         self._done: asyncio.Future[WorkflowResult] = asyncio.get_running_loop().create_future()
 
@@ -601,9 +684,20 @@ class Runner:
             raise InvalidDefinitionError(f"the initial store cannot be encoded: {exc}") from None
         execution = Execution(execution_id or uuid.uuid4().hex, workflow.id, initial)
         options = options_for(process, self.system.process_defaults)
+        broker = self.broker
+        if options is not None:
+            env = {name: value for middleware in broker.middleware
+                   for name, value in middleware.child_env().items()}
+            if env:
+                options = msgspec.structs.replace(options, env={**(options.env or {}), **env})
+            await broker.hook("before_spawn", execution)
         execution._ref = await self.system.spawn(
-            ExecutionActor, workflow, execution, self.broker, initial, options,
+            ExecutionActor, workflow, execution, broker, initial, options,
             name=f"execution-{execution.id}")
+        if options is not None:
+            node = self.system.tree().find(f"{execution._ref.path}/workflow")
+            execution.pid = node.pid if node is not None else None
+            await broker.hook("after_spawn", execution)
         return execution
 
     async def execute(

@@ -1,29 +1,22 @@
-"""A workflow in a child process: three actions, store updates watched live, results checked.
+"""The workflow the spawn examples run: three actions, and the checks of what they did.
 
-Run it with `python examples/spawn_process/main.py`. The actions live in this
-script; the child process runs the script under another name (its
-``if __name__ == "__main__":`` block does not run there) to find them.
+A child process imports this module by name (``flow``) to find the actions:
+the parent passes its ``sys.path`` along.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import msgspec
 
-import actorstage
 from actorstage.workflows import (
     Action,
     ActionContext,
     ActionDef,
-    BrokerMessage,
-    MessageType,
-    Runner,
     StageDef,
     Status,
     WorkflowDef,
@@ -78,22 +71,6 @@ FLOW = WorkflowDef(id="spawn-process", name="Three actions in a child process", 
 ])
 
 
-async def run_workflow(workdir: str) -> WorkflowResult:
-    """Spawn the workflow, printing each store update as it arrives."""
-    async with Runner() as runner:
-        def show(message: BrokerMessage) -> None:
-            update = message.payload
-            print(f"  store update from {message.stage_id}/{message.action_id}: "
-                  f"{update['key']} = {update['value']!r}")
-
-        runner.broker.register_handler(MessageType.STORE_PUT, show)
-        started = time.perf_counter()
-        result = await runner.spawn(FLOW, store={"workdir": workdir})
-        print(f"workflow {result.status} in {time.perf_counter() - started:.2f}s "
-              "(spawn included)")
-    return result
-
-
 def verify(result: WorkflowResult, parent_pid: int) -> dict[str, bool]:
     store = result.store
     written = Path(store.get("file", "/nonexistent"))
@@ -107,23 +84,3 @@ def verify(result: WorkflowResult, parent_pid: int) -> dict[str, bool]:
         "it holds what the child wrote":
             written.is_file() and written.read_text() == store.get("file_text"),
     }
-
-
-def main() -> None:
-    parent_pid = os.getpid()
-    print(f"parent process {parent_pid}")
-    with tempfile.TemporaryDirectory(prefix="spawn-process-") as workdir:
-        result = actorstage.run(run_workflow, workdir)
-        for stage in result.stages:
-            for action in stage.actions:
-                print(f"  {stage.id}/{action.id}: {action.status} in "
-                      f"{action.duration * 1000:.1f} ms")
-        checks = verify(result, parent_pid)
-    for check, passed in checks.items():
-        print(f"{'ok  ' if passed else 'FAIL'} {check}")
-    if not all(checks.values()):
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
