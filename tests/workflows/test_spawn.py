@@ -37,8 +37,11 @@ def _flow(*steps: ActionDef, on_error: str = "fail") -> WorkflowDef:
     ])
 
 
-@pytest.mark.parametrize("start", ["spawn", "forkserver"])
-async def test_a_spawned_workflow_reports_as_it_runs_and_returns_its_result(start: str) -> None:
+@pytest.mark.parametrize(("start", "transport"), [("spawn", "unix"), ("forkserver", "unix"),
+                                                  ("spawn", "stdio")])
+async def test_a_spawned_workflow_reports_as_it_runs_and_returns_its_result(
+    start: str, transport: str
+) -> None:
     seen: list[BrokerMessage] = []
     flow = _flow(ActionDef(id="hello", action="test.greet", params={"name": "child"}),
                  ActionDef(id="flaky", action="test.flaky", params={"succeed_on": 2},
@@ -47,7 +50,8 @@ async def test_a_spawned_workflow_reports_as_it_runs_and_returns_its_result(star
                  ActionDef(id="emit", action="test.emit"))
     async with Runner() as runner:
         runner.broker.register_handler("*", seen.append)
-        execution = await runner.start(flow, process=ProcessOptions(start=start))  # type: ignore[arg-type]
+        options = ProcessOptions(start=start, transport=transport)  # type: ignore[arg-type]
+        execution = await runner.start(flow, process=options)
         result = await execution.result()
     assert result.status == Status.SUCCEEDED, result.error
     store = result.store
