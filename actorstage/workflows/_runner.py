@@ -436,6 +436,13 @@ class ExecutionActor(Actor):
             await self._finish(self._lost(message))
         return None
 
+    async def on_stop(self) -> None:
+        """Stopped before the end (the runner or its system closed): nobody waits forever."""
+        if not self.execution.done:
+            stopped = ErrorInfo(type_name="RunnerStopped",
+                                message="the runner stopped before the workflow ended")
+            self.execution._finish(self._ended_early(Status.CANCELLED, stopped))
+
     async def _finish(self, result: WorkflowResult) -> None:
         broker, execution = self.broker, self.execution
         if self.process is not None:
@@ -447,7 +454,6 @@ class ExecutionActor(Actor):
 
     def _lost(self, ended: Terminated) -> WorkflowResult:
         """The result of an execution whose workflow ended without reporting its end."""
-        execution = self.execution
         crash = ended.error
         if crash is not None:
             error = ErrorInfo(type_name=crash.type_name, message=crash.error_message,
@@ -455,8 +461,13 @@ class ExecutionActor(Actor):
         else:
             error = ErrorInfo(type_name="WorkflowLost",
                               message=f"the workflow ended ({ended.reason}) without a result")
+        return self._ended_early(Status.FAILED, error)
+
+    def _ended_early(self, status: Status, error: ErrorInfo) -> WorkflowResult:
+        """A result from what the parent knows: its copy of the store, no stage timings."""
+        execution = self.execution
         return WorkflowResult(
-            execution_id=execution.id, workflow_id=self.workflow.id, status=Status.FAILED,
+            execution_id=execution.id, workflow_id=self.workflow.id, status=status,
             store=dict(execution.store), stages=[], started_at=execution.started_at,
             duration=time.monotonic() - execution.clock, error=error,
         )

@@ -186,3 +186,16 @@ async def test_a_runner_uses_a_system_it_is_given_and_leaves_no_actor_behind() -
         assert result.store["count"] == 102
         with anyio.fail_after(5):
             await wait_until(lambda: system.tree().children == ())
+
+
+async def test_closing_the_runner_mid_workflow_ends_the_execution_cancelled() -> None:
+    flow = _flow(_stage("s", ActionDef(id="long", action="test.sleep",
+                                       params={"seconds": 60, "step": 0.05})))
+    async with ActorSystem(shutdown_timeout=0.5) as system:
+        execution = await Runner(system).start(flow)
+        with anyio.fail_after(5):
+            await wait_until(lambda: execution.status == Status.RUNNING)
+    with anyio.fail_after(5):
+        result = await execution.result()  # resolved, not left waiting forever
+    assert result.status == Status.CANCELLED
+    assert result.error is not None and result.error.type_name == "RunnerStopped"
