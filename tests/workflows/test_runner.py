@@ -126,10 +126,13 @@ async def test_cancel_lands_inside_a_long_action(tmp_path: Path) -> None:
                                        params={"seconds": 60, "step": 5, "marker": str(marker)}),
                         ActionDef(id="never", action="test.count")))
     async with Runner() as runner:
+        started_actions: list[str] = []
+        runner.broker.register_handler(
+            MessageType.PROGRESS, lambda message: started_actions.append(message.action_id)
+            if message.payload.kind == "action_started" else None)
         execution = await runner.start(flow)
         with anyio.fail_after(10):
-            await wait_until(lambda: execution.status == Status.RUNNING)
-            await anyio.sleep(0.1)  # the action is inside its long sleep (no checkpoint soon)
+            await wait_until(lambda: started_actions == ["long"])  # in its 5 s step now
             started = time.monotonic()
             await execution.cancel()
             result = await execution.result()
