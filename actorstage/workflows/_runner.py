@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import re
 import time
 import traceback
 import uuid
@@ -56,6 +57,8 @@ __all__ = ["Broker", "Execution", "Runner"]
 log = logging.getLogger("actorstage.workflows")
 
 Handler = Callable[[BrokerMessage], Awaitable[None] | None]
+
+_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 # -- what the actors tell each other ------------------------------------------------
@@ -693,6 +696,9 @@ class Runner:
             msgspec.msgpack.encode(initial)
         except (TypeError, ValueError) as exc:
             raise InvalidDefinitionError(f"the initial store cannot be encoded: {exc}") from None
+        if execution_id is not None and not _EXECUTION_ID.match(execution_id):
+            raise InvalidDefinitionError(
+                f"execution id {execution_id!r} must be 1-128 letters, digits or _.:-")
         execution = Execution(execution_id or uuid.uuid4().hex, workflow.id, initial)
         options = options_for(process, self.system.process_defaults)
         broker = self.broker

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actorstage import ActorSystem
+from actorstage import ActorSystem, InvalidDefinitionError
 from actorstage.testing import wait_until
 from actorstage.workflows import (
     ActionDef,
@@ -202,3 +202,14 @@ async def test_closing_the_runner_mid_workflow_ends_the_execution_cancelled() ->
         result = await execution.result()  # resolved, not left waiting forever
     assert result.status == Status.CANCELLED
     assert result.error is not None and result.error.type_name == "RunnerStopped"
+
+
+async def test_a_bad_execution_id_or_store_is_refused_before_anything_starts() -> None:
+    async with Runner() as runner:
+        with pytest.raises(InvalidDefinitionError, match="execution id 'a/b'"):
+            await runner.start(GREET_AND_COUNT, execution_id="a/b")
+        with pytest.raises(InvalidDefinitionError, match="initial store cannot be encoded"):
+            await runner.start(GREET_AND_COUNT, store={"x": object()})
+        assert runner.system.tree().children == ()
+        result = await runner.execute(GREET_AND_COUNT, execution_id="run-1")
+        assert result.execution_id == "run-1"
