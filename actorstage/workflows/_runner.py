@@ -708,9 +708,15 @@ class Runner:
             if env:
                 options = msgspec.structs.replace(options, env={**(options.env or {}), **env})
             await broker.hook("before_spawn", execution)
-        execution._ref = await self.system.spawn(
-            ExecutionActor, workflow, execution, broker, initial, options,
-            name=f"execution-{execution.id}")
+        try:
+            execution._ref = await self.system.spawn(
+                ExecutionActor, workflow, execution, broker, initial, options,
+                name=f"execution-{execution.id}")
+        except ActorCrashedError as exc:
+            inner = exc.__cause__
+            if isinstance(inner, ActorCrashedError):  # the workflow's own start failed: say so
+                raise inner from None
+            raise
         if options is not None:
             node = self.system.tree().find(f"{execution._ref.path}/workflow")
             execution.pid = node.pid if node is not None else None

@@ -10,9 +10,11 @@ from typing import Any
 import anyio
 import pytest
 
-from actorstage import ProcessOptions
+from actorstage import ActorCrashedError, ProcessOptions
 from actorstage.testing import wait_until
 from actorstage.workflows import (
+    Action,
+    ActionContext,
     ActionDef,
     BrokerMessage,
     MessageType,
@@ -21,6 +23,7 @@ from actorstage.workflows import (
     StageDef,
     Status,
     WorkflowDef,
+    register_action,
 )
 from tests.transport.conftest import _no_leftover_processes  # noqa: F401 - the same check
 from tests.workflows import actions  # noqa: F401 - registers the test actions
@@ -125,3 +128,20 @@ async def test_cancel_and_pause_reach_a_workflow_in_a_child(tmp_path: Path) -> N
     assert [(a.id, a.status) for a in result.stages[1].actions] == [
         ("nap", Status.SUCCEEDED), ("long", Status.CANCELLED)]
     assert marker.read_text() == "cancelled"
+
+
+async def test_an_action_the_child_cannot_find_fails_the_spawn_with_a_clear_error() -> None:
+    @register_action("test.only-in-the-parent")
+    class OnlyHere(Action):  # registered when this test runs, not when its module is imported
+        async def execute(self, ctx: ActionContext) -> None:
+            pass
+
+    flow = WorkflowDef(id="w", stages=[StageDef(id="s", actions=[
+        ActionDef(id="a", action="test.only-in-the-parent")])])
+    async with Runner() as runner:
+        assert (await runner.execute(flow)).status == Status.SUCCEEDED  # here it is known
+        with pytest.raises(ActorCrashedError) as caught:
+            await runner.spawn(flow, process=FAST)
+    assert caught.value.type_name.endswith("InvalidDefinitionError")
+    assert "unknown action 'test.only-in-the-parent'" in caught.value.error_message
+    assert caught.value.during == "starting"
