@@ -103,13 +103,23 @@ def _read_boot() -> dict[str, Any]:
 def die_with_parent(ppid: int) -> None:
     """Ask Linux to send SIGTERM when the parent dies (a second line after the stream)."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+            _libc().prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     if ppid and os.getppid() != ppid:  # it died before we asked
         os._exit(75)
+
+
+_LIBC: Any = None
+
+
+def _libc() -> Any:
+    """The C library, loaded once (a forkserver's children inherit it loaded)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 async def _serve(boot: dict[str, Any]) -> int:

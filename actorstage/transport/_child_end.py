@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib
 import logging
@@ -134,8 +135,10 @@ class ChildEnd:
 
     async def run(self) -> int:
         conn = await self._connect()
-        received = await asyncio.wait_for(conn.recv(), _SPEC_TIMEOUT)
-        spec = _spec_of(received)
+        if "spec" in self.boot:  # forked: the spec came with the request, through our forkserver
+            spec = SpawnSpec().parse(base64.b64decode(self.boot["spec"]))
+        else:
+            spec = _spec_of(await asyncio.wait_for(conn.recv(), _SPEC_TIMEOUT))
         for entry in spec.sys_path:
             if entry not in sys.path:
                 sys.path.append(entry)

@@ -315,7 +315,8 @@ class ProcessHost(Actor):
             link.in_cell = cell.parent  # what the child sends its parent
         link.start()
         owner.start(self._watch_exit(proc))
-        link.send_control(Envelope(spawn=self._spec(cell, options)))
+        if "spec" not in boot:  # (a forked child had it in its request)
+            link.send_control(Envelope(spawn=self._spec(cell, options)))
 
     async def _fork(
         self, cell: Cell, command: list[str], env: dict[str, str], options: ProcessOptions,
@@ -326,6 +327,7 @@ class ProcessHost(Actor):
         boot["ppid"] = server.pid  # the child's parent is the forkserver, which dies with us
         factory = cell.factory
         main_path, main_module = _main_of(factory)
+        boot["spec"] = bytes(self._spec(cell, options))  # saves the child a round trip
         request = {"boot": msgspec.json.encode(boot), "module": factory.__module__,
                    "main_path": main_path, "main_module": main_module,
                    "sys_path": [entry for entry in sys.path if entry]}
