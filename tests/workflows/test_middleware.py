@@ -116,14 +116,16 @@ async def test_a_chain_transforms_drops_and_enriches_in_order() -> None:
     assert summary["executions"][execution.id]["status"] == "succeeded"
 
 
-async def test_payloads_cross_encrypted_and_arrive_decrypted(key: str) -> None:
+@pytest.mark.parametrize("start", ["spawn", "forkserver"])
+async def test_payloads_cross_encrypted_and_arrive_decrypted(key: str, start: str) -> None:
     peek = Peek()
     seen: list[BrokerMessage] = []
     async with Runner() as runner:
         runner.broker.use(peek)  # first: it sees what came over the wire
         runner.broker.use(EncryptPayloads(key_env=key))
         runner.broker.register_handler("*", seen.append)
-        execution = await runner.start(FLOW, process=FAST)
+        options = msgspec.structs.replace(FAST, start=start)  # the key reaches both ways
+        execution = await runner.start(FLOW, process=options)
         result = await execution.result()
     assert result.status == Status.SUCCEEDED
     assert peek.seen and all(set(m.payload) == {"aesgcm"} for m in peek.seen)
