@@ -21,7 +21,6 @@ import contextlib
 import gc
 import importlib
 import itertools
-import logging
 import os
 import selectors
 import signal
@@ -37,8 +36,6 @@ import msgspec
 from actorstage.transport._conn import read_stream, write_stream
 
 __all__ = ["ForkServer", "ForkedProcess", "serve"]
-
-log = logging.getLogger("actorstage.transport")
 
 _PACKET = 1 << 20  # requests and answers are single SEQPACKET messages, far below this
 _PRELOAD = (

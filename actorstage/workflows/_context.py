@@ -137,7 +137,8 @@ class ActionContext:
 
     def __init__(
         self, *, execution_id: str, workflow_id: str, stage_id: str, action_id: str,
-        attempt: int, store: Store, pause_point: Callable[[], Awaitable[None]], emit: Emit,
+        attempt: int, values: dict[str, Any], pause_point: Callable[[], Awaitable[None]],
+        emit: Emit,
     ) -> None:
         self.execution_id = execution_id
         self.workflow_id = workflow_id
@@ -147,7 +148,7 @@ class ActionContext:
         self._pause_point = pause_point
         self._emit = emit
         scoped = self._scoped
-        self.store = Store(store._values, scoped)
+        self.store = Store(values, scoped)
         self.log = ActionLog(logging.getLogger(f"actorstage.workflows.{workflow_id}"), scoped)
 
     async def _scoped(self, message_type: str, payload: Any) -> None:

@@ -116,10 +116,16 @@ def load_workflow(path: str | Path) -> WorkflowDef:
         raise InvalidDefinitionError(f"{path}: {exc}") from None
 
 
+def valid_id(text: str) -> bool:
+    """Whether ``text`` is a usable id: 1-128 letters, digits or ``_.:-``, not starting
+    with punctuation (workflow, stage, action and execution ids)."""
+    return isinstance(text, str) and _ID.match(text) is not None
+
+
 def check_shape(defn: WorkflowDef) -> None:
     """Ids, uniqueness and numbers; every problem at once, each with its place."""
     problems: list[str] = []
-    if not _ID.match(defn.id):
+    if not valid_id(defn.id):
         problems.append(f"workflow id {defn.id!r} must be 1-128 letters, digits or _.:- "
                         "(starting with a letter or digit)")
     if not defn.stages:
@@ -127,7 +133,7 @@ def check_shape(defn: WorkflowDef) -> None:
     stage_ids: set[str] = set()
     for s_index, stage in enumerate(defn.stages):
         where = f"stages[{s_index}] ({stage.id!r})"
-        if not _ID.match(stage.id):
+        if not valid_id(stage.id):
             problems.append(f"{where}: the stage id must be 1-128 letters, digits or _.:-")
         if stage.id in stage_ids:
             problems.append(f"{where}: duplicate stage id")
@@ -137,7 +143,7 @@ def check_shape(defn: WorkflowDef) -> None:
         action_ids: set[str] = set()
         for a_index, action in enumerate(stage.actions):
             place = f"{where}.actions[{a_index}] ({action.id!r})"
-            if not _ID.match(action.id):
+            if not valid_id(action.id):
                 problems.append(f"{place}: the action id must be 1-128 letters, digits or _.:-")
             if action.id in action_ids:
                 problems.append(f"{place}: duplicate action id in stage {stage.id!r}")

@@ -49,6 +49,9 @@ class Middleware:
         """Environment variables a spawned child needs (never its command line)."""
         return {}
 
+    def check(self) -> None:
+        """Raise, naming the problem, if this middleware cannot work (``Broker.use`` asks)."""
+
     async def before_spawn(self, execution: Execution) -> None:
         """A workflow is about to start in a child process."""
 
@@ -65,10 +68,11 @@ class Middleware:
 class Metrics(Middleware):
     """Counts messages by type (and progress by kind) and times executions.
 
-    ``summary()`` returns the figures: messages by type, dropped by
-    ``incoming`` stages after this one are not seen here; the delay from a
-    message's creation to its arrival here (mean and max, seconds); and each
-    finished execution's status and duration.
+    ``summary()`` returns the figures: messages by type and progress events
+    by kind (a message dropped by a middleware earlier in the chain is not
+    counted); the delay from a message's creation to its arrival here (mean
+    and max, seconds); each execution's status and duration; how many were
+    spawned and how many failed.
     """
 
     def __init__(self) -> None:

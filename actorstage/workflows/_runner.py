@@ -15,7 +15,6 @@ import asyncio
 import importlib
 import inspect
 import logging
-import re
 import time
 import traceback
 import uuid
@@ -33,8 +32,8 @@ from actorstage.actors._ref import ActorRef
 from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError, ActorstageError, InvalidDefinitionError
 from actorstage.transport._options import options_for
-from actorstage.workflows._context import ActionContext, Control, Store
-from actorstage.workflows._defs import StageDef, WorkflowDef
+from actorstage.workflows._context import ActionContext, Control
+from actorstage.workflows._defs import StageDef, WorkflowDef, valid_id
 from actorstage.workflows._events import (
     ActionResult,
     BrokerMessage,
@@ -58,7 +57,6 @@ log = logging.getLogger("actorstage.workflows")
 
 Handler = Callable[[BrokerMessage], Awaitable[None] | None]
 
-_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 # -- what the actors tell each other ------------------------------------------------
@@ -121,9 +119,7 @@ class Broker:
         """Add ``middleware`` at the end of the chain (see ``Middleware``)."""
         if not isinstance(middleware, Middleware):
             raise InvalidDefinitionError(f"{middleware!r} is not a Middleware")
-        check = getattr(middleware, "check", None)
-        if callable(check):
-            check()  # e.g. EncryptPayloads: is there a key?
+        middleware.check()  # e.g. EncryptPayloads: is there a key?
         self.middleware.append(middleware)
 
     def child_middleware(self) -> list[tuple[str, bytes]]:
@@ -209,11 +205,11 @@ class StageActor(Actor):
     """Runs one stage's actions in order, with retries; returns its ``StageResult``."""
 
     def __init__(self, workflow: Workflow, stage: StageDef, execution_id: str,
-                 store: Store, control: Control, reporter: _Reporter) -> None:
+                 values: dict[str, Any], control: Control, reporter: _Reporter) -> None:
         self.workflow = workflow
         self.stage = stage
         self.execution_id = execution_id
-        self.store = store
+        self.values = values  # the workflow's store, shared by its stages
         self.control = control
         self.reporter = reporter
 
@@ -264,7 +260,7 @@ class StageActor(Actor):
                                     status=Status.RUNNING, attempt=attempt)
             ctx = ActionContext(
                 execution_id=self.execution_id, workflow_id=self.workflow.id,
-                stage_id=stage.id, action_id=action_id, attempt=attempt, store=self.store,
+                stage_id=stage.id, action_id=action_id, attempt=attempt, values=self.values,
                 pause_point=partial(self._wait_if_paused, action_id), emit=reporter.report,
             )
             outcome = await self._attempt(step, ctx)
@@ -327,7 +323,6 @@ class WorkflowActor(Actor):
         workflow, reporter = self.workflow, self.reporter
         started, clock = time.time(), time.monotonic()
         values = dict(message.store)
-        store = Store(values, lambda kind, payload: reporter.report(kind, payload))
         await reporter.progress("workflow_started", status=Status.RUNNING)
         stages: list[StageResult] = []
         status, error = Status.SUCCEEDED, None
@@ -336,7 +331,7 @@ class WorkflowActor(Actor):
                 status = Status.CANCELLED
                 break
             ref = await self.context.spawn(
-                StageActor, workflow, stage, self.execution_id, store, self.control, reporter,
+                StageActor, workflow, stage, self.execution_id, values, self.control, reporter,
                 name=f"stage-{stage.id}")
             try:
                 result: StageResult = await ref.ask(_RunStage())
@@ -696,7 +691,7 @@ class Runner:
             msgspec.msgpack.encode(initial)
         except (TypeError, ValueError) as exc:
             raise InvalidDefinitionError(f"the initial store cannot be encoded: {exc}") from None
-        if execution_id is not None and not _EXECUTION_ID.match(execution_id):
+        if execution_id is not None and not valid_id(execution_id):
             raise InvalidDefinitionError(
                 f"execution id {execution_id!r} must be 1-128 letters, digits or _.:-")
         execution = Execution(execution_id or uuid.uuid4().hex, workflow.id, initial)

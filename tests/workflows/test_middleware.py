@@ -27,7 +27,6 @@ from actorstage.workflows import (
     WorkflowDef,
     WorkflowResult,
 )
-from tests.transport.conftest import _no_leftover_processes  # noqa: F401 - the same check
 from tests.workflows import actions  # noqa: F401 - registers the test actions
 
 pytestmark = pytest.mark.anyio

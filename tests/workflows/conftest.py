@@ -1,0 +1,5 @@
+"""Workflow tests start child processes too: each must leave none behind."""
+
+from tests.transport.conftest import _no_leftover_processes
+
+__all__ = ["_no_leftover_processes"]  # autouse: checked after every workflow test
