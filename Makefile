@@ -30,12 +30,14 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 # Regenerate actorstage/_proto/ from protos/ (the output is committed; a test checks it is current).
+# descriptors.binpb holds the file descriptors that the service's reflection answers with.
 protos: $(STAMP)
 	rm -rf actorstage/_proto
 	mkdir -p actorstage/_proto
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
 		--python_betterproto2_out=actorstage/_proto \
 		--python_betterproto2_opt=client_generation=async,server_generation=async \
+		--descriptor_set_out=actorstage/_proto/descriptors.binpb --include_imports \
 		$$(find protos -name '*.proto' | sort)
 
 clean:

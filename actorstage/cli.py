@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run the workflow in a child process")
     flow.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                       help="import MODULE first, to register its actions (repeatable)")
+    from actorstage.service._cli import add_serve_parser
+
+    add_serve_parser(commands)
     return parser
 
 
@@ -64,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("actorstage: interrupted", file=sys.stderr)
             return 130
+    if args.command == "serve":
+        from actorstage.service._cli import serve_command
+
+        return serve_command(args)
     parser.print_help()
     return 2
 

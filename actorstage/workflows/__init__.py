@@ -1,5 +1,6 @@
 """Workflows: stages of actions, run as supervised actors, here or in a child process."""
 
+from actorstage.workflows import _builtin  # noqa: F401  (registers log, sleep, store.set, fail)
 from actorstage.workflows._context import ActionContext, ActionLog, Store
 from actorstage.workflows._defs import (
     ActionDef,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar, overload
 
+import anyio
 import msgspec
 
 from actorstage.workflows._events import MessageType
@@ -28,6 +30,7 @@ class Control:
         self.cancelled = False
         self.resumed = asyncio.Event()
         self.resumed.set()
+        self.pause_requested = asyncio.Event()
         self.cancel_requested = asyncio.Event()
         self.running: asyncio.Task[Any] | None = None  # the action's task, to cancel it
 
@@ -35,9 +38,11 @@ class Control:
         if not self.cancelled:
             self.paused = True
             self.resumed.clear()
+            self.pause_requested.set()
 
     def resume(self) -> None:
         self.paused = False
+        self.pause_requested.clear()
         self.resumed.set()
 
     def cancel(self) -> None:
@@ -138,7 +143,7 @@ class ActionContext:
     def __init__(
         self, *, execution_id: str, workflow_id: str, stage_id: str, action_id: str,
         attempt: int, values: dict[str, Any], pause_point: Callable[[], Awaitable[None]],
-        emit: Emit,
+        emit: Emit, control: Control | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.workflow_id = workflow_id
@@ -147,6 +152,7 @@ class ActionContext:
         self.attempt = attempt  # 1 for the first attempt
         self._pause_point = pause_point
         self._emit = emit
+        self._control = control if control is not None else Control()
         scoped = self._scoped
         self.store = Store(values, scoped)
         self.log = ActionLog(logging.getLogger(f"actorstage.workflows.{workflow_id}"), scoped)
@@ -168,3 +174,18 @@ class ActionContext:
         """A point where a pause takes effect (and a cancel lands) inside a long action."""
         await asyncio.sleep(0)
         await self._pause_point()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of running time: a pause holds the sleep, a cancel ends it.
+
+        A pause requested during the sleep takes effect at once (as at a
+        checkpoint); the rest of the sleep runs after the resume.
+        """
+        remaining = float(seconds)
+        requested = self._control.pause_requested
+        while remaining > 0:
+            started = time.monotonic()
+            with anyio.move_on_after(remaining):
+                await requested.wait()
+            remaining -= time.monotonic() - started
+            await self.checkpoint()

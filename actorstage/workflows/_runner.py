@@ -262,6 +262,7 @@ class StageActor(Actor):
                 execution_id=self.execution_id, workflow_id=self.workflow.id,
                 stage_id=stage.id, action_id=action_id, attempt=attempt, values=self.values,
                 pause_point=partial(self._wait_if_paused, action_id), emit=reporter.report,
+                control=control,
             )
             outcome = await self._attempt(step, ctx)
             if outcome is None:
@@ -625,6 +626,10 @@ class Execution:
     @property
     def done(self) -> bool:
         return self._done.done()
+
+    def add_done_callback(self, callback: Callable[[WorkflowResult], None]) -> None:
+        """Call ``callback(result)`` once the execution has ended (soon, if it has)."""
+        self._done.add_done_callback(lambda done: callback(done.result()))
 
     def _progress(self, event: ProgressEvent) -> None:
         if event.kind == "workflow_started":

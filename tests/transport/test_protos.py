@@ -26,7 +26,8 @@ def test_committed_proto_code_matches_a_fresh_generation(tmp_path: Path) -> None
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I", "protos",
          f"--python_betterproto2_out={tmp_path}",
-         "--python_betterproto2_opt=client_generation=async,server_generation=async", *protos],
+         "--python_betterproto2_opt=client_generation=async,server_generation=async",
+         f"--descriptor_set_out={tmp_path / 'descriptors.binpb'}", "--include_imports", *protos],
         cwd=ROOT, env=env, check=True, capture_output=True,
     )
     fresh, committed = _files(tmp_path), _files(ROOT / "actorstage" / "_proto")

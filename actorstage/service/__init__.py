@@ -1,0 +1,71 @@
+"""The runner service: workflows executed, watched and controlled over gRPC.
+
+``actorstage serve`` runs it; ``open_service`` embeds it. The protobuf
+messages and the client stub (``RunnerStub``) are re-exported here for
+Python clients; ``ProgressControlBase`` is the base of a progress callback
+endpoint.
+"""
+
+from actorstage._proto.actorstage.v1 import (
+    ActionInfo,
+    ControlRequest,
+    ErrorInfo,
+    ExecuteAsyncResponse,
+    ExecuteRequest,
+    ExecutionInfo,
+    ExecutionStatus,
+    GetExecutionRequest,
+    Isolation,
+    ListActionsRequest,
+    ListActionsResponse,
+    ListExecutionsRequest,
+    ListExecutionsResponse,
+    ProgressAck,
+    ProgressControlBase,
+    ProgressControlStub,
+    ProgressEvent,
+    RunnerBase,
+    RunnerStub,
+    WatchExecutionRequest,
+    WorkflowMetadata,
+)
+from actorstage.service._callbacks import CallbackSender
+from actorstage.service._metrics import ServiceMetrics
+from actorstage.service._runner_service import RunnerService
+from actorstage.service._server import RunnerServer, ServiceConfig, open_service
+
+__all__ = [
+    "ActionInfo",
+    "CallbackSender",
+    "ControlRequest",
+    "ErrorInfo",
+    "ExecuteAsyncResponse",
+    "ExecuteRequest",
+    "ExecutionInfo",
+    "ExecutionStatus",
+    "GetExecutionRequest",
+    "Isolation",
+    "ListActionsRequest",
+    "ListActionsResponse",
+    "ListExecutionsRequest",
+    "ListExecutionsResponse",
+    "ProgressAck",
+    "ProgressControlBase",
+    "ProgressControlStub",
+    "ProgressEvent",
+    "RunnerBase",
+    "RunnerServer",
+    "RunnerService",
+    "RunnerStub",
+    "ServiceConfig",
+    "ServiceMetrics",
+    "WatchExecutionRequest",
+    "WorkflowMetadata",
+    "open_service",
+]
+
+_GENERATED = "actorstage._proto.actorstage.v1"  # generated classes keep their own module
+for _name in __all__:
+    if globals()[_name].__module__ != _GENERATED:
+        globals()[_name].__module__ = __name__
+del _name

@@ -1,0 +1,308 @@
+"""The ``actorstage.v1.Runner`` gRPC service: workflows executed, watched and controlled.
+
+Executions run through a ``Runner`` (in this process, or each in a child
+process of its own); its broker feeds the records that the RPCs read. Errors
+map to gRPC status codes whose messages name the problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import msgspec
+from grpclib import GRPCError
+from grpclib.const import Status as Code
+
+from actorstage._proto.actorstage.v1 import (
+    ActionInfo,
+    ControlRequest,
+    ExecuteAsyncResponse,
+    ExecuteRequest,
+    ExecutionInfo,
+    ExecutionStatus,
+    GetExecutionRequest,
+    Isolation,
+    ListActionsRequest,
+    ListActionsResponse,
+    ListExecutionsRequest,
+    ListExecutionsResponse,
+    ProgressEvent,
+    RunnerBase,
+    WatchExecutionRequest,
+    WorkflowMetadata,
+)
+from actorstage.exceptions import ActorCrashedError, InvalidDefinitionError
+from actorstage.service._callbacks import CallbackSender
+from actorstage.service._metrics import ServiceMetrics
+from actorstage.service._records import ExecutionRecord, Executions, HistoryLost, error_of
+from actorstage.transport._options import ProcessOptions
+from actorstage.workflows._defs import WorkflowDef, parse_workflow, valid_id
+from actorstage.workflows._events import BrokerMessage, ErrorInfo
+from actorstage.workflows._registry import registered_actions
+from actorstage.workflows._runner import Runner
+from actorstage.workflows._workflow import Workflow
+
+__all__ = ["RunnerService"]
+
+log = logging.getLogger("actorstage.service")
+
+MAX_PAGE = 1000
+
+
+def _invalid(message: str) -> GRPCError:
+    return GRPCError(Code.INVALID_ARGUMENT, message)
+
+
+def parse_definition(text: str) -> WorkflowDef:
+    """The workflow of a request: JSON when it starts with ``{``, YAML otherwise."""
+    if not text.strip():
+        raise _invalid("ExecuteRequest.workflow is empty: give the definition as YAML or JSON")
+    fmt: Literal["json", "yaml"] = "json" if text.lstrip().startswith("{") else "yaml"
+    try:
+        return parse_workflow(text, format=fmt)
+    except InvalidDefinitionError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def parse_store(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        store = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise _invalid(f"ExecuteRequest.store_json is not valid JSON: {exc}") from None
+    if not isinstance(store, dict):
+        raise _invalid(f"ExecuteRequest.store_json must be a JSON object, got "
+                       f"{type(store).__name__}")
+    return store
+
+
+class RunnerService(RunnerBase):
+    """Serves ``actorstage.v1.Runner`` with ``runner``'s actor system.
+
+    Args:
+        runner: runs the executions; its broker is shared (a handler of
+            ours records every execution's messages).
+        isolate: where an execution runs when its request does not say.
+        process: the options of isolated executions' child processes.
+        callbacks: where progress events are also sent, if anywhere.
+        metrics: counts executions and callback failures.
+        max_finished: ended executions kept for Get, List and Watch.
+        max_events: events kept per execution for Watch.
+    """
+
+    def __init__(self, runner: Runner, *, isolate: Literal["inline", "process"] = "inline",
+                 process: ProcessOptions | None = None, callbacks: CallbackSender | None = None,
+                 metrics: ServiceMetrics | None = None, max_finished: int = 1000,
+                 max_events: int = 10_000) -> None:
+        if isolate not in ("inline", "process"):
+            raise ValueError(f"isolate is 'inline' or 'process', got {isolate!r}")
+        self.runner = runner
+        self.default_isolation = Isolation.PROCESS if isolate == "process" else Isolation.INLINE
+        self.process = process or ProcessOptions()
+        self.callbacks = callbacks
+        self.metrics = metrics or ServiceMetrics()
+        self.executions = Executions(max_finished)
+        self.max_events = max_events
+        self.accepting = True
+        self._streams = 0
+        self._streams_done = asyncio.Event()
+        self._streams_done.set()
+        runner.broker.register_handler("*", self._observe)
+
+    # -- executing ---------------------------------------------------------------------------
+
+    async def execute(self, message: ExecuteRequest) -> AsyncIterator[ProgressEvent]:
+        record, _attached = await self._start(message)
+        async for event in self._follow(record, 0):
+            yield event
+
+    async def _follow(self, record: ExecutionRecord, after_seq: int) -> AsyncIterator[
+            ProgressEvent]:
+        """A stream's events; counted, so that stopping waits for streams to send their end."""
+        self._streams += 1
+        self._streams_done.clear()
+        try:
+            async for event in record.follow(after_seq):
+                yield event
+        finally:
+            self._streams -= 1
+            if not self._streams:
+                self._streams_done.set()
+
+    async def wait_streams_done(self) -> None:
+        await self._streams_done.wait()
+
+    async def wait_ended(self) -> None:
+        """Wait until every execution has ended."""
+        for record in self.executions.running():
+            await record.ended_event.wait()
+
+    async def execute_async(self, message: ExecuteRequest) -> ExecuteAsyncResponse:
+        record, attached = await self._start(message)
+        status = record.status if record.ended else ExecutionStatus.RUNNING
+        return ExecuteAsyncResponse(execution_id=record.id, status=status, attached=attached)
+
+    async def _start(self, request: ExecuteRequest) -> tuple[ExecutionRecord, bool]:
+        if not self.accepting:
+            raise GRPCError(Code.UNAVAILABLE, "the service is shutting down: it takes no new "
+                                              "executions")
+        defn = parse_definition(request.workflow)
+        try:
+            workflow = Workflow.from_def(defn)
+        except InvalidDefinitionError as exc:
+            raise _invalid(str(exc)) from None
+        store = parse_store(request.store_json)
+        execution_id = request.execution_id or uuid.uuid4().hex
+        if not valid_id(execution_id):
+            raise _invalid(f"execution id {execution_id!r} must be 1-128 letters, digits or "
+                           "_.:-")
+        isolation = request.isolation or self.default_isolation
+        metadata = request.metadata or WorkflowMetadata()
+        key = (defn, msgspec.json.encode(store), isolation, metadata.name, metadata.version,
+               sorted(metadata.labels.items()))
+        known = self.executions.get(execution_id)
+        if known is not None:
+            if known.key != key:
+                raise GRPCError(Code.ALREADY_EXISTS, (
+                    f"execution {execution_id!r} exists with a different request (workflow, "
+                    "store, metadata or isolation); executing an id again must repeat the "
+                    "same request, or use a new id"))
+            return known, True
+        record = ExecutionRecord(
+            execution_id, key=key, workflow_id=defn.id, metadata=metadata, isolation=isolation,
+            store={**defn.store, **store}, max_events=self.max_events,
+            number=self.executions.next_number())
+        record.on_end = self._ended
+        record.on_event = self._event
+        self.executions.add(record)
+        self.metrics.started()
+        await self._launch(record, workflow, store)
+        return record, False
+
+    async def _launch(self, record: ExecutionRecord, workflow: Workflow,
+                      store: dict[str, Any]) -> None:
+        process = self.process if record.isolation == Isolation.PROCESS else None
+        try:
+            execution = await self.runner.start(workflow, execution_id=record.id, store=store,
+                                                process=process)
+        except InvalidDefinitionError as exc:  # e.g. a store value it cannot encode
+            record.fail(ExecutionStatus.FAILED, error_of(ErrorInfo(
+                type_name="InvalidDefinitionError", message=str(exc))))
+            raise _invalid(str(exc)) from None
+        except ActorCrashedError as exc:  # the child process could not start the workflow
+            log.warning("execution %s could not start: %s", record.id, exc)
+            record.fail(ExecutionStatus.FAILED, error_of(ErrorInfo(
+                type_name=exc.type_name, message=exc.error_message, traceback=exc.traceback)))
+            return
+        for kind in record.attach(execution):
+            await getattr(execution, kind)()
+        log.info("execution %s of workflow %r started (%s)", record.id, workflow.id,
+                 "in a child process" if execution.pid else "inline")
+
+    def _observe(self, message: BrokerMessage) -> None:
+        """The broker's handler: every message of every execution, in order."""
+        record = self.executions.get(message.execution_id)
+        if record is None:
+            return
+        record.observe(message)
+
+    def _event(self, event: ProgressEvent) -> None:
+        if self.callbacks is not None:
+            self.callbacks.put(event)
+
+    def _ended(self, record: ExecutionRecord) -> None:
+        self.metrics.finished(record.status.name.lower(), record.duration)
+        self.executions.evict()
+
+    # -- controlling ---------------------------------------------------------------------------
+
+    def _record(self, execution_id: str) -> ExecutionRecord:
+        record = self.executions.get(execution_id)
+        if record is None:
+            if not execution_id:
+                raise _invalid("execution_id is empty")
+            raise GRPCError(Code.NOT_FOUND, f"no execution {execution_id!r} (never started "
+                                            "here, or ended long enough ago to be forgotten)")
+        return record
+
+    async def _control(self, request: ControlRequest, kind: str) -> ExecutionInfo:
+        record = self._record(request.execution_id)
+        if record.ended:
+            raise GRPCError(Code.FAILED_PRECONDITION, (
+                f"execution {record.id!r} already ended ({record.status.name.lower()}); "
+                f"there is nothing to {kind}"))
+        record.reason = request.reason
+        log.info("execution %s: %s requested%s", record.id, kind,
+                 f" ({request.reason})" if request.reason else "")
+        if record.execution is None:
+            record.pending.append(kind)  # applied once it has started
+        else:
+            await getattr(record.execution, kind)()
+            if kind == "pause" and not record.ended:
+                record.status = ExecutionStatus.PAUSED
+            elif kind == "resume" and record.status == ExecutionStatus.PAUSED:
+                record.status = ExecutionStatus.RUNNING
+        return record.info()
+
+    async def cancel_execution(self, message: ControlRequest) -> ExecutionInfo:
+        return await self._control(message, "cancel")
+
+    async def pause_execution(self, message: ControlRequest) -> ExecutionInfo:
+        return await self._control(message, "pause")
+
+    async def resume_execution(self, message: ControlRequest) -> ExecutionInfo:
+        return await self._control(message, "resume")
+
+    async def cancel_all(self, reason: str) -> None:
+        """Cancel every execution that has not ended."""
+        for record in self.executions.running():
+            record.reason = reason
+            if record.execution is None:
+                record.pending.append("cancel")
+            else:
+                await record.execution.cancel()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get_execution(self, message: GetExecutionRequest) -> ExecutionInfo:
+        return self._record(message.execution_id).info()
+
+    async def list_executions(self, message: ListExecutionsRequest) -> ListExecutionsResponse:
+        size = message.page_size or 100
+        if size > MAX_PAGE:
+            raise _invalid(f"page_size is at most {MAX_PAGE}, got {size}")
+        after = 0
+        if message.page_token:
+            if not message.page_token.isdigit():
+                raise _invalid(f"page_token {message.page_token!r} is not one this service "
+                               "gave out")
+            after = int(message.page_token)
+        records, cursor = self.executions.page(
+            status=message.status, labels=dict(message.labels), size=size, after=after)
+        return ListExecutionsResponse(executions=[record.info() for record in records],
+                                      next_page_token=str(cursor) if cursor else "")
+
+    async def watch_execution(self, message: WatchExecutionRequest) -> AsyncIterator[
+            ProgressEvent]:
+        record = self._record(message.execution_id)
+        try:
+            record.events_after(message.after_seq)
+        except HistoryLost as exc:
+            raise GRPCError(Code.OUT_OF_RANGE, str(exc)) from None
+        async for event in self._follow(record, message.after_seq):
+            yield event
+
+    async def list_actions(self, message: ListActionsRequest) -> ListActionsResponse:
+        actions = []
+        for action_id, entry in sorted(registered_actions().items()):
+            schema = ""
+            if entry.params_type is not None:
+                schema = msgspec.json.encode(msgspec.json.schema(entry.params_type)).decode()
+            actions.append(ActionInfo(id=action_id, module=entry.module,
+                                      params_schema_json=schema))
+        return ListActionsResponse(actions=actions)

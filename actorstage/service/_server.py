@@ -1,0 +1,261 @@
+"""The runner service as a server: configuration, start, health, reflection, auth, shutdown."""
+
+from __future__ import annotations
+
+import hmac
+import importlib
+import logging
+import math
+import socket
+import ssl
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+import anyio
+from grpclib import GRPCError
+from grpclib.const import Status as Code
+from grpclib.events import RecvRequest, listen
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Server
+
+from actorstage.actors._system import ActorSystem
+from actorstage.service._callbacks import CallbackSender, parse_endpoint
+from actorstage.service._metrics import MetricsServer, ServiceMetrics
+from actorstage.service._runner_service import RunnerService
+from actorstage.transport._options import ProcessOptions
+from actorstage.workflows._runner import Runner
+
+__all__ = ["RunnerServer", "ServiceConfig", "open_service"]
+
+log = logging.getLogger("actorstage.service")
+
+UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/",)  # probes carry no token
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    """How ``actorstage serve`` (or ``open_service``) runs the runner service.
+
+    Tokens are values here; the command line reads them from an environment
+    variable or a file, never from its arguments.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0: an OS-assigned port
+    isolate: Literal["inline", "process"] = "inline"
+    imports: tuple[str, ...] = ()  # modules that register actions, imported first
+    token: str | None = field(default=None, repr=False)  # callers must send it as a bearer
+    tls_cert: str | None = None  # PEM files: serve TLS when both are given
+    tls_key: str | None = None
+    callback: str | None = None  # HOST:PORT of a ProgressControl endpoint
+    callback_token: str | None = field(default=None, repr=False)
+    callback_tls: bool = False
+    callback_ca: str | None = None  # CA bundle that signs the endpoint's certificate
+    metrics_port: int | None = None  # serve /metrics there (0: an OS-assigned port)
+    metrics_host: str = "127.0.0.1"
+    shutdown: Literal["drain", "cancel"] = "cancel"  # what stopping does to executions
+    grace: float = 10.0  # seconds executions get to end when stopping
+    max_finished: int = 1000
+    max_pending_callbacks: int = 10_000
+    process: ProcessOptions | None = None  # options of isolated executions' processes
+
+    def check(self) -> None:
+        """``ValueError`` naming the first setting that is wrong."""
+        problems = []
+        if not 0 <= self.port < 65536:
+            problems.append(f"port must be in 0-65535, got {self.port!r}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            problems.append(f"metrics_port must be in 0-65535, got {self.metrics_port!r}")
+        if self.isolate not in ("inline", "process"):
+            problems.append(f"isolate is 'inline' or 'process', got {self.isolate!r}")
+        if self.shutdown not in ("drain", "cancel"):
+            problems.append(f"shutdown is 'drain' or 'cancel', got {self.shutdown!r}")
+        if not (math.isfinite(self.grace) and self.grace >= 0):
+            problems.append(f"grace must be a finite number of seconds >= 0, got {self.grace!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("TLS needs both tls_cert and tls_key")
+        if self.token is not None and not self.token.strip():
+            problems.append("the token is empty")
+        if self.callback is not None:
+            try:
+                parse_endpoint(self.callback)
+            except ValueError as exc:
+                problems.append(str(exc))
+        elif self.callback_tls or self.callback_token or self.callback_ca:
+            problems.append("callback_tls, callback_token and callback_ca need a callback")
+        if self.max_finished < 0 or self.max_pending_callbacks < 1:
+            problems.append("max_finished must be >= 0 and max_pending_callbacks >= 1")
+        if problems:
+            raise ValueError("invalid service configuration: " + "; ".join(problems))
+
+
+def server_tls(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+def client_tls(ca: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+def descriptor_pool() -> Any:
+    """A protobuf descriptor pool with our services, health and reflection: for reflection."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    from grpclib.health.v1 import health_pb2
+    from grpclib.reflection.v1 import reflection_pb2
+    from grpclib.reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    data = resources.files("actorstage._proto").joinpath("descriptors.binpb").read_bytes()
+    for proto in descriptor_pb2.FileDescriptorSet.FromString(data).file:
+        pool.Add(proto)
+    for module in (health_pb2, reflection_pb2, reflection_v1alpha_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+def _authenticator(token: str) -> Any:
+    expected = f"Bearer {token}".encode()
+
+    async def authenticate(event: RecvRequest) -> None:
+        if event.method_name.startswith(UNAUTHENTICATED_METHODS):
+            return
+        given = event.metadata.get("authorization")
+        if not isinstance(given, str):
+            raise GRPCError(Code.UNAUTHENTICATED,
+                            "missing credentials: send the header authorization: Bearer <token>")
+        if not hmac.compare_digest(given.encode(), expected):
+            raise GRPCError(Code.UNAUTHENTICATED, "wrong token")
+
+    return authenticate
+
+
+class RunnerServer:
+    """A running runner service; ``async with open_service(config) as server:``.
+
+    ``port`` and ``metrics_port`` are the ports bound (useful with 0).
+    Leaving the block stops it as ``config.shutdown`` says.
+    """
+
+    def __init__(self, config: ServiceConfig, system: ActorSystem | None = None) -> None:
+        config.check()
+        self.config = config
+        self.port = config.port
+        self.metrics_port: int | None = None
+        self._system = system
+        self._stack = AsyncExitStack()
+        self._stopped = False
+        self.service: RunnerService | None = None
+        self.callbacks: CallbackSender | None = None
+
+    async def __aenter__(self) -> RunnerServer:
+        config, stack = self.config, self._stack
+        for module in config.imports:
+            importlib.import_module(module)
+        await stack.__aenter__()
+        try:
+            await self._start(config, stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return self
+
+    async def _start(self, config: ServiceConfig, stack: AsyncExitStack) -> None:
+        system = self._system
+        if system is None:
+            system = await stack.enter_async_context(ActorSystem("runner-service"))
+        metrics = self.metrics = ServiceMetrics()
+        if config.callback is not None:
+            host, port = parse_endpoint(config.callback)
+            secure = config.callback_tls or config.callback_ca is not None
+            self.callbacks = CallbackSender(
+                host, port, ssl=client_tls(config.callback_ca) if secure else None,
+                token=config.callback_token, max_pending=config.max_pending_callbacks)
+            metrics.callbacks = self.callbacks
+        service = self.service = RunnerService(
+            Runner(system), isolate=config.isolate, process=config.process,
+            callbacks=self.callbacks, metrics=metrics, max_finished=config.max_finished)
+        self._health = ServiceStatus()
+        self._health.set(True)
+        services = ServerReflection.extend([service, Health({service: [self._health]})],
+                                           pool=descriptor_pool())
+        server = self._server = Server(services)
+        if config.token is not None:
+            listen(server, RecvRequest, _authenticator(config.token))
+        tls = server_tls(config.tls_cert, config.tls_key) if config.tls_cert and \
+            config.tls_key else None
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.create_server((config.host, config.port), family=family)
+        await server.start(sock=sock, ssl=tls)
+        self.port = sock.getsockname()[1]
+        stack.callback(server.close)
+        tasks = self._tasks = await stack.enter_async_context(anyio.create_task_group())
+        if self.callbacks is not None:
+            tasks.start_soon(self.callbacks.run)
+        if config.metrics_port is not None:
+            metrics_server = MetricsServer(metrics, config.metrics_host, config.metrics_port)
+            await metrics_server.start()
+            stack.push_async_callback(metrics_server.aclose)
+            self.metrics_port = metrics_server.port
+        log.info("runner service listening on %s:%d%s", config.host, self.port,
+                 " (TLS)" if tls else "")
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.stop()
+        finally:
+            await self._stack.__aexit__(*exc_info)
+
+    async def stop(self, mode: Literal["drain", "cancel"] | None = None) -> None:
+        """Stop: take no new executions, cancel or drain the running ones within the grace
+        period (then cancel what is left), flush the callbacks, close the server."""
+        if self._stopped or self.service is None:
+            return
+        self._stopped = True
+        config, service = self.config, self.service
+        mode = mode or config.shutdown
+        service.accepting = False
+        self._health.set(False)
+        running = service.executions.running()
+        if running:
+            log.info("stopping: %s %d running executions (grace %.1fs)",
+                     "cancelling" if mode == "cancel" else "draining", len(running),
+                     config.grace)
+        if mode == "cancel":
+            await service.cancel_all("the service is stopping")
+        with anyio.move_on_after(config.grace):
+            await service.wait_ended()
+        if service.executions.running():
+            log.warning("stopping: %d executions still running after the grace period; "
+                        "cancelling them", len(service.executions.running()))
+            await service.cancel_all("the service is stopping (grace period over)")
+            with anyio.move_on_after(5):
+                await service.wait_ended()
+        with anyio.move_on_after(5):
+            await service.wait_streams_done()
+        self._server.close()
+        with anyio.move_on_after(5):
+            await self._server.wait_closed()
+        if self.callbacks is not None:
+            with anyio.move_on_after(max(config.grace, 1.0)):
+                await self.callbacks.wait_flushed()
+            self._tasks.cancel_scope.cancel()
+            self.callbacks.close()
+
+
+def open_service(config: ServiceConfig | None = None, *,
+                 system: ActorSystem | None = None) -> RunnerServer:
+    """The runner service, to run as ``async with open_service(config) as server:``.
+
+    Without ``system`` it runs in an actor system of its own.
+    """
+    return RunnerServer(config or ServiceConfig(), system)
