@@ -34,7 +34,8 @@ class ConfigError(Exception):
 def add_serve_parser(commands: Any) -> None:
     serve = commands.add_parser(
         "serve", help="run the gRPC runner service (workflows over gRPC)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)  # so that `--token x` is an error, not `--token-file x`
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 50051; 0: any)")

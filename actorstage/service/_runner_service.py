@@ -129,6 +129,8 @@ class RunnerService(RunnerBase):
         try:
             async for event in record.follow(after_seq):
                 yield event
+        except HistoryLost as exc:  # asked for, or fell behind, beyond the kept history
+            raise GRPCError(Code.OUT_OF_RANGE, str(exc)) from None
         finally:
             self._streams -= 1
             if not self._streams:
@@ -290,10 +292,6 @@ class RunnerService(RunnerBase):
     async def watch_execution(self, message: WatchExecutionRequest) -> AsyncIterator[
             ProgressEvent]:
         record = self._record(message.execution_id)
-        try:
-            record.events_after(message.after_seq)
-        except HistoryLost as exc:
-            raise GRPCError(Code.OUT_OF_RANGE, str(exc)) from None
         async for event in self._follow(record, message.after_seq):
             yield event
 

@@ -1,0 +1,89 @@
+"""The service's settings: checks, and where `actorstage serve` takes them from."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from actorstage.cli import build_parser
+from actorstage.service import ServiceConfig
+from actorstage.service._cli import ConfigError, build_config
+
+
+@pytest.mark.parametrize(("settings", "text"), [
+    ({"port": 70000}, "port must be in 0-65535"),
+    ({"tls_cert": "c.pem"}, "TLS needs both"),
+    ({"callback": "nohost"}, "HOST:PORT"),
+    ({"callback_tls": True}, "need a callback"),
+    ({"grace": -1.0}, "grace must be"),
+    ({"isolate": "elsewhere"}, "isolate is"),
+    ({"token": " "}, "the token is empty"),
+])
+def test_bad_settings_are_refused_naming_them(settings: dict[str, object], text: str) -> None:
+    with pytest.raises(ValueError, match=text):
+        ServiceConfig(**settings).check()  # type: ignore[arg-type]
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    config_file = tmp_path / "serve.toml"
+    config_file.write_text(
+        'host = "::1"\nport = 7001\nisolate = "process"\nimports = ["a", "b"]\n'
+        f'grace = 3.5\nshutdown = "drain"\ntoken_file = "{token_file}"\n'
+        'callback = "127.0.0.1:9000"\nmetrics_port = 9100\n')
+    from_file = build_config(_args("--config", str(config_file)), {})
+    assert (from_file.host, from_file.port, from_file.isolate, from_file.imports) == (
+        "::1", 7001, "process", ("a", "b"))
+    assert (from_file.grace, from_file.shutdown, from_file.token) == (3.5, "drain", "from-file")
+    assert (from_file.callback, from_file.metrics_port) == ("127.0.0.1:9000", 9100)
+    environ = {"ACTORSTAGE_IMPORTS": "c, d", "ACTORSTAGE_CALLBACK_TOKEN": "cb"}
+    from_env = build_config(_args("--config", str(config_file)), environ)
+    assert from_env.imports == ("c", "d") and from_env.callback_token == "cb"
+    from_flags = build_config(_args("--config", str(config_file), "--port", "7002",
+                                    "--import", "e", "--isolate", "inline", "--grace", "1"),
+                              environ)
+    assert (from_flags.port, from_flags.imports, from_flags.isolate, from_flags.grace) == (
+        7002, ("e",), "inline", 1.0)
+    assert from_flags.host == "::1"  # what no flag sets still comes from the file
+    defaults = build_config(_args(), {})
+    assert defaults == ServiceConfig()
+
+
+def test_a_token_comes_from_the_environment_or_a_file_never_a_flag(tmp_path: Path) -> None:
+    assert build_config(_args(), {"ACTORSTAGE_TOKEN": "env"}).token == "env"
+    token_file = tmp_path / "token"
+    token_file.write_text("file")
+    both = build_config(_args("--token-file", str(token_file)), {"ACTORSTAGE_TOKEN": "env"})
+    assert both.token == "file"  # the file is named on the command line: it wins
+    assert "file" not in repr(both)  # tokens stay out of reprs and logs
+    with pytest.raises(SystemExit):
+        _args("--token", "x")
+
+
+@pytest.mark.parametrize(("content", "text"), [
+    ("port = ", "not valid TOML"),
+    ("prot = 1", "unknown settings ['prot']"),
+    ("port = 99999", "port must be in 0-65535"),
+])
+def test_bad_config_files_name_the_problem(tmp_path: Path, content: str, text: str) -> None:
+    config_file = tmp_path / "serve.toml"
+    config_file.write_text(content)
+    with pytest.raises(ConfigError, match=text.replace("[", r"\[").replace("]", r"\]")):
+        build_config(_args("--config", str(config_file)), {})
+
+
+def test_unreadable_secrets_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the token file"):
+        build_config(_args("--token-file", str(tmp_path / "missing")), {})
+    empty = tmp_path / "empty"
+    empty.write_text("  \n")
+    with pytest.raises(ConfigError, match="callback token file .* is empty"):
+        build_config(_args("--callback", "127.0.0.1:1", "--callback-token-file", str(empty)),
+                     {})
