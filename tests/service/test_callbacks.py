@@ -23,6 +23,7 @@ from actorstage.service import (
     ProgressEvent,
     WatchExecutionRequest,
 )
+from actorstage.testing import wait_until
 from tests.service.helpers import SHORT, long, run, serving
 
 pytestmark = pytest.mark.anyio
@@ -96,9 +97,8 @@ async def test_an_endpoint_down_at_first_then_up_gets_every_event_in_order_once(
         for name in ("one", "two"):
             await stub.execute_async(ExecuteRequest(execution_id=name, workflow=SHORT))
         await run(stub, ExecuteRequest(execution_id="three", workflow=SHORT))
-        with anyio.fail_after(10):
-            while callbacks.failures < 3:  # the endpoint is down: calls fail and are retried
-                await anyio.sleep(0.01)
+        with anyio.fail_after(10):  # the endpoint is down: calls fail and are retried
+            await wait_until(lambda: callbacks.failures >= 3)
         assert receiver.events == []
         async with endpoint(receiver, port):
             await receiver.wait_for(_finished("one", "two", "three"))

@@ -84,6 +84,6 @@ def test_unreadable_secrets_are_named(tmp_path: Path) -> None:
         build_config(_args("--token-file", str(tmp_path / "missing")), {})
     empty = tmp_path / "empty"
     empty.write_text("  \n")
-    with pytest.raises(ConfigError, match="callback token file .* is empty"):
+    with pytest.raises(ConfigError, match=r"callback token file .* is empty"):
         build_config(_args("--callback", "127.0.0.1:1", "--callback-token-file", str(empty)),
                      {})

@@ -17,6 +17,7 @@ from actorstage.service import (
     RunnerStub,
     WatchExecutionRequest,
 )
+from actorstage.testing import wait_until
 from tests.service.helpers import long, run, serving
 
 pytestmark = pytest.mark.anyio
@@ -53,12 +54,11 @@ async def test_an_isolated_execution_pauses_resumes_and_ends_in_its_own_process(
         assert held.status == ExecutionStatus.PAUSED and held.last_seq == landed
         await stub.resume_execution(ControlRequest("iso"))
         events = await run(stub, request)
-        assert [event.kind for event in events if event.seq > landed][0] == "workflow_resumed"
+        assert next(event.kind for event in events if event.seq > landed) == "workflow_resumed"
         assert events[-1].status == ExecutionStatus.SUCCEEDED
         assert json.loads(events[-1].store_json) == {"before": True, "after": True}
-        with anyio.fail_after(10):
-            while _alive(info.pid):  # the child leaves once its workflow has ended
-                await anyio.sleep(0.02)
+        with anyio.fail_after(10):  # the child leaves once its workflow has ended
+            await wait_until(lambda: not _alive(info.pid))
 
 
 async def test_cancelling_an_isolated_execution_ends_its_process() -> None:
@@ -72,8 +72,7 @@ async def test_cancelling_an_isolated_execution_ends_its_process() -> None:
             events = [event async for event in stub.watch_execution(
                 WatchExecutionRequest("iso"))]
             assert events[-1].status == ExecutionStatus.CANCELLED
-            while _alive(info.pid):
-                await anyio.sleep(0.02)
+            await wait_until(lambda: not _alive(info.pid))
 
 
 async def test_an_isolated_child_killed_mid_run_fails_the_execution_with_a_terminal_event(
@@ -90,5 +89,5 @@ async def test_an_isolated_child_killed_mid_run_fails_the_execution_with_a_termi
             events = [event async for event in stub.watch_execution(WatchExecutionRequest("k"))]
         end = events[-1]
         assert (end.kind, end.status) == ("workflow_finished", ExecutionStatus.FAILED)
-        assert end.seq > events[-2].seq
+        assert end.seq > events[-2].seq and end.error is not None
         assert "SIGKILL" in end.error.message or "killed" in end.error.message.lower(), end.error

@@ -99,8 +99,8 @@ async def test_tls_serves_clients_that_trust_the_certificate(tmp_path: Path) -> 
 
 async def test_reflection_describes_the_runner_service() -> None:
     async with serving() as (server, _):
-        async with Channel("127.0.0.1", server.port) as channel:
-            async with ServerReflectionStub(channel).ServerReflectionInfo.open() as stream:
+        async with (Channel("127.0.0.1", server.port) as channel,
+                    ServerReflectionStub(channel).ServerReflectionInfo.open() as stream):
                 await stream.send_message(ServerReflectionRequest(list_services=""))
                 listed = await stream.recv_message()
                 assert listed is not None

@@ -145,11 +145,11 @@ async def test_a_failing_action_fails_the_execution_with_its_error() -> None:
         events = await run(stub, ExecuteRequest(
             execution_id="f", workflow=workflow(("boom", "fail", {"message": "on purpose"}))))
         end = events[-1]
-        assert end.status == ExecutionStatus.FAILED
+        assert end.status == ExecutionStatus.FAILED and end.error is not None
         assert (end.error.type_name, end.error.message, end.error.action_id) == (
             "ActionFailed", "on purpose", "boom")
         info = await stub.get_execution(GetExecutionRequest("f"))
-        assert info.error.message == "on purpose"
+        assert info.error is not None and info.error.message == "on purpose"
 
 
 @pytest.mark.parametrize(("request_", "text"), [
