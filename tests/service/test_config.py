@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from actorstage.cli import build_parser
 from actorstage.service import ServiceConfig
 from actorstage.service._cli import ConfigError, build_config
+from tests.interop.conftest import ROOT
 
 
 @pytest.mark.parametrize(("settings", "text"), [
@@ -87,3 +91,18 @@ def test_unreadable_secrets_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"callback token file .* is empty"):
         build_config(_args("--callback", "127.0.0.1:1", "--callback-token-file", str(empty)),
                      {})
+
+
+def test_bad_imports_and_settings_exit_2_with_a_message(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "actorstage.cli", "serve", "--port", "0"]
+    cases = [
+        (["--import", "no_such_module_here"], {}, "cannot import 'no_such_module_here'"),
+        (["--tls-cert", "x.pem"], {}, "TLS needs both"),
+        (["--config", str(tmp_path / "none.toml")], {}, "cannot read the config file"),
+        ([], {"ACTORSTAGE_TOKEN": " "}, "the token is empty"),
+    ]
+    for flags, env, text in cases:
+        done = subprocess.run([*base, *flags], capture_output=True, text=True, timeout=60,
+                              cwd=ROOT, env={**os.environ, **env})
+        assert done.returncode == 2, (flags, done.stderr)
+        assert text in done.stderr

@@ -1,0 +1,124 @@
+"""Clients we did not write call a running `actorstage serve` over a real socket.
+
+The server runs as a real process; each test stops it with SIGTERM and
+checks that it exits 0 and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.transport.conftest import _no_leftover_processes
+
+__all__ = ["_no_leftover_processes", "grpcio_stubs", "serve"]
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOS = ROOT / "protos"
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self.lines: list[str] = []
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status; the server's output is kept in ``lines``."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            raise AssertionError("actorstage serve did not stop within 30s of SIGTERM") from None
+        self.lines.extend(out.splitlines())
+        return self.process.returncode
+
+
+@contextmanager
+def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """``actorstage serve --port 0 FLAGS`` as a process; stopped (and checked) at the end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actorstage.cli", "serve", "--port", "0", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        env={**os.environ, **(env or {})})
+    assert process.stdout is not None
+    first: list[str] = []
+    reader = threading.Thread(target=lambda: first.append(process.stdout.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(30)
+    line = first[0] if first else ""
+    if "listening on" not in line:
+        process.kill()
+        out, _ = process.communicate()
+        raise AssertionError(f"actorstage serve did not start: {line}{out}")
+    port = int(line.split("listening on ", 1)[1].split(",")[0].rsplit(":", 1)[1])
+    served = Served(process, port)
+    try:
+        yield served
+    finally:
+        if process.poll() is None:
+            status = served.stop()
+            assert status == 0, "\n".join(served.lines)
+        else:  # the test stopped it: keep what it wrote, close the pipe
+            served.lines.extend(process.communicate()[0].splitlines())
+
+
+def _load(directory: Path, name: str) -> ModuleType:
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="session")
+def grpcio_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
+    """grpcio stubs generated now from our .proto files, with grpcio-tools.
+
+    The files are copied under ``interop_stubs/`` first, so that the generated
+    Python modules do not collide with the ``actorstage`` package itself; the
+    protobuf package (and so every service and method name) stays ``actorstage.v1``.
+    """
+    from grpc_tools import protoc
+
+    source = tmp_path_factory.mktemp("protos")
+    target = tmp_path_factory.mktemp("grpcio")
+    (source / "interop_stubs").mkdir()
+    for name in ("runner.proto", "control.proto"):
+        text = (PROTOS / "actorstage" / "v1" / name).read_text()
+        text = text.replace('import "actorstage/v1/', 'import "interop_stubs/')
+        (source / "interop_stubs" / name).write_text(text)
+    status = protoc.main(["protoc", f"-I{source}", f"--python_out={target}",
+                          f"--grpc_python_out={target}", "interop_stubs/runner.proto",
+                          "interop_stubs/control.proto"])
+    assert status == 0, "grpc_tools.protoc failed"
+    return {name: _load(target, f"interop_stubs.{name}") for name in (
+        "runner_pb2", "runner_pb2_grpc", "control_pb2", "control_pb2_grpc")}
+
+
+@pytest.fixture(scope="session")
+def node_client() -> list[str]:
+    """The Node.js client's command; `npm ci` installs @grpc/grpc-js first if needed."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("Node.js and npm are required in CI for the interop tests")
+        pytest.skip("Node.js and npm are not installed")
+    directory = ROOT / "tests" / "interop" / "node"
+    if not (directory / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=directory, check=True,
+                       capture_output=True, timeout=300)
+    return [node, str(directory / "client.js")]

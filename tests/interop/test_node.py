@@ -1,0 +1,47 @@
+"""Node.js's @grpc/grpc-js, loading our .proto files with @grpc/proto-loader, executes a
+workflow on a running `actorstage serve` and reads its streamed progress."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.interop.conftest import PROTOS, serve
+
+WORKFLOW = """\
+id: from-node
+stages:
+  - id: main
+    actions:
+      - {id: hello, action: log, params: {message: hello from node}}
+      - {id: nap, action: sleep, params: {seconds: 0.05}}
+      - {id: put, action: store.set, params: {key: answer, value: 42}}
+"""
+
+
+def test_a_node_client_executes_a_workflow_and_reads_its_progress(
+    node_client: list[str], tmp_path: Path,
+) -> None:
+    definition = tmp_path / "flow.yaml"
+    definition.write_text(WORKFLOW)
+    with serve(env={"ACTORSTAGE_TOKEN": "node-token"}) as served:
+        done = subprocess.run([*node_client, served.address, str(PROTOS), str(definition),
+                               "node-token"], capture_output=True, text=True, timeout=60)
+        refused = subprocess.run([*node_client, served.address, str(PROTOS), str(definition)],
+                                 capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    *events, info = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [event["kind"] for event in events] == [
+        "workflow_started", "stage_started", "action_started", "log", "action_finished",
+        "action_started", "action_finished", "action_started", "action_finished",
+        "stage_finished", "workflow_finished"]
+    seqs = [event["seq"] for event in events]
+    assert seqs == sorted(set(seqs))
+    assert events[3]["message"] == "INFO: hello from node"
+    assert events[-1]["status"] == "EXECUTION_STATUS_SUCCEEDED"
+    assert json.loads(events[-1]["store_json"]) == {"caller": "node", "answer": 42}
+    assert info["status"] == "EXECUTION_STATUS_SUCCEEDED"
+    assert info["metadata"]["labels"] == {"client": "node"}
+    assert refused.returncode == 1
+    assert "Execute failed: 16 missing credentials" in refused.stderr  # 16: UNAUTHENTICATED
