@@ -55,10 +55,10 @@ def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
         [sys.executable, "-m", "actorstage.cli", "serve", "--port", "0", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         env={**os.environ, **(env or {})})
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None
     first: list[str] = []
-    reader = threading.Thread(target=lambda: first.append(process.stdout.readline()),
-                              daemon=True)
+    reader = threading.Thread(target=lambda: first.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(30)
     line = first[0] if first else ""
