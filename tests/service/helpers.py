@@ -15,6 +15,7 @@ from actorstage.service import (
     RunnerServer,
     RunnerStub,
     ServiceConfig,
+    WatchExecutionRequest,
     open_service,
 )
 
@@ -59,3 +60,20 @@ async def serving(**settings: Any) -> AsyncIterator[tuple[RunnerServer, RunnerSt
 
 async def run(stub: RunnerStub, request: ExecuteRequest, **kwargs: Any) -> list[ProgressEvent]:
     return [event async for event in stub.execute(request, **kwargs)]
+
+
+async def until(stub: RunnerStub, execution_id: str, kind: str, after_seq: int = 0) -> int:
+    """Watch ``execution_id`` until an event of ``kind``; its seq."""
+    async for event in stub.watch_execution(WatchExecutionRequest(execution_id, after_seq)):
+        if event.kind == kind:
+            return event.seq
+    raise AssertionError(f"execution {execution_id} ended without a {kind} event")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

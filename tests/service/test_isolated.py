@@ -14,28 +14,16 @@ from actorstage.service import (
     ExecutionStatus,
     GetExecutionRequest,
     Isolation,
-    RunnerStub,
     WatchExecutionRequest,
 )
 from actorstage.testing import wait_until
-from tests.service.helpers import long, run, serving
+from tests.service.helpers import alive, long, run, serving, until
 
 pytestmark = pytest.mark.anyio
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
-async def _until(stub: RunnerStub, execution_id: str, kind: str, after_seq: int = 0) -> int:
-    async for event in stub.watch_execution(WatchExecutionRequest(execution_id, after_seq)):
-        if event.kind == kind:
-            return event.seq
-    raise AssertionError(f"no {kind} event")
 
 
 async def test_an_isolated_execution_pauses_resumes_and_ends_in_its_own_process() -> None:
@@ -43,12 +31,12 @@ async def test_an_isolated_execution_pauses_resumes_and_ends_in_its_own_process(
         request = ExecuteRequest(execution_id="iso", workflow=long(0.3),
                                  isolation=Isolation.PROCESS)
         await stub.execute_async(request)
-        nap = await _until(stub, "iso", "action_started")
+        nap = await until(stub, "iso", "action_started")
         info = await stub.get_execution(GetExecutionRequest("iso"))
         assert info.isolation == Isolation.PROCESS
-        assert info.pid not in (0, os.getpid()) and _alive(info.pid)
+        assert info.pid not in (0, os.getpid()) and alive(info.pid)
         await stub.pause_execution(ControlRequest("iso"))
-        landed = await _until(stub, "iso", "workflow_paused", nap)
+        landed = await until(stub, "iso", "workflow_paused", nap)
         await anyio.sleep(0.4)  # longer than the sleep: the child must hold it
         held = await stub.get_execution(GetExecutionRequest("iso"))
         assert held.status == ExecutionStatus.PAUSED and held.last_seq == landed
@@ -58,21 +46,21 @@ async def test_an_isolated_execution_pauses_resumes_and_ends_in_its_own_process(
         assert events[-1].status == ExecutionStatus.SUCCEEDED
         assert json.loads(events[-1].store_json) == {"before": True, "after": True}
         with anyio.fail_after(10):  # the child leaves once its workflow has ended
-            await wait_until(lambda: not _alive(info.pid))
+            await wait_until(lambda: not alive(info.pid))
 
 
 async def test_cancelling_an_isolated_execution_ends_its_process() -> None:
     async with serving(isolate="process") as (_, stub):  # the server's default isolation
         await stub.execute_async(ExecuteRequest(execution_id="iso", workflow=long(60)))
-        await _until(stub, "iso", "action_started")
+        await until(stub, "iso", "action_started")
         info = await stub.get_execution(GetExecutionRequest("iso"))
-        assert info.isolation == Isolation.PROCESS and _alive(info.pid)
+        assert info.isolation == Isolation.PROCESS and alive(info.pid)
         with anyio.fail_after(10):
             await stub.cancel_execution(ControlRequest("iso", reason="stop it"))
             events = [event async for event in stub.watch_execution(
                 WatchExecutionRequest("iso"))]
             assert events[-1].status == ExecutionStatus.CANCELLED
-            await wait_until(lambda: not _alive(info.pid))
+            await wait_until(lambda: not alive(info.pid))
 
 
 async def test_an_isolated_child_killed_mid_run_fails_the_execution_with_a_terminal_event(
@@ -82,7 +70,7 @@ async def test_an_isolated_child_killed_mid_run_fails_the_execution_with_a_termi
     async with serving() as (_, stub):
         await stub.execute_async(ExecuteRequest(execution_id="k", workflow=long(60),
                                                 isolation=Isolation.PROCESS))
-        await _until(stub, "k", "action_started")
+        await until(stub, "k", "action_started")
         info = await stub.get_execution(GetExecutionRequest("k"))
         os.kill(info.pid, signal.SIGKILL)
         with anyio.fail_after(10):

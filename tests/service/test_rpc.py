@@ -17,21 +17,14 @@ from actorstage.service import (
     ListActionsRequest,
     ListExecutionsRequest,
     ProgressEvent,
-    RunnerStub,
     WatchExecutionRequest,
     WorkflowMetadata,
 )
-from tests.service.helpers import SHORT, YAML, long, run, serving, workflow
+from tests.service.helpers import SHORT, YAML, long, run, serving, until, workflow
 
 pytestmark = pytest.mark.anyio
 
 
-async def _until(stub: RunnerStub, execution_id: str, kind: str, after_seq: int = 0) -> int:
-    """Watch until an event of ``kind``; its seq."""
-    async for event in stub.watch_execution(WatchExecutionRequest(execution_id, after_seq)):
-        if event.kind == kind:
-            return event.seq
-    raise AssertionError(f"execution {execution_id} ended without a {kind} event")
 
 
 async def test_execute_streams_every_event_in_order_up_to_the_end() -> None:
@@ -101,10 +94,10 @@ async def test_executing_an_id_again_attaches_and_a_different_request_is_refused
 async def test_pause_holds_the_workflow_until_resume() -> None:
     async with serving() as (_, stub):
         await stub.execute_async(ExecuteRequest(execution_id="p", workflow=long(0.3)))
-        nap = await _until(stub, "p", "action_started")
+        nap = await until(stub, "p", "action_started")
         paused = await stub.pause_execution(ControlRequest("p", reason="maintenance"))
         assert paused.status == ExecutionStatus.PAUSED and paused.reason == "maintenance"
-        landed = await _until(stub, "p", "workflow_paused", nap)
+        landed = await until(stub, "p", "workflow_paused", nap)
         assert (await stub.get_execution(GetExecutionRequest("p"))).status == \
             ExecutionStatus.PAUSED
         await anyio.sleep(0.4)  # longer than the whole sleep: a real pause must hold it
@@ -124,7 +117,7 @@ async def test_pause_holds_the_workflow_until_resume() -> None:
 async def test_cancel_ends_a_running_execution_and_finished_ones_refuse_controls() -> None:
     async with serving() as (server, stub):
         await stub.execute_async(ExecuteRequest(execution_id="c", workflow=long(60)))
-        await _until(stub, "c", "action_started")
+        await until(stub, "c", "action_started")
         with anyio.fail_after(10):
             cancelled = await stub.cancel_execution(ControlRequest("c", reason="no longer needed"))
             assert cancelled.reason == "no longer needed"

@@ -19,26 +19,15 @@ from actorstage.service import (
     ListActionsRequest,
     ProgressEvent,
     RunnerStub,
-    WatchExecutionRequest,
 )
 from tests.interop.conftest import ROOT, serve
-from tests.service.helpers import long, workflow
+from tests.service.helpers import alive, long, until, workflow
 
 pytestmark = pytest.mark.anyio
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
-async def _started(stub: RunnerStub, execution_id: str) -> None:
-    async for event in stub.watch_execution(WatchExecutionRequest(execution_id)):
-        if event.kind == "action_started":
-            return
 
 
 async def _collect(stub: RunnerStub, request: ExecuteRequest, into: list[ProgressEvent]) -> None:
@@ -63,17 +52,17 @@ async def test_sigterm_ends_running_executions_and_exits_0_with_no_child_left(mo
                 tasks.start_soon(_collect, stub, requests[0], inline)  # these attach
                 tasks.start_soon(_collect, stub, requests[1], isolated)
                 with anyio.fail_after(30):
-                    await _started(stub, "inline")
-                    await _started(stub, "isolated")
+                    await until(stub, "inline", "action_started")
+                    await until(stub, "isolated", "action_started")
                 pid = (await stub.get_execution(GetExecutionRequest("isolated"))).pid
-                assert _alive(pid)
+                assert alive(pid)
                 served.process.send_signal(signal.SIGTERM)
             status = await anyio.to_thread.run_sync(served.process.wait, 30)
     want = ExecutionStatus.CANCELLED if mode == "cancel" else ExecutionStatus.SUCCEEDED
     assert (inline[-1].kind, inline[-1].status) == ("workflow_finished", want)
     assert (isolated[-1].kind, isolated[-1].status) == ("workflow_finished", want)
     assert status == 0
-    assert not _alive(pid)
+    assert not alive(pid)
     out = "\n".join(served.lines)
     assert f"stopping ({mode}, grace 20s)" in out and "stopped" in out
 
@@ -84,7 +73,7 @@ async def test_a_stubborn_drain_is_cancelled_after_the_grace_period() -> None:
             stub = RunnerStub(channel)
             await stub.execute_async(ExecuteRequest(execution_id="x", workflow=long(60)))
             with anyio.fail_after(30):
-                await _started(stub, "x")
+                await until(stub, "x", "action_started")
             events: list[ProgressEvent] = []
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_collect, stub, ExecuteRequest(execution_id="x",
