@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -226,9 +226,6 @@ class Executions:
 
     def __len__(self) -> int:
         return len(self._records)
-
-    def __iter__(self) -> Iterable[ExecutionRecord]:
-        return iter(list(self._records.values()))
 
     def get(self, execution_id: str) -> ExecutionRecord | None:
         return self._records.get(execution_id)
