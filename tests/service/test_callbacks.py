@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -151,3 +153,27 @@ async def test_stopping_flushes_the_callbacks_of_cancelled_executions() -> None:
         last = receiver.events[-1]
         assert (last.kind, last.status) == ("workflow_finished", ExecutionStatus.CANCELLED)
         assert server.callbacks is not None and server.callbacks.lost == 0
+
+
+async def test_callbacks_travel_over_tls_to_an_endpoint_the_ca_vouches_for(
+    tmp_path: Path,
+) -> None:
+    from tests.service.test_operations import _certificate
+
+    cert, key = _certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["h2"])
+    receiver = Receiver(token="tls-token")
+    server = Server([receiver])
+    port = _free_port()
+    await server.start("127.0.0.1", port, ssl=context)
+    try:
+        async with serving(callback=f"127.0.0.1:{port}", callback_ca=cert,
+                           callback_token="tls-token") as (_, stub):
+            events = await run(stub, ExecuteRequest(execution_id="tls", workflow=SHORT))
+            await receiver.wait_for(_finished("tls"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [event.seq for event in receiver.events] == [event.seq for event in events]
