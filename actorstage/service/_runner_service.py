@@ -35,13 +35,16 @@ from actorstage._proto.actorstage.v1 import (
     WatchExecutionRequest,
     WorkflowMetadata,
 )
+from actorstage._proto.actorstage.v1 import (
+    ErrorInfo as ProtoError,
+)
 from actorstage.exceptions import ActorCrashedError, InvalidDefinitionError
 from actorstage.service._callbacks import CallbackSender
 from actorstage.service._metrics import ServiceMetrics
-from actorstage.service._records import ExecutionRecord, Executions, HistoryLost, error_of
+from actorstage.service._records import ExecutionRecord, Executions, HistoryLost
 from actorstage.transport._options import ProcessOptions
 from actorstage.workflows._defs import WorkflowDef, parse_workflow, valid_id
-from actorstage.workflows._events import BrokerMessage, ErrorInfo
+from actorstage.workflows._events import BrokerMessage
 from actorstage.workflows._registry import registered_actions
 from actorstage.workflows._runner import Runner
 from actorstage.workflows._workflow import Workflow
@@ -150,9 +153,6 @@ class RunnerService(RunnerBase):
         return ExecuteAsyncResponse(execution_id=record.id, status=status, attached=attached)
 
     async def _start(self, request: ExecuteRequest) -> tuple[ExecutionRecord, bool]:
-        if not self.accepting:
-            raise GRPCError(Code.UNAVAILABLE, "the service is shutting down: it takes no new "
-                                              "executions")
         defn = parse_definition(request.workflow)
         try:
             workflow = Workflow.from_def(defn)
@@ -174,7 +174,10 @@ class RunnerService(RunnerBase):
                     f"execution {execution_id!r} exists with a different request (workflow, "
                     "store, metadata or isolation); executing an id again must repeat the "
                     "same request, or use a new id"))
-            return known, True
+            return known, True  # attaching stays possible while the service stops
+        if not self.accepting:
+            raise GRPCError(Code.UNAVAILABLE, "the service is shutting down: it takes no new "
+                                              "executions")
         record = ExecutionRecord(
             execution_id, key=key, workflow_id=defn.id, metadata=metadata, isolation=isolation,
             store={**defn.store, **store}, max_events=self.max_events,
@@ -193,13 +196,13 @@ class RunnerService(RunnerBase):
             execution = await self.runner.start(workflow, execution_id=record.id, store=store,
                                                 process=process)
         except InvalidDefinitionError as exc:  # e.g. a store value it cannot encode
-            record.fail(ExecutionStatus.FAILED, error_of(ErrorInfo(
-                type_name="InvalidDefinitionError", message=str(exc))))
+            record.fail(ExecutionStatus.FAILED, ProtoError(
+                type_name="InvalidDefinitionError", message=str(exc)))
             raise _invalid(str(exc)) from None
         except ActorCrashedError as exc:  # the child process could not start the workflow
             log.warning("execution %s could not start: %s", record.id, exc)
-            record.fail(ExecutionStatus.FAILED, error_of(ErrorInfo(
-                type_name=exc.type_name, message=exc.error_message, traceback=exc.traceback)))
+            record.fail(ExecutionStatus.FAILED, ProtoError(
+                type_name=exc.type_name, message=exc.error_message, traceback=exc.traceback))
             return
         for kind in record.attach(execution):
             await getattr(execution, kind)()

@@ -251,3 +251,8 @@ async def test_a_stopping_service_takes_no_new_executions() -> None:
             await stub.execute_async(ExecuteRequest(workflow=SHORT))
         assert caught.value.status == Code.UNAVAILABLE
         server.service.accepting = True
+        request = ExecuteRequest(execution_id="known", workflow=SHORT)
+        await run(stub, request)
+        server.service.accepting = False
+        assert (await run(stub, request))[-1].kind == "workflow_finished"  # attaching still works
+        server.service.accepting = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from pathlib import Path
@@ -78,7 +77,6 @@ async def test_a_stubborn_drain_is_cancelled_after_the_grace_period() -> None:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_collect, stub, ExecuteRequest(execution_id="x",
                                                                 workflow=long(60)), events)
-                await asyncio.sleep(0)
                 served.process.send_signal(signal.SIGTERM)
             assert await anyio.to_thread.run_sync(served.process.wait, 30) == 0
     assert events[-1].status == ExecutionStatus.CANCELLED
