@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
     from actorstage.exceptions import ActorCrashedError
 
-__all__ = ["DEFAULT_POLICY", "DefaultPolicy"]
+__all__ = ["DEFAULT_POLICY", "TEMPORARY_POLICY", "DefaultPolicy", "TemporaryPolicy"]
 
 log = logging.getLogger("actorstage")
 
@@ -50,3 +50,18 @@ class DefaultPolicy:
 
 
 DEFAULT_POLICY = DefaultPolicy()
+
+
+class TemporaryPolicy:
+    """Never restart: a child that ends, for any reason, is over (its watchers learn why)."""
+
+    async def child_exited(
+        self, parent: Cell, child: Cell, reason: ExitReason, error: ActorCrashedError | None
+    ) -> None:
+        await shutdown(child, reason, error)
+
+    def child_removed(self, parent: Cell, child: Cell) -> None:
+        pass
+
+
+TEMPORARY_POLICY = TemporaryPolicy()

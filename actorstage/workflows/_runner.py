@@ -26,11 +26,11 @@ import anyio
 import msgspec
 
 from actorstage.actors._actor import Actor
-from actorstage.actors._lifecycle import shutdown
-from actorstage.actors._message import ExitReason, Message, Terminated
+from actorstage.actors._message import Message, Terminated
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError, ActorstageError, InvalidDefinitionError
+from actorstage.supervisors._default import TEMPORARY_POLICY, TemporaryPolicy
 from actorstage.transport._options import options_for
 from actorstage.workflows._context import ActionContext, Control
 from actorstage.workflows._defs import StageDef, WorkflowDef, valid_id
@@ -48,7 +48,6 @@ from actorstage.workflows._middleware import Middleware
 from actorstage.workflows._workflow import Workflow
 
 if TYPE_CHECKING:
-    from actorstage.actors._cell import Cell
     from actorstage.transport._options import ProcessOptions
 
 __all__ = ["Broker", "Execution", "Runner"]
@@ -356,21 +355,6 @@ class WorkflowActor(Actor):
         await self.reporter.execution.tell(_Finished(outcome))
 
 
-class _Temporary:
-    """The parent policy of an execution: a workflow that crashed is over, never restarted."""
-
-    async def child_exited(
-        self, parent: Cell, child: Cell, reason: ExitReason, error: ActorCrashedError | None
-    ) -> None:
-        await shutdown(child, reason, error)
-
-    def child_removed(self, parent: Cell, child: Cell) -> None:
-        pass
-
-
-_TEMPORARY = _Temporary()
-
-
 async def _start_workflow(
     owner: Actor, workflow: Workflow, execution_id: str, store: dict[str, Any]
 ) -> tuple[Control, ActorRef]:
@@ -403,8 +387,8 @@ class ExecutionActor(Actor):
         self.child: ActorRef | None = None
         self.seq = 0
 
-    def _policy(self) -> _Temporary:
-        return _TEMPORARY
+    def _policy(self) -> TemporaryPolicy:
+        return TEMPORARY_POLICY
 
     async def on_start(self) -> None:
         if self.process is None:
@@ -519,8 +503,8 @@ class ChildExecution(Actor):
         self.clock = time.monotonic()
         self.finished = False
 
-    def _policy(self) -> _Temporary:
-        return _TEMPORARY
+    def _policy(self) -> TemporaryPolicy:
+        return TEMPORARY_POLICY
 
     async def on_start(self) -> None:
         from actorstage.transport._child import load_main

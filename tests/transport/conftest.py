@@ -12,14 +12,19 @@ import pytest
 
 
 def actorstage_processes() -> set[int]:
-    """Pids of live processes (zombies included) that run an actorstage child."""
+    """Pids of live processes (zombies included) that run an actorstage child.
+
+    Pipeline node processes rename themselves (``actorstage node ID ...``).
+    """
     pids = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if b"actorstage.transport" in cmdline.read() or _is_zombie_child(entry):
+                command = cmdline.read()
+                if (b"actorstage.transport" in command or command.startswith(b"actorstage node ")
+                        or _is_zombie_child(entry)):
                     pids.add(int(entry))
         except OSError:
             continue

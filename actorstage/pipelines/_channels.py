@@ -1,0 +1,181 @@
+"""Bounded channels between nodes, and the inbox where a node's channels meet.
+
+A connection is a ``Channel``: it counts the items its producer has put and
+its consumer has not finished with yet (queued, or on their way to a node's
+process), at most ``capacity`` of them when it blocks. The items themselves
+wait in the consumer's ``Inbox``, one queue for all its connections in
+arrival order: order holds along each connection, and a consumer never
+waits on one connection while another holds items (no fan-in deadlock).
+
+Everything here runs on one event loop; a waiter is a bare future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Aborted", "Channel", "Inbox"]
+
+
+class Aborted(Exception):
+    """The session is over (failed or cancelled): node loops stop where they are."""
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class Inbox:
+    """A node's input: the items of all its connections, in arrival order."""
+
+    __slots__ = ("error", "max_depth", "name", "open", "queue", "waiter")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue: deque[tuple[Channel, Any]] = deque()
+        self.open = 0  # connections not yet closed
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: BaseException | None = None
+        self.max_depth = 0
+
+    def push(self, channel: Channel, item: Any) -> None:
+        queue = self.queue
+        queue.append((channel, item))
+        if len(queue) > self.max_depth:
+            self.max_depth = len(queue)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            _wake(waiter)
+
+    async def take(self, limit: int) -> list[tuple[Channel, Any]]:
+        """Up to ``limit`` queued items (waiting for one); ``[]`` once every input has ended."""
+        queue = self.queue
+        while not queue:
+            if self.error is not None:
+                raise self.error
+            if self.open == 0:
+                return []
+            waiter = self.waiter = asyncio.get_running_loop().create_future()
+            await waiter
+        if self.error is not None:
+            raise self.error
+        if len(queue) <= limit:
+            batch = list(queue)
+            queue.clear()
+            return batch
+        return [queue.popleft() for _ in range(limit)]
+
+    def input_ended(self) -> None:
+        self.open -= 1
+        if self.open == 0:
+            waiter, self.waiter = self.waiter, None
+            _wake(waiter)
+
+    def abort(self, error: BaseException) -> None:
+        self.error = error
+        waiter, self.waiter = self.waiter, None
+        _wake(waiter)
+
+
+class Channel:
+    """One connection: from a producer to a consumer's inbox, holding at most ``capacity``.
+
+    With ``blocking`` (backpressure on), ``put`` waits while ``capacity``
+    items are held; without it ``put`` never waits and ``on_grow`` is told
+    the size of each item, so the session can enforce its memory limit.
+    """
+
+    __slots__ = ("blocking", "capacity", "closed", "count", "error", "held_bytes", "inbox",
+                 "max_count", "on_grow", "put_total", "sizer", "source", "target", "waiters")
+
+    def __init__(self, source: str, target: str, inbox: Inbox, capacity: int, *,
+                 blocking: bool = True,
+                 sizer: Callable[[Any], int] | None = None,
+                 on_grow: Callable[[Channel, int], None] | None = None) -> None:
+        self.source = source
+        self.target = target
+        self.inbox = inbox
+        self.capacity = capacity
+        self.blocking = blocking
+        self.sizer = sizer
+        self.on_grow = on_grow
+        self.count = 0
+        self.max_count = 0
+        self.put_total = 0
+        self.held_bytes = 0
+        self.closed = False
+        self.error: BaseException | None = None
+        self.waiters: deque[asyncio.Future[None]] = deque()
+        inbox.open += 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.source} -> {self.target}"
+
+    def has_room(self) -> bool:
+        return self.count < self.capacity or not self.blocking
+
+    def put_nowait(self, item: Any) -> None:
+        """Put without waiting; the caller has checked ``has_room``."""
+        self.count += 1
+        self.put_total += 1
+        if self.count > self.max_count:
+            self.max_count = self.count
+        if self.sizer is not None:
+            size = self.sizer(item)
+            self.held_bytes += size
+            if self.on_grow is not None:
+                self.on_grow(self, size)
+        self.inbox.push(self, item)
+
+    async def put(self, item: Any) -> None:
+        """Put one item, waiting for room first when the channel blocks and is full."""
+        if self.error is not None:
+            raise self.error
+        if self.blocking and self.count >= self.capacity:
+            loop = asyncio.get_running_loop()
+            while self.count >= self.capacity:
+                waiter = loop.create_future()
+                self.waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if not waiter.done() or waiter.cancelled():
+                        self._forget(waiter)
+                if self.error is not None:
+                    raise self.error
+        self.put_nowait(item)
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
+
+    def release(self, item: Any) -> None:
+        """The consumer is done with ``item``: make room for one more."""
+        self.count -= 1
+        if self.sizer is not None:
+            size = self.sizer(item)
+            self.held_bytes -= size
+            if self.on_grow is not None:
+                self.on_grow(self, -size)
+        waiters = self.waiters
+        if waiters:
+            _wake(waiters.popleft())
+
+    def close(self) -> None:
+        """The producer has no more items."""
+        if not self.closed:
+            self.closed = True
+            self.inbox.input_ended()
+
+    def abort(self, error: BaseException) -> None:
+        self.error = error
+        waiters, self.waiters = self.waiters, deque()
+        for waiter in waiters:
+            _wake(waiter)

@@ -1,0 +1,149 @@
+"""Node types, and the registry that finds them by name."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+
+from actorstage.exceptions import InvalidDefinitionError
+
+__all__ = ["Node", "RegisteredNode", "import_node_modules", "register_node", "registered_nodes"]
+
+
+class Node:
+    """One stage of a pipeline. Subclass it, implement ``process`` and register it.
+
+    Declare a nested ``Params`` msgspec Struct to receive typed, checked
+    parameters as ``self.params`` (without one, ``self.params`` is the
+    manifest's ``params`` dict)::
+
+        @register_node("Upper")
+        class Upper(Node):
+            class Params(msgspec.Struct):
+                suffix: str = ""
+
+            async def process(self, item: str) -> str:
+                return item.upper() + self.params.suffix
+
+    ``process`` returns the item to pass on, ``None`` to pass nothing on, or
+    an async iterator (an ``async def`` with ``yield``) of any number of
+    items. Every item goes to every connection leaving the node, in order.
+    One instance handles all of a session's items, one at a time.
+    """
+
+    Params: Any = None
+
+    def __init__(self, params: Any, node_id: str) -> None:
+        self.params = params
+        self.id = node_id
+
+    async def setup(self) -> None:
+        """Called once before the first item; must finish within ``init_timeout_secs``."""
+
+    def process(self, item: Any) -> Any:
+        """Handle one item (define it ``async``): return an item, ``None``, or an async
+        iterator of items; or ``yield`` the items (an async generator)."""
+        raise NotImplementedError(f"{type(self).__qualname__}.process is not implemented")
+
+    def flush(self) -> Any:
+        """Called once when the node's inputs have ended, before ``teardown``.
+
+        Like ``process`` (an ``async def`` returning an item, ``None`` or an
+        async iterator, or an async generator): what to pass on last, such as
+        a detector's open segment or what a collector gathered.
+        """
+        return _nothing()
+
+    async def teardown(self) -> None:
+        """Called once when the session ends, also after a failure or a cancel."""
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RegisteredNode:
+    """What ``register_node`` recorded for one node type."""
+
+    name: str
+    cls: type[Node]
+    module: str  # imported by a node process to find the type
+
+    def params(self, raw: dict[str, Any]) -> Any:
+        """The typed params; ``msgspec.ValidationError`` naming the bad field."""
+        if self.cls.Params is None:
+            return raw
+        return msgspec.convert(raw, self.cls.Params, strict=False)
+
+
+_REGISTRY: dict[str, RegisteredNode] = {}
+
+N = TypeVar("N", bound=type[Node])
+
+
+def register_node(name: str) -> Callable[[N], N]:
+    """Register a ``Node`` subclass under ``name``, the manifest's ``node_type``.
+
+    Registering a taken name for a different class raises ``InvalidDefinitionError``.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidDefinitionError(f"a node type name is a non-empty str, got {name!r}")
+
+    def decorate(cls: N) -> N:
+        if not (isinstance(cls, type) and issubclass(cls, Node)):
+            raise InvalidDefinitionError(
+                f"@register_node({name!r}) takes a subclass of actorstage.pipelines.Node, "
+                f"got {cls!r}")
+        if cls.process is Node.process:
+            raise InvalidDefinitionError(
+                f"@register_node({name!r}): {cls.__qualname__} does not define "
+                "`async def process(self, item)`")
+        if "<locals>" in cls.__qualname__:
+            raise InvalidDefinitionError(
+                f"@register_node({name!r}): {cls.__qualname__} is defined inside a function; "
+                "a node process finds node types by module, so define it at module level")
+        entry = RegisteredNode(name, cls, _module_of(cls))
+        known = _REGISTRY.get(name)
+        if known is not None and (known.module, known.cls.__qualname__) != (
+            entry.module, cls.__qualname__
+        ):
+            raise InvalidDefinitionError(
+                f"node type {name!r} is already registered for "
+                f"{known.module}.{known.cls.__qualname__}")
+        _REGISTRY[name] = entry
+        return cls
+
+    return decorate
+
+
+def _module_of(cls: type) -> str:
+    module = cls.__module__
+    return "__main__" if module in ("__mp_main__", "__actorstage_main__") else module
+
+
+def registered_nodes() -> dict[str, RegisteredNode]:
+    """A copy of the registry: node type name to what was registered."""
+    return dict(_REGISTRY)
+
+
+def lookup(name: str) -> RegisteredNode | None:
+    return _REGISTRY.get(name)
+
+
+def import_node_modules(modules: Iterable[str], paths: Iterable[str] = ()) -> None:
+    """Put ``paths`` on ``sys.path`` (first), then import ``modules``; errors name the module."""
+    for path in reversed(list(paths)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise InvalidDefinitionError(
+                f"cannot import node module {module!r}: {type(exc).__name__}: {exc}") from exc

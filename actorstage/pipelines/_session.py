@@ -1,0 +1,809 @@
+"""A running pipeline: node actors, the channels between them, and the loops that move items.
+
+Every node is an actor under the session's ``PipelineActor``: a
+``NodeActor`` holds a native node and runs it here; a ``NodeProxy`` spawns
+a ``NodeWorker`` process actor that runs the node in a child process, and
+restarts it when it dies (or fails the session, per ``on_node_crash``).
+Items move through ``Channel``s into each node's ``Inbox``; the session's
+task group runs one loop per node (the native node's loop runs inside its
+actor, as the handler of one long message). Items between processes are
+``WireItem``s whose large binary parts sit in shared memory; the session
+counts the consumers of each segment and removes it after the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import anyio
+import msgspec
+
+from actorstage.actors._actor import Actor
+from actorstage.actors._message import Message, Terminated
+from actorstage.actors._ref import ActorRef
+from actorstage.actors._system import ActorSystem
+from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageError
+from actorstage.pipelines._channels import Aborted, Channel, Inbox
+from actorstage.pipelines._plan import Plan, PlannedNode
+from actorstage.pipelines._shm import Cursor, SegmentReader, SegmentWriter, sweep, unlink
+from actorstage.pipelines._wire import ItemCodec, WireItem, to_bytes
+from actorstage.pipelines._worker import (
+    FLUSH,
+    Emitted,
+    Finish,
+    ItemError,
+    Items,
+    NodeWorker,
+    WorkerSetup,
+    error_of,
+    outputs_of,
+)
+from actorstage.supervisors._default import TEMPORARY_POLICY, TemporaryPolicy
+from actorstage.transport._options import ProcessOptions
+
+__all__ = [
+    "ItemFailure",
+    "NodeStats",
+    "Output",
+    "PipelineError",
+    "PipelineResult",
+    "PipelineSession",
+]
+
+log = logging.getLogger("actorstage.pipelines")
+
+BATCH = 256  # items a node loop takes from its inbox at once
+# Emitted messages a node process may have on their way to its proxy (the bridge's credits):
+# with at most channel_capacity items each, this bounds how far a process node runs ahead.
+_PROXY_WINDOW = 2
+_BOOT_ALLOWANCE = 20.0  # seconds for a node process to start Python, on top of init_timeout
+
+
+class PipelineError(ActorstageError):
+    """A pipeline session failed: a node's setup, an item under ``on_node_crash="fail"``,
+    a node process that died once too often, or the memory limit."""
+
+
+class Output(msgspec.Struct, frozen=True):
+    """An item that left the pipeline, and the node (a leaf) it came from."""
+
+    node_id: str
+    item: Any
+
+
+class ItemFailure(msgspec.Struct, frozen=True):
+    """An item a node did not finish (``on_node_crash="continue"``)."""
+
+    node_id: str
+    item_number: int  # 1-based, in the order the node received its items; 0: during flush
+    type_name: str
+    message: str
+    traceback: str = ""
+
+
+class NodeStats(msgspec.Struct):
+    """What one node did: items in and out, time spent, deepest queue, restarts."""
+
+    node_id: str
+    node_type: str
+    executor: str
+    items_in: int = 0
+    items_out: int = 0
+    failed: int = 0
+    busy_seconds: float = 0.0
+    slowest_seconds: float = 0.0
+    max_queue: int = 0
+    restarts: int = 0
+    pid: int | None = None
+
+    @property
+    def mean_seconds(self) -> float:
+        return self.busy_seconds / self.items_in if self.items_in else 0.0
+
+
+class PipelineResult(msgspec.Struct, frozen=True):
+    """The outcome of a session that ran to its end."""
+
+    name: str
+    session_id: str
+    outputs: list[Output]
+    nodes: dict[str, NodeStats]
+    failures: list[ItemFailure]
+    duration: float
+
+
+class _Run(Message, frozen=True):
+    """Run the node loop until the inputs end (a native node)."""
+
+
+def _size(item: Any) -> int:
+    """Bytes an item holds, roughly: its binary and text parts, plus a fixed overhead."""
+    kind = type(item)
+    if kind is WireItem:
+        return int(item.size())
+    if kind is bytes or kind is bytearray or kind is str:
+        return len(item) + 64
+    if kind is memoryview:
+        return int(item.nbytes) + 64
+    if isinstance(item, msgspec.Struct):
+        return 64 + sum(
+            len(value) for name in item.__struct_fields__
+            if isinstance(value := getattr(item, name), bytes | bytearray | str | memoryview))
+    return 64
+
+
+class _Segments:
+    """The session's shared-memory segments: how many consumers still need each one."""
+
+    def __init__(self) -> None:
+        self.refs: dict[str, int] = {}
+
+    def add(self, names: Iterable[str], consumers: int) -> None:
+        refs = self.refs
+        for name in names:
+            refs[name] = refs.get(name, 0) + consumers
+
+    def drop(self, names: Iterable[str]) -> None:
+        refs = self.refs
+        for name in names:
+            left = refs.get(name, 1) - 1
+            if left > 0:
+                refs[name] = left
+            else:
+                refs.pop(name, None)
+                unlink(name)
+
+
+class _Port:
+    """One node's place in the session: its inbox, its outgoing channels, its stats."""
+
+    def __init__(self, session: PipelineSession, node: PlannedNode, index: int) -> None:
+        self.session = session
+        self.node = node
+        self.index = index
+        self.inbox = Inbox(node.id)
+        self.channels: list[Channel] = []
+        self.stats = NodeStats(node.id, node.spec.node_type, node.spec.executor)
+        self.received = 0  # items taken from the inbox, numbered from 1
+        self.actor: NodeActor | NodeProxy | None = None
+
+    async def emit(self, item: Any) -> None:
+        """Pass ``item`` to every outgoing connection, waiting for room where one is full."""
+        self.stats.items_out += 1
+        if type(item) is WireItem and item.shm:
+            self.session.segments.add(item.segment_names(), len(self.channels))
+        for channel in self.channels:
+            if channel.has_room():
+                channel.put_nowait(item)
+            else:
+                await channel.put(item)
+
+    def done_with(self, channel: Channel, item: Any) -> None:
+        channel.release(item)
+        if type(item) is WireItem and item.shm:
+            self.session.segments.drop(item.segment_names())
+
+    def close_outputs(self) -> None:
+        for channel in self.channels:
+            channel.close()
+
+    def failed(self, number: int, error: ItemError | BaseException, during: str = "") -> None:
+        """Item ``number`` failed: record it, or fail the session, per ``on_node_crash``."""
+        if isinstance(error, BaseException):
+            error = error_of(number, error)
+        self.stats.failed += 1
+        failure = ItemFailure(self.node.id, number, error.type_name, error.message,
+                              error.traceback)
+        session = self.session
+        if session.plan.settings.on_node_crash == "continue":
+            session.failures.append(failure)
+            log.warning("pipeline %s: node %r failed on item %d%s: %s: %s", session.plan.name,
+                        self.node.id, number, during, error.type_name, error.message)
+            return
+        what = f"its item {number}" if number else "flush"
+        session.fail(PipelineError(
+            f"node {self.node.id!r} failed on {what}{during}: "
+            f"{error.type_name}: {error.message}"))
+        raise Aborted
+
+
+class NodeActor(Actor):
+    """A native node: set up, fed and torn down in this process."""
+
+    def __init__(self, port: _Port) -> None:
+        self.port = port
+        self.node: Any = None
+
+    def _policy(self) -> TemporaryPolicy:
+        return TEMPORARY_POLICY
+
+    async def on_start(self) -> None:
+        port = self.port
+        planned = port.node
+        port.actor = self
+        self.node = planned.node_type.cls(planned.params, planned.id)
+        timeout = port.session.plan.settings.init_timeout_secs
+        try:
+            with anyio.fail_after(timeout):
+                await self.node.setup()
+        except TimeoutError:
+            raise TimeoutError(f"node {planned.id!r} did not finish setup within {timeout:g} s "
+                               "(init_timeout_secs)") from None
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, _Run):
+            with contextlib.suppress(Aborted):
+                await self._loop()
+        return None
+
+    async def _loop(self) -> None:
+        port = self.port
+        inbox, stats, node, emit = port.inbox, port.stats, self.node, port.emit
+        codec = port.session.codec
+        clock = time.perf_counter
+        while True:
+            batch = await inbox.take(BATCH)
+            if not batch:
+                break
+            for channel, item in batch:
+                port.received += 1
+                number = port.received
+                began = clock()
+                wire = item if type(item) is WireItem else None
+                try:
+                    if wire is not None:
+                        item = codec.decode(wire)
+                    result = node.process(item)
+                    if not hasattr(result, "__anext__"):  # an `async def` with `yield` is not
+                        result = await result  # awaited: it is the iterator itself
+                    if result is not None:
+                        if hasattr(result, "__anext__"):
+                            async for value in result:
+                                await emit(value)
+                        else:
+                            await emit(result)
+                except (Aborted, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    port.failed(number, exc)
+                finally:
+                    if wire is not None:
+                        codec.release(wire)
+                    port.done_with(channel, wire if wire is not None else item)
+                took = clock() - began
+                stats.items_in += 1
+                stats.busy_seconds += took
+                if took > stats.slowest_seconds:
+                    stats.slowest_seconds = took
+        try:
+            async for value in outputs_of(node.flush()):
+                await emit(value)
+        except (Aborted, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            port.failed(0, exc, " (flush)")
+        port.close_outputs()
+
+    async def on_stop(self) -> None:
+        if self.node is not None:
+            await self.node.teardown()
+
+
+class NodeProxy(Actor):
+    """A process node's parent side: feeds its ``NodeWorker``, routes what it emits.
+
+    It is the worker's supervisor: when the worker's process dies, the item
+    it was working on (read from the shared cursor) is reported failed and
+    the others it held are given to a new process, or the session fails,
+    per ``on_node_crash`` and ``max_node_restarts``.
+    """
+
+    def __init__(self, port: _Port) -> None:
+        self.port = port
+        self.worker: ActorRef | None = None
+        self.cursor: Cursor | None = None
+        self.pid: int | None = None
+        self.incarnation = 0
+        self.next_seq = 1
+        self.pending: deque[tuple[int, Channel, Any, WireItem]] = deque()
+        self.idle = asyncio.Event()  # nothing pending
+        self.idle.set()
+        self.lock = asyncio.Lock()  # sending to the worker, and replacing it
+        self.emitted = 0  # Emitted handled from the current worker
+        self.emitted_changed = asyncio.Event()
+        self.ended = False
+
+    def _policy(self) -> TemporaryPolicy:
+        return TEMPORARY_POLICY
+
+    async def on_start(self) -> None:
+        self.port.actor = self
+        await self._spawn()
+
+    async def _spawn(self) -> None:
+        port = self.port
+        session = port.session
+        settings = session.plan.settings
+        planned = port.node
+        self.incarnation += 1
+        cursor = self.cursor = Cursor.create(
+            f"{session.prefix}c{port.index}-{self.incarnation}")
+        main = ("", "")
+        if planned.node_type.module == "__main__":
+            from actorstage.transport._host import main_location
+
+            main = main_location()
+        modules = list(settings.imports)
+        if planned.node_type.module not in ("__main__", *modules):
+            modules.append(planned.node_type.module)
+        setup = WorkerSetup(
+            node_id=planned.id, node_type=planned.spec.node_type, params=planned.spec.params,
+            imports=modules, import_paths=list(settings.import_paths), main=main,
+            segment_prefix=f"{session.prefix}n{port.index}-", cursor=cursor.name,
+            threshold=settings.shared_memory_threshold_bytes,
+            init_timeout=settings.init_timeout_secs,
+            title=f"actorstage node {planned.id} ({session.plan.name} {session.id})",
+            flush_every=min(FLUSH, settings.channel_capacity),
+        )
+        options = ProcessOptions(
+            python=settings.python_executable,
+            start_timeout=settings.init_timeout_secs + _BOOT_ALLOWANCE,
+            max_frame_size=256 * 1024 * 1024,
+        )
+        self.emitted = 0
+        self.worker = await self.context.spawn(
+            NodeWorker, setup, name=f"process-{self.incarnation}", process=options)
+        self.context.watch(self.worker)
+        host = self.worker._cell.actor  # the ProcessHost that launched the process
+        self.pid = port.stats.pid = getattr(host, "pid", None)
+
+    async def pump(self) -> None:
+        """Feed the worker until the inputs end, then finish it and close the outputs."""
+        port = self.port
+        inbox, session = port.inbox, port.session
+        codec, segments = session.codec, session.segments
+        while True:
+            batch = await inbox.take(BATCH)
+            if not batch:
+                break
+            wires: list[WireItem] = []
+            for _channel, item in batch:
+                if type(item) is WireItem:
+                    wires.append(item)
+                else:
+                    try:
+                        wire = codec.encode(item)
+                    except (TypeError, ValueError) as exc:
+                        wire = WireItem("", msgspec.Raw(msgspec.msgpack.encode(None)))
+                        wires.append(wire)
+                        self._fail_encode(exc)
+                        continue
+                    segments.add(wire.segment_names(), 1)
+                    wires.append(wire)
+            async with self.lock:
+                first = self.next_seq
+                self.next_seq += len(batch)
+                pending = self.pending
+                for offset, ((channel, item), wire) in enumerate(zip(batch, wires, strict=True)):
+                    pending.append((first + offset, channel, item, wire))
+                self.idle.clear()
+                assert self.worker is not None
+                await self.worker.tell(Items(list(range(first, first + len(batch))), wires))
+        await self._finish()
+
+    def _fail_encode(self, exc: BaseException) -> None:
+        self.port.session.fail(PipelineError(
+            f"node {self.port.node.id!r}: an item for its process cannot be encoded: {exc}"))
+        raise Aborted
+
+    async def _finish(self) -> None:
+        port = self.port
+        session = port.session
+        while True:
+            await self.idle.wait()
+            worker = self.worker
+            assert worker is not None
+            if session.error is not None:
+                raise Aborted
+            try:
+                count = await worker.ask(Finish())
+            except (ActorDeadError, ActorCrashedError):
+                # The process died: the Terminated handler replaces it (or fails the session).
+                await self._changed(lambda worker=worker: self.worker is worker)
+                continue
+            await self._changed(
+                lambda count=count, worker=worker: self.emitted < count and self.worker is worker)
+            if self.worker is worker:
+                break
+        self.ended = True
+        port.close_outputs()
+
+    async def _changed(self, waiting: Callable[..., bool]) -> None:
+        """Wait while ``waiting()`` holds; ``Aborted`` once the session has failed."""
+        session = self.port.session
+        while waiting() and session.error is None:
+            self.emitted_changed.clear()
+            await self.emitted_changed.wait()
+        if session.error is not None:
+            raise Aborted
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Emitted):
+            await self._emitted(message)
+        elif isinstance(message, Terminated) and message.ref == self.worker and not self.ended:
+            await self._died(message)
+        return None
+
+    async def _emitted(self, message: Emitted) -> None:
+        port = self.port
+        stats = port.stats
+        try:
+            for wire in message.items:
+                await port.emit(wire)
+            pending = self.pending
+            if message.count:
+                stats.items_in += message.count
+                stats.busy_seconds += message.busy
+                stats.slowest_seconds = max(stats.slowest_seconds, message.slowest)
+            failed = {error.seq: error for error in message.errors}
+            if 0 in failed:
+                port.failed(0, failed.pop(0), " (flush)")
+            while pending and pending[0][0] <= message.done:
+                seq, channel, item, wire = pending.popleft()
+                error = failed.get(seq)
+                channel.release(item)
+                port.session.segments.drop(wire.segment_names())
+                if error is not None:
+                    port.failed(seq, error)
+        except Aborted:
+            return
+        finally:
+            self.emitted += 1
+            self.emitted_changed.set()
+            if not self.pending:
+                self.idle.set()
+
+    async def _died(self, ended: Terminated) -> None:
+        port = self.port
+        session = port.session
+        settings = session.plan.settings
+        cursor = self.cursor
+        started, finished = cursor.read() if cursor is not None else (0, 0)
+        if cursor is not None:
+            unlink(cursor.name)
+        crash = ended.error
+        why = f"{crash.type_name}: {crash.error_message}" if crash is not None else str(
+            ended.reason)
+        if self.pid is not None:  # what the dead process wrote and nobody was told about
+            sweep(f"{session.prefix}n{port.index}-{self.pid}-", keep=set(session.segments.refs))
+        if session.error is not None:
+            return
+        if settings.on_node_crash != "continue" or port.stats.restarts >= \
+                settings.max_node_restarts:
+            limit = "" if settings.on_node_crash != "continue" else (
+                f" more than max_node_restarts ({settings.max_node_restarts}) times")
+            holding = f" while processing its item {started}" if started > finished else ""
+            session.fail(PipelineError(
+                f"node {port.node.id!r}: its process (pid {self.pid}) died{limit}{holding}: "
+                f"{why}"))
+            self.emitted_changed.set()
+            return
+        port.stats.restarts += 1
+        async with self.lock:
+            pending = self.pending
+            if started > finished:
+                for index, (seq, channel, item, wire) in enumerate(pending):
+                    if seq == started:
+                        del pending[index]
+                        channel.release(item)
+                        session.segments.drop(wire.segment_names())
+                        with contextlib.suppress(Aborted):
+                            port.failed(seq, ItemError(seq, "ProcessDied", f"the node's process "
+                                                       f"(pid {self.pid}) died: {why}"))
+                        break
+            log.warning("pipeline %s: node %r process (pid %s) died (%s); starting a new one",
+                        session.plan.name, port.node.id, self.pid, why)
+            try:
+                await self._spawn()
+            except ActorDeadError:
+                return  # this node is being stopped: no new process
+            except ActorCrashedError as exc:
+                session.fail(PipelineError(
+                    f"node {port.node.id!r}: its process died ({why}) and a new one failed "
+                    f"to start: {exc.type_name}: {exc.error_message}"))
+                self.emitted_changed.set()
+                return
+            if pending:
+                assert self.worker is not None
+                await self.worker.tell(Items([entry[0] for entry in pending],
+                                             [entry[3] for entry in pending]))
+            else:
+                self.idle.set()
+        self.emitted_changed.set()
+
+    async def on_stop(self) -> None:
+        if self.cursor is not None:
+            unlink(self.cursor.name)
+
+
+class PipelineActor(Actor):
+    """The session's actor: its children are the nodes, started together."""
+
+    def __init__(self, session: PipelineSession) -> None:
+        self.session = session
+
+    def _policy(self) -> TemporaryPolicy:
+        return TEMPORARY_POLICY
+
+    async def on_start(self) -> None:
+        from actorstage.actors._lifecycle import start_child
+
+        session = self.session
+        grace = session.plan.settings.cleanup_grace_period_secs
+        spawns = [
+            start_child(self._cell, NodeProxy, (port,), {}, name=port.node.id,
+                        capacity=_PROXY_WINDOW, shutdown_timeout=grace)
+            if port.node.spec.executor == "process" else
+            start_child(self._cell, NodeActor, (port,), {}, name=port.node.id,
+                        capacity=None, shutdown_timeout=grace)
+            for port in session.ports.values()
+        ]
+        results = await asyncio.gather(*spawns, return_exceptions=True)
+        problems = []
+        for port, result in zip(session.ports.values(), results, strict=True):
+            if isinstance(result, ActorCrashedError):
+                while isinstance(result.__cause__, ActorCrashedError):  # the worker's own error
+                    result = result.__cause__
+                problems.append(f"node {port.node.id!r} failed to start: "
+                                f"{result.type_name}: {result.error_message}")
+            elif isinstance(result, BaseException):
+                problems.append(f"node {port.node.id!r} failed to start: "
+                                f"{type(result).__name__}: {result}")
+        if problems:
+            from actorstage.actors._lifecycle import stop_children
+
+            await stop_children(self._cell)
+            raise PipelineError("; ".join(problems))
+
+    async def receive(self, message: Any) -> Any:
+        raise TypeError("a pipeline actor takes no messages")
+
+
+class PipelineSession:
+    """One run of a plan: ``send`` inputs, ``close_input``, read ``outputs``.
+
+    Use it as ``async with pipeline.session(system) as session:``; leaving
+    the block ends the session (cancelling it if it has not finished), stops
+    every node within the grace period and removes its shared memory.
+    """
+
+    def __init__(self, plan: Plan, system: ActorSystem, session_id: str | None = None) -> None:
+        self.plan = plan
+        self.system = system
+        self.id = session_id or uuid.uuid4().hex[:12]
+        self.prefix = f"actorstage-{self.id}-"
+        settings = plan.settings
+        self.segments = _Segments()
+        self.codec = ItemCodec(settings.shared_memory_threshold_bytes,
+                               SegmentWriter(f"{self.prefix}p-"), SegmentReader(), forward=False)
+        self.failures: list[ItemFailure] = []
+        self.error: PipelineError | None = None
+        self.started_at = 0.0
+        self.duration = 0.0
+        self.held_bytes = 0
+        self.ports = {node.id: _Port(self, node, index)
+                      for index, node in enumerate(plan.nodes.values())}
+        self.output_inbox = Inbox("@outputs")
+        blocking = settings.enable_backpressure
+        sizer = None if blocking else _size
+        on_grow = None if blocking else self._grew
+        capacity = settings.channel_capacity
+        self.inputs: list[Channel] = []
+        self.channels: list[Channel] = []
+        for port in self.ports.values():
+            node = port.node
+            if not node.inputs:
+                channel = Channel("@input", node.id, port.inbox, capacity, blocking=blocking,
+                                  sizer=sizer, on_grow=on_grow)
+                self.inputs.append(channel)
+                self.channels.append(channel)
+            targets = [(target, self.ports[target].inbox) for target in node.outputs] or [
+                ("@outputs", self.output_inbox)]
+            for target, inbox in targets:
+                channel = Channel(node.id, target, inbox, capacity, blocking=blocking,
+                                  sizer=sizer, on_grow=on_grow)
+                port.channels.append(channel)
+                self.channels.append(channel)
+        self._actor: ActorRef | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._entered = False
+        self._done = asyncio.Event()
+        self._input_closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> PipelineSession:
+        if self._entered:
+            raise PipelineError("a session runs once; start a new one from its Pipeline")
+        self._entered = True
+        self.started_at = time.monotonic()
+        try:
+            self._actor = await self.system.spawn(
+                PipelineActor, self, name=f"pipeline-{self.id}")
+        except ActorCrashedError as exc:
+            await self._cleanup()
+            inner = exc.__cause__ if isinstance(exc.__cause__, PipelineError) else None
+            raise PipelineError(
+                f"pipeline {self.plan.name!r}: "
+                f"{inner if inner is not None else exc.error_message}") from None
+        except BaseException:
+            await self._cleanup()
+            raise
+        self._runner = asyncio.get_running_loop().create_task(self._run_all())
+        return self
+
+    async def _run_all(self) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+                for port in self.ports.values():
+                    group.start_soon(self._run_node, port)
+        finally:
+            self.duration = time.monotonic() - self.started_at
+            self._done.set()
+
+    async def _run_node(self, port: _Port) -> None:
+        actor = port.actor
+        try:
+            if isinstance(actor, NodeProxy):
+                await actor.pump()
+            elif isinstance(actor, NodeActor):
+                await actor.context.self_ref.ask(_Run())
+        except Aborted:
+            pass
+        except (ActorCrashedError, ActorDeadError) as exc:
+            if self.error is None:
+                self.fail(PipelineError(f"node {port.node.id!r} stopped: {exc}"))
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        try:
+            if not self._done.is_set():
+                self.fail(PipelineError(f"pipeline {self.plan.name!r} was cancelled"),
+                          log_it=False)
+        finally:
+            with anyio.CancelScope(shield=True):
+                # Loops stop at their next item; stopping the nodes cancels a node that is
+                # stuck inside process() once the grace period is over.
+                await self._cleanup()
+                await asyncio.wait([runner], timeout=1.0)
+                if not runner.done():
+                    runner.cancel()
+                    await asyncio.wait([runner])
+        if not runner.cancelled() and runner.exception() is not None:
+            raise runner.exception()  # type: ignore[misc]
+
+    async def _cleanup(self) -> None:
+        actor, self._actor = self._actor, None
+        try:
+            if actor is not None:
+                with anyio.move_on_after(self.plan.settings.cleanup_grace_period_secs + 5,
+                                         shield=True):
+                    await self.system.stop(actor)
+        finally:
+            self.codec.reader.close()
+            self.segments.refs.clear()
+            sweep(self.prefix)
+
+    def fail(self, error: PipelineError, *, log_it: bool = True) -> None:
+        """End the session with ``error`` (the first one wins): every loop stops."""
+        if self.error is not None:
+            return
+        self.error = error
+        if log_it:
+            log.error("pipeline %s (session %s) failed: %s", self.plan.name, self.id, error)
+        aborted = Aborted(str(error))
+        for port in self.ports.values():
+            port.inbox.abort(aborted)
+            if isinstance(port.actor, NodeProxy):
+                port.actor.emitted_changed.set()
+                port.actor.idle.set()
+        self.output_inbox.abort(aborted)
+        for channel in self.channels:
+            channel.abort(aborted)
+
+    def _grew(self, channel: Channel, size: int) -> None:
+        self.held_bytes += size
+        limit = self.plan.settings.memory_limit_bytes
+        if size > 0 and self.held_bytes > limit and self.error is None:
+            self.fail(PipelineError(
+                f"pipeline {self.plan.name!r}: items waiting in channels hold "
+                f"{self.held_bytes:,} bytes, past memory_limit_bytes ({limit:,}); the fullest "
+                f"is {channel.name} with {channel.count:,} items. Backpressure is off "
+                "(enable_backpressure = false), so producers did not wait for consumers"))
+            raise Aborted
+
+    # -- data ------------------------------------------------------------------
+
+    async def send(self, item: Any) -> None:
+        """Give ``item`` to every root node; waits for room (backpressure)."""
+        if self._input_closed:
+            raise PipelineError("the session's input is closed; no more items can be sent")
+        if self.error is not None:
+            raise self.error
+        try:
+            for channel in self.inputs:
+                await channel.put(item)
+        except Aborted:
+            assert self.error is not None
+            raise self.error from None
+
+    async def send_all(self, items: Iterable[Any]) -> None:
+        for item in items:
+            await self.send(item)
+
+    def close_input(self) -> None:
+        """No more inputs: the nodes finish what they hold, flush, and the outputs end."""
+        if not self._input_closed:
+            self._input_closed = True
+            for channel in self.inputs:
+                channel.close()
+
+    async def outputs(self) -> AsyncIterator[Output]:
+        """The leaves' items as they are produced; ends when every node has finished."""
+        inbox = self.output_inbox
+        codec = self.codec
+        while True:
+            try:
+                batch = await inbox.take(BATCH)
+            except Aborted:
+                break
+            if not batch:
+                break
+            for channel, item in batch:
+                value = item
+                if type(item) is WireItem:
+                    value = to_bytes(codec.decode(item))
+                    codec.release(item)
+                    channel.release(item)
+                    self.segments.drop(item.segment_names())
+                else:
+                    value = to_bytes(item)
+                    channel.release(item)
+                yield Output(channel.source, value)
+        await self._done.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def result(self, outputs: list[Output] | None = None) -> PipelineResult:
+        """Wait for the end; ``PipelineError`` if the session failed."""
+        await self._done.wait()
+        if self.error is not None:
+            raise self.error
+        return PipelineResult(self.plan.name, self.id, outputs or [], self.stats(),
+                              list(self.failures), self.duration)
+
+    def stats(self) -> dict[str, NodeStats]:
+        """A snapshot of every node's figures."""
+        snapshot = {}
+        for node_id, port in self.ports.items():
+            stats = msgspec.structs.replace(port.stats)
+            stats.max_queue = port.inbox.max_depth
+            snapshot[node_id] = stats
+        return snapshot
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each node's inbox right now."""
+        return {node_id: len(port.inbox.queue) for node_id, port in self.ports.items()}
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()

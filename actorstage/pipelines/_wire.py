@@ -1,0 +1,122 @@
+"""Items between processes: a MessagePack body, and large binary parts in shared memory.
+
+An item crosses a process boundary as a ``WireItem``: the ``module:QualName``
+of its Struct type (``""`` for a plain value), its MessagePack body, and the
+shared-memory segments holding its large binary parts. Those are the item
+itself when it is ``bytes``, ``bytearray`` or a ``memoryview`` of at least
+the threshold, or such values in the fields of a Struct item; the body then
+carries an empty ``bytes`` in their place. On arrival each part is a
+read-only ``memoryview`` of the mapped segment: the node reads the bytes
+where the sender wrote them. A view of a segment that a node passes on
+unchanged travels on under the same segment, without a copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from actorstage.pipelines._shm import SegmentReader, SegmentWriter
+from actorstage.transport._codec import CODEC
+
+__all__ = ["ItemCodec", "WireItem", "to_bytes"]
+
+_BINARY = (bytes, bytearray, memoryview)
+_EMPTY_BIN = msgspec.Raw(msgspec.msgpack.encode(b""))
+
+
+class WireItem(msgspec.Struct, array_like=True, frozen=True):
+    """One item in transit: type, body, and ``(field, segment, size)`` per shared part."""
+
+    type: str
+    body: msgspec.Raw
+    shm: tuple[tuple[str, str, int], ...] = ()
+
+    def segment_names(self) -> tuple[str, ...]:
+        return tuple(name for _field, name, _size in self.shm)
+
+    def size(self) -> int:
+        return len(self.body) + sum(size for _field, _name, size in self.shm)
+
+
+def to_bytes(item: Any) -> Any:
+    """``item`` with views of shared memory copied into ``bytes``: what leaves a pipeline.
+
+    Looks into Struct fields and into lists, tuples and dict values.
+    """
+    kind = type(item)
+    if kind is memoryview:
+        return item.tobytes()
+    if kind is list or kind is tuple:
+        return kind(to_bytes(value) for value in item)
+    if kind is dict:
+        return {key: to_bytes(value) for key, value in item.items()}
+    if isinstance(item, msgspec.Struct):
+        views = {name: to_bytes(value) for name in item.__struct_fields__
+                 if isinstance(value := getattr(item, name), memoryview | list | dict)}
+        if views:
+            return msgspec.structs.replace(item, **views)
+    return item
+
+
+class ItemCodec:
+    """Encodes items for another process, and decodes what arrives (mapping its segments)."""
+
+    __slots__ = ("forward", "reader", "threshold", "writer")
+
+    def __init__(self, threshold: int, writer: SegmentWriter, reader: SegmentReader, *,
+                 forward: bool = True) -> None:
+        self.threshold = threshold
+        self.writer = writer
+        self.reader = reader
+        self.forward = forward  # pass views of in-use segments on by name (node processes)
+
+    def _segment(self, value: Any) -> tuple[str, int]:
+        if self.forward:
+            owned = self.reader.owner(value)
+            if owned is not None:
+                return owned  # a view of a segment still in use: it travels on as it is
+        return self.writer.write(value)
+
+    def encode(self, item: Any) -> WireItem:
+        """The ``WireItem`` of ``item``; ``TypeError`` when it cannot be encoded."""
+        threshold = self.threshold
+        if isinstance(item, _BINARY):
+            if len(item) >= threshold:
+                name, size = self._segment(item)
+                return WireItem("", _EMPTY_BIN, (("", name, size),))
+        elif isinstance(item, msgspec.Struct):
+            large = [name for name in item.__struct_fields__
+                     if isinstance(value := getattr(item, name), _BINARY)
+                     and len(value) >= threshold]
+            if large:
+                shm = tuple((name, *self._segment(getattr(item, name))) for name in large)
+                item = msgspec.structs.replace(item, **dict.fromkeys(large, b""))
+                kind, body = CODEC.encode(item)
+                return WireItem(kind, msgspec.Raw(body), shm)
+        kind, body = CODEC.encode(item)
+        return WireItem(kind, msgspec.Raw(body))
+
+    def decode(self, wire: WireItem) -> Any:
+        """The item; its shared parts are mapped until ``release(wire)``."""
+        shm = wire.shm
+        if not shm:
+            return CODEC.decode(wire.type, wire.body)
+        views: dict[str, memoryview] = {}
+        try:
+            for field, name, size in shm:
+                views[field] = self.reader.open(name, size)
+        except BaseException:
+            for _field, name, _size in shm[:len(views)]:
+                self.reader.release(name)
+            raise
+        whole = views.pop("", None)
+        if whole is not None:
+            return whole
+        item = CODEC.decode(wire.type, wire.body)
+        return msgspec.structs.replace(item, **views)
+
+    def release(self, wire: WireItem) -> None:
+        for _field, name, _size in wire.shm:
+            self.reader.release(name)

@@ -1,0 +1,220 @@
+"""A process node's child side: the ``NodeWorker`` process actor and what it exchanges.
+
+The parent's ``NodeProxy`` sends ``Items`` (numbered, in order); the worker
+runs the node on each, marks the shared cursor around it, and sends back
+``Emitted``: the outputs, the highest number finished, errors and timings.
+It sends at the end of each batch, and every ``FLUSH`` outputs in between,
+so a node that yields many items per input streams them. ``Finish`` runs
+the node's ``flush`` and answers with the number of ``Emitted`` sent, so
+the proxy knows when it has seen them all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from typing import Any
+
+import anyio
+import msgspec
+
+from actorstage.actors._actor import Actor
+from actorstage.actors._message import Message
+from actorstage.actors._ref import ActorRef
+from actorstage.pipelines._registry import import_node_modules, lookup
+from actorstage.pipelines._shm import Cursor, SegmentReader, SegmentWriter
+from actorstage.pipelines._wire import ItemCodec, WireItem
+
+__all__ = ["FLUSH", "Emitted", "Finish", "ItemError", "Items", "NodeWorker", "WorkerSetup",
+           "error_of", "outputs_of"]
+
+FLUSH = 256  # outputs per Emitted, at most, while one input is still being handled
+
+
+class ItemError(msgspec.Struct, array_like=True, frozen=True):
+    """An exception raised by the node on item number ``seq``."""
+
+    seq: int
+    type_name: str
+    message: str
+    traceback: str = ""
+
+
+class Items(Message, frozen=True, array_like=True):
+    seqs: list[int]
+    items: list[WireItem]
+
+
+class Emitted(Message, frozen=True, array_like=True):
+    items: list[WireItem]
+    done: int  # the highest item number finished; every lower one sent here is finished too
+    count: int  # items finished since the previous Emitted
+    busy: float  # seconds spent in the node for them
+    slowest: float
+    errors: list[ItemError] = []
+
+
+class Finish(Message, frozen=True):
+    """End of input: run ``flush``, send what it gives, answer with the Emitted count."""
+
+
+class WorkerSetup(Message, frozen=True, kw_only=True):
+    """Everything a node process needs to build its node."""
+
+    node_id: str
+    node_type: str
+    params: dict[str, Any]
+    imports: list[str]
+    import_paths: list[str]
+    main: tuple[str, str]
+    segment_prefix: str
+    cursor: str
+    threshold: int
+    init_timeout: float
+    title: str
+    flush_every: int = FLUSH
+
+
+def error_of(seq: int, exc: BaseException) -> ItemError:
+    return ItemError(seq, type(exc).__qualname__, str(exc),
+                     "".join(traceback.format_exception(exc)))
+
+
+async def outputs_of(call: Any) -> Any:
+    """The items of a call to ``process`` or ``flush``: its coroutine's result (``None``,
+    one item, or an async iterator), or the async generator it made."""
+    result = call if hasattr(call, "__anext__") else await call
+    if result is None:
+        return
+    if hasattr(result, "__anext__"):
+        async for value in result:
+            yield value
+    else:
+        yield result
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - a dependency; the name is a courtesy
+        return
+    setproctitle.setproctitle(title)
+
+
+class NodeWorker(Actor):
+    """Runs one node in a child process, for the ``NodeProxy`` that spawned it."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+        self.node: Any = None
+        self.cursor: Cursor | None = None
+        self.codec: ItemCodec | None = None
+        self.sent = 0
+
+    async def on_start(self) -> None:
+        from actorstage.transport._child import load_main
+
+        setup = self.setup
+        _set_title(setup.title)
+        import_node_modules(setup.imports, setup.import_paths)
+        load_main(*setup.main)  # node types registered in the parent's __main__ script
+        entry = lookup(setup.node_type)
+        if entry is None:
+            raise LookupError(f"node type {setup.node_type!r} is not registered in the node "
+                              f"process; import its module (--import or runtime.toml imports)")
+        self.node = entry.cls(entry.params(setup.params), setup.node_id)
+        self.cursor = Cursor.attach(setup.cursor)
+        self.codec = ItemCodec(setup.threshold, SegmentWriter(
+            f"{setup.segment_prefix}{os.getpid()}-"), SegmentReader())
+        try:
+            with anyio.fail_after(setup.init_timeout):
+                await self.node.setup()
+        except TimeoutError:
+            raise TimeoutError(f"node {setup.node_id!r} did not finish setup within "
+                               f"{setup.init_timeout:g} s (init_timeout_secs)") from None
+
+    @property
+    def _parent(self) -> ActorRef:
+        parent = self.context.parent
+        assert parent is not None, "a NodeWorker is spawned by a NodeProxy"
+        return parent
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Items):
+            await self._run(message)
+            return None
+        if isinstance(message, Finish):
+            await self._flush()
+            return self.sent
+        raise TypeError(f"a node process takes Items and Finish, not {type(message).__name__}")
+
+    async def _send(self, items: list[WireItem], done: int, count: int, busy: float,
+                    slowest: float, errors: list[ItemError]) -> None:
+        self.sent += 1
+        await self._parent.tell(Emitted(items, done, count, busy, slowest, errors))
+
+    async def _run(self, message: Items) -> None:
+        node, codec, cursor = self.node, self.codec, self.cursor
+        assert codec is not None and cursor is not None
+        encode = codec.encode
+        out: list[WireItem] = []
+        errors: list[ItemError] = []
+        done = count = 0
+        busy = slowest = 0.0
+        clock = time.perf_counter
+        flush_every = self.setup.flush_every
+        for seq, wire in zip(message.seqs, message.items, strict=True):
+            cursor.started(seq)
+            began = clock()
+            try:
+                item = codec.decode(wire)
+                try:
+                    result = node.process(item)
+                    if not hasattr(result, "__anext__"):  # `async def` with `yield`: not awaited
+                        result = await result
+                    if result is None:
+                        pass
+                    elif not hasattr(result, "__anext__"):
+                        out.append(encode(result))
+                    else:
+                        async for value in result:
+                            out.append(encode(value))
+                            if len(out) >= flush_every:
+                                await self._send(out, done, count, busy, slowest, errors)
+                                out, errors, count, busy, slowest = [], [], 0, 0.0, 0.0
+                finally:
+                    codec.release(wire)
+            except Exception as exc:
+                errors.append(error_of(seq, exc))
+            took = clock() - began
+            busy += took
+            slowest = max(slowest, took)
+            cursor.finished(seq)
+            done = seq
+            count += 1
+        await self._send(out, done, count, busy, slowest, errors)
+
+    async def _flush(self) -> None:
+        assert self.codec is not None
+        out: list[WireItem] = []
+        errors: list[ItemError] = []
+        try:
+            async for value in outputs_of(self.node.flush()):
+                out.append(self.codec.encode(value))
+                if len(out) >= self.setup.flush_every:
+                    await self._send(out, 0, 0, 0.0, 0.0, [])
+                    out = []
+        except Exception as exc:
+            errors.append(error_of(0, exc))
+        await self._send(out, 0, 0, 0.0, 0.0, errors)
+
+    async def on_stop(self) -> None:
+        try:
+            if self.node is not None:
+                await self.node.teardown()
+        finally:
+            if self.cursor is not None:
+                self.cursor.close()
+            if self.codec is not None:
+                self.codec.reader.close()

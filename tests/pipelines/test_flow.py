@@ -1,0 +1,135 @@
+"""Flow: bounded channels and backpressure, the memory limit, shared memory."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import anyio
+import pytest
+
+from actorstage import ActorSystem
+from actorstage.pipelines import PipelineError
+from actorstage.pipelines._shm import segments
+from tests.pipelines import nodes as test_nodes
+from tests.pipelines.helpers import node, pipeline, until
+
+pytestmark = pytest.mark.anyio
+
+CAPACITY = 8
+KIB = 1024
+
+
+async def settle(turns: int = 200) -> None:
+    """Give every ready task many turns: a producer that could run on would have."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def test_a_slow_sink_bounds_a_native_producers_lead_to_the_capacity() -> None:
+    gate = test_nodes.GATES["bp"] = asyncio.Event()
+    test_nodes.TAKEN.clear()
+    pipe = pipeline([node("ticker", "test.Ticker"), node("sink", "test.Gated", gate="bp")],
+                    [("ticker", "sink")], channel_capacity=CAPACITY)
+    async with ActorSystem() as system, pipe.session(system) as session:
+        await session.send(10_000)
+        session.close_input()
+        # The sink holds one item, the channel CAPACITY more; the ticker waits to put the next.
+        await until(lambda: test_nodes.TAKEN.get("ticker", 0) >= CAPACITY + 1)
+        await settle()
+        assert test_nodes.TAKEN["ticker"] == CAPACITY + 1
+        assert test_nodes.TAKEN["bp"] == 1
+        assert session.stats()["sink"].max_queue == CAPACITY
+        gate.set()
+        outputs = [output async for output in session.outputs()]
+    assert [output.item for output in outputs] == list(range(10_000))
+
+
+async def test_backpressure_holds_end_to_end_across_a_process(tmp_path: Path) -> None:
+    gate = test_nodes.GATES["bp2"] = asyncio.Event()
+    test_nodes.TAKEN.clear()
+    counter = tmp_path / "produced"
+    pipe = pipeline([node("ticker", "test.Ticker", "process", counter=str(counter)),
+                     node("sink", "test.Gated", gate="bp2")],
+                    [("ticker", "sink")], channel_capacity=CAPACITY)
+    async with ActorSystem() as system, pipe.session(system) as session:
+        await session.send(2_000)
+        session.close_input()
+        await until(lambda: test_nodes.TAKEN.get("bp2", 0) == 1)
+        # The child stops once its sends are not credited: the channel, the proxy's
+        # window and the batches in transit, each at most CAPACITY items.
+        await until(lambda: counter.exists() and counter.read_text() != "")
+        # A stopped child is a negative: all we can do is look twice, some time apart.
+        readings = [int(counter.read_text() or 0)]
+        for _ in range(40):
+            await anyio.sleep(0.25)
+            readings.append(int(counter.read_text() or 0))
+            if readings[-1] == readings[-2]:
+                break
+        assert readings[-1] == readings[-2] and readings[-1] <= 8 * CAPACITY, readings
+        gate.set()
+        outputs = [output async for output in session.outputs()]
+    assert [output.item for output in outputs] == list(range(2_000))
+
+
+async def test_without_backpressure_producers_never_wait_until_the_memory_limit() -> None:
+    gate = test_nodes.GATES["nobp"] = asyncio.Event()
+    test_nodes.TAKEN.clear()
+    pipe = pipeline([node("sink", "test.Gated", gate="nobp")],
+                    channel_capacity=CAPACITY, enable_backpressure=False,
+                    memory_limit_bytes=1024 * KIB)
+    payload = b"x" * (16 * KIB)
+    async with ActorSystem() as system:
+        with pytest.raises(PipelineError, match=r"items waiting in channels hold [\d,]+ bytes, "
+                                                r"past memory_limit_bytes \(1,048,576\); the "
+                                                r"fullest is @input -> sink with \d+ items"):
+            async with pipe.session(system) as session:
+                sent = 0
+                with pytest.raises(PipelineError, match="memory_limit_bytes"):
+                    for _ in range(1000):  # never waits: far past the capacity of 8
+                        await session.send(payload)
+                        sent += 1
+                assert 60 <= sent <= 64  # 1 MiB / (16 KiB + overhead), all held, none dropped
+                assert session.stats()["sink"].max_queue == sent  # the sink never had a turn
+                await session.result()
+        gate.set()
+
+
+async def test_large_payloads_reach_process_nodes_as_views_of_shared_memory() -> None:
+    payload = bytes(range(256)) * 1024  # 256 KiB, above the 64 KiB threshold
+    small = b"tiny"
+    pipe = pipeline([node("size", "test.Size", "process")])
+    result = await pipe.run([payload, small])
+    assert [output.item for output in result.outputs] == [
+        ["memoryview", len(payload), payload[:4]], ["bytes", 4, small]]
+
+
+async def test_large_payloads_pass_through_process_chains_intact() -> None:
+    payloads = [bytes([index]) * (200 * KIB + index) for index in range(12)]
+    pipe = pipeline([node("a", "IdentityNode", "process"), node("b", "IdentityNode", "process"),
+                     node("c", "IdentityNode")], [("a", "b"), ("b", "c")])
+    result = await pipe.run(payloads)
+    assert [output.item for output in result.outputs] == payloads
+    assert all(type(output.item) is bytes for output in result.outputs)
+
+
+async def test_shared_memory_is_released_when_a_node_process_is_killed(tmp_path: Path) -> None:
+    held = tmp_path / "held"
+    pipe = pipeline([node("hold", "test.Hold", "process", path=str(held))],
+                    on_node_crash="continue")
+    async with ActorSystem() as system, pipe.session(system) as session:
+        await session.send(b"z" * (512 * KIB))
+        await until(held.exists)
+        assert len(segments(session.prefix)) >= 2  # the payload and the cursor
+        pid = session.stats()["hold"].pid
+        assert pid is not None
+        import os
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda: session.stats()["hold"].pid not in (pid, None))  # restarted
+        # The payload was the item in hand: reported failed, its segment removed.
+        assert [name for name in segments(session.prefix) if "-p-" in name] == []
+        assert [failure.type_name for failure in session.failures] == ["ProcessDied"]
+        prefix = session.prefix
+    assert segments(prefix) == []

@@ -1,0 +1,151 @@
+"""Running pipelines: native and process nodes, fan-out and fan-in, order, failures."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from actorstage import ActorSystem
+from actorstage.pipelines import PipelineError
+from tests.pipelines import nodes as test_nodes
+from tests.pipelines.helpers import node, pipeline, until
+
+pytestmark = pytest.mark.anyio
+
+EXECUTORS = ["native", "process"]
+
+
+def diamond(executor: str) -> Any:
+    """a fans out to b and c (tagged differently), both fan in to d."""
+    return pipeline(
+        [node("a", "test.Double", executor), node("b", "test.Tag", executor, tag="b"),
+         node("c", "test.Tag", executor, tag="c"), node("d", "test.Double", executor)],
+        [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")])
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+async def test_fan_out_and_fan_in_keep_order_along_each_connection(executor: str) -> None:
+    result = await diamond(executor).run(range(300))
+    items = [output.item for output in result.outputs]
+    assert {output.node_id for output in result.outputs} == {"d"}
+    for tag in ("b", "c"):
+        values = [item.value for item in items if item.source == tag]
+        assert values == [value * 4 for value in range(300)]  # all of them, in order
+    stats = result.nodes
+    assert stats["a"].items_in == 300 and stats["a"].items_out == 300
+    assert stats["d"].items_in == 600 and stats["d"].items_out == 600
+    assert all(stat.executor == executor for stat in stats.values())
+    assert result.failures == []
+
+
+async def test_native_and_process_runs_give_identical_outputs() -> None:
+    native = await diamond("native").run(range(50))
+    process = await diamond("process").run(range(50))
+    assert Counter(map(repr, native.outputs)) == Counter(map(repr, process.outputs))
+
+
+async def test_process_nodes_run_in_their_own_named_processes() -> None:
+    pipe = pipeline([node("first", "test.Pid", "process"), node("second", "test.Pid", "process")])
+    async with ActorSystem() as system, pipe.session(system) as session:
+        pids = {name: stats.pid or 0 for name, stats in session.stats().items()}
+        assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+        for node_id, pid in pids.items():
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            assert title.startswith(f"actorstage node {node_id} (test {session.id})"), title
+        await session.send("x")
+        session.close_input()
+        outputs = [output async for output in session.outputs()]
+        assert sorted(output.item for output in outputs) == sorted(map(int, pids.values()))
+    for pid in pids.values():  # ending the session ended its processes
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+async def test_an_exception_fails_the_session_by_default(executor: str) -> None:
+    pipe = pipeline([node("c", "test.Crash", executor, on=3, raise_it=True)])
+    with pytest.raises(PipelineError, match=r"node 'c' failed on its item 4: ValueError: "
+                                            r"cannot take 3"):
+        await pipe.run(range(10))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+async def test_with_continue_a_failed_item_is_reported_and_the_rest_go_on(executor: str) -> None:
+    pipe = pipeline([node("c", "test.Crash", executor, on=3, raise_it=True)],
+                    on_node_crash="continue")
+    result = await pipe.run(range(10))
+    assert [output.item for output in result.outputs] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    [failure] = result.failures
+    assert (failure.node_id, failure.item_number, failure.type_name) == ("c", 4, "ValueError")
+    assert "cannot take 3" in failure.message and "Traceback" in failure.traceback
+    assert result.nodes["c"].failed == 1
+
+
+async def test_a_killed_process_node_fails_the_session_under_fail() -> None:
+    pipe = pipeline([node("k", "test.Crash", "process", on=5)])
+    with pytest.raises(PipelineError, match=r"node 'k': its process \(pid \d+\) died while "
+                                            r"processing its item 6: .*SIGKILL"):
+        await pipe.run(range(20))
+
+
+async def test_a_killed_process_node_is_restarted_under_continue(tmp_path: Path) -> None:
+    once = tmp_path / "crashed"
+    pipe = pipeline([node("k", "test.Crash", "process", on=5, once_file=str(once)),
+                     node("sink", "test.Double")], [("k", "sink")], on_node_crash="continue")
+    result = await pipe.run(range(20))
+    assert once.exists()
+    assert [output.item for output in result.outputs] == [2 * v for v in range(20) if v != 5]
+    [failure] = result.failures
+    assert (failure.node_id, failure.item_number, failure.type_name) == ("k", 6, "ProcessDied")
+    assert "SIGKILL" in failure.message
+    assert result.nodes["k"].restarts == 1
+
+
+async def test_a_process_node_that_keeps_dying_fails_after_max_node_restarts() -> None:
+    pipe = pipeline([node("k", "test.Crash", "process", on=1)],
+                    on_node_crash="continue", max_node_restarts=0)
+    with pytest.raises(PipelineError, match=r"died more than max_node_restarts \(0\) times"):
+        await pipe.run([0, 1, 2])
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+async def test_a_setup_past_init_timeout_fails_the_start_and_leaves_nothing(
+    executor: str
+) -> None:
+    pipe = pipeline([node("ok", "IdentityNode", executor),
+                     node("slow", "test.SlowSetup", executor, seconds=30)],
+                    [("ok", "slow")], init_timeout_secs=0.5)
+    async with ActorSystem() as system:
+        with anyio.fail_after(20):
+            with pytest.raises(PipelineError, match=r"node 'slow' failed to start: TimeoutError: "
+                                                    r"node 'slow' did not finish setup within "
+                                                    r"0.5 s \(init_timeout_secs\)"):
+                async with pipe.session(system):
+                    pass  # pragma: no cover - the start fails
+        assert system.tree().children == ()
+
+
+async def test_the_session_reports_unknown_node_modules_in_a_process(tmp_path: Path) -> None:
+    pipe = pipeline([node("a", "IdentityNode", "process")])
+    object.__setattr__(pipe.plan.settings, "imports", ("no_such_module_for_nodes",))
+    with pytest.raises(PipelineError, match="cannot import node module 'no_such_module_for_nodes'"):
+        await pipe.run([1])
+
+
+async def test_cancelling_a_session_stops_its_processes_and_loops() -> None:
+    test_nodes.GATES["never"] = anyio.Event()  # type: ignore[assignment]
+    pipe = pipeline([node("p", "IdentityNode", "process"), node("g", "test.Gated", gate="never")],
+                    [("p", "g")], cleanup_grace_period_secs=0.5)
+    async with ActorSystem() as system:
+        async with pipe.session(system) as session:
+            await session.send(1)
+            await until(lambda: test_nodes.TAKEN.get("never", 0) == 1)
+            pid = session.stats()["p"].pid
+        assert session.error is not None and "cancelled" in str(session.error)
+        assert (pid is not None and not Path(f"/proc/{pid}/cmdline").exists()) or \
+            Path(f"/proc/{pid}/cmdline").read_bytes() == b""
+        assert system.tree().children == ()
