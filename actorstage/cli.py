@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run the workflow in a child process")
     flow.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                       help="import MODULE first, to register its actions (repeatable)")
+    from actorstage.pipelines._cli import add_run_pipeline_parser
     from actorstage.service._cli import add_serve_parser
 
+    add_run_pipeline_parser(commands)
     add_serve_parser(commands)
     return parser
 
@@ -67,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("actorstage: interrupted", file=sys.stderr)
             return 130
+    if args.command == "run-pipeline":
+        from actorstage.pipelines._cli import run_pipeline_command
+
+        return run_pipeline_command(args)
     if args.command == "serve":
         from actorstage.service._cli import serve_command
 

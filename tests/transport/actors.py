@@ -72,11 +72,11 @@ class Counter(Actor):
             try:
                 await asyncio.sleep(message[1])
             except asyncio.CancelledError:
-                Path(message[2]).write_text("cancelled")  # noqa: ASYNC240 - a tiny marker
+                Path(message[2]).write_text("cancelled")
                 raise
             return "slept"
         if isinstance(message, list) and message[:1] == ["block"]:
-            Path(message[1]).write_text("running")  # noqa: ASYNC240 - tells the test it runs
+            Path(message[1]).write_text("running")
             await asyncio.sleep(message[2])
             return "unblocked"
         return message
@@ -132,7 +132,7 @@ class Reporter(Actor):
             _, count, progress = message
             for number in range(count):
                 await parent.tell(Add(number))
-                Path(progress).write_text(str(number + 1))  # noqa: ASYNC240 - for the test
+                Path(progress).write_text(str(number + 1))
             return count
         if message == "ask-parent":
             return f"{await parent.ask('name')} answered {os.getpid()}"

@@ -65,7 +65,7 @@ class Sleep(Action):
                 await ctx.checkpoint()
         except asyncio.CancelledError:
             if self.params.marker:
-                Path(self.params.marker).write_text("cancelled")  # noqa: ASYNC240
+                Path(self.params.marker).write_text("cancelled")
             raise
         await ctx.store.put("slept", self.params.seconds)
 

@@ -1,0 +1,79 @@
+"""``actorstage run-pipeline``: a real command on a real WAV file, and its errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "pipeline_audio"
+MANIFEST = EXAMPLE / "manifest.json"
+
+
+def _example() -> Any:
+    spec = importlib.util.spec_from_file_location("speech_report", EXAMPLE / "speech_report.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_recording = _example().make_recording
+BURSTS = _example().BURSTS
+
+
+def command(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "actorstage.cli", "run-pipeline", *args],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def test_run_pipeline_shows_progress_and_a_table_and_writes_the_outputs(tmp_path: Path) -> None:
+    wav, out = tmp_path / "speech.wav", tmp_path / "out.jsonl"
+    make_recording(wav)
+    done = command(str(MANIFEST), "--input", str(wav), "--output", str(out),
+                   "--progress", "always")
+    assert done.returncode == 0, done.stderr
+    assert "[##############################] 100%  inputs 1/1  outputs 1" in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "pipeline 'speech-report': 5 nodes, 1 input(s)"
+    assert lines[1].split() == ["node", "executor", "items", "in", "items", "out", "failed",
+                                "busy", "s", "mean", "ms", "max", "queue", "restarts"]
+    rows = {line.split()[0]: line.split() for line in lines[3:8]}
+    assert rows["chunker"][:4] == ["chunker", "native", "1", "200"]
+    assert rows["resample"][:4] == ["resample", "process", "200", "200"]
+    assert rows["vad"][:4] == ["vad", "process", "200", "2"]
+    assert lines[8].startswith("1 output(s) in ") and lines[8].endswith("0 failed item(s)")
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["node_id"] == "report"
+    found = [(round(s["start"], 2), round(s["end"], 2)) for s in record["item"]]
+    assert found == BURSTS
+
+
+def test_run_pipeline_reads_json_lines_and_reports_bad_input_and_manifests(
+    tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: v1\nmetadata: {name: m}\nnodes:\n"
+                        "  - {id: map, node_type: JsonMapperNode, params: {fields: {n: a}}}\n")
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"a": 1}\n{"a": 2}\n')
+    done = command(str(manifest), "--input", str(items), "--progress", "never")
+    assert done.returncode == 0, done.stderr
+    assert "2 output(s)" in done.stdout and done.stderr == ""
+    items.write_text('{"a": 1}\n{"b": 2}\n')
+    done = command(str(manifest), "--input", str(items))
+    assert done.returncode == 1
+    assert "failed: node 'map' failed on its item 2: KeyError" in done.stderr
+    items.write_text("{oops\n")
+    done = command(str(manifest), "--input", str(items))
+    assert done.returncode == 2 and "items.jsonl: line 1:" in done.stderr
+    manifest.write_text("version: v1\nmetadata: {name: m}\nnodes: [{id: a, node_type: Nope}]\n")
+    done = command(str(manifest), "--input", str(items))
+    assert done.returncode == 2
+    assert "nodes[0].node_type: unknown node type 'Nope'" in done.stderr
