@@ -66,12 +66,24 @@ TARGETS = [
            "Parent memory with a stalled child (20,000 x 1 KiB tells, mailbox 1,000)",
            "the bound: (mailbox + credit window) x payload = 2,000 x 1 KiB",
            "ratio <= 3", lambda r: r["ratio"] <= 3, ("unix", "tcp", "stdio")),
+    Target("pipeline_payload",
+           "1 MiB payloads through two process nodes (parent -> A -> B -> parent), 300 of them",
+           "the same payloads to a child and back over a multiprocessing Pipe",
+           "ratio >= 2", lambda r: r["ratio"] >= 2),
+    Target("pipeline_process_chain", "Small items through a chain of 4 process nodes",
+           "single-hop cross-process tell throughput (the process_tell subject, unix)",
+           "ratio >= 0.5", lambda r: r["ratio"] >= 0.5),
+    Target("pipeline_native_chain", "Cost per item through a chain of 4 native nodes",
+           "local tell cost per message (the tell_throughput subject)",
+           "ratio <= 4", lambda r: r["ratio"] <= 4),
 ]
 
 
 def measure(name: str, loop: str, transport: str = "") -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.local", name, loop]
-    if transport:
+    if name.startswith("pipeline_"):
+        command = [sys.executable, "-m", "benchmarks.pipelines", name, loop]
+    elif transport:
         command = [sys.executable, "-m", "benchmarks.process", name, loop, transport]
     done = subprocess.run(
         command,
@@ -86,6 +98,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value / 1000:,.0f} k msg/s"
     if unit == "bytes/actor":
         return f"{value:,.0f} B"
+    if unit == "MiB/s":
+        return f"{value:,.0f} MiB/s"
     if unit == "bytes":
         return f"{value / 1e6:,.1f} MB"
     if value >= 10_000:

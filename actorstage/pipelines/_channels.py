@@ -92,7 +92,7 @@ class Channel:
     """
 
     __slots__ = ("blocking", "capacity", "closed", "count", "error", "held_bytes", "inbox",
-                 "max_count", "on_grow", "put_total", "sizer", "source", "target", "waiters")
+                 "max_count", "on_grow", "sizer", "source", "target", "waiters")
 
     def __init__(self, source: str, target: str, inbox: Inbox, capacity: int, *,
                  blocking: bool = True,
@@ -107,7 +107,6 @@ class Channel:
         self.on_grow = on_grow
         self.count = 0
         self.max_count = 0
-        self.put_total = 0
         self.held_bytes = 0
         self.closed = False
         self.error: BaseException | None = None
@@ -123,16 +122,23 @@ class Channel:
 
     def put_nowait(self, item: Any) -> None:
         """Put without waiting; the caller has checked ``has_room``."""
-        self.count += 1
-        self.put_total += 1
-        if self.count > self.max_count:
-            self.max_count = self.count
+        count = self.count = self.count + 1
+        if count > self.max_count:
+            self.max_count = count
         if self.sizer is not None:
             size = self.sizer(item)
             self.held_bytes += size
             if self.on_grow is not None:
                 self.on_grow(self, size)
-        self.inbox.push(self, item)
+        inbox = self.inbox
+        queue = inbox.queue
+        queue.append((self, item))
+        if len(queue) > inbox.max_depth:
+            inbox.max_depth = len(queue)
+        waiter = inbox.waiter
+        if waiter is not None:
+            inbox.waiter = None
+            _wake(waiter)
 
     async def put(self, item: Any) -> None:
         """Put one item, waiting for room first when the channel blocks and is full."""
@@ -164,9 +170,8 @@ class Channel:
             self.held_bytes -= size
             if self.on_grow is not None:
                 self.on_grow(self, -size)
-        waiters = self.waiters
-        if waiters:
-            _wake(waiters.popleft())
+        if self.waiters:
+            _wake(self.waiters.popleft())
 
     def close(self) -> None:
         """The producer has no more items."""

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -98,7 +99,6 @@ class NodeStats(msgspec.Struct):
     items_out: int = 0
     failed: int = 0
     busy_seconds: float = 0.0
-    slowest_seconds: float = 0.0
     max_queue: int = 0
     restarts: int = 0
     pid: int | None = None
@@ -117,6 +117,9 @@ class PipelineResult(msgspec.Struct, frozen=True):
     nodes: dict[str, NodeStats]
     failures: list[ItemFailure]
     duration: float
+
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})  # never hold a shared view
 
 
 class _Run(Message, frozen=True):
@@ -246,42 +249,50 @@ class NodeActor(Actor):
     async def _loop(self) -> None:
         port = self.port
         inbox, stats, node, emit = port.inbox, port.stats, self.node, port.emit
+        process = node.process
         codec = port.session.codec
         clock = time.perf_counter
+        # One plain connection out: its items skip emit() while it has room.
+        only = port.channels[0] if len(port.channels) == 1 else None
+        if only is not None and only.sizer is not None:
+            only = None
         while True:
             batch = await inbox.take(BATCH)
             if not batch:
                 break
+            began = clock()
             for channel, item in batch:
                 port.received += 1
-                number = port.received
-                began = clock()
                 wire = item if type(item) is WireItem else None
                 try:
                     if wire is not None:
                         item = codec.decode(wire)
-                    result = node.process(item)
-                    if not hasattr(result, "__anext__"):  # an `async def` with `yield` is not
-                        result = await result  # awaited: it is the iterator itself
-                    if result is not None:
-                        if hasattr(result, "__anext__"):
-                            async for value in result:
-                                await emit(value)
-                        else:
-                            await emit(result)
+                    result = process(item)
+                    if type(result) is CoroutineType or not hasattr(result, "__anext__"):
+                        result = await result  # (an `async def` with `yield` is not awaited)
+                    if result is None:
+                        pass
+                    elif only is not None and only.count < only.capacity and \
+                            type(result) is not WireItem and not hasattr(result, "__anext__"):
+                        stats.items_out += 1
+                        only.put_nowait(result)
+                    elif hasattr(result, "__anext__"):
+                        async for value in result:
+                            await emit(value)
+                    else:
+                        await emit(result)
                 except (Aborted, asyncio.CancelledError):
                     raise
                 except Exception as exc:
-                    port.failed(number, exc)
+                    port.failed(port.received, exc)
                 finally:
                     if wire is not None:
                         codec.release(wire)
-                    port.done_with(channel, wire if wire is not None else item)
-                took = clock() - began
-                stats.items_in += 1
-                stats.busy_seconds += took
-                if took > stats.slowest_seconds:
-                    stats.slowest_seconds = took
+                        port.done_with(channel, wire)
+                    else:
+                        channel.release(item)
+            stats.items_in += len(batch)
+            stats.busy_seconds += clock() - began
         try:
             async for value in outputs_of(node.flush()):
                 await emit(value)
@@ -451,7 +462,6 @@ class NodeProxy(Actor):
             if message.count:
                 stats.items_in += message.count
                 stats.busy_seconds += message.busy
-                stats.slowest_seconds = max(stats.slowest_seconds, message.slowest)
             failed = {error.seq: error for error in message.errors}
             if 0 in failed:
                 port.failed(0, failed.pop(0), " (flush)")
@@ -747,8 +757,15 @@ class PipelineSession:
             raise self.error from None
 
     async def send_all(self, items: Iterable[Any]) -> None:
+        """``send`` each item in turn."""
+        inputs = self.inputs
         for item in items:
-            await self.send(item)
+            if self._input_closed or self.error is not None or not all(
+                    channel.has_room() and channel.sizer is None for channel in inputs):
+                await self.send(item)
+            else:
+                for channel in inputs:
+                    channel.put_nowait(item)
 
     def close_input(self) -> None:
         """No more inputs: the nodes finish what they hold, flush, and the outputs end."""
@@ -776,7 +793,8 @@ class PipelineSession:
                     channel.release(item)
                     self.segments.drop(item.segment_names())
                 else:
-                    value = to_bytes(item)
+                    if type(item) not in _PLAIN:
+                        value = to_bytes(item)
                     channel.release(item)
                 yield Output(channel.source, value)
         await self._done.wait()

@@ -51,7 +51,6 @@ class Emitted(Message, frozen=True, array_like=True):
     done: int  # the highest item number finished; every lower one sent here is finished too
     count: int  # items finished since the previous Emitted
     busy: float  # seconds spent in the node for them
-    slowest: float
     errors: list[ItemError] = []
 
 
@@ -150,9 +149,9 @@ class NodeWorker(Actor):
         raise TypeError(f"a node process takes Items and Finish, not {type(message).__name__}")
 
     async def _send(self, items: list[WireItem], done: int, count: int, busy: float,
-                    slowest: float, errors: list[ItemError]) -> None:
+                    errors: list[ItemError]) -> None:
         self.sent += 1
-        await self._parent.tell(Emitted(items, done, count, busy, slowest, errors))
+        await self._parent.tell(Emitted(items, done, count, busy, errors))
 
     async def _run(self, message: Items) -> None:
         node, codec, cursor = self.node, self.codec, self.cursor
@@ -161,7 +160,7 @@ class NodeWorker(Actor):
         out: list[WireItem] = []
         errors: list[ItemError] = []
         done = count = 0
-        busy = slowest = 0.0
+        busy = 0.0
         clock = time.perf_counter
         flush_every = self.setup.flush_every
         for seq, wire in zip(message.seqs, message.items, strict=True):
@@ -181,19 +180,17 @@ class NodeWorker(Actor):
                         async for value in result:
                             out.append(encode(value))
                             if len(out) >= flush_every:
-                                await self._send(out, done, count, busy, slowest, errors)
-                                out, errors, count, busy, slowest = [], [], 0, 0.0, 0.0
+                                await self._send(out, done, count, busy, errors)
+                                out, errors, count, busy = [], [], 0, 0.0
                 finally:
                     codec.release(wire)
             except Exception as exc:
                 errors.append(error_of(seq, exc))
-            took = clock() - began
-            busy += took
-            slowest = max(slowest, took)
+            busy += clock() - began
             cursor.finished(seq)
             done = seq
             count += 1
-        await self._send(out, done, count, busy, slowest, errors)
+        await self._send(out, done, count, busy, errors)
 
     async def _flush(self) -> None:
         assert self.codec is not None
@@ -203,11 +200,11 @@ class NodeWorker(Actor):
             async for value in outputs_of(self.node.flush()):
                 out.append(self.codec.encode(value))
                 if len(out) >= self.setup.flush_every:
-                    await self._send(out, 0, 0, 0.0, 0.0, [])
+                    await self._send(out, 0, 0, 0.0, [])
                     out = []
         except Exception as exc:
             errors.append(error_of(0, exc))
-        await self._send(out, 0, 0, 0.0, 0.0, errors)
+        await self._send(out, 0, 0, 0.0, errors)
 
     async def on_stop(self) -> None:
         try:
