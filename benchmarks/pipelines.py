@@ -108,7 +108,7 @@ async def local_tell() -> float:
     return 1e6 / float(result["value"])
 
 
-BENCHMARKS = {
+BENCHMARKS: dict[str, tuple[Any, Any, str, bool]] = {
     "pipeline_payload": (payload_throughput, pipe_payload_throughput, "MiB/s", False),
     "pipeline_process_chain": (process_chain, single_hop_tell, "msg/s", True),
     "pipeline_native_chain": (native_chain, local_tell, "us", True),
@@ -119,7 +119,8 @@ def main(argv: list[str]) -> None:
     name, loop = argv
     subject, baseline, unit, async_baseline = BENCHMARKS[name]
     uvloop = loop == "uvloop"
-    subjects, baselines = [], []
+    subjects: list[float] = []
+    baselines: list[float] = []
     for _ in range(ROUNDS):
         baselines.append(run(baseline, use_uvloop=uvloop) if async_baseline else baseline())
         subjects.append(run(subject, use_uvloop=uvloop))
