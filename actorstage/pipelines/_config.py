@@ -9,7 +9,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -48,32 +48,23 @@ _RANGES: dict[str, tuple[float, float | None]] = {
 }
 
 
-class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RuntimeConfig(MultiprocessSettings, frozen=True, kw_only=True,
+                    forbid_unknown_fields=True):
     """Service-wide pipeline defaults, from a ``runtime.toml`` file.
 
+    It takes the keys of a manifest's ``metadata.multiprocess``, and:
+
     Attributes:
-        python_executable: The interpreter of process nodes.
         venv: A virtual environment whose ``bin/python`` runs process nodes
             (when no ``python_executable`` is set here or in the manifest).
         import_paths: Folders added to ``sys.path`` before node modules are
             imported, here and in every node process.
         imports: Modules to import: they register node types.
-        The other keys are those of a manifest's ``metadata.multiprocess``.
     """
 
-    python_executable: str | None = None
     venv: str | None = None
     import_paths: list[str] = msgspec.field(default_factory=list)
     imports: list[str] = msgspec.field(default_factory=list)
-    max_processes_per_session: int | None = None
-    channel_capacity: int | None = None
-    init_timeout_secs: float | None = None
-    enable_backpressure: bool | None = None
-    cleanup_grace_period_secs: float | None = None
-    memory_limit_bytes: int | None = None
-    shared_memory_threshold_bytes: int | None = None
-    on_node_crash: Literal["fail", "continue"] | None = None
-    max_node_restarts: int | None = None
 
 
 def load_runtime_config(path: str | Path) -> RuntimeConfig:
