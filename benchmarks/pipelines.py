@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import statistics
@@ -37,14 +38,8 @@ def chain(executor: str, count: int, capacity: int = 256) -> Pipeline:
 async def through(pipeline: Pipeline, items: list[Any]) -> float:
     """Seconds from the first input to the last output, the nodes already started."""
     async with ActorSystem() as system, pipeline.session(system) as session:
-        async def feed() -> None:
-            await session.send_all(items)
-            session.close_input()
-
-        import asyncio
-
         began = time.perf_counter()
-        feeder = asyncio.get_running_loop().create_task(feed())
+        feeder = asyncio.get_running_loop().create_task(session.feed(items))
         count = 0
         async for _output in session.outputs():
             count += 1

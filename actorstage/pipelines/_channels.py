@@ -91,8 +91,8 @@ class Channel:
     the size of each item, so the session can enforce its memory limit.
     """
 
-    __slots__ = ("blocking", "capacity", "closed", "count", "error", "held_bytes", "inbox",
-                 "max_count", "on_grow", "sizer", "source", "target", "waiters")
+    __slots__ = ("blocking", "capacity", "closed", "count", "error", "inbox", "on_grow",
+                 "sizer", "source", "target", "waiters")
 
     def __init__(self, source: str, target: str, inbox: Inbox, capacity: int, *,
                  blocking: bool = True,
@@ -106,8 +106,6 @@ class Channel:
         self.sizer = sizer
         self.on_grow = on_grow
         self.count = 0
-        self.max_count = 0
-        self.held_bytes = 0
         self.closed = False
         self.error: BaseException | None = None
         self.waiters: deque[asyncio.Future[None]] = deque()
@@ -122,14 +120,9 @@ class Channel:
 
     def put_nowait(self, item: Any) -> None:
         """Put without waiting; the caller has checked ``has_room``."""
-        count = self.count = self.count + 1
-        if count > self.max_count:
-            self.max_count = count
-        if self.sizer is not None:
-            size = self.sizer(item)
-            self.held_bytes += size
-            if self.on_grow is not None:
-                self.on_grow(self, size)
+        self.count += 1
+        if self.on_grow is not None:
+            self.on_grow(self, self.sizer(item) if self.sizer is not None else 0)
         inbox = self.inbox
         queue = inbox.queue
         queue.append((self, item))
@@ -165,11 +158,8 @@ class Channel:
     def release(self, item: Any) -> None:
         """The consumer is done with ``item``: make room for one more."""
         self.count -= 1
-        if self.sizer is not None:
-            size = self.sizer(item)
-            self.held_bytes -= size
-            if self.on_grow is not None:
-                self.on_grow(self, -size)
+        if self.on_grow is not None:
+            self.on_grow(self, -self.sizer(item) if self.sizer is not None else 0)
         if self.waiters:
             _wake(self.waiters.popleft())
 

@@ -137,19 +137,12 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 pipeline.session(system) as session:
             progress = _Progress(session, len(inputs), err)
 
-            async def feed() -> None:
-                try:
-                    await session.send_all(inputs)
-                except PipelineError:
-                    return
-                session.close_input()
-
             async def redraw() -> None:
                 while True:
                     progress.draw(count)
                     await asyncio.sleep(0.1)
 
-            feeder = asyncio.get_running_loop().create_task(feed())
+            feeder = asyncio.get_running_loop().create_task(session.feed(inputs))
             drawer = asyncio.get_running_loop().create_task(redraw()) if show else None
             try:
                 async for output in session.outputs():

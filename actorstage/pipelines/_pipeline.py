@@ -12,7 +12,7 @@ from actorstage.pipelines._config import RuntimeConfig, load_runtime_config
 from actorstage.pipelines._manifest import Manifest, load_manifest
 from actorstage.pipelines._plan import Plan, check_manifest
 from actorstage.pipelines._registry import import_node_modules
-from actorstage.pipelines._session import Output, PipelineError, PipelineResult, PipelineSession
+from actorstage.pipelines._session import Output, PipelineResult, PipelineSession
 
 __all__ = ["Pipeline"]
 
@@ -65,14 +65,7 @@ class Pipeline:
         async with self.session(system, session_id=session_id) as session:
             outputs: list[Output] = []
 
-            async def feed() -> None:
-                try:
-                    await session.send_all(inputs)
-                except PipelineError:
-                    return  # the outputs end with the session's error
-                session.close_input()
-
-            feeder = asyncio.get_running_loop().create_task(feed())
+            feeder = asyncio.get_running_loop().create_task(session.feed(inputs))
             try:
                 async for output in session.outputs():
                     outputs.append(output)

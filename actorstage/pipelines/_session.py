@@ -392,10 +392,10 @@ class NodeProxy(Actor):
                     try:
                         wire = codec.encode(item)
                     except (TypeError, ValueError) as exc:
-                        wire = WireItem("", msgspec.Raw(msgspec.msgpack.encode(None)))
-                        wires.append(wire)
-                        self._fail_encode(exc)
-                        continue
+                        session.fail(PipelineError(
+                            f"node {port.node.id!r}: an item for its process cannot be "
+                            f"encoded: {exc}"))
+                        raise Aborted from None
                     segments.add(wire.segment_names(), 1)
                     wires.append(wire)
             async with self.lock:
@@ -408,11 +408,6 @@ class NodeProxy(Actor):
                 assert self.worker is not None
                 await self.worker.tell(Items(list(range(first, first + len(batch))), wires))
         await self._finish()
-
-    def _fail_encode(self, exc: BaseException) -> None:
-        self.port.session.fail(PipelineError(
-            f"node {self.port.node.id!r}: an item for its process cannot be encoded: {exc}"))
-        raise Aborted
 
     async def _finish(self) -> None:
         port = self.port
@@ -766,6 +761,15 @@ class PipelineSession:
             else:
                 for channel in inputs:
                     channel.put_nowait(item)
+
+    async def feed(self, items: Iterable[Any]) -> None:
+        """``send_all(items)``, then ``close_input()``; a failed session just ends the feed
+        (``outputs()`` and ``result()`` raise its error)."""
+        try:
+            await self.send_all(items)
+        except PipelineError:
+            return
+        self.close_input()
 
     def close_input(self) -> None:
         """No more inputs: the nodes finish what they hold, flush, and the outputs end."""
