@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections import deque
@@ -65,6 +66,14 @@ BATCH = 256  # items a node loop takes from its inbox at once
 # with at most channel_capacity items each, this bounds how far a process node runs ahead.
 _PROXY_WINDOW = 2
 _BOOT_ALLOWANCE = 20.0  # seconds for a node process to start Python, on top of init_timeout
+# No "-": the id ends the prefix of the session's shared-memory names, and one session's
+# prefix must never be the start of another's.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_.]{1,64}")
+
+
+def valid_session_id(text: str) -> bool:
+    """1-64 letters, digits, ``_`` or ``.``."""
+    return _SESSION_ID.fullmatch(text) is not None
 
 
 class PipelineError(ActorstageError):
@@ -362,6 +371,7 @@ class NodeProxy(Actor):
             init_timeout=settings.init_timeout_secs,
             title=f"actorstage node {planned.id} ({session.plan.name} {session.id})",
             flush_every=min(FLUSH, settings.channel_capacity),
+            stop_on_error=settings.on_node_crash == "fail",
         )
         options = ProcessOptions(
             python=settings.python_executable,
@@ -592,6 +602,8 @@ class PipelineSession:
     def __init__(self, plan: Plan, system: ActorSystem, session_id: str | None = None) -> None:
         self.plan = plan
         self.system = system
+        if session_id is not None and not valid_session_id(session_id):
+            raise ValueError(f"session id {session_id!r} must be 1-64 letters, digits, _ or .")
         self.id = session_id or uuid.uuid4().hex[:12]
         self.prefix = f"actorstage-{self.id}-"
         settings = plan.settings
@@ -780,15 +792,29 @@ class PipelineSession:
 
     async def outputs(self) -> AsyncIterator[Output]:
         """The leaves' items as they are produced; ends when every node has finished."""
+        async for batch in self.output_batches():
+            for output in batch:
+                yield output
+
+    async def output_batches(self) -> AsyncIterator[list[Output]]:
+        """``outputs()`` grouped as they arrive: each list holds what was ready at once.
+
+        When the session fails, the outputs that reached the end before the failure still
+        come out, then its ``PipelineError``.
+        """
         inbox = self.output_inbox
         codec = self.codec
-        while True:
+        failed = False
+        while not failed:
             try:
                 batch = await inbox.take(BATCH)
             except Aborted:
-                break
+                failed = True
+                batch = list(inbox.queue)
+                inbox.queue.clear()
             if not batch:
                 break
+            outputs = []
             for channel, item in batch:
                 value = item
                 if type(item) is WireItem:
@@ -800,7 +826,8 @@ class PipelineSession:
                     if type(item) not in _PLAIN:
                         value = to_bytes(item)
                     channel.release(item)
-                yield Output(channel.source, value)
+                outputs.append(Output(channel.source, value))
+            yield outputs
         await self._done.wait()
         if self.error is not None:
             raise self.error
@@ -823,8 +850,12 @@ class PipelineSession:
         return snapshot
 
     def queue_depths(self) -> dict[str, int]:
-        """Items waiting in each node's inbox right now."""
-        return {node_id: len(port.inbox.queue) for node_id, port in self.ports.items()}
+        """Items each node holds right now: sent to it and not finished (queued or in hand)."""
+        depths = dict.fromkeys(self.ports, 0)
+        for channel in self.channels:
+            if channel.target in depths:
+                depths[channel.target] += channel.count
+        return depths
 
     @property
     def done(self) -> bool:

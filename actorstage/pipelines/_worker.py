@@ -73,6 +73,7 @@ class WorkerSetup(Message, frozen=True, kw_only=True):
     init_timeout: float
     title: str
     flush_every: int = FLUSH
+    stop_on_error: bool = False  # on_node_crash "fail": no item after a failed one
 
 
 def error_of(seq: int, exc: BaseException) -> ItemError:
@@ -110,6 +111,7 @@ class NodeWorker(Actor):
         self.cursor: Cursor | None = None
         self.codec: ItemCodec | None = None
         self.sent = 0
+        self.failed = False  # an item failed with stop_on_error: take no more
 
     async def on_start(self) -> None:
         from actorstage.transport._child import load_main
@@ -154,6 +156,8 @@ class NodeWorker(Actor):
         await self._parent.tell(Emitted(items, done, count, busy, errors))
 
     async def _run(self, message: Items) -> None:
+        if self.failed:
+            return
         node, codec, cursor = self.node, self.codec, self.cursor
         assert codec is not None and cursor is not None
         encode = codec.encode
@@ -186,10 +190,13 @@ class NodeWorker(Actor):
                     codec.release(wire)
             except Exception as exc:
                 errors.append(error_of(seq, exc))
+                self.failed = self.setup.stop_on_error
             busy += clock() - began
             cursor.finished(seq)
             done = seq
             count += 1
+            if self.failed:
+                break  # the session fails on this item: what follows would be thrown away
         await self._send(out, done, count, busy, errors)
 
     async def _flush(self) -> None:

@@ -1,9 +1,10 @@
-"""The runner service: workflows executed, watched and controlled over gRPC.
+"""The runner service: workflows executed, watched and controlled over gRPC, and
+pipeline manifests run over gRPC (``Pipelines``), on one server.
 
 ``actorstage serve`` runs it; ``open_service`` embeds it. The protobuf
-messages and the client stub (``RunnerStub``) are re-exported here for
-Python clients; ``ProgressControlBase`` is the base of a progress callback
-endpoint.
+messages and the client stubs (``RunnerStub``, ``PipelinesStub``) are
+re-exported here for Python clients; ``ProgressControlBase`` is the base of
+a progress callback endpoint.
 """
 
 from actorstage._proto.actorstage.v1 import (
@@ -11,26 +12,40 @@ from actorstage._proto.actorstage.v1 import (
     ControlRequest,
     ErrorInfo,
     ExecuteAsyncResponse,
+    ExecutePipelineRequest,
+    ExecutePipelineResponse,
     ExecuteRequest,
     ExecutionInfo,
     ExecutionStatus,
     GetExecutionRequest,
     Isolation,
+    Item,
     ListActionsRequest,
     ListActionsResponse,
     ListExecutionsRequest,
     ListExecutionsResponse,
+    PipelineItemFailure,
+    PipelineNodeStats,
+    PipelineOutput,
+    PipelinesBase,
+    PipelinesStub,
+    PipelineStart,
+    PipelineStarted,
+    PipelineSummary,
     ProgressAck,
     ProgressControlBase,
     ProgressControlStub,
     ProgressEvent,
     RunnerBase,
     RunnerStub,
+    StreamPipelineRequest,
+    StreamPipelineResponse,
     WatchExecutionRequest,
     WorkflowMetadata,
 )
 from actorstage.service._callbacks import CallbackSender
-from actorstage.service._metrics import ServiceMetrics
+from actorstage.service._metrics import PipelineMetrics, ServiceMetrics
+from actorstage.service._pipeline_service import PipelineService
 from actorstage.service._runner_service import RunnerService
 from actorstage.service._server import RunnerServer, ServiceConfig, open_service
 
@@ -40,15 +55,28 @@ __all__ = [
     "ControlRequest",
     "ErrorInfo",
     "ExecuteAsyncResponse",
+    "ExecutePipelineRequest",
+    "ExecutePipelineResponse",
     "ExecuteRequest",
     "ExecutionInfo",
     "ExecutionStatus",
     "GetExecutionRequest",
     "Isolation",
+    "Item",
     "ListActionsRequest",
     "ListActionsResponse",
     "ListExecutionsRequest",
     "ListExecutionsResponse",
+    "PipelineItemFailure",
+    "PipelineMetrics",
+    "PipelineNodeStats",
+    "PipelineOutput",
+    "PipelineService",
+    "PipelineStart",
+    "PipelineStarted",
+    "PipelineSummary",
+    "PipelinesBase",
+    "PipelinesStub",
     "ProgressAck",
     "ProgressControlBase",
     "ProgressControlStub",
@@ -59,6 +87,8 @@ __all__ = [
     "RunnerStub",
     "ServiceConfig",
     "ServiceMetrics",
+    "StreamPipelineRequest",
+    "StreamPipelineResponse",
     "WatchExecutionRequest",
     "WorkflowMetadata",
     "open_service",

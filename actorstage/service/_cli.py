@@ -24,7 +24,8 @@ ENV_CALLBACK_TOKEN = "ACTORSTAGE_CALLBACK_TOKEN"
 
 FILE_KEYS = {"host", "port", "isolate", "imports", "callback", "callback_tls", "callback_ca",
              "callback_token_file", "metrics_port", "metrics_host", "token_file", "tls_cert",
-             "tls_key", "shutdown", "grace", "max_finished", "max_pending_callbacks"}
+             "tls_key", "shutdown", "grace", "max_finished", "max_pending_callbacks",
+             "pipeline_runtime", "max_pipeline_sessions"}
 
 
 class ConfigError(Exception):
@@ -33,7 +34,7 @@ class ConfigError(Exception):
 
 def add_serve_parser(commands: Any) -> None:
     serve = commands.add_parser(
-        "serve", help="run the gRPC runner service (workflows over gRPC)",
+        "serve", help="run the gRPC service (workflows and pipelines over gRPC)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)  # so that `--token x` is an error, not `--token-file x`
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
@@ -63,6 +64,11 @@ def add_serve_parser(commands: Any) -> None:
                             "(default cancel)")
     serve.add_argument("--grace", type=float, metavar="SECONDS",
                        help="how long executions get to end on SIGTERM (default 10)")
+    serve.add_argument("--pipeline-runtime", metavar="FILE",
+                       help="a runtime.toml: pipeline settings under every manifest, and the "
+                            "interpreter, venv, import paths and modules of node code")
+    serve.add_argument("--max-pipeline-sessions", type=int, metavar="N",
+                       help="pipeline sessions that may run at once (default 16)")
 
 
 def _read_secret(path: str, what: str) -> str:
@@ -155,6 +161,7 @@ async def _serve(config: Any) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     """Run the service until SIGTERM or SIGINT; 0 after a clean stop, 2 for bad settings."""
     from actorstage._run import run
+    from actorstage.exceptions import InvalidDefinitionError
 
     try:
         config = build_config(args, dict(os.environ))
@@ -174,6 +181,9 @@ def serve_command(args: argparse.Namespace) -> int:
             return 2
     try:
         return run(_serve, config)
+    except InvalidDefinitionError as exc:  # the pipeline runtime.toml
+        print(f"actorstage serve: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"actorstage serve: cannot listen on {config.host}:{config.port}: {exc}",
               file=sys.stderr)

@@ -1,7 +1,7 @@
 """The service's metrics, and a tiny HTTP endpoint serving them in Prometheus text format.
 
-Only what the runner service needs: counters and gauges with at most one
-label, and one histogram. Rendering follows the text exposition format 0.0.4.
+Only what the services need: counters, gauges, one histogram and one
+summary. Rendering follows the text exposition format 0.0.4.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MetricsServer", "ServiceMetrics"]
+__all__ = ["MetricsServer", "PipelineMetrics", "ServiceMetrics"]
 
 log = logging.getLogger("actorstage.service.metrics")
 
@@ -34,6 +34,7 @@ class ServiceMetrics:
         self.duration_sum = 0.0
         self.duration_count = 0
         self.callbacks: Any = None  # the CallbackSender, whose counts are read at render
+        self.pipelines: PipelineMetrics | None = None
 
     def started(self) -> None:
         self.active += 1
@@ -77,6 +78,107 @@ class ServiceMetrics:
                "undelivered.")
         yield "# TYPE actorstage_callback_events_lost_total counter"
         yield f"actorstage_callback_events_lost_total {callbacks.lost if callbacks else 0}"
+        if self.pipelines is not None:
+            yield from self.pipelines.lines()
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class PipelineMetrics:
+    """Pipeline sessions, and per node (by pipeline name and node id): items in, out and
+    failed, processing time (a summary: mean latency is its sum over its count), restarts,
+    and queue depth now.
+
+    Ended sessions add to running totals; live sessions are read when rendering. At most
+    ``max_series`` (pipeline, node) pairs are kept; later ones count under ``_other``.
+    """
+
+    def __init__(self, max_series: int = 1000) -> None:
+        self.max_series = max_series
+        self.live: dict[int, Any] = {}  # id(session) -> PipelineSession
+        self.ended: dict[str, int] = {}
+        self.outputs_total = 0
+        # (pipeline, node) -> [items_in, items_out, failed, busy_seconds, restarts]
+        self.totals: dict[tuple[str, str], list[float]] = {}
+
+    def started(self, session: Any) -> None:
+        self.live[id(session)] = session
+
+    def finished(self, session: Any, status: str) -> None:
+        if self.live.pop(id(session), None) is None:
+            return
+        self.ended[status] = self.ended.get(status, 0) + 1
+        for key, figures in self._figures(session):
+            total = self.totals.setdefault(self._key(key), [0.0] * 5)
+            for index, value in enumerate(figures):
+                total[index] += value
+
+    def outputs(self, count: int) -> None:
+        self.outputs_total += count
+
+    def _key(self, key: tuple[str, str]) -> tuple[str, str]:
+        if key in self.totals or len(self.totals) < self.max_series:
+            return key
+        return ("_other", "_other")
+
+    @staticmethod
+    def _figures(session: Any) -> Iterator[tuple[tuple[str, str], list[float]]]:
+        for node_id, stats in session.stats().items():
+            yield (session.plan.name, node_id), [
+                stats.items_in, stats.items_out, stats.failed, stats.busy_seconds,
+                stats.restarts]
+
+    def lines(self) -> Iterator[str]:
+        figures = {key: list(values) for key, values in self.totals.items()}
+        depths: dict[tuple[str, str], int] = {}
+        for session in self.live.values():
+            for key, values in self._figures(session):
+                key = self._key(key)
+                total = figures.setdefault(key, [0.0] * 5)
+                for index, value in enumerate(values):
+                    total[index] += value
+            for node_id, depth in session.queue_depths().items():
+                key = self._key((session.plan.name, node_id))
+                depths[key] = depths.get(key, 0) + depth
+        yield "# HELP actorstage_pipeline_sessions_active Pipeline sessions running."
+        yield "# TYPE actorstage_pipeline_sessions_active gauge"
+        yield f"actorstage_pipeline_sessions_active {len(self.live)}"
+        yield "# HELP actorstage_pipeline_sessions_total Pipeline sessions that ended, by status."
+        yield "# TYPE actorstage_pipeline_sessions_total counter"
+        for status in ("succeeded", "failed", "cancelled"):
+            yield f'actorstage_pipeline_sessions_total{{status="{status}"}} ' \
+                  f"{self.ended.get(status, 0)}"
+        yield "# HELP actorstage_pipeline_outputs_total Items pipelines sent back to callers."
+        yield "# TYPE actorstage_pipeline_outputs_total counter"
+        yield f"actorstage_pipeline_outputs_total {self.outputs_total}"
+        keys = sorted(figures)
+
+        def labels(key: tuple[str, str]) -> str:
+            return f'pipeline="{_label(key[0])}",node="{_label(key[1])}"'
+
+        for name, index, help_text in (
+                ("actorstage_pipeline_node_items_in_total", 0, "Items nodes took in."),
+                ("actorstage_pipeline_node_items_out_total", 1, "Items nodes emitted."),
+                ("actorstage_pipeline_node_items_failed_total", 2, "Items nodes failed on."),
+                ("actorstage_pipeline_node_restarts_total", 4, "Node process restarts.")):
+            yield f"# HELP {name} {help_text}"
+            yield f"# TYPE {name} counter"
+            for key in keys:
+                yield f"{name}{{{labels(key)}}} {_number(figures[key][index])}"
+        name = "actorstage_pipeline_node_latency_seconds"
+        yield (f"# HELP {name} Time nodes spent processing items (mean latency: sum / "
+               "count).")
+        yield f"# TYPE {name} summary"
+        for key in keys:
+            yield f"{name}_sum{{{labels(key)}}} {figures[key][3]!r}"
+            yield f"{name}_count{{{labels(key)}}} {_number(figures[key][0])}"
+        name = "actorstage_pipeline_node_queue_depth"
+        yield f"# HELP {name} Items waiting for a node now, over running sessions."
+        yield f"# TYPE {name} gauge"
+        for key in sorted(depths):
+            yield f"{name}{{{labels(key)}}} {depths[key]}"
 
 
 class MetricsServer:

@@ -23,8 +23,10 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
 from actorstage.actors._system import ActorSystem
+from actorstage.pipelines._config import load_runtime_config
 from actorstage.service._callbacks import CallbackSender, parse_endpoint
-from actorstage.service._metrics import MetricsServer, ServiceMetrics
+from actorstage.service._metrics import MetricsServer, PipelineMetrics, ServiceMetrics
+from actorstage.service._pipeline_service import PipelineService
 from actorstage.service._runner_service import RunnerService
 from actorstage.transport._options import ProcessOptions
 from actorstage.workflows._runner import Runner
@@ -62,6 +64,8 @@ class ServiceConfig:
     max_finished: int = 1000
     max_pending_callbacks: int = 10_000
     process: ProcessOptions | None = None  # options of isolated executions' processes
+    pipeline_runtime: str | None = None  # a runtime.toml: defaults under every manifest
+    max_pipeline_sessions: int = 16  # pipeline sessions running at once
 
     def check(self) -> None:
         """``ValueError`` naming the first setting that is wrong."""
@@ -87,6 +91,9 @@ class ServiceConfig:
                 problems.append(str(exc))
         elif self.callback_tls or self.callback_token or self.callback_ca:
             problems.append("callback_tls, callback_token and callback_ca need a callback")
+        if self.max_pipeline_sessions < 1:
+            problems.append(f"max_pipeline_sessions must be >= 1, got "
+                            f"{self.max_pipeline_sessions!r}")
         if self.max_finished < 0 or self.max_pending_callbacks < 1:
             problems.append("max_finished must be >= 0 and max_pending_callbacks >= 1")
         if problems:
@@ -154,6 +161,7 @@ class RunnerServer:
         self._stack = AsyncExitStack()
         self._stopped = False
         self.service: RunnerService | None = None
+        self.pipelines: PipelineService | None = None
         self.callbacks: CallbackSender | None = None
 
     async def __aenter__(self) -> RunnerServer:
@@ -183,10 +191,17 @@ class RunnerServer:
         service = self.service = RunnerService(
             Runner(system), isolate=config.isolate, process=config.process,
             callbacks=self.callbacks, metrics=metrics, max_finished=config.max_finished)
+        runtime = None
+        if config.pipeline_runtime is not None:
+            runtime = load_runtime_config(config.pipeline_runtime)
+        metrics.pipelines = PipelineMetrics()
+        pipelines = self.pipelines = PipelineService(
+            system, runtime=runtime, metrics=metrics.pipelines,
+            max_sessions=config.max_pipeline_sessions)
         self._health = ServiceStatus()
         self._health.set(True)
-        services = ServerReflection.extend([service, Health({service: [self._health]})],
-                                           pool=descriptor_pool())
+        health = Health({service: [self._health], pipelines: [self._health]})
+        services = ServerReflection.extend([service, pipelines, health], pool=descriptor_pool())
         server = self._server = Server(services)
         if config.token is not None:
             listen(server, RecvRequest, _authenticator(config.token))
@@ -216,24 +231,31 @@ class RunnerServer:
             await self._stack.__aexit__(*exc_info)
 
     async def stop(self, mode: Literal["drain", "cancel"] | None = None) -> None:
-        """Stop: take no new executions, cancel or drain the running ones within the grace
-        period (then cancel what is left), flush the callbacks, close the server."""
-        if self._stopped or self.service is None:
+        """Stop: take no new executions or pipeline sessions, cancel or drain the running
+        ones within the grace period (then cancel what is left), flush the callbacks, close
+        the server."""
+        if self._stopped or self.service is None or self.pipelines is None:
             return
         self._stopped = True
-        config, service = self.config, self.service
+        config, service, pipelines = self.config, self.service, self.pipelines
         mode = mode or config.shutdown
-        service.accepting = False
+        service.accepting = pipelines.accepting = False
         self._health.set(False)
         running = service.executions.running()
-        if running:
-            log.info("stopping: %s %d running executions (grace %.1fs)",
-                     "cancelling" if mode == "cancel" else "draining", len(running),
-                     config.grace)
+        if running or pipelines.running:
+            log.info("stopping: %s %d running executions and %d pipeline sessions (grace "
+                     "%.1fs)", "cancelling" if mode == "cancel" else "draining",
+                     len(running), len(pipelines.running), config.grace)
         if mode == "cancel":
             await service.cancel_all("the service is stopping")
+            pipelines.cancel_all("the service is stopping")
         with anyio.move_on_after(config.grace):
             await service.wait_ended()
+            await pipelines.wait_idle()
+        if pipelines.running:
+            log.warning("stopping: %d pipeline sessions still running after the grace "
+                        "period; cancelling them", len(pipelines.running))
+            pipelines.cancel_all("the service is stopping (grace period over)")
         if service.executions.running():
             log.warning("stopping: %d executions still running after the grace period; "
                         "cancelling them", len(service.executions.running()))
@@ -242,6 +264,9 @@ class RunnerServer:
                 await service.wait_ended()
         with anyio.move_on_after(5):
             await service.wait_streams_done()
+        with anyio.move_on_after(max((s.plan.settings.cleanup_grace_period_secs
+                                      for s in pipelines.sessions()), default=0) + 10):
+            await pipelines.wait_idle()  # every session's processes have ended
         self._server.close()
         with anyio.move_on_after(5):
             await self._server.wait_closed()

@@ -97,16 +97,17 @@ def grpcio_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleTy
     source = tmp_path_factory.mktemp("protos")
     target = tmp_path_factory.mktemp("grpcio")
     (source / "interop_stubs").mkdir()
-    for name in ("runner.proto", "control.proto"):
-        text = (PROTOS / "actorstage" / "v1" / name).read_text()
+    names = ("runner", "control", "pipeline")
+    for name in names:
+        text = (PROTOS / "actorstage" / "v1" / f"{name}.proto").read_text()
         text = text.replace('import "actorstage/v1/', 'import "interop_stubs/')
-        (source / "interop_stubs" / name).write_text(text)
+        (source / "interop_stubs" / f"{name}.proto").write_text(text)
     status = protoc.main(["protoc", f"-I{source}", f"--python_out={target}",
-                          f"--grpc_python_out={target}", "interop_stubs/runner.proto",
-                          "interop_stubs/control.proto"])
+                          f"--grpc_python_out={target}",
+                          *(f"interop_stubs/{name}.proto" for name in names)])
     assert status == 0, "grpc_tools.protoc failed"
-    return {name: _load(target, f"interop_stubs.{name}") for name in (
-        "runner_pb2", "runner_pb2_grpc", "control_pb2", "control_pb2_grpc")}
+    return {module: _load(target, f"interop_stubs.{module}")
+            for name in names for module in (f"{name}_pb2", f"{name}_pb2_grpc")}
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -13,6 +15,8 @@ import grpc
 import pytest
 
 from tests.interop.conftest import serve
+from tests.interop.pipeline_support import check_segments, recording_pieces, speech_manifest
+from tests.service.helpers import alive
 
 WORKFLOW = json.dumps({"id": "interop", "stages": [{"id": "main", "actions": [
     {"id": "hello", "action": "log", "params": {"message": "from grpcio"}},
@@ -142,3 +146,50 @@ def test_a_grpcio_server_receives_the_progress_callbacks(
     assert [(event.seq, event.kind) for event in received] == [
         (event.seq, event.kind) for event in events]
     assert tokens == {"Bearer cb"}
+
+
+def test_grpcio_streams_a_pipeline_with_process_nodes(
+    grpcio_stubs: dict[str, ModuleType], tmp_path: Path,
+) -> None:
+    pb, pb_grpc = grpcio_stubs["pipeline_pb2"], grpcio_stubs["pipeline_pb2_grpc"]
+    status = grpcio_stubs["runner_pb2"].ExecutionStatus
+    manifest = speech_manifest(tmp_path).read_text()
+    pieces = recording_pieces(tmp_path)
+    sent: list[int] = []
+
+    def requests() -> Iterator[Any]:
+        yield pb.StreamPipelineRequest(start=pb.PipelineStart(manifest=manifest,
+                                                              session_id="grpcio"))
+        for piece in pieces:
+            sent.append(len(piece))
+            yield pb.StreamPipelineRequest(inputs=[pb.Item(data=piece)])
+
+    with serve(env={"ACTORSTAGE_TOKEN": TOKEN}) as served, \
+            grpc.insecure_channel(served.address) as channel:
+        pipelines = pb_grpc.PipelinesStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:  # the runner's token guards it too
+            pipelines.ExecutePipeline(pb.ExecutePipelineRequest(
+                start=pb.PipelineStart(manifest=manifest)), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as caught:
+            pipelines.ExecutePipeline(pb.ExecutePipelineRequest(
+                start=pb.PipelineStart(manifest='{"version": "v2"}')), metadata=AUTH,
+                timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "version" in (caught.value.details() or "")
+
+        responses = list(pipelines.StreamPipeline(requests(), metadata=AUTH, timeout=60))
+        started, *middle, last = responses
+        pids = dict(started.started.pids)
+        assert started.started.session_id == "grpcio" and set(pids) == {"resample", "vad"}
+        assert not any(alive(pid) for pid in pids.values())  # they ended with the session
+        outputs = [output for response in middle for output in response.outputs]
+        assert [output.node_id for output in outputs] == ["report"]  # the collector's list
+        check_segments(json.loads(outputs[0].item.json))
+        summary = last.summary
+        assert summary.status == status.EXECUTION_STATUS_SUCCEEDED
+        assert summary.outputs == 1 and sum(sent) == sum(map(len, pieces))
+        stats = {node.node_id: node for node in summary.nodes}
+        assert stats["chunker"].items_in == len(pieces)
+        assert stats["vad"].executor == "process" and stats["vad"].items_in > 150
+    assert served.process.returncode == 0

@@ -1,13 +1,16 @@
 """Node.js's @grpc/grpc-js, loading our .proto files with @grpc/proto-loader, executes a
-workflow on a running `actorstage serve` and reads its streamed progress."""
+workflow on a running `actorstage serve` and reads its streamed progress, and streams a
+pipeline's inputs and reads its outputs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
 
 from tests.interop.conftest import PROTOS, serve
+from tests.interop.pipeline_support import check_segments, recording_pieces, speech_manifest
 
 WORKFLOW = """\
 id: from-node
@@ -45,3 +48,30 @@ def test_a_node_client_executes_a_workflow_and_reads_its_progress(
     assert info["metadata"]["labels"] == {"client": "node"}
     assert refused.returncode == 1
     assert "Execute failed: 16 missing credentials" in refused.stderr  # 16: UNAUTHENTICATED
+
+
+def test_a_node_client_streams_a_pipeline_and_reads_its_outputs(
+    node_client: list[str], tmp_path: Path,
+) -> None:
+    manifest = speech_manifest(tmp_path)
+    inputs = tmp_path / "inputs.jsonl"
+    pieces = recording_pieces(tmp_path)
+    inputs.write_text("".join(json.dumps({"data": base64.b64encode(piece).decode()}) + "\n"
+                              for piece in pieces))
+    script = str(Path(node_client[1]).with_name("pipeline_client.js"))
+    with serve(env={"ACTORSTAGE_TOKEN": "node-token"}) as served:
+        done = subprocess.run([node_client[0], script, served.address, str(PROTOS),
+                               str(manifest), str(inputs), "node-token"],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    started, *middle, last = [json.loads(line) for line in done.stdout.splitlines()]
+    assert started["started"]["session_id"] == "node"
+    assert set(started["started"]["pids"]) == {"resample", "vad"}
+    outputs = [output for response in middle for output in response["outputs"]]
+    assert [output["node_id"] for output in outputs] == ["report"]
+    check_segments(json.loads(outputs[0]["item"]["json"]))
+    summary = last["summary"]
+    assert summary["status"] == "EXECUTION_STATUS_SUCCEEDED", summary
+    assert summary["outputs"] == 1
+    chunker = next(node for node in summary["nodes"] if node["node_id"] == "chunker")
+    assert chunker["items_in"] == len(pieces)

@@ -24,6 +24,7 @@ from tests.interop.conftest import ROOT
     ({"grace": -1.0}, "grace must be"),
     ({"isolate": "elsewhere"}, "isolate is"),
     ({"token": " "}, "the token is empty"),
+    ({"max_pipeline_sessions": 0}, "max_pipeline_sessions must be >= 1"),
 ])
 def test_bad_settings_are_refused_naming_them(settings: dict[str, object], text: str) -> None:
     with pytest.raises(ValueError, match=text):
@@ -95,8 +96,11 @@ def test_unreadable_secrets_are_named(tmp_path: Path) -> None:
 
 def test_bad_imports_and_settings_exit_2_with_a_message(tmp_path: Path) -> None:
     base = [sys.executable, "-m", "actorstage.cli", "serve", "--port", "0"]
+    bad_runtime = tmp_path / "runtime.toml"
+    bad_runtime.write_text("channel_capacity = 'lots'\n")
     cases = [
         (["--import", "no_such_module_here"], {}, "cannot import 'no_such_module_here'"),
+        (["--pipeline-runtime", str(bad_runtime)], {}, f"{bad_runtime}: invalid runtime config"),
         (["--tls-cert", "x.pem"], {}, "TLS needs both"),
         (["--config", str(tmp_path / "none.toml")], {}, "cannot read the config file"),
         ([], {"ACTORSTAGE_TOKEN": " "}, "the token is empty"),
