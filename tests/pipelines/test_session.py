@@ -75,6 +75,26 @@ async def test_an_exception_fails_the_session_by_default(executor: str) -> None:
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
+async def test_the_outputs_before_a_failure_come_out_and_none_after_it(executor: str) -> None:
+    pipe = pipeline([node("c", "test.Crash", executor, on=3, raise_it=True)])
+    got: list[Any] = []
+    async with ActorSystem() as system, pipe.session(system) as session:
+        await session.feed(range(10))  # one batch: the process node has them all at once
+        with pytest.raises(PipelineError, match="failed on its item 4"):
+            async for output in session.outputs():
+                got.append(output.item)
+    assert got == [0, 1, 2]
+
+
+async def test_session_ids_that_could_clash_are_refused() -> None:
+    pipe = pipeline([node("c", "IdentityNode")])
+    async with ActorSystem() as system:
+        for bad in ("a-b", "", "x" * 65, "a/b"):
+            with pytest.raises(ValueError, match=r"must be 1-64 letters, digits, _ or \."):
+                pipe.session(system, session_id=bad)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
 async def test_with_continue_a_failed_item_is_reported_and_the_rest_go_on(executor: str) -> None:
     pipe = pipeline([node("c", "test.Crash", executor, on=3, raise_it=True)],
                     on_node_crash="continue")
