@@ -133,6 +133,24 @@ class Channel:
             inbox.waiter = None
             _wake(waiter)
 
+    def put_all_nowait(self, items: list[Any]) -> bool:
+        """Put every item of ``items`` at once if they all fit (and no item needs sizing);
+        ``False``, putting none, otherwise."""
+        if self.on_grow is not None or (self.blocking and
+                                        self.count + len(items) > self.capacity):
+            return False
+        self.count += len(items)
+        inbox = self.inbox
+        queue = inbox.queue
+        queue.extend([(self, item) for item in items])
+        if len(queue) > inbox.max_depth:
+            inbox.max_depth = len(queue)
+        waiter = inbox.waiter
+        if waiter is not None:
+            inbox.waiter = None
+            _wake(waiter)
+        return True
+
     async def put(self, item: Any) -> None:
         """Put one item, waiting for room first when the channel blocks and is full."""
         if self.error is not None:
@@ -162,6 +180,14 @@ class Channel:
             self.on_grow(self, -self.sizer(item) if self.sizer is not None else 0)
         if self.waiters:
             _wake(self.waiters.popleft())
+
+    def release_count(self, count: int) -> None:
+        """``release`` for ``count`` items that need no sizing (no ``on_grow``)."""
+        self.count -= count
+        waiters = self.waiters
+        while waiters and count:
+            _wake(waiters.popleft())
+            count -= 1
 
     def close(self) -> None:
         """The producer has no more items."""

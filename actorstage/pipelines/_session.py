@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import time
@@ -128,6 +129,7 @@ class PipelineResult(msgspec.Struct, frozen=True):
     duration: float
 
 
+_END = object()
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})  # never hold a shared view
 
 
@@ -196,6 +198,22 @@ class _Port:
                 channel.put_nowait(item)
             else:
                 await channel.put(item)
+
+    async def emit_all(self, items: list[Any]) -> None:
+        """``emit`` each of ``items``; all at once where a connection has room for them."""
+        self.stats.items_out += len(items)
+        channels = self.channels
+        segments = self.session.segments
+        for item in items:
+            if type(item) is WireItem and item.shm:
+                segments.add(item.segment_names(), len(channels))
+        for channel in channels:
+            if not channel.put_all_nowait(items):
+                for item in items:
+                    if channel.has_room():
+                        channel.put_nowait(item)
+                    else:
+                        await channel.put(item)
 
     def done_with(self, channel: Channel, item: Any) -> None:
         channel.release(item)
@@ -270,8 +288,12 @@ class NodeActor(Actor):
             if not batch:
                 break
             began = clock()
+            outs: list[Any] = []  # results for `only`, put at once while it has room for them
+            released: dict[Channel, int] = {}  # plain items done with, released at once
+            received = port.received
+            port.received += len(batch)
             for channel, item in batch:
-                port.received += 1
+                received += 1
                 wire = item if type(item) is WireItem else None
                 try:
                     if wire is not None:
@@ -281,25 +303,41 @@ class NodeActor(Actor):
                         result = await result  # (an `async def` with `yield` is not awaited)
                     if result is None:
                         pass
-                    elif only is not None and only.count < only.capacity and \
-                            type(result) is not WireItem and not hasattr(result, "__anext__"):
-                        stats.items_out += 1
-                        only.put_nowait(result)
-                    elif hasattr(result, "__anext__"):
-                        async for value in result:
-                            await emit(value)
+                    elif only is not None and only.count + len(outs) < only.capacity and (
+                            type(result) in _PLAIN or (type(result) is not WireItem and
+                                                       not hasattr(result, "__anext__"))):
+                        outs.append(result)
                     else:
-                        await emit(result)
+                        if outs:
+                            stats.items_out += len(outs)
+                            only.put_all_nowait(outs)  # type: ignore[union-attr]
+                            outs = []
+                        if hasattr(result, "__anext__"):
+                            async for value in result:
+                                await emit(value)
+                        else:
+                            await emit(result)
                 except (Aborted, asyncio.CancelledError):
                     raise
                 except Exception as exc:
-                    port.failed(port.received, exc)
+                    if outs:  # the results before this one go first, whatever happens next
+                        stats.items_out += len(outs)
+                        only.put_all_nowait(outs)  # type: ignore[union-attr]
+                        outs = []
+                    port.failed(received, exc)
                 finally:
                     if wire is not None:
                         codec.release(wire)
                         port.done_with(channel, wire)
+                    elif channel.on_grow is None:
+                        released[channel] = released.get(channel, 0) + 1
                     else:
                         channel.release(item)
+            if outs:
+                stats.items_out += len(outs)
+                only.put_all_nowait(outs)  # type: ignore[union-attr]
+            for channel, count in released.items():
+                channel.release_count(count)
             stats.items_in += len(batch)
             stats.busy_seconds += clock() - began
         try:
@@ -406,14 +444,14 @@ class NodeProxy(Actor):
                             f"node {port.node.id!r}: an item for its process cannot be "
                             f"encoded: {exc}"))
                         raise Aborted from None
-                    segments.add(wire.segment_names(), 1)
+                    if wire.shm:
+                        segments.add(wire.segment_names(), 1)
                     wires.append(wire)
             async with self.lock:
                 first = self.next_seq
                 self.next_seq += len(batch)
-                pending = self.pending
-                for offset, ((channel, item), wire) in enumerate(zip(batch, wires, strict=True)):
-                    pending.append((first + offset, channel, item, wire))
+                self.pending.extend([(first + offset, channel, item, wire) for offset, (
+                    (channel, item), wire) in enumerate(zip(batch, wires, strict=True))])
                 self.idle.clear()
                 assert self.worker is not None
                 await self.worker.tell(Items(list(range(first, first + len(batch))), wires))
@@ -461,8 +499,8 @@ class NodeProxy(Actor):
         port = self.port
         stats = port.stats
         try:
-            for wire in message.items:
-                await port.emit(wire)
+            if message.items:
+                await port.emit_all(message.items)
             pending = self.pending
             if message.count:
                 stats.items_in += message.count
@@ -470,13 +508,26 @@ class NodeProxy(Actor):
             failed = {error.seq: error for error in message.errors}
             if 0 in failed:
                 port.failed(0, failed.pop(0), " (flush)")
-            while pending and pending[0][0] <= message.done:
+            segments = port.session.segments
+            done = message.done
+            released: dict[Channel, int] = {}  # most batches come from one channel
+            while pending and pending[0][0] <= done:
                 seq, channel, item, wire = pending.popleft()
-                error = failed.get(seq)
-                channel.release(item)
-                port.session.segments.drop(wire.segment_names())
-                if error is not None:
-                    port.failed(seq, error)
+                if channel.on_grow is None:
+                    released[channel] = released.get(channel, 0) + 1
+                else:
+                    channel.release(item)
+                if wire.shm:
+                    segments.drop(wire.segment_names())
+                if failed:
+                    error = failed.get(seq)
+                    if error is not None:
+                        for counted, count in released.items():
+                            counted.release_count(count)
+                        released.clear()
+                        port.failed(seq, error)
+            for channel, count in released.items():
+                channel.release_count(count)
         except Aborted:
             return
         finally:
@@ -766,13 +817,24 @@ class PipelineSession:
     async def send_all(self, items: Iterable[Any]) -> None:
         """``send`` each item in turn."""
         inputs = self.inputs
-        for item in items:
-            if self._input_closed or self.error is not None or not all(
-                    channel.has_room() and channel.sizer is None for channel in inputs):
-                await self.send(item)
-            else:
+        pending = iter(items)
+        while True:
+            # As many at once as every root has room for; one at a time (waiting) otherwise.
+            room = 0
+            if not self._input_closed and self.error is None and all(
+                    channel.blocking and channel.on_grow is None for channel in inputs):
+                room = min(channel.capacity - channel.count for channel in inputs)
+            if room > 0:
+                chunk = list(itertools.islice(pending, room))
+                if not chunk:
+                    return
                 for channel in inputs:
-                    channel.put_nowait(item)
+                    channel.put_all_nowait(chunk)
+                continue
+            item = next(pending, _END)
+            if item is _END:
+                return
+            await self.send(item)
 
     async def feed(self, items: Iterable[Any]) -> None:
         """``send_all(items)``, then ``close_input()``; a failed session just ends the feed
@@ -815,18 +877,23 @@ class PipelineSession:
             if not batch:
                 break
             outputs = []
+            released: dict[Channel, int] = {}
             for channel, item in batch:
                 value = item
                 if type(item) is WireItem:
                     value = to_bytes(codec.decode(item))
                     codec.release(item)
-                    channel.release(item)
-                    self.segments.drop(item.segment_names())
+                    if item.shm:
+                        self.segments.drop(item.segment_names())
+                elif type(item) not in _PLAIN:
+                    value = to_bytes(item)
+                if channel.on_grow is None:
+                    released[channel] = released.get(channel, 0) + 1
                 else:
-                    if type(item) not in _PLAIN:
-                        value = to_bytes(item)
                     channel.release(item)
                 outputs.append(Output(channel.source, value))
+            for channel, count in released.items():
+                channel.release_count(count)
             yield outputs
         await self._done.wait()
         if self.error is not None:
