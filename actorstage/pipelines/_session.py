@@ -281,7 +281,8 @@ class NodeActor(Actor):
         clock = time.perf_counter
         # One plain connection out: its items skip emit() while it has room.
         only = port.channels[0] if len(port.channels) == 1 else None
-        if only is not None and only.sizer is not None:
+        sized = not port.session.plan.settings.enable_backpressure  # items counted in bytes
+        if sized:
             only = None
         while True:
             batch = await inbox.take(BATCH)
@@ -289,6 +290,8 @@ class NodeActor(Actor):
                 break
             began = clock()
             outs: list[Any] = []  # results for `only`, put at once while it has room for them
+            # Only this loop puts into `only`, so its room can only grow during the batch.
+            room = only.capacity - only.count if only is not None else 0
             released: dict[Channel, int] = {}  # plain items done with, released at once
             received = port.received
             port.received += len(batch)
@@ -303,7 +306,7 @@ class NodeActor(Actor):
                         result = await result  # (an `async def` with `yield` is not awaited)
                     if result is None:
                         pass
-                    elif only is not None and only.count + len(outs) < only.capacity and (
+                    elif len(outs) < room and (
                             type(result) in _PLAIN or (type(result) is not WireItem and
                                                        not hasattr(result, "__anext__"))):
                         outs.append(result)
@@ -317,6 +320,7 @@ class NodeActor(Actor):
                                 await emit(value)
                         else:
                             await emit(result)
+                        room = only.capacity - only.count if only is not None else 0
                 except (Aborted, asyncio.CancelledError):
                     raise
                 except Exception as exc:
@@ -324,15 +328,16 @@ class NodeActor(Actor):
                         stats.items_out += len(outs)
                         only.put_all_nowait(outs)  # type: ignore[union-attr]
                         outs = []
+                    room = only.capacity - only.count if only is not None else 0
                     port.failed(received, exc)
                 finally:
                     if wire is not None:
                         codec.release(wire)
                         port.done_with(channel, wire)
-                    elif channel.on_grow is None:
-                        released[channel] = released.get(channel, 0) + 1
-                    else:
+                    elif sized:
                         channel.release(item)
+                    else:
+                        released[channel] = released.get(channel, 0) + 1
             if outs:
                 stats.items_out += len(outs)
                 only.put_all_nowait(outs)  # type: ignore[union-attr]

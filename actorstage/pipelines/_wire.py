@@ -24,6 +24,8 @@ __all__ = ["ItemCodec", "WireItem", "to_bytes"]
 
 _BINARY = (bytes, bytearray, memoryview)
 _EMPTY_BIN = msgspec.Raw(msgspec.msgpack.encode(b""))
+_SCALARS = frozenset({int, float, str, bool, type(None)})  # no type name, never shared
+_ENCODE = msgspec.msgpack.Encoder().encode
 
 
 class WireItem(msgspec.Struct, array_like=True, frozen=True):
@@ -81,6 +83,8 @@ class ItemCodec:
 
     def encode(self, item: Any) -> WireItem:
         """The ``WireItem`` of ``item``; ``TypeError`` when it cannot be encoded."""
+        if type(item) in _SCALARS:
+            return WireItem("", msgspec.Raw(_ENCODE(item)))
         threshold = self.threshold
         if isinstance(item, _BINARY):
             if len(item) >= threshold:
