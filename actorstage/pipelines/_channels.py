@@ -44,10 +44,16 @@ class Inbox:
         self.max_depth = 0
 
     def push(self, channel: Channel, item: Any) -> None:
-        queue = self.queue
-        queue.append((channel, item))
-        if len(queue) > self.max_depth:
-            self.max_depth = len(queue)
+        self.queue.append((channel, item))
+        self._arrived()
+
+    def push_all(self, channel: Channel, items: list[Any]) -> None:
+        self.queue.extend([(channel, item) for item in items])
+        self._arrived()
+
+    def _arrived(self) -> None:
+        if len(self.queue) > self.max_depth:
+            self.max_depth = len(self.queue)
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -123,15 +129,7 @@ class Channel:
         self.count += 1
         if self.on_grow is not None:
             self.on_grow(self, self.sizer(item) if self.sizer is not None else 0)
-        inbox = self.inbox
-        queue = inbox.queue
-        queue.append((self, item))
-        if len(queue) > inbox.max_depth:
-            inbox.max_depth = len(queue)
-        waiter = inbox.waiter
-        if waiter is not None:
-            inbox.waiter = None
-            _wake(waiter)
+        self.inbox.push(self, item)
 
     def put_all_nowait(self, items: list[Any]) -> bool:
         """Put every item of ``items`` at once if they all fit (and no item needs sizing);
@@ -140,15 +138,7 @@ class Channel:
                                         self.count + len(items) > self.capacity):
             return False
         self.count += len(items)
-        inbox = self.inbox
-        queue = inbox.queue
-        queue.extend([(self, item) for item in items])
-        if len(queue) > inbox.max_depth:
-            inbox.max_depth = len(queue)
-        waiter = inbox.waiter
-        if waiter is not None:
-            inbox.waiter = None
-            _wake(waiter)
+        self.inbox.push_all(self, items)
         return True
 
     async def put(self, item: Any) -> None:

@@ -1,15 +1,31 @@
-"""Building manifests in tests."""
+"""Building manifests in tests, and the example pipeline's module."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
 
 from actorstage.pipelines import Pipeline, parse_manifest
 from actorstage.testing import wait_until
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline_audio"
+
+
+@cache
+def speech_example() -> ModuleType:
+    """``examples/pipeline_audio/speech_report.py``, loaded as a module (not a package)."""
+    spec = importlib.util.spec_from_file_location("speech_report", EXAMPLE / "speech_report.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def manifest_doc(nodes: list[dict[str, Any]], connections: Sequence[tuple[str, str]] = (),

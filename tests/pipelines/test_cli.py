@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+
+from tests.pipelines.helpers import EXAMPLE, speech_example
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "pipeline_audio"
 MANIFEST = EXAMPLE / "manifest.json"
-
-
-def _example() -> Any:
-    spec = importlib.util.spec_from_file_location("speech_report", EXAMPLE / "speech_report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_recording = _example().make_recording
-BURSTS = _example().BURSTS
+make_recording = speech_example().make_recording
+BURSTS = speech_example().BURSTS
 
 
 def command(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from grpclib.client import Channel
 
@@ -18,6 +18,8 @@ from actorstage.service import (
     WatchExecutionRequest,
     open_service,
 )
+
+S = TypeVar("S")
 
 
 def workflow(*actions: tuple[str, str, dict[str, Any]], workflow_id: str = "wf") -> str:
@@ -48,12 +50,20 @@ def long(seconds: float = 30.0) -> str:
 
 @asynccontextmanager
 async def serving(**settings: Any) -> AsyncIterator[tuple[RunnerServer, RunnerStub]]:
-    """An in-process service on a loopback port, and a grpclib client of it."""
+    """An in-process service on a loopback port, and a grpclib client of its runner."""
+    async with serving_with(RunnerStub, **settings) as served:
+        yield served
+
+
+@asynccontextmanager
+async def serving_with(stub: Callable[[Channel], S], **settings: Any) -> AsyncIterator[
+        tuple[RunnerServer, S]]:
+    """An in-process service on a loopback port, and ``stub`` on a grpclib channel to it."""
     settings.setdefault("port", 0)
     async with open_service(ServiceConfig(**settings)) as server:
         channel = Channel("127.0.0.1", server.port)
         try:
-            yield server, RunnerStub(channel)
+            yield server, stub(channel)
         finally:
             channel.close()
 

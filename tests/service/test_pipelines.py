@@ -7,7 +7,7 @@ import itertools
 import json
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from actorstage.service import (
     open_service,
 )
 from tests.pipelines.helpers import manifest_doc, node, until
-from tests.service.helpers import alive
+from tests.service.helpers import alive, serving_with
 
 pytestmark = pytest.mark.anyio
 
@@ -55,15 +55,8 @@ def numbers(*values: int) -> list[Item]:
     return [Item(json=str(value)) for value in values]
 
 
-@asynccontextmanager
-async def serving(**settings: Any) -> AsyncIterator[tuple[RunnerServer, PipelinesStub]]:
-    settings.setdefault("port", 0)
-    async with open_service(ServiceConfig(**settings)) as server:
-        channel = Channel("127.0.0.1", server.port)
-        try:
-            yield server, PipelinesStub(channel)
-        finally:
-            channel.close()
+def serving(**settings: Any) -> AbstractAsyncContextManager[tuple[RunnerServer, PipelinesStub]]:
+    return serving_with(PipelinesStub, **settings)
 
 
 class Feed:
