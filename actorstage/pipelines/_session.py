@@ -215,6 +215,17 @@ class _Port:
                     else:
                         await channel.put(item)
 
+    def put_results(self, channel: Channel | None, results: list[Any]) -> list[Any]:
+        """Put ``results`` (which the caller made sure fit) into ``channel``: an empty list to
+        gather the next ones in."""
+        if results:
+            assert channel is not None
+            self.stats.items_out += len(results)
+            put = channel.put_all_nowait(results)
+            assert put, "put_results takes only results that fit"
+            return []
+        return results
+
     def done_with(self, channel: Channel, item: Any) -> None:
         channel.release(item)
         if type(item) is WireItem and item.shm:
@@ -311,10 +322,7 @@ class NodeActor(Actor):
                                                        not hasattr(result, "__anext__"))):
                         outs.append(result)
                     else:
-                        if outs:
-                            stats.items_out += len(outs)
-                            only.put_all_nowait(outs)  # type: ignore[union-attr]
-                            outs = []
+                        outs = port.put_results(only, outs)
                         if hasattr(result, "__anext__"):
                             async for value in result:
                                 await emit(value)
@@ -324,10 +332,8 @@ class NodeActor(Actor):
                 except (Aborted, asyncio.CancelledError):
                     raise
                 except Exception as exc:
-                    if outs:  # the results before this one go first, whatever happens next
-                        stats.items_out += len(outs)
-                        only.put_all_nowait(outs)  # type: ignore[union-attr]
-                        outs = []
+                    # The results before this one go first, whatever happens next.
+                    outs = port.put_results(only, outs)
                     room = only.capacity - only.count if only is not None else 0
                     port.failed(received, exc)
                 finally:
@@ -338,9 +344,7 @@ class NodeActor(Actor):
                         channel.release(item)
                     else:
                         released[channel] = released.get(channel, 0) + 1
-            if outs:
-                stats.items_out += len(outs)
-                only.put_all_nowait(outs)  # type: ignore[union-attr]
+            port.put_results(only, outs)
             for channel, count in released.items():
                 channel.release_count(count)
             stats.items_in += len(batch)
@@ -527,10 +531,7 @@ class NodeProxy(Actor):
                 if failed:
                     error = failed.get(seq)
                     if error is not None:
-                        for counted, count in released.items():
-                            counted.release_count(count)
-                        released.clear()
-                        port.failed(seq, error)
+                        port.failed(seq, error)  # under "fail" it ends the session: no matter
             for channel, count in released.items():
                 channel.release_count(count)
         except Aborted:
