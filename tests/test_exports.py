@@ -16,7 +16,8 @@ EXPECTED = {
 
 PUBLIC_MODULES = ["actorstage", "actorstage.actors", "actorstage.supervisors",
                   "actorstage.transport", "actorstage.exceptions", "actorstage.testing",
-                  "actorstage.workflows", "actorstage.service", "actorstage.pipelines"]
+                  "actorstage.workflows", "actorstage.service", "actorstage.pipelines",
+                  "actorstage.web"]
 
 # The protobuf messages and stubs that actorstage.service re-exports stay in their generated
 # module: betterproto2 resolves their field types there.
