@@ -431,6 +431,9 @@ class Cell:
         if self.state >= STOPPING:
             return
         self.set_state(SUSPENDED)
+        if error is not None:
+            self.system.tree_events.publish(
+                self, "crashed", error=f"{error.type_name}: {error.error_message}")
         self.incarnation += 1
         self.cancel_timers()
         parent = self.parent

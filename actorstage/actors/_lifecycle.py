@@ -134,6 +134,7 @@ async def start_child(
 def started(cell: Cell) -> None:
     """A new incarnation is up: honour a stop asked for in on_start, or deliver."""
     cell.set_state(RUNNING)
+    cell.system.tree_events.publish(cell, "restarted" if cell.restarts else "started")
     if cell.exit_requested:
         cell.exited_normally()
     elif cell.deliverable and cell.queue and not cell.draining:
@@ -222,6 +223,7 @@ async def shutdown(
         await teardown(cell, graceful=not brutal)
     finally:
         cell.set_state(STOPPED)
+        cell.system.tree_events.publish(cell, "stopped", reason=reason.value)
         flush(cell)
         if cell.child_owner is not cell.owner:
             await cell.child_owner.aclose()
@@ -342,6 +344,7 @@ async def pause(cell: Cell) -> None:
     for c in cells:
         if c.state == RUNNING and c.actor is not None:
             await run_hook(c, c.actor, "on_pause")
+        c.system.tree_events.publish(c, "paused")
 
 
 async def resume(cell: Cell) -> None:
@@ -351,3 +354,4 @@ async def resume(cell: Cell) -> None:
         if c.state == RUNNING and c.actor is not None:
             await run_hook(c, c.actor, "on_resume")
         c.set_paused(False)
+        c.system.tree_events.publish(c, "resumed")

@@ -18,7 +18,7 @@ from actorstage.actors._deadletters import DeadLetters
 from actorstage.actors._message import ExitReason
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._tasks import TaskOwner
-from actorstage.actors._tree import TreeNode, snapshot
+from actorstage.actors._tree import TreeEvents, TreeNode, snapshot
 from actorstage.exceptions import ActorDeadError, ActorstageError, InvalidDefinitionError
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ class ActorSystem:
         self._shutdown_timeout = shutdown_timeout
         self._names = itertools.count(1)
         self.dead_letters = DeadLetters()
+        self.tree_events = TreeEvents()
         self._running = False
         self._guardian_cell: Cell | None = None
         self._bridges: dict[tuple[str, str], BridgeServer] = {}

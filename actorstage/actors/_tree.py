@@ -1,14 +1,16 @@
-"""Snapshots of the actor tree."""
+"""Snapshots of the actor tree, and the stream of its changes."""
 
 from __future__ import annotations
 
 import enum
+import time
 
 import msgspec
 
 from actorstage.actors._cell import RUNNING, STARTING, STOPPED, STOPPING, SUSPENDED, Cell
+from actorstage.actors._subscription import Subscription
 
-__all__ = ["ActorStatus", "TreeNode", "snapshot"]
+__all__ = ["ActorStatus", "TreeEvent", "TreeEvents", "TreeNode", "snapshot"]
 
 
 class ActorStatus(enum.StrEnum):
@@ -91,3 +93,60 @@ def snapshot(cell: Cell, kind: str = "") -> TreeNode:
         children=tuple(snapshot(child) for child in list(cell.children.values())),
         pid=getattr(cell.actor, "pid", None) if cell.process is not None else None,
     )
+
+
+class TreeEvent(msgspec.Struct, frozen=True):
+    """A change in the actor tree, as ``system.tree_events`` streams it.
+
+    Attributes:
+        kind: ``"started"``, ``"crashed"``, ``"restarted"``, ``"paused"``,
+            ``"resumed"`` or ``"stopped"``.
+        path: The actor's path.
+        actor_type: The actor class's qualified name.
+        restarts: Its restarts so far.
+        pid: The process it runs in, for actors in child processes.
+        reason: For ``"stopped"``: its ``ExitReason`` value.
+        error: For ``"crashed"``: the error, as ``Type: message``.
+        time: Seconds since the epoch.
+    """
+
+    kind: str
+    path: str
+    actor_type: str
+    restarts: int
+    pid: int | None = None
+    reason: str = ""
+    error: str = ""
+    time: float = 0.0
+
+
+class TreeEvents:
+    """Streams changes of the tree (starts, crashes, restarts, pauses, stops) as they happen.
+
+    With no subscriber, publishing costs one check.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscription[TreeEvent]] = []
+
+    def subscribe(self, max_buffer: int = 1000) -> Subscription[TreeEvent]:
+        """Follow the tree's changes from now on::
+
+            async with system.tree_events.subscribe() as events:
+                async for event in events:
+                    ...
+
+        A subscriber more than ``max_buffer`` events behind misses the newest
+        ones; its ``missed`` counts them.
+        """
+        return Subscription(self._subscribers, max_buffer)
+
+    def publish(self, cell: Cell, kind: str, *, reason: str = "", error: str = "") -> None:
+        if not self._subscribers:
+            return
+        event = TreeEvent(
+            kind, cell.path, cell.factory.__qualname__, cell.restarts,
+            getattr(cell.actor, "pid", None) if cell.process is not None else None,
+            reason, error, time.time())
+        for subscriber in self._subscribers:
+            subscriber._offer(event)

@@ -88,6 +88,30 @@ async def hash_(request: web.Request) -> web.Response:
     return web.json_response({"digest": done.digest, "pid": done.pid, "rounds": rounds})
 
 
+@routes.post("/pool/crash")
+async def crash_worker(request: web.Request) -> web.Response:
+    worker = next(actorstage.web.state_of(request)["workers"])
+    try:
+        await ask(f"pool worker {worker.name}", worker, Hash("", 0), budget(request))
+    except actorstage.ActorCrashedError as exc:
+        return web.json_response({"worker": worker.name, "crashed": exc.error_message})
+    raise web.HTTPInternalServerError(text="the worker did not fail")
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    system = actorstage.web.system_of(request)
+    response = web.StreamResponse(headers={"content-type": "text/event-stream",
+                                           "cache-control": "no-store"})
+    await response.prepare(request)
+    await response.write(b": the tree's changes, as they happen\n\n")
+    async with system.tree_events.subscribe() as changes:
+        async for change in changes:
+            await response.write(b"event: %s\ndata: %s\n\n" % (
+                change.kind.encode(), msgspec.json.encode(change)))
+    return response
+
+
 @routes.get("/tree")
 async def tree(request: web.Request) -> web.Response:
     system = actorstage.web.system_of(request)

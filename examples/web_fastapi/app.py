@@ -8,7 +8,10 @@ calls each endpoint once, and stops.
 - ``POST /count/{key}``: add one to the key's counter (its own actor); the count.
 - ``POST /count/{key}/crash``: crash that counter on purpose; its supervisor restarts it.
 - ``GET /hash?data=...&rounds=...``: iterated SHA-256 in a pool of process actors.
+- ``POST /pool/crash``: make a pool worker fail on purpose; its supervisor restarts it.
 - ``GET /tree``: ``system.tree()`` as JSON.
+- ``GET /events``: the tree's changes (starts, crashes, restarts, stops) as server-sent
+  events, live.
 
 Each request has a deadline: the ``X-Request-Timeout`` header (seconds), or
 ``DEFAULT_TIMEOUT``. Asks past it answer 504 with a body that says what
@@ -20,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 sys.path.insert(0, str(Path(__file__).parent))  # `tree` lives next to this file
 
@@ -123,6 +127,31 @@ async def hash_(request: Request, data: str = "", rounds: int = 100_000) -> dict
     return {"digest": done.digest, "pid": done.pid, "rounds": rounds}
 
 
+@app.post("/pool/crash")
+async def crash_worker(request: Request) -> dict[str, Any]:
+    worker = next(request.state.workers)
+    try:
+        await ask(f"pool worker {worker.name}", worker, Hash("", 0), budget(request))
+    except ActorCrashedError as exc:
+        return {"worker": worker.name, "crashed": exc.error_message}
+    raise HTTPException(500, "the worker did not fail")
+
+
+@app.get("/events")
+async def events(request: Request) -> StreamingResponse:
+    system = actorstage.web.system_of(request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b": the tree's changes, as they happen\n\n"
+        async with system.tree_events.subscribe() as changes:
+            async for change in changes:
+                yield b"event: %s\ndata: %s\n\n" % (change.kind.encode(),
+                                                     msgspec.json.encode(change))
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"cache-control": "no-store"})
+
+
 @app.get("/tree")
 async def tree(request: Request) -> Response:
     system = actorstage.web.system_of(request)
@@ -134,7 +163,8 @@ async def demo() -> None:
     import httpx
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           timeout_graceful_shutdown=5))
     serving = asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
         if serving.done():

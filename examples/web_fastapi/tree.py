@@ -34,7 +34,7 @@ class CounterFor(Message, frozen=True):
 
 class Hash(Message, frozen=True):
     data: str
-    rounds: int
+    rounds: int  # 0: fail on purpose (its supervisor restarts the process)
 
 
 class Hashed(Message, frozen=True):
@@ -85,6 +85,8 @@ class Hasher(Actor):
     """CPU-bound work in a process of its own: iterated SHA-256."""
 
     async def receive(self, message: Hash) -> Hashed:
+        if message.rounds == 0:
+            raise RuntimeError(f"hasher in process {os.getpid()} failed on purpose")
         digest = message.data.encode()
         for _ in range(message.rounds):
             digest = hashlib.sha256(digest).digest()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import anyio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -92,3 +93,22 @@ async def test_a_setup_that_fails_stops_what_it_started() -> None:
         await server.start_server()
     await server.close()
     assert started and not started[0].running
+
+
+async def test_the_event_stream_delivers_a_restart_on_aiohttp_too() -> None:
+    app = example().make_app()
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        stream = await client.get("/events")
+        assert stream.headers["content-type"] == "text/event-stream"
+        assert (await stream.content.readline()).startswith(b":")
+        crashed = asyncio.ensure_future(client.post("/pool/crash"))
+        kinds = []
+        with anyio.fail_after(30):
+            async for line in stream.content:
+                if line.startswith(b"event: "):
+                    kinds.append(line.removeprefix(b"event: ").strip().decode())
+                    if kinds[-1] == "restarted":
+                        break
+        stream.close()
+        assert (await (await crashed).json())["crashed"].startswith("hasher in process ")
+    assert kinds == ["crashed", "restarted"]

@@ -3,6 +3,7 @@ client: counters across many keys, the process pool, deadlines, SIGTERM, a faile
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -65,8 +67,9 @@ class Server:
 def start(env: dict[str, str] | None = None) -> Server:
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(APP_DIR), "--host",
-         "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+         "127.0.0.1", "--port", "0", "--timeout-graceful-shutdown", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        env={**os.environ, **(env or {})})
     server = Server(process)
     server.ready.wait(60)
     return server
@@ -156,6 +159,32 @@ def test_a_crashed_counter_is_restarted_by_its_supervisor() -> None:
     assert again["count"] == 1  # a new incarnation, from zero
     counters = next(node for node in tree["children"] if node["name"] == "counters")
     assert counters["children"][0]["restarts"] == 1
+
+
+def test_the_event_stream_delivers_a_restart_when_a_worker_crashes_on_purpose() -> None:
+    with serving() as (_server, client), ThreadPoolExecutor(1) as threads:
+        events: list[tuple[str, dict[str, Any]]] = []
+        with client.stream("GET", "/events") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.iter_lines()
+            assert next(lines).startswith(":")  # the stream is open: now crash a worker
+            crashed = threads.submit(client.post, "/pool/crash")
+            kind = ""
+            for line in lines:
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line.removeprefix("data: "))))
+                    if kind == "restarted":
+                        break
+        answer = crashed.result(30).json()
+    worker = f"/user/pool/{answer['worker']}"
+    assert answer["crashed"].startswith("hasher in process ")
+    assert [(kind, event["path"]) for kind, event in events] == [
+        ("crashed", worker), ("restarted", worker)]
+    crash, restart = events[0][1], events[1][1]
+    assert crash["error"].startswith("RuntimeError: hasher in process ")
+    assert restart["restarts"] == 1 and restart["pid"] != crash["pid"]  # a new process
 
 
 def test_sigterm_stops_the_app_and_every_child_process() -> None:
