@@ -18,28 +18,19 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).parent))  # `tree` lives next to this file
 
-from tree import Add, CounterFor, Crash, Hash, TooManyKeys, build
+from tree import Add, CounterFor, Crash, Hash, TooManyKeys, build, request_timeout
 
 import actorstage.web
-
-DEFAULT_TIMEOUT = 5.0
-MAX_TIMEOUT = 60.0
 
 routes = web.RouteTableDef()
 
 
 def budget(request: web.Request) -> float:
-    given = request.headers.get("X-Request-Timeout")
-    if given is None:
-        return DEFAULT_TIMEOUT
+    """The request's deadline in seconds from now."""
     try:
-        seconds = float(given)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= MAX_TIMEOUT:
-        raise web.HTTPBadRequest(text=f"X-Request-Timeout must be a number of seconds in "
-                                      f"(0, {MAX_TIMEOUT:g}], got {given!r}")
-    return seconds
+        return request_timeout(request.headers.get("X-Request-Timeout"))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
 
 
 async def ask(what: str, ref: Any, message: Any, seconds: float) -> Any:

@@ -33,13 +33,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 sys.path.insert(0, str(Path(__file__).parent))  # `tree` lives next to this file
 
-from tree import Add, CounterFor, Crash, Hash, TooManyKeys, build
+from tree import Add, CounterFor, Crash, Hash, TooManyKeys, build, request_timeout
 
 import actorstage.web
 from actorstage import ActorCrashedError, ActorSystem
-
-DEFAULT_TIMEOUT = 5.0  # seconds a request may take when it does not say
-MAX_TIMEOUT = 60.0
 
 
 async def setup(system: ActorSystem) -> dict[str, Any]:
@@ -62,18 +59,10 @@ class DeadlineExceeded(Exception):
 
 def budget(request: Request) -> float:
     """The request's deadline in seconds from now."""
-    given = request.headers.get("x-request-timeout")
-    if given is None:
-        return DEFAULT_TIMEOUT
     try:
-        seconds = float(given)
-    except ValueError:
-        raise HTTPException(400, f"X-Request-Timeout must be a number of seconds, got "
-                                 f"{given!r}") from None
-    if not 0 < seconds <= MAX_TIMEOUT:
-        raise HTTPException(400, f"X-Request-Timeout must be in (0, {MAX_TIMEOUT:g}], got "
-                                 f"{given!r}")
-    return seconds
+        return request_timeout(request.headers.get("x-request-timeout"))
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 @app.exception_handler(DeadlineExceeded)

@@ -18,6 +18,8 @@ from actorstage.supervisors import SupervisorRef
 
 POOL_SIZE = 2
 MAX_KEYS = 10_000
+DEFAULT_TIMEOUT = 5.0  # seconds a request may take when it does not say
+MAX_TIMEOUT = 60.0
 
 
 class Add(Message, frozen=True):
@@ -91,6 +93,21 @@ class Hasher(Actor):
         for _ in range(message.rounds):
             digest = hashlib.sha256(digest).digest()
         return Hashed(digest.hex(), os.getpid())
+
+
+def request_timeout(header: str | None) -> float:
+    """The seconds an ``X-Request-Timeout`` header gives a request; ``ValueError`` naming
+    what is wrong with it."""
+    if header is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise ValueError(f"X-Request-Timeout must be a number of seconds in "
+                         f"(0, {MAX_TIMEOUT:g}], got {header!r}")
+    return seconds
 
 
 async def build(system: ActorSystem) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from tests.service.helpers import alive
+
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "examples" / "web_fastapi"
 
@@ -94,14 +96,6 @@ def pool_pids(client: httpx.Client) -> list[int]:
     tree = client.get("/tree").json()
     pool = next(node for node in tree["children"] if node["name"] == "pool")
     return [node["pid"] for node in pool["children"]]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_concurrent_requests_across_many_keys_count_right() -> None:
