@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from actorstage._registry import register_once
 from actorstage.exceptions import InvalidDefinitionError
 
 __all__ = ["Node", "RegisteredNode", "import_node_modules", "register_node", "registered_nodes"]
@@ -108,15 +109,9 @@ def register_node(name: str) -> Callable[[N], N]:
             raise InvalidDefinitionError(
                 f"@register_node({name!r}): {cls.__qualname__} is defined inside a function; "
                 "a node process finds node types by module, so define it at module level")
-        entry = RegisteredNode(name, cls, _module_of(cls))
-        known = _REGISTRY.get(name)
-        if known is not None and (known.module, known.cls.__qualname__) != (
-            entry.module, cls.__qualname__
-        ):
-            raise InvalidDefinitionError(
-                f"node type {name!r} is already registered for "
-                f"{known.module}.{known.cls.__qualname__}")
-        _REGISTRY[name] = entry
+        register_once(_REGISTRY, name, RegisteredNode(name, cls, _module_of(cls)),
+                      what="node type",
+                      where=lambda entry: f"{entry.module}.{entry.cls.__qualname__}")
         return cls
 
     return decorate

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from actorstage._registry import register_once
 from actorstage.exceptions import InvalidDefinitionError
 
 if TYPE_CHECKING:
@@ -85,15 +86,9 @@ def register_action(action_id: str, *, params: Any = None) -> Callable[[F], F]:
         else:
             raise InvalidDefinitionError(
                 f"@register_action({action_id!r}) takes a class or a factory, got {target!r}")
-        entry = Registered(action_id, target, params_type, target.__module__)
-        known = _REGISTRY.get(action_id)
-        if known is not None and (known.module, _qualname(known.factory)) != (
-            entry.module, _qualname(target)
-        ):
-            raise InvalidDefinitionError(
-                f"action id {action_id!r} is already registered for "
-                f"{known.module}.{_qualname(known.factory)}")
-        _REGISTRY[action_id] = entry
+        register_once(
+            _REGISTRY, action_id, Registered(action_id, target, params_type, target.__module__),
+            what="action id", where=lambda entry: f"{entry.module}.{_qualname(entry.factory)}")
         return target
 
     return decorate

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import tests.pipelines.nodes  # noqa: F401  (registers the test node types)
+import tests.pipelines.nodes  # registers the test node types
 from actorstage.pipelines import (
     ManifestError,
     Pipeline,
@@ -252,3 +252,14 @@ def test_runtime_imports_register_node_types_before_the_check(tmp_path: Path) ->
         assert pipeline.plan.nodes["a"].node_type.module == "extra_nodes_mod"
     finally:
         sys.path.remove(str(lib))
+
+
+def test_a_taken_node_type_name_is_refused_and_the_same_class_may_register_again() -> None:
+    from actorstage.exceptions import InvalidDefinitionError
+    from actorstage.pipelines import register_node
+    from tests.pipelines.nodes import Double
+
+    assert register_node("test.Double")(Double) is Double  # a module imported twice
+    with pytest.raises(InvalidDefinitionError, match=(
+            r"node type 'test.Double' is already registered for tests.pipelines.nodes.Double")):
+        register_node("test.Double")(tests.pipelines.nodes.Tag)  # another class, same name

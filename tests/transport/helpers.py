@@ -6,6 +6,9 @@ from typing import Any
 
 from actorstage import ActorRef, ActorSystem, ChildSpec, ProcessOptions, Supervisor
 
+# Heartbeats fast enough that a test notices a hung or dead child within 1.5 s.
+FAST = ProcessOptions(heartbeat_interval=0.2, heartbeat_timeout=1.5)
+
 
 async def supervised(
     system: ActorSystem, factory: type[Any], process: ProcessOptions | bool, name: str = "w"

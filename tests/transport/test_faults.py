@@ -25,11 +25,10 @@ from actorstage._proto.actorstage.v1 import Envelope, Hello
 from actorstage.testing import wait_until
 from actorstage.transport._codec import RawCodec, encode_frame
 from tests.transport.actors import Add, Counter, Garbage, Resetter
-from tests.transport.helpers import supervised
+from tests.transport.helpers import FAST, supervised
 
 pytestmark = pytest.mark.anyio
 
-FAST = ProcessOptions(heartbeat_interval=0.2, heartbeat_timeout=1.5)
 
 
 async def test_a_connection_without_the_secret_is_refused_and_the_parent_goes_on(

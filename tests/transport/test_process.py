@@ -25,11 +25,10 @@ from actorstage import (
 )
 from actorstage.testing import wait_until
 from tests.transport.actors import Add, Boss, Config, Counter, FailsToStart, Parent, Total
-from tests.transport.helpers import supervised
+from tests.transport.helpers import FAST, supervised
 
 pytestmark = pytest.mark.anyio
 
-FAST = ProcessOptions(heartbeat_interval=0.2, heartbeat_timeout=1.5)
 
 
 async def test_tell_and_ask_reach_an_actor_in_another_process() -> None:

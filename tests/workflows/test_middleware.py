@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from actorstage import InvalidDefinitionError, ProcessOptions
+from actorstage import InvalidDefinitionError
 from actorstage.workflows import (
     ActionDef,
     BrokerMessage,
@@ -27,11 +27,11 @@ from actorstage.workflows import (
     WorkflowDef,
     WorkflowResult,
 )
+from tests.transport.helpers import FAST
 from tests.workflows import actions  # noqa: F401 - registers the test actions
 
 pytestmark = pytest.mark.anyio
 
-FAST = ProcessOptions(heartbeat_interval=0.2, heartbeat_timeout=1.5)
 FLOW = WorkflowDef(id="mw-flow", stages=[StageDef(id="s", actions=[
     ActionDef(id="hello", action="test.greet", params={"name": "ada"}),
     ActionDef(id="emit", action="test.emit"),

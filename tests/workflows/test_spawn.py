@@ -25,11 +25,11 @@ from actorstage.workflows import (
     WorkflowDef,
     register_action,
 )
+from tests.transport.helpers import FAST
 from tests.workflows import actions  # noqa: F401 - registers the test actions
 
 pytestmark = pytest.mark.anyio
 
-FAST = ProcessOptions(heartbeat_interval=0.2, heartbeat_timeout=1.5)
 
 
 def _flow(*steps: ActionDef, on_error: str = "fail") -> WorkflowDef:
