@@ -157,7 +157,7 @@ class ActorSystem:
             await forkserver.aclose()
         await self._root.aclose()
 
-    async def _bridge(self, transport: str, host: str) -> BridgeServer:
+    async def _bridge(self, transport: str, host: str, handshake_timeout: float) -> BridgeServer:
         """The server the children of this system connect to, started on first need."""
         from actorstage.transport._server import BridgeServer
 
@@ -170,7 +170,7 @@ class ActorSystem:
         async with self._bridge_lock:
             bridge = self._bridges.get(key)
             if bridge is None:
-                bridge = BridgeServer(transport, host)
+                bridge = BridgeServer(transport, host, handshake_timeout)
                 await bridge.start()
                 self._bridges[key] = bridge
         return bridge

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from actorstage._documents import DocumentError, load
 from actorstage.exceptions import InvalidDefinitionError
 
 __all__ = [
@@ -172,19 +173,10 @@ def _shape(raw: Any, problems: list[Problem]) -> Manifest | None:
 
 
 def _decode(data: bytes | str, format: str) -> Any:
-    if format == "yaml":
-        import yaml
-
-        try:
-            return yaml.safe_load(data)
-        except yaml.YAMLError as exc:
-            raise ManifestError([Problem("", f"not valid YAML: {exc}")]) from None
-    if format != "json":
-        raise ValueError(f"format is 'json' or 'yaml', not {format!r}")
     try:
-        return msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise ManifestError([Problem("", f"not valid JSON: {exc}")]) from None
+        return load(data, format, "the manifest")
+    except DocumentError as exc:
+        raise ManifestError([Problem("", str(exc).removeprefix("the manifest "))]) from None
 
 
 def parse_manifest(data: bytes | str, *, format: Literal["json", "yaml"] = "json") -> Manifest:

@@ -1,7 +1,8 @@
 """Shared memory for large payloads, and the cursor that tells which item a dead process held.
 
 A segment is a file in ``/dev/shm`` (a RAM file system; the temporary
-folder where there is none) named ``actorstage-<session>-<writer>-<n>``.
+folder where there is none; ``$ACTORSTAGE_SHM_DIR`` when set, which child
+processes inherit) named ``actorstage-<session>-<writer>-<n>``.
 The writer fills it with one ``write`` and closes it; a reader maps it
 read-only and hands out a ``memoryview`` of the mapping: no copy. Names
 are unlinked by the session (the parent process), which counts the
@@ -34,7 +35,15 @@ __all__ = [
     "unlink",
 ]
 
-SHM_DIR = Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
+def _shm_dir() -> Path:
+    """``$ACTORSTAGE_SHM_DIR``, else ``/dev/shm``, else the temporary folder."""
+    chosen = os.environ.get("ACTORSTAGE_SHM_DIR")
+    if chosen:
+        return Path(chosen)
+    return Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
+
+
+SHM_DIR = _shm_dir()
 PREFIX = "actorstage-"
 _CURSOR = struct.Struct("<qq")  # (started seq, finished seq)
 _SEQ = struct.Struct("<q")

@@ -25,7 +25,7 @@ ENV_CALLBACK_TOKEN = "ACTORSTAGE_CALLBACK_TOKEN"
 FILE_KEYS = {"host", "port", "isolate", "imports", "callback", "callback_tls", "callback_ca",
              "callback_token_file", "metrics_port", "metrics_host", "token_file", "tls_cert",
              "tls_key", "shutdown", "grace", "max_finished", "max_pending_callbacks",
-             "pipeline_runtime", "max_pipeline_sessions"}
+             "pipeline_runtime", "max_pipeline_sessions", "max_message_size"}
 
 
 class ConfigError(Exception):
@@ -69,6 +69,9 @@ def add_serve_parser(commands: Any) -> None:
                             "interpreter, venv, import paths and modules of node code")
     serve.add_argument("--max-pipeline-sessions", type=int, metavar="N",
                        help="pipeline sessions that may run at once (default 16)")
+    serve.add_argument("--max-message-size", type=int, metavar="BYTES",
+                       help="the largest request message any RPC accepts; larger ones get "
+                            "RESOURCE_EXHAUSTED (default 67108864, 64 MiB)")
 
 
 def _read_secret(path: str, what: str) -> str:

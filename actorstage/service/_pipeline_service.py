@@ -20,6 +20,7 @@ import msgspec
 from grpclib import GRPCError
 from grpclib.const import Status as Code
 
+from actorstage._documents import load, off_loop
 from actorstage._proto.actorstage.v1 import (
     ErrorInfo,
     ExecutePipelineRequest,
@@ -37,6 +38,7 @@ from actorstage._proto.actorstage.v1 import (
     StreamPipelineResponse,
 )
 from actorstage.actors._system import ActorSystem
+from actorstage.exceptions import InvalidDefinitionError
 from actorstage.pipelines._config import RuntimeConfig
 from actorstage.pipelines._manifest import ManifestError, parse_manifest
 from actorstage.pipelines._pipeline import Pipeline
@@ -69,9 +71,13 @@ def decode_item(item: Item, number: int) -> Any:
         raise BadInput(f"input {number} is empty: set Item.json (JSON text) or Item.data "
                        "(bytes)")
     try:
-        return msgspec.json.decode(item.json)
-    except msgspec.DecodeError as exc:
-        raise BadInput(f"input {number} is not valid JSON: {exc}") from None
+        return load(item.json, "json", f"input {number}")
+    except InvalidDefinitionError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _manifest_size(start: PipelineStart | None) -> int:
+    return len(start.manifest) if start is not None else 0
 
 
 def encode_output(output: Output) -> PipelineOutput:
@@ -127,7 +133,8 @@ class PipelineService(PipelinesBase):
     # -- the RPCs ------------------------------------------------------------------------
 
     async def execute_pipeline(self, message: ExecutePipelineRequest) -> ExecutePipelineResponse:
-        pipeline, session_id = self._pipeline(message.start)
+        pipeline, session_id = await off_loop(_manifest_size(message.start), self._pipeline,
+                                              message.start)
         try:
             inputs = [decode_item(item, number)
                       for number, item in enumerate(message.inputs, 1)]
@@ -154,7 +161,8 @@ class PipelineService(PipelinesBase):
         except StopAsyncIteration:
             raise _invalid("the stream ended before its first message, which must carry "
                            "`start` (the manifest)") from None
-        pipeline, session_id = self._pipeline(first.start)
+        pipeline, session_id = await off_loop(_manifest_size(first.start), self._pipeline,
+                                              first.start)
         sent = 0
         async with self._session(pipeline, session_id) as running:
             if running.started:

@@ -17,6 +17,7 @@ import msgspec
 from grpclib import GRPCError
 from grpclib.const import Status as Code
 
+from actorstage._documents import load, off_loop
 from actorstage._proto.actorstage.v1 import (
     ActionInfo,
     ControlRequest,
@@ -75,9 +76,9 @@ def parse_store(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        store = msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
-        raise _invalid(f"ExecuteRequest.store_json is not valid JSON: {exc}") from None
+        store = load(text, "json", "ExecuteRequest.store_json")
+    except InvalidDefinitionError as exc:
+        raise _invalid(str(exc)) from None
     if not isinstance(store, dict):
         raise _invalid(f"ExecuteRequest.store_json must be a JSON object, got "
                        f"{type(store).__name__}")
@@ -153,12 +154,12 @@ class RunnerService(RunnerBase):
         return ExecuteAsyncResponse(execution_id=record.id, status=status, attached=attached)
 
     async def _start(self, request: ExecuteRequest) -> tuple[ExecutionRecord, bool]:
-        defn = parse_definition(request.workflow)
+        defn = await off_loop(len(request.workflow), parse_definition, request.workflow)
         try:
             workflow = Workflow.from_def(defn)
         except InvalidDefinitionError as exc:
             raise _invalid(str(exc)) from None
-        store = parse_store(request.store_json)
+        store = await off_loop(len(request.store_json), parse_store, request.store_json)
         execution_id = request.execution_id or uuid.uuid4().hex
         if not valid_id(execution_id):
             raise _invalid(f"execution id {execution_id!r} must be 1-128 letters, digits or "

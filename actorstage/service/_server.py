@@ -20,7 +20,6 @@ from grpclib.events import RecvRequest, listen
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
-from grpclib.server import Server
 
 from actorstage.actors._system import ActorSystem
 from actorstage.pipelines._config import load_runtime_config
@@ -28,6 +27,7 @@ from actorstage.service._callbacks import CallbackSender, parse_endpoint
 from actorstage.service._metrics import MetricsServer, PipelineMetrics, ServiceMetrics
 from actorstage.service._pipeline_service import PipelineService
 from actorstage.service._runner_service import RunnerService
+from actorstage.transport._grpc import GrpcServer
 from actorstage.transport._options import ProcessOptions
 from actorstage.workflows._runner import Runner
 
@@ -66,6 +66,7 @@ class ServiceConfig:
     process: ProcessOptions | None = None  # options of isolated executions' processes
     pipeline_runtime: str | None = None  # a runtime.toml: defaults under every manifest
     max_pipeline_sessions: int = 16  # pipeline sessions running at once
+    max_message_size: int = 64 * 1024 * 1024  # the largest request message of any RPC
 
     def check(self) -> None:
         """``ValueError`` naming the first setting that is wrong."""
@@ -94,6 +95,9 @@ class ServiceConfig:
         if self.max_pipeline_sessions < 1:
             problems.append(f"max_pipeline_sessions must be >= 1, got "
                             f"{self.max_pipeline_sessions!r}")
+        if self.max_message_size < 1024:
+            problems.append(f"max_message_size must be >= 1024 bytes, got "
+                            f"{self.max_message_size!r}")
         if self.max_finished < 0 or self.max_pending_callbacks < 1:
             problems.append("max_finished must be >= 0 and max_pending_callbacks >= 1")
         if problems:
@@ -202,7 +206,7 @@ class RunnerServer:
         self._health.set(True)
         health = Health({service: [self._health], pipelines: [self._health]})
         services = ServerReflection.extend([service, pipelines, health], pool=descriptor_pool())
-        server = self._server = Server(services)
+        server = self._server = GrpcServer(services, max_message_size=config.max_message_size)
         if config.token is not None:
             listen(server, RecvRequest, _authenticator(config.token))
         tls = server_tls(config.tls_cert, config.tls_key) if config.tls_cert and \
@@ -211,7 +215,7 @@ class RunnerServer:
         sock = socket.create_server((config.host, config.port), family=family)
         await server.start(sock=sock, ssl=tls)
         self.port = sock.getsockname()[1]
-        stack.callback(server.close)
+        stack.push_async_callback(server.aclose)
         tasks = self._tasks = await stack.enter_async_context(anyio.create_task_group())
         if self.callbacks is not None:
             tasks.start_soon(self.callbacks.run)
@@ -267,9 +271,8 @@ class RunnerServer:
         with anyio.move_on_after(max((s.plan.settings.cleanup_grace_period_secs
                                       for s in pipelines.sessions()), default=0) + 10):
             await pipelines.wait_idle()  # every session's processes have ended
-        self._server.close()
         with anyio.move_on_after(5):
-            await self._server.wait_closed()
+            await self._server.aclose()
         if self.callbacks is not None:
             with anyio.move_on_after(max(config.grace, 1.0)):
                 await self.callbacks.wait_flushed()

@@ -196,10 +196,11 @@ class ChildEnd:
 
     async def _connect(self) -> Conn:
         boot = self.boot
+        limit = int(boot.get("max_frame_size", _GRPC_MAX))
         if boot["transport"] == "stdio":
             fd_in, fd_out = boot["fds"]
-            reader = await read_stream(self.loop, fd_in, _GRPC_MAX)
-            return StdioConn(reader, await write_stream(self.loop, fd_out), _GRPC_MAX)
+            reader = await read_stream(self.loop, fd_in, limit + 1024)
+            return StdioConn(reader, await write_stream(self.loop, fd_out), limit)
         from grpclib.client import Channel
         from grpclib.const import Cardinality
 
@@ -216,7 +217,7 @@ class ChildEnd:
                                  Frame, Frame)
         await stream.__aenter__()
         await stream.send_request()
-        conn = _ClientConn(stream, channel)
+        conn = _ClientConn(stream, channel, limit)
         await conn.send([Envelope(hello=Hello(secret=boot["secret"], pid=os.getpid(),
                                               token=boot["token"]))], b"")
         return conn
@@ -322,8 +323,8 @@ class ChildEnd:
 class _ClientConn(GrpcConn):
     """The child's end of the gRPC stream, which also owns the channel."""
 
-    def __init__(self, stream: Any, channel: Any) -> None:
-        super().__init__(stream, _GRPC_MAX)
+    def __init__(self, stream: Any, channel: Any, max_frame_size: int) -> None:
+        super().__init__(stream, max_frame_size)
         self._channel = channel
 
     async def aclose(self) -> None:

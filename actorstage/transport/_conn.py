@@ -18,6 +18,7 @@ from h2.exceptions import H2Error
 
 from actorstage._proto.actorstage.v1 import Envelope
 from actorstage.transport._codec import FrameError, decode_frame, encode_frame
+from actorstage.transport._grpc import MessageTooLarge, read_message
 
 __all__ = ["Conn", "ConnectionLost", "GrpcConn", "StdioConn"]
 
@@ -79,14 +80,15 @@ class GrpcConn:
 
     async def recv(self) -> Received | None:
         try:
-            data = await self._stream.recv_message()
+            data = await read_message(self._stream, self._max)
+        except MessageTooLarge as exc:
+            raise FrameError(f"frame of {exc.size} bytes exceeds the maximum of {exc.limit} bytes "
+                             "(ProcessOptions.max_frame_size)") from None
         except _LOST as exc:
             raise ConnectionLost(f"receiving failed: {exc!r}") from exc
         if data is None:  # the other side half-closed: end ours, so it sees a clean finish
             await self.aclose()
             return None
-        if len(data) > self._max:
-            raise FrameError(f"frame of {len(data)} bytes exceeds the maximum of {self._max} bytes")
         return decode_frame(data)
 
     async def aclose(self) -> None:

@@ -262,10 +262,11 @@ class ProcessHost(Actor):
     async def _launch(self, cell: Cell, options: ProcessOptions) -> None:
         system = cell.system
         boot: dict[str, Any] = {"transport": options.transport, "ppid": os.getpid(),
-                                "owner": os.getpid(),
-                                "path": cell.path}
+                                "owner": os.getpid(), "path": cell.path,
+                                "max_frame_size": options.max_frame_size}
         if options.transport != "stdio":
-            self.server = server = await system._bridge(options.transport, options.host)
+            self.server = server = await system._bridge(
+                options.transport, options.host, options.handshake_timeout)
             self.expected = expected = server.expect(options.max_frame_size)
             boot.update(address=server.address, token=expected.token, secret=expected.secret)
         command = list(options.command or (options.python, "-m", "actorstage.transport"))

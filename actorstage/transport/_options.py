@@ -45,7 +45,13 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
         command: Your own entry point instead of ``python -m
             actorstage.transport``: a program that calls
             ``actorstage.child_main()`` first thing.
-        max_frame_size: Largest frame accepted from the child, in bytes.
+        max_frame_size: Largest frame accepted, in bytes, by the parent from
+            the child and by the child from the parent.
+        handshake_timeout: Seconds a connection to the parent's bridge server
+            has to prove itself (its hello with the one-time secret) before it
+            is closed. The server is one per system and transport: the first
+            process actor that starts it sets it (put it in ``ActorSystem(
+            process_defaults=...)`` to set it for all).
         start: ``"spawn"`` starts a fresh interpreter per child;
             ``"forkserver"`` forks each child from a server process started
             once (per interpreter, environment and working directory) that
@@ -65,13 +71,15 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
     command: tuple[str, ...] | None = None
     max_frame_size: int = 64 * 1024 * 1024
     start: Literal["spawn", "forkserver"] = "spawn"
+    handshake_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if self.transport not in _TRANSPORTS:
             raise InvalidDefinitionError(
                 f"ProcessOptions.transport must be one of {_TRANSPORTS}, got {self.transport!r}"
             )
-        for name in ("start_timeout", "heartbeat_interval", "heartbeat_timeout"):
+        for name in ("start_timeout", "heartbeat_interval", "heartbeat_timeout",
+                     "handshake_timeout"):
             _seconds(name, getattr(self, name))
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise InvalidDefinitionError(

@@ -3,8 +3,10 @@
 A child proves who it is with the one-time secret it was given (through its
 stdin, never its command line) in its first frame. A connection without the
 right secret is refused with UNAUTHENTICATED and logged; nothing else
-changes. The unix socket lives in a private (0700) directory that is
-removed when the server closes.
+changes. Until then a connection is bounded: its hello may hold at most
+``HELLO_LIMIT`` bytes, it may send at most 16 KiB in all, and it is closed
+when it has not proved itself within the handshake timeout. The unix socket
+lives in a private (0700) directory that is removed when the server closes.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from typing import Any, NoReturn
 
 import betterproto2
 import grpclib.const
-from grpclib.exceptions import GRPCError
-from grpclib.server import Server
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from actorstage._proto.actorstage.v1 import BridgeBase, Frame, Hello
 from actorstage.transport._codec import FrameError, RawCodec, decode_frame
 from actorstage.transport._conn import GrpcConn
+from actorstage.transport._grpc import GrpcServer, MessageTooLarge, read_message
 
 __all__ = ["BridgeServer", "Expected"]
 
 log = logging.getLogger("actorstage.transport")
 
-_HELLO_TIMEOUT = 10.0
+HELLO_LIMIT = 1024  # bytes: a hello holds a token, a secret and a pid
 
 
 @dataclass
@@ -63,14 +65,17 @@ class _Service(BridgeBase):
 class BridgeServer:
     """Accepts the streams of a system's children on one address."""
 
-    def __init__(self, transport: str, host: str) -> None:
+    def __init__(self, transport: str, host: str, handshake_timeout: float = 5.0) -> None:
         self.transport = transport
         self.host = host
         self.address = ""
+        self.handshake_timeout = handshake_timeout
         self._expected: dict[str, Expected] = {}
-        self._server = Server([_Service(self)], codec=RawCodec())
+        self._server = GrpcServer([_Service(self)], codec=RawCodec(),
+                                  handshake_timeout=handshake_timeout)
+        self._server.close_grace = 0.0  # links are closed before it is: nothing to wait for
         self._dir: str | None = None
-        self.refused = 0
+        self._refused = 0
 
     async def start(self) -> None:
         if self.transport == "unix":
@@ -101,10 +106,13 @@ class BridgeServer:
     async def _connect(self, stream: Any) -> None:
         peer = stream.peer.addr() if stream.peer is not None else None
         try:
-            first = await asyncio.wait_for(stream.recv_message(), _HELLO_TIMEOUT)
+            async with asyncio.timeout(self.handshake_timeout):
+                first = await read_message(stream, HELLO_LIMIT)
             envelopes, _ = decode_frame(first) if first is not None else ([], b"")
-        except (TimeoutError, FrameError) as exc:
-            self._refuse(peer, f"no readable hello ({exc!r})")
+        except (TimeoutError, FrameError, MessageTooLarge) as exc:
+            self._refuse(peer, f"no readable hello ({exc})")
+        except StreamTerminatedError:
+            return  # the server dropped the connection (too slow, or too much): counted there
         hello = betterproto2.which_one_of(envelopes[0], "body")[1] if envelopes else None
         if not isinstance(hello, Hello):
             self._refuse(peer, "the first frame is not a hello")
@@ -112,22 +120,33 @@ class BridgeServer:
         if expected is None or not hmac.compare_digest(expected.secret, hello.secret):
             self._refuse(peer, f"unknown token or wrong secret (pid {hello.pid})")
         del self._expected[expected.token]  # a secret is good for one connection
+        self._server.authenticated(stream)
         if expected.arrived.done():  # the parent gave up waiting
             raise GRPCError(grpclib.const.Status.UNAVAILABLE, "the parent stopped waiting")
         conn = GrpcConn(stream, expected.max_frame_size)
         expected.arrived.set_result((conn, hello.pid))
         await conn.closed  # the stream lives until the parent closes the link
 
+    @property
+    def refused(self) -> int:
+        """Connections refused: a wrong hello, or none within the bounds of time and size."""
+        return self._refused + self._server.dropped
+
     def _refuse(self, peer: object, why: str) -> NoReturn:
-        self.refused += 1
+        self._refused += 1
         log.warning("bridge %s refused a connection from %s: %s", self.address, peer or "?", why)
         raise GRPCError(grpclib.const.Status.UNAUTHENTICATED,
                         "actorstage bridge: unknown token or wrong secret")
 
+    @property
+    def connections(self) -> int:
+        """Connections open now, authenticated or not."""
+        return self._server.connections
+
     async def aclose(self) -> None:
-        self._server.close()
         try:
-            await asyncio.wait_for(self._server.wait_closed(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self._server.aclose()
         except TimeoutError:
             log.warning("bridge %s did not close within 5s", self.address)
         finally:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from actorstage._documents import check_json, load, text_of
 from actorstage.exceptions import InvalidDefinitionError
 
 __all__ = ["ActionDef", "StageDef", "WorkflowDef", "load_workflow", "parse_workflow"]
@@ -77,24 +78,23 @@ class WorkflowDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 def parse_workflow(data: bytes | str, *, format: Literal["json", "yaml"] = "json") -> WorkflowDef:
-    """A ``WorkflowDef`` from JSON or YAML text; ``InvalidDefinitionError`` naming the problem."""
-    try:
-        if format == "yaml":
-            import yaml
+    """A ``WorkflowDef`` from JSON or YAML text; ``InvalidDefinitionError`` naming the problem.
 
-            raw = yaml.safe_load(data)
-            defn = msgspec.convert(raw, WorkflowDef)
+    The text is untrusted: its size, encoding, nesting and YAML aliases are
+    bounded (``actorstage._documents``) before anything is built from it.
+    """
+    what = "the workflow definition"
+    try:
+        if format == "json":
+            text = text_of(data, what)
+            check_json(text, what)
+            defn = msgspec.json.decode(text, type=WorkflowDef)
         else:
-            defn = msgspec.json.decode(data, type=WorkflowDef)
+            defn = msgspec.convert(load(data, format, what), WorkflowDef)
     except msgspec.ValidationError as exc:
         raise InvalidDefinitionError(f"invalid workflow definition: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidDefinitionError(f"workflow definition is not valid JSON: {exc}") from None
-    except Exception as exc:  # yaml.YAMLError, without importing yaml for JSON users
-        if type(exc).__module__.startswith("yaml"):
-            raise InvalidDefinitionError(
-                f"workflow definition is not valid YAML: {exc}") from None
-        raise
     check_shape(defn)
     return defn
 

@@ -15,7 +15,7 @@ import anyio
 import pytest
 from grpclib import GRPCError
 from grpclib.const import Status as Code
-from grpclib.server import Server, Stream
+from grpclib.server import Stream
 
 from actorstage.service import (
     ExecuteRequest,
@@ -26,6 +26,7 @@ from actorstage.service import (
     WatchExecutionRequest,
 )
 from actorstage.testing import wait_until
+from actorstage.transport._grpc import GrpcServer
 from tests.service.helpers import SHORT, long, run, serving
 
 pytestmark = pytest.mark.anyio
@@ -74,13 +75,13 @@ def _free_port() -> int:
 
 @asynccontextmanager
 async def endpoint(receiver: Receiver, port: int) -> AsyncIterator[None]:
-    server = Server([receiver])
+    server = GrpcServer([receiver])
     await server.start("127.0.0.1", port)
     try:
         yield
     finally:
-        server.close()
-        await server.wait_closed()
+        with anyio.fail_after(5):
+            await server.aclose()
 
 
 def _finished(*ids: str) -> Callable[[list[ProgressEvent]], bool]:
@@ -165,7 +166,7 @@ async def test_callbacks_travel_over_tls_to_an_endpoint_the_ca_vouches_for(
     context.load_cert_chain(cert, key)
     context.set_alpn_protocols(["h2"])
     receiver = Receiver(token="tls-token")
-    server = Server([receiver])
+    server = GrpcServer([receiver])
     port = _free_port()
     await server.start("127.0.0.1", port, ssl=context)
     try:
@@ -174,6 +175,6 @@ async def test_callbacks_travel_over_tls_to_an_endpoint_the_ca_vouches_for(
             events = await run(stub, ExecuteRequest(execution_id="tls", workflow=SHORT))
             await receiver.wait_for(_finished("tls"))
     finally:
-        server.close()
-        await server.wait_closed()
+        with anyio.fail_after(5):
+            await server.aclose()
     assert [event.seq for event in receiver.events] == [event.seq for event in events]

@@ -7,6 +7,7 @@ import json
 import anyio
 import pytest
 from grpclib import GRPCError
+from grpclib.client import Channel
 from grpclib.const import Status as Code
 
 from actorstage.service import (
@@ -17,8 +18,11 @@ from actorstage.service import (
     ListActionsRequest,
     ListExecutionsRequest,
     ProgressEvent,
+    RunnerStub,
+    ServiceConfig,
     WatchExecutionRequest,
     WorkflowMetadata,
+    open_service,
 )
 from tests.service.helpers import SHORT, YAML, long, run, serving, until, workflow
 
@@ -256,3 +260,27 @@ async def test_a_stopping_service_takes_no_new_executions() -> None:
         server.service.accepting = False
         assert (await run(stub, request))[-1].kind == "workflow_finished"  # attaching still works
         server.service.accepting = True
+
+
+async def test_a_request_over_max_message_size_is_resource_exhausted_before_it_is_read() -> None:
+    async with serving(max_message_size=4096) as (_server, stub):
+        huge = workflow(("put", "store.set", {"key": "k", "value": "x" * 1_000_000}))
+        with pytest.raises(GRPCError) as caught:
+            await stub.execute_async(ExecuteRequest(execution_id="big", workflow=huge))
+        assert caught.value.status is Code.RESOURCE_EXHAUSTED
+        assert "exceeds the limit of 4096 bytes" in str(caught.value.message)
+        # The same connection serves the next call.
+        events = await run(stub, ExecuteRequest(execution_id="small", workflow=SHORT))
+        assert events[-1].kind == "workflow_finished"
+
+
+async def test_the_service_stops_at_once_while_a_client_stays_connected() -> None:
+    channel = None
+    try:
+        with anyio.fail_after(4):  # grpclib alone waits for the client forever on Python 3.12+
+            async with open_service(ServiceConfig(port=0)) as server:
+                channel = Channel("127.0.0.1", server.port)
+                await run(RunnerStub(channel), ExecuteRequest(execution_id="one", workflow=SHORT))
+    finally:
+        if channel is not None:
+            channel.close()

@@ -1,4 +1,10 @@
-"""Every process-actor test must leave no child process and no socket directory behind."""
+"""Every process-actor test must leave no process and no socket directory of its own behind.
+
+Only what this test process started counts: its descendants (it is a child
+subreaper, so orphaned grandchildren come back to it) and the socket
+directories in its private temporary folder (see ``tests/conftest.py``).
+Other actorstage programs on the machine are none of its business.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +17,27 @@ from collections.abc import Iterator
 import pytest
 
 
-def actorstage_processes() -> set[int]:
-    """Pids of live processes (zombies included) that run an actorstage child.
-
-    Pipeline node processes rename themselves (``actorstage node ID ...``).
-    """
-    pids = set()
+def descendants() -> set[int]:
+    """Pids of the live processes (zombies excepted) that descend from this one."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read()
-                if (b"actorstage.transport" in command or command.startswith(b"actorstage node ")
-                        or _is_zombie_child(entry)):
-                    pids.add(int(entry))
-        except OSError:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
             continue
-    return pids
-
-
-def _is_zombie_child(pid: str) -> bool:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return fields[0] == "Z" and int(fields[1]) == os.getpid()
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def socket_dirs() -> set[str]:
@@ -43,11 +46,11 @@ def socket_dirs() -> set[str]:
 
 @pytest.fixture(autouse=True)
 def _no_leftover_processes() -> Iterator[None]:
-    processes, dirs = actorstage_processes(), socket_dirs()
+    processes, dirs = descendants(), socket_dirs()
     yield
     deadline = time.monotonic() + 5.0  # an orphaned grandchild may still be on its way out
     while True:
-        left = actorstage_processes() - processes
+        left = descendants() - processes
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.05)
