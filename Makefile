@@ -25,12 +25,14 @@ demo: $(STAMP)
 	$(BIN)/actorstage demo
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -m serial
 ifneq ($(NEWEST),)
 	test -x $(NEWEST_VENV)/bin/python || $(NEWEST) -m venv $(NEWEST_VENV)
 	$(NEWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(NEWEST_VENV)/bin/python -m pip install --quiet -e ".[dev]"
-	$(NEWEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
+	$(NEWEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) -m "not serial"
+	$(NEWEST_VENV)/bin/python -m pytest -m serial
 else
 	@echo "python3.13 is not installed: the suite ran on $$($(BIN)/python -V) only"
 endif

@@ -214,6 +214,39 @@ async def read_message(stream: Any, limit: int) -> bytes | None:
 Method = Callable[[Any], Awaitable[None]]
 
 
+def _check_fields(data: bytes) -> None:
+    """Refuse a message whose top-level fields are not protobuf (betterproto2 reads some
+    of those as ``None`` in a field that must hold a value)."""
+    pos, end = 0, len(data)
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            if pos >= end:
+                raise ValueError(f"a truncated varint at offset {pos}")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    while pos < end:
+        start = pos
+        tag = varint()
+        field, wire = tag >> 3, tag & 7
+        if field == 0 or wire in (3, 4, 6, 7):
+            raise ValueError(f"an invalid field tag {tag} at offset {start}")
+        if wire == 0:
+            varint()
+        else:
+            size = {1: 8, 5: 4}.get(wire) or varint()
+            pos += size
+        if pos > end:
+            raise ValueError(f"a truncated field at offset {start}")
+
+
 def _limited(func: Method, limit: int) -> Method:
     """``func`` (a grpclib method handler) reading its requests with ``recv_limited``."""
 
@@ -238,6 +271,7 @@ async def recv_limited(stream: Any, limit: int) -> Any:
         return None
     kind = stream._recv_type
     try:
+        _check_fields(data)
         message = stream._codec.decode(data, kind)
     except UnicodeDecodeError as exc:
         raise GRPCError(Status.INVALID_ARGUMENT, (

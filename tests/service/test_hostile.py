@@ -82,7 +82,7 @@ _METHODS = ["/actorstage.v1.Runner/ExecuteAsync", "/actorstage.v1.Runner/GetExec
             "/actorstage.v1.Runner/PauseExecution", "/actorstage.v1.Pipelines/ExecutePipeline"]
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(_METHODS), st.binary(max_size=300)),
                 min_size=1, max_size=5))
