@@ -113,7 +113,7 @@ def _load_yaml(text: str, what: str, limits: Limits) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        expanded = _expanded_size(node, {}, limits, what)
+        expanded = _expanded_size(node, {}, limits)
         if expanded > limits.max_nodes:
             raise DocumentError(f"{what} expands to {expanded} YAML nodes through its aliases, "
                                 f"more than the limit of {limits.max_nodes}")
@@ -127,7 +127,7 @@ def _load_yaml(text: str, what: str, limits: Limits) -> Any:
             loader.dispose()
 
 
-def _expanded_size(node: Any, sizes: dict[int, int], limits: Limits, what: str) -> int:
+def _expanded_size(node: Any, sizes: dict[int, int], limits: Limits) -> int:
     """Nodes under ``node`` counting each alias use in full, without building anything."""
     known = sizes.get(id(node))
     if known is not None:
@@ -137,10 +137,10 @@ def _expanded_size(node: Any, sizes: dict[int, int], limits: Limits, what: str) 
     if isinstance(value, list):
         for item in value:
             if isinstance(item, tuple):  # a mapping's (key, value)
-                total += _expanded_size(item[0], sizes, limits, what)
-                total += _expanded_size(item[1], sizes, limits, what)
+                total += _expanded_size(item[0], sizes, limits)
+                total += _expanded_size(item[1], sizes, limits)
             else:
-                total += _expanded_size(item, sizes, limits, what)
+                total += _expanded_size(item, sizes, limits)
             if total > limits.max_nodes:
                 break
     sizes[id(node)] = total

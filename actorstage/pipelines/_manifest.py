@@ -176,7 +176,7 @@ def _decode(data: bytes | str, format: str) -> Any:
     try:
         return load(data, format, "the manifest")
     except DocumentError as exc:
-        raise ManifestError([Problem("", str(exc).removeprefix("the manifest "))]) from None
+        raise ManifestError([Problem("", str(exc))]) from None
 
 
 def parse_manifest(data: bytes | str, *, format: Literal["json", "yaml"] = "json") -> Manifest:

@@ -20,7 +20,7 @@ import msgspec
 from grpclib import GRPCError
 from grpclib.const import Status as Code
 
-from actorstage._documents import load, off_loop
+from actorstage._documents import DocumentError, load, off_loop
 from actorstage._proto.actorstage.v1 import (
     ErrorInfo,
     ExecutePipelineRequest,
@@ -38,7 +38,6 @@ from actorstage._proto.actorstage.v1 import (
     StreamPipelineResponse,
 )
 from actorstage.actors._system import ActorSystem
-from actorstage.exceptions import InvalidDefinitionError
 from actorstage.pipelines._config import RuntimeConfig
 from actorstage.pipelines._manifest import ManifestError, parse_manifest
 from actorstage.pipelines._pipeline import Pipeline
@@ -72,7 +71,7 @@ def decode_item(item: Item, number: int) -> Any:
                        "(bytes)")
     try:
         return load(item.json, "json", f"input {number}")
-    except InvalidDefinitionError as exc:
+    except DocumentError as exc:
         raise BadInput(str(exc)) from None
 
 

@@ -17,7 +17,7 @@ import msgspec
 from grpclib import GRPCError
 from grpclib.const import Status as Code
 
-from actorstage._documents import load, off_loop
+from actorstage._documents import DocumentError, load, off_loop
 from actorstage._proto.actorstage.v1 import (
     ActionInfo,
     ControlRequest,
@@ -77,7 +77,7 @@ def parse_store(text: str) -> dict[str, Any]:
         return {}
     try:
         store = load(text, "json", "ExecuteRequest.store_json")
-    except InvalidDefinitionError as exc:
+    except DocumentError as exc:
         raise _invalid(str(exc)) from None
     if not isinstance(store, dict):
         raise _invalid(f"ExecuteRequest.store_json must be a JSON object, got "

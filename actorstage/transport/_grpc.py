@@ -12,8 +12,9 @@ sends more than a few KiB, or has not been ``authenticated(stream)`` within
 the handshake timeout, is closed, whatever it sent or did not send. A
 protocol error always closes the connection with a GOAWAY.
 
-``recv_limited`` reads one gRPC message after checking its length prefix,
-so an oversized message is refused before its body is buffered.
+``read_message`` (bytes) and ``recv_limited`` (a decoded request) read one
+gRPC message after checking its length prefix, so an oversized message is
+refused before its body is buffered.
 """
 
 from __future__ import annotations
@@ -115,16 +116,17 @@ class GrpcServer(Server):
             bytes; larger ones are refused with RESOURCE_EXHAUSTED before they
             are buffered. ``None``: methods read as grpclib does (the bridge
             reads its frames itself, with its own limit).
+        close_grace: seconds calls in flight, then clients, get when it closes.
     """
 
     def __init__(self, handlers: Collection[Any], *, codec: CodecBase | None = None,
                  handshake_timeout: float | None = None, untrusted_limit: int = 16384,
-                 max_message_size: int | None = None) -> None:
+                 max_message_size: int | None = None, close_grace: float = 1.0) -> None:
         super().__init__(handlers, codec=codec)
         self.handshake_timeout = handshake_timeout
         self.untrusted_limit = untrusted_limit
         self.dropped = 0  # connections closed before they proved themselves
-        self.close_grace = 1.0  # seconds calls in flight, then clients, get when closing
+        self.close_grace = close_grace
         self._all_closed: asyncio.Future[None] | None = None
         if max_message_size is not None:
             self._mapping = {name: handler._replace(func=_limited(handler.func, max_message_size))
@@ -265,8 +267,9 @@ async def recv_limited(stream: Any, limit: int) -> Any:
     try:
         data = await read_message(stream, limit)
     except MessageTooLarge as exc:
-        raise GRPCError(Status.RESOURCE_EXHAUSTED,
-                        f"the request {exc}; this server's max_message_size") from None
+        raise GRPCError(Status.RESOURCE_EXHAUSTED, (
+            f"the request of {exc.size} bytes exceeds the limit of {exc.limit} bytes "
+            "(the server's max_message_size)")) from None
     if data is None:
         return None
     kind = stream._recv_type

@@ -69,11 +69,10 @@ class BridgeServer:
         self.transport = transport
         self.host = host
         self.address = ""
-        self.handshake_timeout = handshake_timeout
         self._expected: dict[str, Expected] = {}
+        # Links are closed before the server is: nothing to wait for when it closes.
         self._server = GrpcServer([_Service(self)], codec=RawCodec(),
-                                  handshake_timeout=handshake_timeout)
-        self._server.close_grace = 0.0  # links are closed before it is: nothing to wait for
+                                  handshake_timeout=handshake_timeout, close_grace=0.0)
         self._dir: str | None = None
         self._refused = 0
 
@@ -105,11 +104,10 @@ class BridgeServer:
 
     async def _connect(self, stream: Any) -> None:
         peer = stream.peer.addr() if stream.peer is not None else None
-        try:
-            async with asyncio.timeout(self.handshake_timeout):
-                first = await read_message(stream, HELLO_LIMIT)
+        try:  # (the server drops a connection whose hello takes too long)
+            first = await read_message(stream, HELLO_LIMIT)
             envelopes, _ = decode_frame(first) if first is not None else ([], b"")
-        except (TimeoutError, FrameError, MessageTooLarge) as exc:
+        except (FrameError, MessageTooLarge) as exc:
             self._refuse(peer, f"no readable hello ({exc})")
         except StreamTerminatedError:
             return  # the server dropped the connection (too slow, or too much): counted there
