@@ -27,14 +27,12 @@ demo: $(STAMP)
 	$(BIN)/actorstage demo
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not serial"
-	$(BIN)/python -m pytest -m serial
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 ifneq ($(NEWEST),)
 	test -x $(NEWEST_VENV)/bin/python || $(NEWEST) -m venv $(NEWEST_VENV)
 	$(NEWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(NEWEST_VENV)/bin/python -m pip install --quiet -e ".[dev]"
-	$(NEWEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) -m "not serial"
-	$(NEWEST_VENV)/bin/python -m pytest -m serial
+	$(NEWEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
 else
 	@echo "python3.13 is not installed: the suite ran on $$($(BIN)/python -V) only"
 endif

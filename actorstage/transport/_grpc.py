@@ -198,9 +198,15 @@ async def read_message(stream: Any, limit: int) -> bytes | None:
     The length prefix is checked before the body is read, so a message over
     ``limit`` raises ``MessageTooLarge`` with nothing of it buffered.
     """
-    if stream.__class__ is ClientStream and not stream._recv_initial_metadata_done:
-        await stream.recv_initial_metadata()
-    inner = stream._stream
+    if stream.__class__ is ClientStream:  # a client stream learns of a lost connection
+        if not stream._recv_initial_metadata_done:  # through its wrapper, as grpclib reads
+            await stream.recv_initial_metadata()
+        with stream._wrapper:
+            return await _read(stream._stream, limit)
+    return await _read(stream._stream, limit)
+
+
+async def _read(inner: Any, limit: int) -> bytes | None:
     head = await inner.recv_data(_PREFIX.size)
     if not head:
         return None

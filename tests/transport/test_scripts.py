@@ -87,9 +87,6 @@ def test_a_program_can_spawn_itself_with_child_main(tmp_path: Path) -> None:
     assert str(parent_pid) not in reply
 
 
-@pytest.mark.serial  # its 2 s bound is for a machine not busy with other tests
-@pytest.mark.xfail(strict=False, reason="issue 15, open: the graceful path after a parent's "
-                   "SIGKILL sometimes takes over 2 s; the guard process will bound it")
 @pytest.mark.parametrize("start", ["spawn", "forkserver"])
 def test_killing_the_parent_ends_every_descendant_within_two_seconds(
     tmp_path: Path, start: str
