@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run the workflow in a child process")
     flow.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                       help="import MODULE first, to register its actions (repeatable)")
+    cleanup = commands.add_parser(
+        "cleanup", help="remove the shared memory and socket directories of dead actorstage "
+                        "processes (safe while others run)")
+    cleanup.add_argument("--dry-run", action="store_true",
+                         help="list what would be removed; remove nothing")
     from actorstage.pipelines._cli import add_run_pipeline_parser
     from actorstage.service._cli import add_serve_parser
 
@@ -73,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from actorstage.pipelines._cli import run_pipeline_command
 
         return run_pipeline_command(args)
+    if args.command == "cleanup":
+        return _cleanup(args.dry_run)
     if args.command == "serve":
         from actorstage.service._cli import serve_command
 
@@ -83,3 +90,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _cleanup(dry_run: bool) -> int:
+    """``actorstage cleanup``: what killed processes (and their guards) could not remove."""
+    import shutil
+
+    from actorstage.pipelines._shm import SHM_DIR, cleanup
+    from actorstage.transport._server import dead_socket_dirs
+
+    verb = "would remove" if dry_run else "removed"
+    removed, live, unmarked = cleanup(dry_run)
+    for name in removed:
+        print(f"{verb} {SHM_DIR / name}")
+    directories = dead_socket_dirs()
+    for directory in directories:
+        if not dry_run:
+            shutil.rmtree(directory, ignore_errors=True)
+        print(f"{verb} {directory}")
+    sessions = sum(1 for name in removed if name.endswith("-session"))
+    print(f"actorstage cleanup: {verb} {len(removed)} shared-memory file(s) of {sessions} dead "
+          f"pipeline session(s) and {len(directories)} socket directory(ies) of dead actor "
+          f"systems; {live} live session(s) left alone")
+    if unmarked:
+        print(f"actorstage cleanup: {unmarked} file(s) in {SHM_DIR} named actorstage-* belong "
+              "to no session marker (an older actorstage, or another program); left alone")
+    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
     from actorstage.supervisors._supervisor import Supervisor, SupervisorRef
     from actorstage.transport._forkserver import ForkServer
+    from actorstage.transport._guard import Guard
     from actorstage.transport._options import ProcessOptions
     from actorstage.transport._server import BridgeServer
 
@@ -95,6 +97,7 @@ class ActorSystem:
         self._bridges: dict[tuple[str, str], BridgeServer] = {}
         self._bridge_lock: asyncio.Lock | None = None
         self._forkservers: dict[tuple[Any, ...], ForkServer] = {}
+        self._guard_process: Guard | None = None
 
     # -- lifetime ----------------------------------------------------------
 
@@ -155,7 +158,30 @@ class ActorSystem:
         forkservers, self._forkservers = list(self._forkservers.values()), {}
         for forkserver in forkservers:
             await forkserver.aclose()
+        guard, self._guard_process = self._guard_process, None
+        if guard is not None:
+            await guard.aclose()
         await self._root.aclose()
+
+    async def _guard(self) -> Guard | None:
+        """The process that ends this system's children if it dies, started on first need."""
+        from actorstage.transport._guard import Guard
+
+        if self._guard_process is not None or not hasattr(os, "pidfd_open"):
+            return self._guard_process
+        if self._bridge_lock is None:
+            self._bridge_lock = asyncio.Lock()
+        async with self._bridge_lock:
+            if self._guard_process is None:
+                guard = Guard()
+                try:
+                    await guard.start()
+                except OSError as exc:
+                    log.error("cannot start the guard process (%s): children of system %r "
+                              "will not be killed if it dies", exc, self.name)
+                    return None
+                self._guard_process = guard
+        return self._guard_process
 
     async def _bridge(self, transport: str, host: str, handshake_timeout: float) -> BridgeServer:
         """The server the children of this system connect to, started on first need."""
@@ -173,6 +199,8 @@ class ActorSystem:
                 bridge = BridgeServer(transport, host, handshake_timeout)
                 await bridge.start()
                 self._bridges[key] = bridge
+                if bridge.directory is not None and self._guard_process is not None:
+                    self._guard_process.remove_dir(bridge.directory)
         return bridge
 
     async def _forkserver(
@@ -192,6 +220,8 @@ class ActorSystem:
                 forkserver = ForkServer(command, env, cwd)
                 await forkserver.start()
                 self._forkservers[key] = forkserver
+                if self._guard_process is not None:
+                    self._guard_process.child(forkserver.pid)
         return forkserver
 
     async def _watch_failure(self) -> None:

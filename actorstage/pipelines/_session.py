@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import re
 import time
 import uuid
@@ -35,7 +36,16 @@ from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageError
 from actorstage.pipelines._channels import Aborted, Channel, Inbox
 from actorstage.pipelines._plan import Plan, PlannedNode
-from actorstage.pipelines._shm import Cursor, SegmentReader, SegmentWriter, sweep, unlink
+from actorstage.pipelines._shm import (
+    MARKER,
+    SHM_DIR,
+    Cursor,
+    SegmentReader,
+    SegmentWriter,
+    mark_session,
+    sweep,
+    unlink,
+)
 from actorstage.pipelines._wire import ItemCodec, WireItem, to_bytes
 from actorstage.pipelines._worker import (
     FLUSH,
@@ -399,6 +409,7 @@ class NodeProxy(Actor):
         session = port.session
         settings = session.plan.settings
         planned = port.node
+        await session.protect()
         self.incarnation += 1
         cursor = self.cursor = Cursor.create(
             f"{session.prefix}c{port.index}-{self.incarnation}")
@@ -414,6 +425,7 @@ class NodeProxy(Actor):
             node_id=planned.id, node_type=planned.spec.node_type, params=planned.spec.params,
             imports=modules, import_paths=list(settings.import_paths), main=main,
             segment_prefix=f"{session.prefix}n{port.index}-", cursor=cursor.name,
+            marker=session.prefix + MARKER,
             threshold=settings.shared_memory_threshold_bytes,
             init_timeout=settings.init_timeout_secs,
             title=f"actorstage node {planned.id} ({session.plan.name} {session.id})",
@@ -426,8 +438,13 @@ class NodeProxy(Actor):
             max_frame_size=256 * 1024 * 1024,
         )
         self.emitted = 0
-        self.worker = await self.context.spawn(
-            NodeWorker, setup, name=f"process-{self.incarnation}", process=options)
+        from actorstage.actors._lifecycle import start_child
+
+        # The node in the process gets the session's grace period to finish its item, too.
+        worker = await start_child(
+            self._cell, NodeWorker, (setup,), {}, name=f"process-{self.incarnation}",
+            capacity=None, shutdown_timeout=settings.cleanup_grace_period_secs, process=options)
+        self.worker = worker.ref
         self.context.watch(self.worker)
         host = self.worker._cell.actor  # the ProcessHost that launched the process
         self.pid = port.stats.pid = getattr(host, "pid", None)
@@ -700,6 +717,8 @@ class PipelineSession:
         self._entered = False
         self._done = asyncio.Event()
         self._input_closed = False
+        self._marker: int | None = None  # held while the session has node processes
+        self._protecting = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -765,6 +784,17 @@ class PipelineSession:
         if not runner.cancelled() and runner.exception() is not None:
             raise runner.exception()  # type: ignore[misc]
 
+    async def protect(self) -> None:
+        """Before the first node process: mark the session's shared memory as live, and
+        have the system's guard remove it should this process be killed."""
+        async with self._protecting:
+            if self._marker is not None:
+                return
+            self._marker = mark_session(self.prefix)
+            guard = await self.system._guard()
+            if guard is not None:
+                guard.sweep(str(SHM_DIR), self.prefix)
+
     async def _cleanup(self) -> None:
         actor, self._actor = self._actor, None
         try:
@@ -775,7 +805,15 @@ class PipelineSession:
         finally:
             self.codec.reader.close()
             self.segments.refs.clear()
-            sweep(self.prefix)
+            marker = self.prefix + MARKER
+            sweep(self.prefix, keep={marker})
+            if self._marker is not None:  # the marker goes last, once nothing is left
+                unlink(marker)
+                os.close(self._marker)
+                self._marker = None
+                guard = self.system._guard_process
+                if guard is not None:
+                    guard.sweep(str(SHM_DIR), self.prefix, keep=False)
 
     def fail(self, error: PipelineError, *, log_it: bool = True) -> None:
         """End the session with ``error`` (the first one wins): every loop stops."""

@@ -11,6 +11,14 @@ is gone, and the kernel frees the memory with the last mapping, also when
 the process holding it is killed. Whatever a killed writer left behind is
 found by its name prefix and removed.
 
+Every session that has node processes also holds a marker, ``<prefix>session``:
+the session's owner and each of its node processes hold a shared ``flock``
+on it while they live. A killed owner's segments are removed by its guard
+process (see ``actorstage.transport._guard``) once its nodes are gone;
+``actorstage cleanup`` removes what is left of sessions whose marker
+nobody holds any more (every process of theirs is dead), and leaves
+every live session alone.
+
 ``multiprocessing.shared_memory`` is not used: in Python 3.11 it registers
 every segment with a resource-tracker process, which would outlive our
 bookkeeping and warn about segments that the session already removed.
@@ -19,6 +27,7 @@ bookkeeping and warn about segments that the session already removed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import mmap
 import os
 import struct
@@ -30,6 +39,9 @@ __all__ = [
     "Cursor",
     "SegmentReader",
     "SegmentWriter",
+    "cleanup",
+    "hold_marker",
+    "mark_session",
     "segments",
     "sweep",
     "unlink",
@@ -78,6 +90,78 @@ def sweep(prefix: str, keep: set[str] | frozenset[str] = frozenset()) -> int:
             unlink(name)
             removed += 1
     return removed
+
+
+MARKER = "session"  # <prefix>session: held (flock LOCK_SH) by every live process of a session
+
+
+def mark_session(prefix: str) -> int:
+    """Create the session's marker, held by this process: the open descriptor to keep.
+
+    It is created under a temporary name, locked, then renamed, so that
+    ``cleanup`` never sees it unheld while the session lives.
+    """
+    name = prefix + MARKER
+    _path(name)
+    temporary = SHM_DIR / f".{name}.{os.getpid()}"
+    fd = os.open(temporary, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.rename(temporary, _path(name))
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return fd
+
+
+def hold_marker(name: str) -> int:
+    """Hold an existing marker in this process too (a node process): the descriptor to keep."""
+    fd = os.open(_path(name), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"session marker {name} is being cleaned up: its session is over")\
+            from None
+    return fd
+
+
+def cleanup(dry_run: bool = False) -> tuple[list[str], int, int]:
+    """Remove what sessions whose processes all died left behind.
+
+    Returns ``(removed, live, unmarked)``: the names removed (or that would
+    be), the number of live sessions left alone, and the number of segments
+    that belong to no marker (from before markers, or of a foreign program)
+    and are left alone as well.
+    """
+    names = segments(PREFIX)
+    markers = [name for name in names if name.endswith("-" + MARKER)]
+    prefixes = [name[: -len(MARKER)] for name in markers]
+    removed: list[str] = []
+    live = 0
+    for marker, prefix in zip(markers, prefixes, strict=True):
+        try:
+            fd = os.open(_path(marker), os.O_RDONLY)
+        except FileNotFoundError:  # its session ended meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                live += 1
+                continue
+            gone = [name for name in segments(prefix) if name != marker] + [marker]
+            if not dry_run:
+                for name in gone:
+                    unlink(name)
+            removed += gone
+        finally:
+            os.close(fd)
+    unmarked = sum(1 for name in names
+                   if not any(name.startswith(prefix) for prefix in prefixes))
+    return removed, live, unmarked
 
 
 class SegmentWriter:

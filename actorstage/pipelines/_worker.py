@@ -23,7 +23,7 @@ from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message
 from actorstage.actors._ref import ActorRef
 from actorstage.pipelines._registry import import_node_modules, lookup
-from actorstage.pipelines._shm import Cursor, SegmentReader, SegmentWriter
+from actorstage.pipelines._shm import Cursor, SegmentReader, SegmentWriter, hold_marker
 from actorstage.pipelines._wire import ItemCodec, WireItem
 
 __all__ = ["FLUSH", "Emitted", "Finish", "ItemError", "Items", "NodeWorker", "WorkerSetup",
@@ -74,6 +74,7 @@ class WorkerSetup(Message, frozen=True, kw_only=True):
     title: str
     flush_every: int = FLUSH
     stop_on_error: bool = False  # on_node_crash "fail": no item after a failed one
+    marker: str = ""  # the session's marker, held while this process lives
 
 
 def error_of(seq: int, exc: BaseException) -> ItemError:
@@ -112,6 +113,7 @@ class NodeWorker(Actor):
         self.codec: ItemCodec | None = None
         self.sent = 0
         self.failed = False  # an item failed with stop_on_error: take no more
+        self.marker: int | None = None
 
     async def on_start(self) -> None:
         from actorstage.transport._child import load_main
@@ -125,6 +127,8 @@ class NodeWorker(Actor):
             raise LookupError(f"node type {setup.node_type!r} is not registered in the node "
                               f"process; import its module (--import or runtime.toml imports)")
         self.node = entry.cls(entry.params(setup.params), setup.node_id)
+        if setup.marker:
+            self.marker = hold_marker(setup.marker)  # released when this process exits
         self.cursor = Cursor.attach(setup.cursor)
         self.codec = ItemCodec(setup.threshold, SegmentWriter(
             f"{setup.segment_prefix}{os.getpid()}-"), SegmentReader())
@@ -222,3 +226,6 @@ class NodeWorker(Actor):
                 self.cursor.close()
             if self.codec is not None:
                 self.codec.reader.close()
+            if self.marker is not None:
+                os.close(self.marker)
+                self.marker = None

@@ -51,6 +51,9 @@ def child_main() -> None:
     else:
         boot = _read_boot()
     die_with_parent(int(boot.get("ppid", 0)))
+    from actorstage.transport._guard import inherit
+
+    inherit(boot.get("ancestors"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if boot.get("transport") == "stdio":
         boot["fds"] = (os.dup(0), os.dup(1))

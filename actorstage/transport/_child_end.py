@@ -48,7 +48,7 @@ __all__ = ["ChildEnd"]
 log = logging.getLogger("actorstage.transport")
 
 _SPEC_TIMEOUT = 30.0
-_LOST_GRACE = 1.5  # the tree's time to stop once the parent is gone
+_LOST_GRACE = 1.0  # the tree's time to stop once the parent is gone (the guard waits 1.2 s)
 _FLUSH_TIMEOUT = 2.0
 _GRPC_MAX = 2**31 - 1
 _OWNER_EXIT_WAIT = 0.05  # a killed parent's socket closes a moment before it counts as exited

@@ -45,6 +45,7 @@ from actorstage.exceptions import (
 from actorstage.transport._codec import CODEC, RemoteErrorBody, type_name
 from actorstage.transport._conn import Conn, StdioConn
 from actorstage.transport._forkserver import ForkedProcess, ForkError
+from actorstage.transport._guard import lineage
 from actorstage.transport._link import (
     BAD_FRAME,
     CLOSED,
@@ -261,9 +262,11 @@ class ProcessHost(Actor):
 
     async def _launch(self, cell: Cell, options: ProcessOptions) -> None:
         system = cell.system
+        guard = await system._guard()  # first: it must know of the child as soon as it exists
         boot: dict[str, Any] = {"transport": options.transport, "ppid": os.getpid(),
                                 "owner": os.getpid(), "path": cell.path,
-                                "max_frame_size": options.max_frame_size}
+                                "max_frame_size": options.max_frame_size,
+                                "ancestors": lineage()}
         if options.transport != "stdio":
             self.server = server = await system._bridge(
                 options.transport, options.host, options.handshake_timeout)
@@ -292,6 +295,8 @@ class ProcessHost(Actor):
                                     during="starting") from exc
         self.proc = proc
         self.pid = proc.pid
+        if guard is not None:
+            guard.child(proc.pid, proc.pidfd if isinstance(proc, ForkedProcess) else None)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         if options.start != "forkserver":  # a forked child had its boot in the request
             proc.stdin.write(msgspec.json.encode(boot) + b"\n")

@@ -31,7 +31,7 @@ from actorstage.transport._codec import FrameError, RawCodec, decode_frame
 from actorstage.transport._conn import GrpcConn
 from actorstage.transport._grpc import GrpcServer, MessageTooLarge, read_message
 
-__all__ = ["BridgeServer", "Expected"]
+__all__ = ["BridgeServer", "Expected", "dead_socket_dirs"]
 
 log = logging.getLogger("actorstage.transport")
 
@@ -60,6 +60,45 @@ class _Service(BridgeBase):
                 self._server._connect, grpclib.const.Cardinality.STREAM_STREAM, Frame, Frame,
             ),
         }
+
+
+def dead_socket_dirs(older_than: float = 60.0) -> list[str]:
+    """Socket directories of bridge servers whose process is gone (nobody answers there).
+
+    A directory counts when its socket refuses connections, or when it holds
+    none and is older than ``older_than`` seconds (its server never started).
+    Only this user's directories in the temporary folder are considered.
+    """
+    import time
+
+    dead = []
+    root = tempfile.gettempdir()
+    for name in sorted(os.listdir(root)):
+        directory = os.path.join(root, name)
+        if not name.startswith("actorstage-") or not os.path.isdir(directory):
+            continue
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            continue
+        if info.st_uid != os.getuid():
+            continue
+        path = os.path.join(directory, "bridge.sock")
+        if not os.path.exists(path):
+            if time.time() - info.st_mtime > older_than:
+                dead.append(directory)
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            dead.append(directory)
+        except OSError:
+            pass  # busy or unreadable: not ours to judge
+        finally:
+            probe.close()
+    return dead
 
 
 class BridgeServer:
@@ -135,6 +174,11 @@ class BridgeServer:
         log.warning("bridge %s refused a connection from %s: %s", self.address, peer or "?", why)
         raise GRPCError(grpclib.const.Status.UNAUTHENTICATED,
                         "actorstage bridge: unknown token or wrong secret")
+
+    @property
+    def directory(self) -> str | None:
+        """The private directory of the unix socket (None on TCP)."""
+        return self._dir
 
     @property
     def connections(self) -> int:

@@ -157,6 +157,18 @@ class Hold(Node):
         return item
 
 
+@register_node("test.Spin")
+class Spin(Node):
+    """Writes ``path`` when it holds an item, then blocks its process in one long C call."""
+
+    Params = HoldParams
+
+    async def process(self, item: Any) -> Any:
+        Path(self.params.path).write_text(str(len(item)))
+        sum(range(10**15))  # holds the GIL, never checks for signals
+        return item
+
+
 @register_node("test.Size")
 class Size(Node):
     """Answers each binary item with its type name and length."""

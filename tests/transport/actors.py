@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -179,4 +180,44 @@ class Resetter(Actor):
             await conn._stream.cancel()
         elif message == "goaway":
             conn._channel.close()
+        return message
+
+
+def _busy(how: str) -> None:
+    """Keep this process's only thread from the event loop: ``sleep`` or ``spin`` (GIL held)."""
+    if how == "sleep":
+        time.sleep(3600)
+    elif how == "spin":
+        sum(range(10**15))  # one C call that never releases the GIL nor checks for signals
+
+
+class Busy(Actor):
+    """Blocks its process on request, as CPU-heavy or careless handlers do."""
+
+    async def receive(self, message: Any) -> Any:
+        if message == "pid":
+            return os.getpid()
+        if isinstance(message, list) and message[:1] == ["busy"]:
+            _busy(message[1])
+        return message
+
+
+class BusyParent(Actor):
+    """A process actor with a process child of its own; both block on request."""
+
+    def __init__(self, start: Literal["spawn", "forkserver"] = "spawn") -> None:
+        self.start: Literal["spawn", "forkserver"] = start
+
+    async def on_start(self) -> None:
+        self.child = await self.context.spawn(
+            Busy, name="grandchild", process=ProcessOptions(start=self.start))
+
+    async def receive(self, message: Any) -> Any:
+        if message == "pids":
+            return [os.getpid(), await self.child.ask("pid")]
+        if isinstance(message, list) and message[:1] == ["busy"]:
+            await self.child.ask(["started"])  # (the child is up and answering)
+            await self.child.tell(message)
+            await asyncio.sleep(0.2)  # the child has begun its blocking call
+            _busy(message[1])
         return message

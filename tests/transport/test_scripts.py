@@ -4,6 +4,7 @@ program, and a parent killed with SIGKILL."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -122,6 +123,119 @@ def test_killing_the_parent_ends_every_descendant_within_two_seconds(
         if proc.poll() is None:
             proc.kill()
         proc.communicate()  # reaps it and closes the pipes
+
+
+@pytest.mark.parametrize(("start", "how"), [("spawn", "sleep"), ("spawn", "spin"),
+                                          ("forkserver", "spin")])
+def test_killing_the_parent_ends_busy_descendants_within_two_seconds(
+    tmp_path: Path, start: str, how: str
+) -> None:
+    """A child and a grandchild whose handlers block (time.sleep, or a C call holding the
+    GIL) never run their event loops again: their guards end them, then exit themselves."""
+    proc = _run_script("""
+        import asyncio, sys
+        import actorstage
+        from actorstage import ActorSystem, ProcessOptions
+        from tests.transport.actors import BusyParent
+
+        async def main():
+            async with ActorSystem() as system:
+                ref = await system.spawn(BusyParent, sys.argv[1],
+                                         process=ProcessOptions(start=sys.argv[1]))
+                print(*await ref.ask("pids"), flush=True)
+                await ref.tell(["busy", sys.argv[2]])
+                await asyncio.sleep(0.5)
+                print("busy", flush=True)
+                await asyncio.Event().wait()
+
+        actorstage.run(main)
+    """, tmp_path, start, how)
+    tree: set[int] = set()
+    try:
+        assert proc.stdout is not None
+        busy = set(map(int, proc.stdout.readline().split()))
+        assert len(busy) == 2, proc.stderr.read() if proc.stderr else ""
+        assert proc.stdout.readline() == "busy\n"
+        tree = _tree(proc.pid)  # the busy two, forkservers, and a guard per system
+        assert busy <= tree and len(tree) == (4 if start == "spawn" else 6), tree
+        proc.kill()
+        proc.wait(timeout=5)
+        deadline = time.monotonic() + 2.0
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in tree if _alive(pid)], "descendants outlived their parent"
+    finally:
+        for pid in tree:
+            if _alive(pid):  # (only when the test failed) what this test started, by pid
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_killing_the_parent_ends_a_spawned_workflow_blocked_in_an_action(tmp_path: Path) -> None:
+    proc = _run_script("""
+        import asyncio
+        import actorstage
+        from actorstage import ProcessOptions
+        from actorstage.workflows import ActionDef, Runner, StageDef, WorkflowDef
+        from tests.workflows import actions
+
+        async def main():
+            flow = WorkflowDef(id="blocked", stages=[StageDef(id="s", actions=[
+                ActionDef(id="who", action="test.whoami"),
+                ActionDef(id="block", action="test.block", params={"seconds": 3600})])])
+            async with Runner() as runner:
+                execution = await runner.start(flow, process=ProcessOptions())
+                while "ppid" not in execution.store:
+                    await asyncio.sleep(0.01)
+                print(execution.store["pid"], flush=True)
+                await asyncio.Event().wait()
+
+        actorstage.run(main)
+    """, tmp_path)
+    tree: set[int] = set()
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.2)  # (the action has blocked its process by now)
+        tree = _tree(proc.pid)
+        assert int(line) in tree and len(tree) == 2, tree  # the workflow's process, the guard
+        proc.kill()
+        proc.wait(timeout=5)
+        deadline = time.monotonic() + 2.0
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not [pid for pid in tree if _alive(pid)], "the workflow outlived its parent"
+    finally:
+        for pid in tree:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _tree(root: int) -> set[int]:
+    """The live descendants of ``root``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.add(child)
+            todo.append(child)
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import msgspec
@@ -90,3 +91,14 @@ class WhoAmI(Action):
     async def execute(self, ctx: ActionContext) -> None:
         await ctx.store.put("pid", os.getpid())
         await ctx.store.put("ppid", os.getppid())
+
+
+@register_action("test.block")
+class Block(Action):
+    """Blocks its whole process (``time.sleep``), as careless synchronous code does."""
+
+    class Params(msgspec.Struct):
+        seconds: float
+
+    async def execute(self, ctx: ActionContext) -> None:
+        time.sleep(self.params.seconds)  # noqa: ASYNC251 - blocking is what it is for
