@@ -1,10 +1,12 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Each creates .venv when missing and installs the project with its dev tools.
+# Each creates .venv when missing: `make demo` installs only what the demo needs (the
+# package and rich), `make test` the dev tools too.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 # The suite also runs on the newest Python we support, when one is installed that runs
 # (pyenv's shim may exist for a version that is not selected: each candidate is tried).
 NEWEST ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3.13 $$(command -v python3.13); do \
@@ -21,9 +23,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[cli]"
+	touch $(DEMO_STAMP)
+
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/actorstage demo
 
 test: $(STAMP) lint

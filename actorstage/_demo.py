@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import signal
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from actorstage.exceptions import ActorCrashedError, ActorDeadError
 from actorstage.supervisors import ChildSpec, Restart, Strategy, Supervisor
 from actorstage.transport import ProcessOptions
 
-__all__ = ["run_demo"]
+__all__ = ["demo_command", "run_demo"]
 
 STATUS_STYLE = {
     "running": "green",
@@ -47,9 +49,13 @@ class Stats:
     crashes: int = 0
     escalations: int = 0
     started: float = field(default_factory=time.monotonic)
+    echo: bool = False  # print each event as it happens (no live view)
 
     def event(self, text: str) -> None:
-        self.events.append(f"{time.monotonic() - self.started:5.1f}s  {text}")
+        line = f"{time.monotonic() - self.started:5.1f}s  {text}"
+        self.events.append(line)
+        if self.echo:
+            print(line, flush=True)
 
 
 class Job(Actor):
@@ -98,10 +104,8 @@ class _EventLog(logging.Handler):
         text = record.getMessage()
         if record.levelno >= logging.ERROR and "exceeded its restart intensity" in text:
             self.stats.escalations += 1
-            self.stats.event("ESCALATION " + text.split(";")[0])
-        elif " crashed" in text and "RestartIntensityError" not in text:
-            self.stats.crashes += 1
-            self.stats.event(text.split(":")[0])
+            self.stats.event("ESCALATED  " + text.split(";")[0]
+                             + ": it stops, and its own supervisor restarts it")
 
 
 def build_tree(stats: Stats, seed: int) -> list[ChildSpec]:
@@ -146,10 +150,10 @@ async def _drive(system: ActorSystem, stats: Stats, duration: float, seed: int) 
         if now >= next_toggle and sleepy is not None:
             if paused:
                 await system.resume(sleepy)
-                stats.event("resumed /user/app/workers/sleepy")
+                stats.event("resumed    /user/app/workers/sleepy")
             else:
                 await system.pause(sleepy)
-                stats.event("paused /user/app/workers/sleepy")
+                stats.event("paused     /user/app/workers/sleepy")
             paused = not paused
             next_toggle = now + 1.5
         cruncher = system.lookup("/user/app/workers/cruncher")
@@ -173,15 +177,11 @@ async def _drive(system: ActorSystem, stats: Stats, duration: float, seed: int) 
         await system.resume(sleepy)
 
 
-def _plain_tree(node: TreeNode, stats: Stats, depth: int = 0) -> list[str]:
-    jobs = f" jobs={stats.processed.get(node.name, 0)}" if node.kind == "actor" else ""
-    if node.pid is not None:
-        jobs += f" pid={node.pid}"
-    lines = [f"{'  ' * depth}{node.name:<12} {node.status.value:<11} "
-             f"restarts={node.restarts:<3}{jobs}"]
-    for child in node.children:
-        lines.extend(_plain_tree(child, stats, depth + 1))
-    return lines
+def _plain_tree(node: TreeNode, stats: Stats) -> list[str]:
+    def jobs(node: TreeNode) -> str:
+        return f"jobs {stats.processed.get(node.name, 0)}" if node.kind == "actor" else ""
+
+    return ["  " + line for line in node.render(jobs).splitlines()]
 
 
 def _rich_view(system: ActorSystem, stats: Stats, duration: float) -> Any:
@@ -230,14 +230,52 @@ def _summary(system_tree: TreeNode, stats: Stats, dead_letters: int, seconds: fl
         "  restarts          " + (", ".join(f"{p}={c}" for p, c in restarts.items()) or "none"),
         "",
         "final tree:",
-        *_plain_tree(system_tree, stats, 1),
+        *_plain_tree(system_tree, stats),
     ]
     return "\n".join(lines)
 
 
+LEGEND = """\
+The tree (each supervisor restarts its crashed children):
+  /user/app            Supervisor one_for_one
+    workers            Supervisor one_for_one, up to 50 restarts in 5 s
+      steady-1/2       handle a stream of jobs
+      flaky            crashes a few hundred ms after each start
+      sleepy           paused and resumed every 1.5 s
+      cruncher         a process actor: CPU work in a child process
+    fragile            Supervisor one_for_all, at most 3 restarts in 2 s
+      sensor-a/b       a crash burst at 60 % of the run is too much for fragile:
+                       it escalates, and app restarts it with fresh sensors"""
+
+
+async def _narrate(system: ActorSystem, stats: Stats) -> None:
+    """Turn the tree's crashes and restarts into story lines, as they happen."""
+    async with system.tree_events.subscribe() as events:
+        async for event in events:
+            if event.kind == "crashed":
+                stats.crashes += 1
+                stats.event(f"crashed    {event.path}: {event.error}")
+            elif event.kind == "restarted":
+                stats.event(f"restarted  {event.path} (restart {event.restarts})")
+
+
 async def run_demo(duration: float = 12.0, seed: int = 7, live: bool | None = None) -> int:
-    """Run the demo for ``duration`` seconds; returns the exit code."""
-    stats = Stats()
+    """Run the demo for ``duration`` seconds (Ctrl-C ends it early); returns the exit code."""
+    console = None
+    if live is not False:
+        try:
+            from rich.console import Console
+        except ImportError:
+            if live:
+                print("actorstage demo: --live draws with rich, which is not installed "
+                      "(pip install rich); run without --live for the plain story",
+                      file=sys.stderr)
+                return 2
+        else:
+            console = Console()
+            if live is None and not console.is_terminal:
+                console = None
+    stats = Stats(echo=console is None)
     handler = _EventLog(stats)
     logger = logging.getLogger("actorstage")
     saved = (logger.propagate, logger.level)
@@ -245,39 +283,57 @@ async def run_demo(duration: float = 12.0, seed: int = 7, live: bool | None = No
     logger.propagate = False
     logger.setLevel(logging.WARNING)
     began = time.monotonic()
-    print(f"actorstage demo: {duration:g}s, seed {seed} (Ctrl-C stops it early)", flush=True)
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    print(f"actorstage demo: {duration:g}s, seed {seed} (Ctrl-C stops it early and prints "
+          f"the summary)\n\n{LEGEND}\n", flush=True)
     try:
         async with ActorSystem("demo") as system:
+            narrator = asyncio.ensure_future(_narrate(system, stats))
             await system.spawn(Supervisor, name="app", strategy=Strategy.ONE_FOR_ONE,
                                max_restarts=10, within=5.0, children=build_tree(stats, seed))
-            console = None
-            if live is not False:
-                try:
-                    from rich.console import Console
-                except ImportError:
-                    console = None
-                else:
-                    console = Console()
-                    if live is None and not console.is_terminal:
-                        console = None
+            driver = asyncio.ensure_future(_drive(system, stats, duration, seed))
+            stop = asyncio.ensure_future(interrupted.wait())
             if console is not None:
                 from rich.live import Live
 
                 with Live(_rich_view(system, stats, duration), console=console,
                           refresh_per_second=10, transient=False) as view:
-                    driver = asyncio.ensure_future(_drive(system, stats, duration, seed))
-                    while not driver.done():
+                    while not driver.done() and not interrupted.is_set():
                         view.update(_rich_view(system, stats, duration))
-                        await asyncio.wait({driver}, timeout=0.1)
-                    await driver
+                        await asyncio.wait({driver, stop}, timeout=0.1)
                     view.update(_rich_view(system, stats, duration))
             else:
-                await _drive(system, stats, duration, seed)
+                await asyncio.wait({driver, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (driver, stop):
+                task.cancel()
+            await asyncio.gather(driver, stop, return_exceptions=True)
+            if driver.done() and not driver.cancelled() and driver.exception() is not None:
+                raise driver.exception()  # type: ignore[misc]
             final = system.tree()
             dead = system.dead_letters.count
+            narrator.cancel()
+            await asyncio.gather(narrator, return_exceptions=True)
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
         logger.removeHandler(handler)
         logger.propagate, _ = saved
         logger.setLevel(saved[1])
+    if interrupted.is_set():
+        print("\nactorstage demo: interrupted", flush=True)
     print(_summary(final, stats, dead, time.monotonic() - began))
-    return 0
+    return 130 if interrupted.is_set() else 0
+
+
+def demo_command(duration: float, seed: int, live: bool | None) -> int:
+    """``actorstage demo``."""
+    from actorstage._run import run
+
+    try:
+        return run(run_demo, duration, seed, live)
+    except KeyboardInterrupt:  # a second Ctrl-C, while the summary was on its way
+        print("actorstage demo: interrupted", file=sys.stderr)
+        return 130

@@ -1,12 +1,49 @@
-"""The ``actorstage`` command line."""
+"""The ``actorstage`` command line (also ``python -m actorstage``).
+
+Every subcommand exits 0 on success, 1 when the work itself failed, 2 for a
+usage, setting or definition problem (a bad flag, file, module or port) and
+130 when interrupted. Subcommands import their code only when they run, so
+``--help`` is fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["import_modules", "main"]
+
+ENV_IMPORTS = "ACTORSTAGE_IMPORTS"  # comma-separated modules
+ENV_TOKEN = "ACTORSTAGE_TOKEN"
+ENV_CALLBACK_TOKEN = "ACTORSTAGE_CALLBACK_TOKEN"
+
+EXIT_CODES = """exit status:
+  0    success
+  1    the {what} failed
+  2    a usage, setting or definition problem (the message says which)
+  130  interrupted (Ctrl-C)"""
+
+
+class ImportProblem(Exception):
+    """A module given to ``--import`` could not be imported; the message names it."""
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import ``modules`` as every subcommand's ``--import`` does: the current directory first.
+
+    Raises ``ImportProblem`` naming the module and what went wrong.
+    """
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ImportProblem(f"cannot import {module!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _positive_seconds(text: str) -> float:
@@ -16,37 +53,137 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+             summary: str, description: str, examples: str,
+             what: str) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name, help=summary, description=f"{summary[0].upper()}{summary[1:]}.\n\n{description}",
+        epilog=f"examples:\n{examples}\n\n{EXIT_CODES.format(what=what)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+
+
+def _import_flag(parser: argparse.ArgumentParser, registers: str) -> None:
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE",
+                        help=f"import MODULE first, to register its {registers} (repeatable; "
+                             "modules in the current directory are found)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="actorstage", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="actorstage", description="Supervised asyncio actors, workflows and pipelines, "
+        "in one process or in child processes.", allow_abbrev=False,
+        epilog="Run `actorstage COMMAND --help` for a command's options, examples and exit "
+               "status.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    commands = parser.add_subparsers(dest="command")
-    demo = commands.add_parser("demo", help="watch a supervision tree crash, restart and escalate")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = _command(
+        commands, "demo", "watch a supervision tree crash, restart and escalate",
+        "Workers crash at random; their supervisors restart them, and when a\n"
+        "supervisor's children crash too often it escalates to its own supervisor.\n"
+        "Each restart and escalation is printed as it happens, with a summary at\n"
+        "the end (or on Ctrl-C). With rich installed, a live tree is drawn too.",
+        "  actorstage demo\n  actorstage demo --duration 5 --plain", "demo")
     demo.add_argument("--duration", type=_positive_seconds, default=12.0,
                       help="seconds to run (default 12)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the crash timings (default 7)")
     view = demo.add_mutually_exclusive_group()
     view.add_argument("--live", dest="live", action="store_true", default=None,
-                      help="always render the live view")
+                      help="draw the live tree (needs rich: pip install rich)")
     view.add_argument("--plain", dest="live", action="store_false",
-                      help="no live view; print the summary only")
-    flow = commands.add_parser(
-        "run-workflow", help="run a workflow definition (JSON or YAML) with live progress")
+                      help="plain text only, even on a terminal with rich installed")
+
+    flow = _command(
+        commands, "run-workflow", "run a workflow definition (JSON or YAML) with live progress",
+        "Prints each progress event, log line and store change as it happens, then\n"
+        "a table of the actions and the final store as JSON.",
+        "  actorstage run-workflow flow.yaml\n"
+        "  actorstage run-workflow flow.yaml --spawn --import my_actions", "workflow")
     flow.add_argument("file", help="the workflow definition: .json, .yaml or .yml")
     flow.add_argument("--spawn", action="store_true",
                       help="run the workflow in a child process")
-    flow.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                      help="import MODULE first, to register its actions (repeatable)")
-    cleanup = commands.add_parser(
-        "cleanup", help="remove the shared memory and socket directories of dead actorstage "
-                        "processes (safe while others run)")
+    _import_flag(flow, "actions")
+
+    pipe = _command(
+        commands, "run-pipeline", "run a pipeline manifest over inputs, with progress",
+        "Outputs go to stdout as JSON lines, {\"node_id\": ..., \"item\": ...}; the\n"
+        "progress line and the per-node table go to stderr, so stdout can be piped.",
+        "  actorstage run-pipeline pipeline.yaml --input speech.wav\n"
+        "  seq 10 | actorstage run-pipeline double.yaml --input - --output out.jsonl",
+        "pipeline")
+    pipe.add_argument("manifest", help="the pipeline manifest: .json, .yaml or .yml")
+    pipe.add_argument("--input", dest="inputs", action="append", default=[], metavar="FILE",
+                      help="an input (repeatable): .wav gives one Audio item, .json one item, "
+                           ".jsonl one item per line, - one item per line of stdin (JSON), "
+                           "anything else its bytes")
+    _import_flag(pipe, "node types")
+    pipe.add_argument("--runtime", metavar="FILE",
+                      help="runtime.toml with service-wide pipeline defaults")
+    pipe.add_argument("--output", metavar="FILE", default="-",
+                      help="where the outputs go, as JSON lines (default -: stdout)")
+    pipe.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                      help="the progress line on stderr: on a terminal (auto), always or never")
+
+    _add_serve(commands)
+
+    cleanup = _command(
+        commands, "cleanup", "remove what killed actorstage processes left behind",
+        "Removes the shared memory of pipeline sessions whose processes are all\n"
+        "dead and the socket directories of dead actor systems. Live sessions and\n"
+        "systems are left alone, so it is safe to run at any time.",
+        "  actorstage cleanup --dry-run\n  actorstage cleanup", "cleanup")
     cleanup.add_argument("--dry-run", action="store_true",
                          help="list what would be removed; remove nothing")
-    from actorstage.pipelines._cli import add_run_pipeline_parser
-    from actorstage.service._cli import add_serve_parser
-
-    add_run_pipeline_parser(commands)
-    add_serve_parser(commands)
     return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = _command(
+        commands, "serve", "run the gRPC service: workflows and pipelines for any client",
+        "Settings come from, highest first: the command line, the environment, the\n"
+        "--config TOML file, the defaults. Tokens come from the environment or a file\n"
+        "only, never from the command line (where ps would show them).\n\n"
+        "The first line printed is always `actorstage serve: listening on HOST:PORT`\n"
+        "(an IPv6 HOST in brackets), once the port accepts calls.",
+        "  actorstage serve --port 50051 --import my_actions\n"
+        "  ACTORSTAGE_TOKEN=s3cret actorstage serve --isolate process", "service")
+    serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 50051; 0: any)")
+    serve.add_argument("--isolate", choices=["inline", "process"],
+                       help="where executions run unless a request says (default inline)")
+    serve.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                       help=f"import MODULE to register its actions and node types "
+                            f"(repeatable; modules in the current directory are found; also "
+                            f"${ENV_IMPORTS}, comma-separated)")
+    serve.add_argument("--callback", metavar="HOST:PORT",
+                       help="send progress events to this ProgressControl endpoint")
+    serve.add_argument("--callback-tls", action="store_true", default=None,
+                       help="call the callback endpoint over TLS")
+    serve.add_argument("--callback-ca", metavar="FILE", help="CA bundle for the callback's TLS")
+    serve.add_argument("--callback-token-file", metavar="FILE",
+                       help=f"bearer token for the callback (or ${ENV_CALLBACK_TOKEN})")
+    serve.add_argument("--metrics-port", type=int, metavar="N",
+                       help="serve Prometheus metrics on http://HOST:N/metrics")
+    serve.add_argument("--metrics-host", help="address of the metrics port (default 127.0.0.1)")
+    serve.add_argument("--token-file", metavar="FILE",
+                       help=f"callers must send this bearer token (or ${ENV_TOKEN})")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="... and this private key")
+    serve.add_argument("--shutdown", choices=["drain", "cancel"],
+                       help="on SIGTERM: let running executions finish, or cancel them "
+                            "(default cancel)")
+    serve.add_argument("--grace", type=float, metavar="SECONDS",
+                       help="how long executions get to end on SIGTERM (default 10)")
+    serve.add_argument("--pipeline-runtime", metavar="FILE",
+                       help="a runtime.toml: pipeline settings under every manifest, and the "
+                            "interpreter, venv, import paths and modules of node code")
+    serve.add_argument("--max-pipeline-sessions", type=int, metavar="N",
+                       help="pipeline sessions that may run at once (default 16)")
+    serve.add_argument("--max-message-size", type=int, metavar="BYTES",
+                       help="the largest request message any RPC accepts; larger ones get "
+                            "RESOURCE_EXHAUSTED (default 67108864, 64 MiB)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,22 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__version__)
         return 0
     if args.command == "demo":
-        from actorstage import run
-        from actorstage._demo import run_demo
+        from actorstage._demo import demo_command
 
-        try:
-            return run(run_demo, args.duration, args.seed, args.live)
-        except KeyboardInterrupt:
-            print("actorstage: interrupted", file=sys.stderr)
-            return 130
+        return demo_command(args.duration, args.seed, args.live)
     if args.command == "run-workflow":
         from actorstage.workflows._cli import run_workflow_command
 
-        try:
-            return run_workflow_command(args.file, args.spawn, args.imports)
-        except KeyboardInterrupt:
-            print("actorstage: interrupted", file=sys.stderr)
-            return 130
+        return run_workflow_command(args.file, args.spawn, args.imports)
     if args.command == "run-pipeline":
         from actorstage.pipelines._cli import run_pipeline_command
 
@@ -86,10 +214,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_command(args)
     parser.print_help()
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def _cleanup(dry_run: bool) -> int:
@@ -116,3 +240,7 @@ def _cleanup(dry_run: bool) -> int:
         print(f"actorstage cleanup: {unmarked} file(s) in {SHM_DIR} named actorstage-* belong "
               "to no session marker (an older actorstage, or another program); left alone")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -53,3 +53,16 @@ def test_every_exception_derives_from_the_base_and_is_exported() -> None:
         error = getattr(exceptions, name)
         assert issubclass(error, actorstage.ActorstageError)
         assert getattr(actorstage, name) is error
+
+
+def test_the_package_metadata_names_its_project_urls() -> None:
+    import tomllib
+    from pathlib import Path
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
+                             .read_text())["project"]["urls"]
+    assert {"Homepage", "Documentation", "Source", "Issues"} <= set(declared)
+    from importlib.metadata import metadata
+
+    installed = metadata("actorstage").get_all("Project-URL") or []
+    assert {entry.split(",", 1)[0] for entry in installed} >= {"Homepage", "Source", "Issues"}

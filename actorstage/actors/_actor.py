@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from actorstage.actors._ref import ActorRef
@@ -38,6 +39,9 @@ class Actor:
     _cell: Cell
     _ref_class: ClassVar[type[ActorRef]] = ActorRef
     _owns_tasks: ClassVar[bool] = False  # supervisors own a task owner for their children
+    # A stop cancels the message in hand at once, quietly, instead of giving it the
+    # shutdown timeout: for actors whose one long message is work that cancelling ends.
+    _cancel_on_stop: ClassVar[bool] = False
 
     async def receive(self, message: Any) -> Any:
         """Handle one message; the return value answers an ``ask``."""
@@ -81,6 +85,62 @@ def check_spawnable(factory: object) -> None:
         raise InvalidDefinitionError(
             f"{factory.__qualname__} does not define `async def receive(self, message)`"
         )
+
+
+def spawn_options(name: object, mailbox_size: object, process: object) -> tuple[str, ...]:
+    """The names of the spawn options a call gave."""
+    given = (("name", name), ("mailbox_size", mailbox_size), ("process", process))
+    return tuple(option for option, value in given if value is not None)
+
+
+_SIGNATURES: dict[type, inspect.Signature | None] = {}
+
+
+def _signature(factory: type) -> inspect.Signature | None:
+    try:
+        return _SIGNATURES[factory]
+    except KeyError:
+        pass
+    try:
+        found: inspect.Signature | None = inspect.signature(factory)
+    except (TypeError, ValueError):  # a signature Python cannot tell: the call will
+        found = None
+    _SIGNATURES[factory] = found
+    return found
+
+
+def check_arguments(factory: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    options: tuple[str, ...] = ()) -> None:
+    """Refuse, before anything starts, constructor arguments the actor cannot take.
+
+    ``options`` names the spawn options the caller gave (``name``,
+    ``mailbox_size``, ``process``): spawn keeps those for itself, so a
+    constructor parameter of the same name that the call leaves to its default
+    is ambiguous, and refused rather than silently not given.
+    """
+    signature = _signature(factory)
+    if signature is None:
+        return
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        taken = [option for option in options if option in signature.parameters]
+        hint = (f"; spawn() keeps {taken[0]}= for itself: pass the constructor's "
+                f"{taken[0]!r} positionally") if taken else ""
+        plain = signature.replace(  # the parameters as the user wrote them, minus annotations
+            parameters=[parameter.replace(annotation=inspect.Parameter.empty)
+                        for parameter in signature.parameters.values()],
+            return_annotation=inspect.Signature.empty)
+        raise InvalidDefinitionError(
+            f"{factory.__qualname__}{plain} cannot take these arguments: {exc}{hint}"
+        ) from None
+    for option in options:
+        if option in signature.parameters and option not in bound.arguments:
+            raise InvalidDefinitionError(
+                f"{factory.__qualname__}'s constructor has a parameter {option!r}, and spawn() "
+                f"keeps {option}= for itself, so {option}=... is not given to the constructor; "
+                f"pass the constructor's {option!r} positionally (or rename the parameter) "
+                "to say which you mean")
 
 
 class Context:
@@ -160,7 +220,8 @@ class Context:
         child = await start_child(cell, actor_cls, args, kwargs, name=name,
                                   capacity=mailbox_size,
                                   shutdown_timeout=cell.system._shutdown_timeout,
-                                  process=process)
+                                  process=process,
+                                  given_options=spawn_options(name, mailbox_size, process))
         return child.ref
 
     def watch(self, ref: ActorRef) -> None:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from actorstage.actors._actor import Actor, check_spawnable
+from actorstage.actors._actor import Actor, check_arguments, check_spawnable
 from actorstage.actors._cell import (
     RUNNING,
     STOPPED,
@@ -68,16 +68,19 @@ async def start_child(
     capacity: int | None,
     shutdown_timeout: float | None,
     process: object = None,
+    given_options: tuple[str, ...] = (),
 ) -> Cell:
     """Create, start and register a child of ``parent``; returns when it is ready.
 
     With ``process`` (``True`` or a ``ProcessOptions``) the actor runs in a
-    child process and the cell holds its ``ProcessHost``.
+    child process and the cell holds its ``ProcessHost``. ``given_options`` names
+    the spawn options the caller gave (see ``check_arguments``).
     """
     if not parent.accepting:
         raise ActorDeadError(parent.path, parent.dead_reason())
     system = parent.system
     check_spawnable(factory)
+    check_arguments(factory, args, kwargs, given_options)
     options = None
     if process is not None and process is not False:
         from actorstage.transport._host import check_importable
@@ -158,9 +161,11 @@ async def start_instance(cell: Cell, during: str) -> None:
     except Exception as exc:
         cell.cancel_timers()
         await stop_children(cell)
-        cell.actor = None
+        constructed, cell.actor = cell.actor is not None, None
         if isinstance(exc, ActorCrashedError) and exc.path == cell.path and cell.process:
             raise  # the child process reported its own failure, with its traceback
+        if isinstance(exc, InvalidDefinitionError) and not constructed and cell.incarnation == 1:
+            raise  # the constructor refused its arguments: a definition error, as documented
         error = ActorCrashedError.from_exception(cell.path, exc, during=during)
         raise error from exc
     finally:
@@ -253,7 +258,8 @@ async def teardown(cell: Cell, *, graceful: bool) -> None:
             await host.close(graceful)  # type: ignore[attr-defined]
         return
     if cell.draining:
-        timeout = cell.shutdown_timeout if graceful else 0.0
+        quick = cell.actor is not None and type(cell.actor)._cancel_on_stop
+        timeout = cell.shutdown_timeout if graceful and not quick else 0.0
         if timeout:
             try:
                 async with asyncio.timeout(timeout):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import anyio
 
 from actorstage.actors import _lifecycle
-from actorstage.actors._actor import Actor
+from actorstage.actors._actor import Actor, spawn_options
 from actorstage.actors._cell import RUNNING, STOPPED, STOPPING, Cell, acting_cell
 from actorstage.actors._deadletters import DeadLetters
 from actorstage.actors._message import ExitReason
@@ -45,6 +45,25 @@ class _Guardian(Actor):
 
     async def receive(self, message: Any) -> Any:
         raise TypeError("the /user guardian takes no messages")
+
+
+def running_loop(what: str) -> asyncio.AbstractEventLoop:
+    """The running asyncio loop, or an error that says actorstage needs one."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    try:
+        import sniffio
+
+        library = sniffio.current_async_library()
+    except Exception:  # no async library at all
+        library = ""
+    where = f"this is {library}" if library else "no event loop runs here"
+    raise RuntimeError(
+        f"{what} needs a running asyncio event loop, and {where}: actorstage runs on asyncio, "
+        "with or without uvloop. Start it with actorstage.run(main), asyncio.run(main()) "
+        "or anyio.run(main) (its default backend is asyncio)") from None
 
 
 class ActorSystem:
@@ -104,7 +123,7 @@ class ActorSystem:
     async def __aenter__(self) -> ActorSystem:
         if self._running or self._guardian_cell is not None:
             raise ActorstageError(f"actor system {self.name!r} was already started; make a new one")
-        self._loop = asyncio.get_running_loop()
+        self._loop = running_loop("ActorSystem")
         self._failure: BaseException | None = None
         self._ended = asyncio.Event()
         self._tg: TaskGroup = anyio.create_task_group()
@@ -294,6 +313,7 @@ class ActorSystem:
         cell = await _lifecycle.start_child(
             self._guardian(), actor_cls, args, kwargs, name=name, capacity=mailbox_size,
             shutdown_timeout=self._shutdown_timeout, process=process,
+            given_options=spawn_options(name, mailbox_size, process),
         )
         return cell.ref
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -48,6 +49,44 @@ class TreeNode(msgspec.Struct, frozen=True):
     queued: int
     children: tuple[TreeNode, ...] = ()
     pid: int | None = None
+
+    def render(self, note: Callable[[TreeNode], str] | None = None) -> str:
+        """The tree as indented text, one actor per line::
+
+            /user
+            └── sup  Supervisor  running
+                ├── alice  Worker  running  restarts 2
+                └── bob  Worker  running  pid 4242
+
+        ``note(node)`` may add text at the end of each actor's line. ``str(node)``
+        is ``node.render()``.
+        """
+        lines = [self.path if self.kind == "system" else self._line(note)]
+        self._render_children("", note, lines)
+        return "\n".join(lines)
+
+    def _line(self, note: Callable[[TreeNode], str] | None) -> str:
+        parts = [self.name, self.actor_type, self.status.value]
+        if self.restarts:
+            parts.append(f"restarts {self.restarts}")
+        if self.queued:
+            parts.append(f"queued {self.queued}")
+        if self.pid is not None:
+            parts.append(f"pid {self.pid}")
+        extra = note(self) if note is not None else ""
+        if extra:
+            parts.append(extra)
+        return "  ".join(parts)
+
+    def _render_children(self, indent: str, note: Callable[[TreeNode], str] | None,
+                         lines: list[str]) -> None:
+        for index, child in enumerate(self.children):
+            last = index == len(self.children) - 1
+            lines.append(f"{indent}{'└── ' if last else '├── '}{child._line(note)}")
+            child._render_children(indent + ("    " if last else "│   "), note, lines)
+
+    def __str__(self) -> str:
+        return self.render()
 
     def walk(self) -> list[TreeNode]:
         """This node and all below it, parents first."""

@@ -7,45 +7,38 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import msgspec
 
+from actorstage.cli import ImportProblem, import_modules
 from actorstage.exceptions import InvalidDefinitionError
 from actorstage.pipelines._audio import read_wav
 from actorstage.pipelines._pipeline import Pipeline
 from actorstage.pipelines._session import NodeStats, PipelineError, PipelineSession
 
-__all__ = ["add_run_pipeline_parser", "read_inputs", "run_pipeline_command", "summary_table"]
+__all__ = ["read_inputs", "run_pipeline_command", "summary_table"]
 
 _BAR = 30
 
 
-def add_run_pipeline_parser(commands: Any) -> None:
-    run = commands.add_parser(
-        "run-pipeline", help="run a pipeline manifest over input files, with progress")
-    run.add_argument("manifest", help="the pipeline manifest: .json, .yaml or .yml")
-    run.add_argument("--input", dest="inputs", action="append", default=[], metavar="FILE",
-                     help="an input file (repeatable): .wav gives one Audio item, .json one "
-                          "item, .jsonl one item per line, anything else its bytes")
-    run.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                     help="import MODULE first, to register its node types (repeatable)")
-    run.add_argument("--runtime", metavar="FILE",
-                     help="runtime.toml with service-wide pipeline defaults")
-    run.add_argument("--output", metavar="FILE",
-                     help="write the outputs here as JSON lines: {node_id, item}")
-    run.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                     help="the progress bar: on a terminal (auto), always or never")
-
-
-def read_inputs(paths: list[str]) -> list[Any]:
-    """The items of the input files; ``InvalidDefinitionError`` naming a bad one."""
+def read_inputs(paths: list[str], stdin: BinaryIO | None = None) -> list[Any]:
+    """The items of the input files (``-``: JSON lines on stdin); ``InvalidDefinitionError``
+    naming a bad one."""
     items: list[Any] = []
     for name in paths:
         path = Path(name)
-        suffix = path.suffix.lower()
+        suffix = ".jsonl" if name == "-" else path.suffix.lower()
         try:
-            if suffix == ".wav":
+            if name == "-":
+                lines = (stdin or sys.stdin.buffer).read().splitlines()
+                for number, line in enumerate(lines, 1):
+                    if line.strip():
+                        try:
+                            items.append(msgspec.json.decode(line))
+                        except msgspec.DecodeError as exc:
+                            raise ValueError(f"line {number}: {exc}") from None
+            elif suffix == ".wav":
                 items.append(read_wav(path))
             elif suffix == ".json":
                 items.append(msgspec.json.decode(path.read_bytes()))
@@ -59,7 +52,8 @@ def read_inputs(paths: list[str]) -> list[Any]:
             else:
                 items.append(path.read_bytes())
         except (OSError, ValueError, EOFError, msgspec.DecodeError) as exc:
-            raise InvalidDefinitionError(f"input {name}: {exc}") from None
+            where = "stdin" if name == "-" else name
+            raise InvalidDefinitionError(f"input {where}: {exc}") from None
     return items
 
 
@@ -116,22 +110,31 @@ class _Progress:
 
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from actorstage.actors._system import ActorSystem
-    from actorstage.pipelines._registry import import_node_modules
 
     try:
-        import_node_modules(args.imports)
+        import_modules(args.imports)
         pipeline = Pipeline(args.manifest, runtime=args.runtime)
         inputs = read_inputs(args.inputs)
-    except InvalidDefinitionError as exc:
+    except (InvalidDefinitionError, ImportProblem) as exc:
         print(f"actorstage run-pipeline: {exc}", file=err)
         return 2
     show = args.progress == "always" or (args.progress == "auto" and err.isatty())
-    writer = open(args.output, "wb") if args.output else None  # noqa: SIM115, ASYNC230
+    if args.output in ("-", "", None):
+        writer: BinaryIO | _TextBytes = out.buffer if hasattr(out, "buffer") else _TextBytes(out)
+        own_writer = False
+    else:
+        try:
+            writer = open(args.output, "wb")  # noqa: SIM115, ASYNC230
+        except OSError as exc:
+            print(f"actorstage run-pipeline: cannot write {args.output}: {exc.strerror}",
+                  file=err)
+            return 2
+        own_writer = True
     encoder = msgspec.json.Encoder()
     count = 0
-    out.write(f"pipeline {pipeline.name!r}: {len(pipeline.plan.nodes)} nodes, "
+    err.write(f"pipeline {pipeline.name!r}: {len(pipeline.plan.nodes)} nodes, "
               f"{len(inputs)} input(s)\n")
-    out.flush()
+    err.flush()
     try:
         async with ActorSystem(f"pipeline-{pipeline.name}") as system, \
                 pipeline.session(system) as session:
@@ -147,9 +150,9 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             try:
                 async for output in session.outputs():
                     count += 1
-                    if writer is not None:
-                        writer.write(encoder.encode({"node_id": output.node_id,
-                                                     "item": output.item}) + b"\n")
+                    writer.write(encoder.encode({"node_id": output.node_id,
+                                                 "item": output.item}) + b"\n")
+                    writer.flush()
             finally:
                 for task in (feeder, drawer):
                     if task is not None:
@@ -162,15 +165,31 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"actorstage run-pipeline: failed: {exc}", file=err)
         return 1
     finally:
-        if writer is not None:
+        if own_writer:
             writer.close()
-    out.write(summary_table(result.nodes) + "\n")
-    out.write(f"{count:,} output(s) in {result.duration:.2f}s, "
+    err.write(summary_table(result.nodes) + "\n")
+    err.write(f"{count:,} output(s) in {result.duration:.2f}s, "
               f"{len(result.failures)} failed item(s)\n")
     for failure in result.failures:
-        out.write(f"  failed: node {failure.node_id!r} item {failure.item_number}: "
+        err.write(f"  failed: node {failure.node_id!r} item {failure.item_number}: "
                   f"{failure.type_name}: {failure.message}\n")
     return 0
+
+
+class _TextBytes:
+    """A text stream written as bytes (a test's StringIO standing in for stdout)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, data: bytes) -> int:
+        return self.out.write(data.decode())
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def close(self) -> None:
+        pass
 
 
 def run_pipeline_command(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from actorstage._suggest import unknown_name
 from actorstage.pipelines._config import RuntimeConfig, Settings, resolve_settings
 from actorstage.pipelines._manifest import (
     Manifest,
@@ -90,9 +91,8 @@ def check_manifest(manifest: Manifest, runtime: RuntimeConfig | None = None) -> 
         seen[spec.id] = index
         entry = lookup(spec.node_type)
         if entry is None:
-            names = ", ".join(sorted(known)) or "none"
             problems.append(Problem(f"{where}.node_type",
-                                    f"unknown node type {spec.node_type!r}; registered: {names}"))
+                                    unknown_name("node type", spec.node_type, known)))
             continue
         try:
             params = entry.params(spec.params)

@@ -16,11 +16,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_serve_parser", "serve_command"]
+from actorstage.cli import ENV_CALLBACK_TOKEN, ENV_IMPORTS, ENV_TOKEN, ImportProblem, import_modules
 
-ENV_IMPORTS = "ACTORSTAGE_IMPORTS"  # comma-separated modules
-ENV_TOKEN = "ACTORSTAGE_TOKEN"
-ENV_CALLBACK_TOKEN = "ACTORSTAGE_CALLBACK_TOKEN"
+__all__ = ["serve_command"]
 
 FILE_KEYS = {"host", "port", "isolate", "imports", "callback", "callback_tls", "callback_ca",
              "callback_token_file", "metrics_port", "metrics_host", "token_file", "tls_cert",
@@ -30,48 +28,6 @@ FILE_KEYS = {"host", "port", "isolate", "imports", "callback", "callback_tls", "
 
 class ConfigError(Exception):
     pass
-
-
-def add_serve_parser(commands: Any) -> None:
-    serve = commands.add_parser(
-        "serve", help="run the gRPC service (workflows and pipelines over gRPC)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False)  # so that `--token x` is an error, not `--token-file x`
-    serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 50051; 0: any)")
-    serve.add_argument("--isolate", choices=["inline", "process"],
-                       help="where executions run unless a request says (default inline)")
-    serve.add_argument("--import", dest="imports", action="append", metavar="MODULE",
-                       help=f"import MODULE to register its actions (repeatable; also "
-                            f"${ENV_IMPORTS}, comma-separated)")
-    serve.add_argument("--callback", metavar="HOST:PORT",
-                       help="send progress events to this ProgressControl endpoint")
-    serve.add_argument("--callback-tls", action="store_true", default=None,
-                       help="call the callback endpoint over TLS")
-    serve.add_argument("--callback-ca", metavar="FILE", help="CA bundle for the callback's TLS")
-    serve.add_argument("--callback-token-file", metavar="FILE",
-                       help=f"bearer token for the callback (or ${ENV_CALLBACK_TOKEN})")
-    serve.add_argument("--metrics-port", type=int, metavar="N",
-                       help="serve Prometheus metrics on http://HOST:N/metrics")
-    serve.add_argument("--metrics-host", help="address of the metrics port (default 127.0.0.1)")
-    serve.add_argument("--token-file", metavar="FILE",
-                       help=f"callers must send this bearer token (or ${ENV_TOKEN})")
-    serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
-    serve.add_argument("--tls-key", metavar="PEM", help="... and this private key")
-    serve.add_argument("--shutdown", choices=["drain", "cancel"],
-                       help="on SIGTERM: let running executions finish, or cancel them "
-                            "(default cancel)")
-    serve.add_argument("--grace", type=float, metavar="SECONDS",
-                       help="how long executions get to end on SIGTERM (default 10)")
-    serve.add_argument("--pipeline-runtime", metavar="FILE",
-                       help="a runtime.toml: pipeline settings under every manifest, and the "
-                            "interpreter, venv, import paths and modules of node code")
-    serve.add_argument("--max-pipeline-sessions", type=int, metavar="N",
-                       help="pipeline sessions that may run at once (default 16)")
-    serve.add_argument("--max-message-size", type=int, metavar="BYTES",
-                       help="the largest request message any RPC accepts; larger ones get "
-                            "RESOURCE_EXHAUSTED (default 67108864, 64 MiB)")
 
 
 def _read_secret(path: str, what: str) -> str:
@@ -147,10 +103,12 @@ async def _serve(config: Any) -> int:
         loop.add_signal_handler(number, stop.set)
     try:
         async with open_service(config) as server:
-            where = f"{config.host}:{server.port}"
-            metrics = (f", metrics on http://{config.metrics_host}:{server.metrics_port}/metrics"
-                       if server.metrics_port is not None else "")
-            print(f"actorstage serve: listening on {where}{metrics}", flush=True)
+            # The first line's shape is stable (scripts wait for it): nothing is appended.
+            print(f"actorstage serve: listening on {_address(config.host, server.port)}",
+                  flush=True)
+            if server.metrics_port is not None:
+                where = _address(config.metrics_host, server.metrics_port)
+                print(f"actorstage serve: metrics on http://{where}/metrics", flush=True)
             await stop.wait()
             print(f"actorstage serve: stopping ({config.shutdown}, grace {config.grace:g}s)",
                   flush=True)
@@ -171,23 +129,21 @@ def serve_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"actorstage serve: {exc}", file=sys.stderr)
         return 2
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # --import finds modules next to the caller
-    import importlib
-
-    for module in config.imports:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            print(f"actorstage serve: cannot import {module!r}: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
-            return 2
+    try:
+        import_modules(config.imports)
+    except ImportProblem as exc:
+        print(f"actorstage serve: {exc}", file=sys.stderr)
+        return 2
     try:
         return run(_serve, config)
     except InvalidDefinitionError as exc:  # the pipeline runtime.toml
         print(f"actorstage serve: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"actorstage serve: cannot listen on {config.host}:{config.port}: {exc}",
+    except OSError as exc:  # a busy port or an address not here: a setting to change
+        print(f"actorstage serve: cannot listen on {_address(config.host, config.port)}: {exc}",
               file=sys.stderr)
-        return 1
+        return 2
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

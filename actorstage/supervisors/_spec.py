@@ -115,7 +115,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     process: ProcessOptions | bool | None = None
 
     def __post_init__(self) -> None:
-        from actorstage.actors._actor import Actor
+        from actorstage.actors._actor import Actor, check_arguments
         from actorstage.actors._lifecycle import validate_name
 
         try:
@@ -152,3 +152,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
                         "children's ChildSpecs process=... instead")
             except InvalidDefinitionError as exc:
                 raise InvalidDefinitionError(f"ChildSpec {self.id!r}: {exc}") from None
+        try:
+            check_arguments(self.actor, tuple(self.args), dict(self.kwargs))
+        except InvalidDefinitionError as exc:
+            raise InvalidDefinitionError(f"ChildSpec {self.id!r}: {exc}") from None

@@ -110,6 +110,17 @@ class SupervisorRef(ActorRef):
 
         await cell.system._in_lane(cell, terminate)
 
+    def child(self, child_id: str) -> ActorRef:
+        """The ref of the running child ``child_id``.
+
+        Raises:
+            UnknownChildError: no child of that id runs now (the error lists those that do).
+        """
+        child = self._cell.children.get(child_id)
+        if child is None:
+            raise UnknownChildError(self.path, child_id, list(self._cell.children))
+        return child.ref
+
     def which_children(self) -> list[ChildInfo]:
         """The children, in start order."""
         supervisor = self._supervisor()

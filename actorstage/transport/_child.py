@@ -132,6 +132,9 @@ async def _serve(boot: dict[str, Any]) -> int:
     return await end.run()
 
 
+IMPORTING_MAIN: list[str] = []  # the parent's script while load_main runs it
+
+
 def load_main(main_path: str, main_module: str) -> None:
     """Make the parent's ``__main__`` importable here, as multiprocessing's spawn does.
 
@@ -140,7 +143,11 @@ def load_main(main_path: str, main_module: str) -> None:
     ``__main__`` too, so ``__main__:Worker`` resolves.
     """
     if main_module:
-        module = importlib.import_module(main_module)
+        IMPORTING_MAIN.append(main_module)
+        try:
+            module = importlib.import_module(main_module)
+        finally:
+            IMPORTING_MAIN.pop()
     elif main_path:
         loaded = sys.modules.get("__actorstage_main__")
         if loaded is not None and getattr(loaded, "__file__", None) == main_path:
@@ -151,7 +158,11 @@ def load_main(main_path: str, main_module: str) -> None:
         sys.modules["__actorstage_main__"] = module
         with open(main_path, "rb") as source:
             code = compile(source.read(), main_path, "exec")
-        exec(code, module.__dict__)  # the script the parent runs, as the parent runs it
+        IMPORTING_MAIN.append(main_path)  # actorstage.run() at its top level says what to do
+        try:
+            exec(code, module.__dict__)  # the script the parent runs, as the parent runs it
+        finally:
+            IMPORTING_MAIN.pop()
     else:
         return
     sys.modules["__main__"] = module

@@ -457,10 +457,13 @@ class ProcessHost(Actor):
         logger = logging.getLogger(record.logger or "root")
         if not logger.isEnabledFor(record.level):
             return
+        # "[/user/x pid 42] ...", or "[pid 42] ..." when the message names the path itself.
+        named = record.path and record.path in record.message
         made = logger.makeRecord(
-            logger.name, record.level, "(child process)", 0, "[%s pid %d] %s",
-            (record.path, record.pid, record.message), None,
-            extra={"actor_path": record.path, "child_pid": record.pid},
+            logger.name, record.level, "(child process)", 0,
+            "[pid %d] %s" if named else "[%s pid %d] %s",
+            (record.pid, record.message) if named else (record.path, record.pid, record.message),
+            None, extra={"actor_path": record.path, "child_pid": record.pid},
         )
         made.created = record.created or made.created
         made.process = record.pid

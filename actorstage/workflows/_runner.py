@@ -203,6 +203,8 @@ class _Reporter:
 class StageActor(Actor):
     """Runs one stage's actions in order, with retries; returns its ``StageResult``."""
 
+    _cancel_on_stop = True  # stopping it cancels the running action, as a cancel does
+
     def __init__(self, workflow: Workflow, stage: StageDef, execution_id: str,
                  values: dict[str, Any], control: Control, reporter: _Reporter) -> None:
         self.workflow = workflow
@@ -310,6 +312,8 @@ async def _execute(step: Any, ctx: ActionContext) -> None:
 
 class WorkflowActor(Actor):
     """Runs the stages of one execution in order; tells the execution actor how it ended."""
+
+    _cancel_on_stop = True  # stopping it (its runner or system closing) cancels the run
 
     def __init__(self, workflow: Workflow, execution_id: str, control: Control,
                  execution: ActorRef) -> None:
@@ -641,6 +645,7 @@ class Runner:
         self._system = system
         self._owned: ActorSystem | None = None
         self.broker = broker if broker is not None else Broker()
+        self._running: set[Execution] = set()
 
     async def __aenter__(self) -> Runner:
         if self._system is None:
@@ -649,9 +654,26 @@ class Runner:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self._owned is not None:
-            owned, self._owned, self._system = self._owned, None, None
-            await owned.__aexit__(*exc_info)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.cancel_all()
+        finally:
+            if self._owned is not None:
+                owned, self._owned, self._system = self._owned, None, None
+                await owned.__aexit__(*exc_info)
+
+    async def cancel_all(self, grace: float = 5.0) -> None:
+        """Cancel every execution still running and wait (up to ``grace`` s) for their ends.
+
+        Leaving ``async with Runner()`` does this first: the executions end
+        ``cancelled``, as ``execution.cancel()`` ends them, in milliseconds.
+        """
+        running = [execution for execution in self._running if not execution.done]
+        for execution in running:
+            await execution.cancel()
+        if running:
+            await asyncio.wait([asyncio.ensure_future(execution.result())
+                                for execution in running], timeout=grace)
 
     @property
     def system(self) -> ActorSystem:
@@ -701,19 +723,37 @@ class Runner:
             if isinstance(inner, ActorCrashedError):  # the workflow's own start failed: say so
                 raise inner from None
             raise
+        self._running.add(execution)
+        execution.add_done_callback(lambda _result: self._running.discard(execution))
         if options is not None:
             node = self.system.tree().find(f"{execution._ref.path}/workflow")
             execution.pid = node.pid if node is not None else None
             await broker.hook("after_spawn", execution)
         return execution
 
+    async def _outcome(self, execution: Execution) -> WorkflowResult:
+        """Its result; cancelling the caller cancels the execution (structured concurrency)."""
+        try:
+            return await execution.result()
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await execution.cancel()
+                with anyio.move_on_after(5.0):
+                    await execution.result()
+            raise
+
     async def execute(
         self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
         store: dict[str, Any] | None = None,
     ) -> WorkflowResult:
-        """Run ``workflow`` in this process to its end and return the result."""
+        """Run ``workflow`` in this process to its end and return the result.
+
+        Cancelling the caller (a timeout, a cancelled task group) cancels the
+        execution and waits for its end; ``start`` gives an execution that runs
+        on by itself.
+        """
         execution = await self.start(workflow, execution_id=execution_id, store=store)
-        return await execution.result()
+        return await self._outcome(execution)
 
     async def spawn(
         self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
@@ -727,4 +767,4 @@ class Runner:
         """
         execution = await self.start(workflow, execution_id=execution_id, store=store,
                                      process=process or True)
-        return await execution.result()
+        return await self._outcome(execution)

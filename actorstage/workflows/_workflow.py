@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from actorstage._suggest import unknown_name
 from actorstage.exceptions import InvalidDefinitionError
 from actorstage.workflows._defs import ActionDef, WorkflowDef, check_shape
 from actorstage.workflows._registry import Action, Registered, lookup, registered_actions
@@ -57,9 +58,8 @@ class Workflow:
                          f"({action.id!r})")
                 registered = lookup(action.action)
                 if registered is None:
-                    known = ", ".join(sorted(registered_actions())) or "none"
-                    problems.append(f"{place}: unknown action {action.action!r} "
-                                    f"(registered: {known})")
+                    problems.append(
+                        f"{place}: {unknown_name('action', action.action, registered_actions())}")
                     continue
                 try:
                     params = registered.params(action.params)

@@ -110,6 +110,38 @@ async def test_bad_definitions_are_refused_with_the_reason() -> None:
         ActorSystem(mailbox_size=-1)
 
 
+class Named(Actor):
+    def __init__(self, name: str, process: str = "default") -> None:
+        self.value = (name, process)
+
+    async def receive(self, message: Any) -> Any:
+        return self.value
+
+
+async def test_constructor_arguments_are_checked_and_never_confused_with_spawn_options(
+) -> None:
+    from actorstage import Supervisor
+
+    async with ActorSystem() as system:
+        with pytest.raises(InvalidDefinitionError, match=r"Named\(name, process='default'\) "
+                           r"cannot take these arguments: missing a required argument: "
+                           r"'name'; spawn\(\) keeps name= for itself"):
+            await system.spawn(Named, name="alice")
+        with pytest.raises(InvalidDefinitionError, match="too many positional arguments"):
+            await system.spawn(Named, "a", "b", "c")
+        with pytest.raises(InvalidDefinitionError, match="unexpected keyword argument 'nme'"):
+            await system.spawn(Named, "a", nme="a")
+        with pytest.raises(InvalidDefinitionError, match="constructor has a parameter 'process'"):
+            await system.spawn(Named, "alice", process=False)  # left to its default: ambiguous
+        ref = await system.spawn(Named, "bob", name="alice")  # said positionally: no doubt
+        assert await ref.ask("?") == ("bob", "default")
+        assert system.lookup("/user/alice") is not None
+        # Constructor-time refusals are definition errors, not crashes (nothing started).
+        with pytest.raises(InvalidDefinitionError, match="max_restarts must be an int >= 0"):
+            await system.spawn(Supervisor, max_restarts=-1)
+        assert [node.name for node in system.tree().children] == ["alice"]
+
+
 async def test_stop_fails_pending_asks_and_dead_letters_the_queue() -> None:
     started, release = asyncio.Event(), asyncio.Event()
     async with ActorSystem() as system:

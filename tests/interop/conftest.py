@@ -66,7 +66,7 @@ def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
         process.kill()
         out, _ = process.communicate()
         raise AssertionError(f"actorstage serve did not start: {line}{out}")
-    port = int(line.split("listening on ", 1)[1].split(",")[0].rsplit(":", 1)[1])
+    port = int(line.strip().rsplit(":", 1)[1])  # the documented, stable first line
     served = Served(process, port)
     try:
         yield served

@@ -16,10 +16,12 @@ make_recording = speech_example().make_recording
 BURSTS = speech_example().BURSTS
 
 
-def command(*args: str) -> subprocess.CompletedProcess[str]:
+def command(*args: str, stdin: str = "", cwd: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "actorstage.cli", "run-pipeline", *args],
-                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    return subprocess.run([sys.executable, "-m", "actorstage", "run-pipeline", *args],
+                          capture_output=True, text=True, timeout=60, env=env, check=False,
+                          input=stdin, cwd=cwd)
 
 
 def test_run_pipeline_shows_progress_and_a_table_and_writes_the_outputs(tmp_path: Path) -> None:
@@ -29,7 +31,9 @@ def test_run_pipeline_shows_progress_and_a_table_and_writes_the_outputs(tmp_path
                    "--progress", "always")
     assert done.returncode == 0, done.stderr
     assert "[##############################] 100%  inputs 1/1  outputs 1" in done.stderr
-    lines = done.stdout.splitlines()
+    assert done.stdout == ""  # the outputs went to --output; what is for people, to stderr
+    lines = [line for line in done.stderr.splitlines()  # (text mode made each \r a newline)
+             if line and not line.startswith("[")]  # less the progress line's redraws
     assert lines[0] == "pipeline 'speech-report': 5 nodes, 1 input(s)"
     assert lines[1].split() == ["node", "executor", "items", "in", "items", "out", "failed",
                                 "busy", "s", "mean", "ms", "max", "queue", "restarts"]
@@ -54,7 +58,9 @@ def test_run_pipeline_reads_json_lines_and_reports_bad_input_and_manifests(
     items.write_text('{"a": 1}\n{"a": 2}\n')
     done = command(str(manifest), "--input", str(items), "--progress", "never")
     assert done.returncode == 0, done.stderr
-    assert "2 output(s)" in done.stdout and done.stderr == ""
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [  # stdout by default
+        {"node_id": "map", "item": {"n": 1}}, {"node_id": "map", "item": {"n": 2}}]
+    assert "2 output(s)" in done.stderr
     items.write_text('{"a": 1}\n{"b": 2}\n')
     done = command(str(manifest), "--input", str(items))
     assert done.returncode == 1
@@ -66,3 +72,32 @@ def test_run_pipeline_reads_json_lines_and_reports_bad_input_and_manifests(
     done = command(str(manifest), "--input", str(items))
     assert done.returncode == 2
     assert "nodes[0].node_type: unknown node type 'Nope'" in done.stderr
+    assert "did you mean" not in done.stderr and "--import MODULE" in done.stderr
+
+
+def test_run_pipeline_reads_stdin_writes_stdout_and_imports_from_the_current_directory(
+    tmp_path: Path
+) -> None:
+    (tmp_path / "my_nodes.py").write_text(
+        "from actorstage.pipelines import Node, register_node\n"
+        "@register_node('MyTriple')\n"
+        "class Triple(Node):\n"
+        "    async def process(self, item):\n"
+        "        return item * 3\n")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: v1\nmetadata: {name: m}\nnodes:\n"
+                        "  - {id: t, node_type: MyTriple}\n")
+    done = command(str(manifest), "--input", "-", "--output", "-", "--import", "my_nodes",
+                   "--progress", "never", stdin="1\n2\n\n5\n", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["item"] for line in done.stdout.splitlines()] == [3, 6, 15]
+    assert not (tmp_path / "-").exists()
+    manifest.write_text("version: v1\nmetadata: {name: m}\nnodes:\n"
+                        "  - {id: t, node_type: MyTripel}\n")
+    done = command(str(manifest), "--input", "-", "--import", "my_nodes", stdin="1\n",
+                   cwd=tmp_path)
+    assert done.returncode == 2
+    assert "unknown node type 'MyTripel'; did you mean 'MyTriple'?" in done.stderr
+    done = command(str(manifest), "--input", "-", "--import", "no_such_module", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "cannot import 'no_such_module': ModuleNotFoundError" in done.stderr

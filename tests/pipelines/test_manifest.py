@@ -85,7 +85,7 @@ def test_every_graph_problem_is_reported_at_once_with_its_location() -> None:
     found = problems(raw)
     expected = [
         "nodes[1].id: duplicate node id 'a' (also nodes[0])",
-        "nodes[2].node_type: unknown node type 'NoSuchNode'; registered: ",
+        "nodes[2].node_type: unknown node type 'NoSuchNode' (registered: ",
         "nodes[3].params.tag: Expected `str`, got `int`",
         "nodes[4].params: Object contains unknown field `extra`",
         "nodes[7].id: 'bad id!' must be 1-64 letters",

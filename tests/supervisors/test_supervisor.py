@@ -282,19 +282,46 @@ async def test_specs_are_validated_before_anything_starts() -> None:
         ChildSpec("", Worker)
     with pytest.raises(InvalidDefinitionError, match="shutdown must be a finite number > 0"):
         ChildSpec("a", Worker, shutdown=-1)
+    with pytest.raises(InvalidDefinitionError, match=r"ChildSpec 'a': Worker\(log, tag, "
+                       r"control=None\) cannot take these arguments: missing a required "
+                       "argument: 'tag'"):
+        ChildSpec("a", Worker, ([],))
     with pytest.raises(InvalidDefinitionError, match=r"Backoff\.jitter must be in"):
         Backoff(jitter=2)
     with pytest.raises(InvalidDefinitionError, match=r"maximum \(1\) is below initial \(2\)"):
         Backoff(initial=2, maximum=1)
     log: list[str] = []
-    async with ActorSystem() as system:
-        with pytest.raises(ActorCrashedError, match="two children have the id 'a'"):
+    async with ActorSystem() as system:  # refused as definitions, not as crashes
+        with pytest.raises(InvalidDefinitionError, match="two children have the id 'a'"):
             await system.spawn(Supervisor, children=specs(log, "a", "a"))
-        with pytest.raises(ActorCrashedError, match="max_restarts must be an int >= 0"):
+        with pytest.raises(InvalidDefinitionError, match="max_restarts must be an int >= 0"):
             await system.spawn(Supervisor, max_restarts=-1)
-        with pytest.raises(ActorCrashedError, match="strategy must be a Strategy"):
+        with pytest.raises(InvalidDefinitionError, match="strategy must be a Strategy"):
             await system.spawn(Supervisor, strategy="one_for_one")
+        assert system.tree().children == ()
     assert log == []
+
+
+async def test_a_supervisor_hands_out_its_children_and_the_tree_renders_as_text() -> None:
+    log: list[str] = []
+    async with ActorSystem() as system:
+        sup = await system.spawn(Supervisor, name="sup", children=specs(log, "a", "b"))
+        alice = sup.child("a")
+        assert await alice.ask("hi") == ("a", "hi")
+        with pytest.raises(UnknownChildError, match=r"has no child 'c'; its children are "
+                           r"\['a', 'b'\]"):
+            sup.child("c")
+        with pytest.raises(ActorCrashedError):
+            await alice.ask("crash")
+        await settle(system)
+        assert str(system.tree()) == system.tree().render() == "\n".join([
+            "/user",
+            "└── sup  Supervisor  running",
+            "    ├── a  Worker  running  restarts 1",
+            "    └── b  Worker  running",
+        ])
+        assert system.tree().render(lambda node: "!" if node.name == "b" else "").endswith(
+            "└── b  Worker  running  !")
 
 
 async def test_backoff_spaces_restarts_in_real_time() -> None:

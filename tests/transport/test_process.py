@@ -238,8 +238,24 @@ async def test_child_logging_and_print_reach_the_parent(
     assert record.name == "tests.child"
     assert record.process == pid
     assert record.__dict__["actor_path"] == ref.path
-    assert f"pid {pid}" in record.getMessage()
+    assert record.getMessage() == f"[{ref.path} pid {pid}] a warning from the child"
     assert "a line printed by the child" in capfd.readouterr().out
+
+
+async def test_a_child_crash_log_names_the_path_once(caplog: pytest.LogCaptureFixture) -> None:
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        pid = await ref.ask("pid")
+        with pytest.raises(ActorCrashedError):
+            await ref.ask("crash")
+        with anyio.fail_after(5):
+            await wait_until(lambda: any(getattr(r, "child_pid", None) == pid
+                                         and "crashed" in r.getMessage()
+                                         for r in caplog.records))
+    crash = next(r for r in caplog.records
+                 if getattr(r, "child_pid", None) == pid and "crashed" in r.getMessage())
+    text = crash.getMessage()
+    assert text.startswith(f"[pid {pid}] ") and text.count(ref.path) == 1, text
 
 
 async def test_bad_messages_are_refused_at_the_call_with_a_clear_error() -> None:
