@@ -36,8 +36,23 @@ def run_python(args: list[str], where: str) -> None:
 
 
 @pytest.mark.parametrize(("where", "code"), doc_blocks(), ids=[b[0] for b in doc_blocks()])
-def test_doc_example_runs(where: str, code: str) -> None:
-    run_python(["-c", code], where)
+def test_doc_example_runs(where: str, code: str, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"  # a script, as a reader would save it (child processes
+    script.write_text(code)           # import it to find the actors defined in it)
+    run_python([str(script)], where)
+
+
+def test_no_runnable_python_hides_in_text_blocks() -> None:
+    """A block that is Python a reader can run is marked python (and so run above)."""
+    text_fence = re.compile(r"^```text\n(.*?)^```", re.S | re.M)
+    hidden = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for match in text_fence.finditer(path.read_text()):
+            body = match.group(1)
+            if re.search(r"^(import |from \S+ import |async def |class \w+\(|await |@\w)",
+                         body, re.M):
+                hidden.append(f"{path.relative_to(ROOT)}: {body.splitlines()[0]}")
+    assert not hidden, f"Python marked as text: {hidden}"
 
 
 EXAMPLES = sorted((ROOT / "examples").rglob("*.py"))
@@ -59,3 +74,19 @@ def test_the_reference_names_every_public_object() -> None:
              *actorstage.pipelines.__all__, *actorstage.web.__all__]
     missing = [name for name in names if f"`{name}" not in reference]
     assert not missing, f"docs/reference.md does not describe {missing}"
+
+
+def test_the_workflows_guide_yaml_is_the_same_definition_as_its_python() -> None:
+    from actorstage.workflows import WorkflowDef, parse_workflow
+
+    guide = (ROOT / "docs" / "guides" / "workflows.md").read_text()
+    yaml_text = re.search(r"^```yaml\n(.*?)^```", guide, re.S | re.M)
+    python = FENCE.search(guide)
+    assert yaml_text is not None and python is not None
+    flow = re.search(r"^FLOW = (WorkflowDef\(.*?^\]\))", python.group(1), re.S | re.M)
+    assert flow is not None
+    from actorstage.workflows import ActionDef, StageDef
+
+    expected = eval(flow.group(1), {"WorkflowDef": WorkflowDef, "StageDef": StageDef,
+                                    "ActionDef": ActionDef})
+    assert parse_workflow(yaml_text.group(1), format="yaml") == expected

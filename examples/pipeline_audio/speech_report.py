@@ -5,8 +5,9 @@ noise), runs ``manifest.json`` twice, once with every node in this process
 and once as written (the resampler and the detector in processes of their
 own), checks that both runs find the same segments where the bursts are,
 and writes the report as JSON. Run it: ``python examples/pipeline_audio/speech_report.py``.
-The same run from the command line:
-``actorstage run-pipeline examples/pipeline_audio/manifest.json --input speech.wav``.
+With ``--keep DIR`` it leaves ``speech.wav`` and ``report.json`` in ``DIR``, for the same
+run from the command line:
+``actorstage run-pipeline examples/pipeline_audio/manifest.json --input DIR/speech.wav``.
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ async def report(pipeline: Pipeline, audio: Audio) -> tuple[list[dict[str, float
     return segments, took
 
 
-async def main() -> int:
+async def main(keep: str | None = None) -> int:
     manifest = load_manifest(HERE / "manifest.json")
     native = msgspec.structs.replace(manifest, nodes=[
         msgspec.structs.replace(node, executor="native") for node in manifest.nodes])
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = keep or temporary
         wav = Path(folder) / "speech.wav"
         make_recording(wav)
         audio = read_wav(wav)
@@ -93,4 +95,12 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keep", metavar="DIR",
+                        help="leave speech.wav and report.json in DIR (default: nowhere)")
+    keep = parser.parse_args().keep
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    sys.exit(run(main, keep))

@@ -101,3 +101,18 @@ def test_run_pipeline_reads_stdin_writes_stdout_and_imports_from_the_current_dir
     done = command(str(manifest), "--input", "-", "--import", "no_such_module", cwd=tmp_path)
     assert done.returncode == 2
     assert "cannot import 'no_such_module': ModuleNotFoundError" in done.stderr
+
+
+def test_the_guides_command_line_runs_on_the_recording_the_example_leaves(
+    tmp_path: Path
+) -> None:
+    example = subprocess.run(
+        [sys.executable, str(EXAMPLE / "speech_report.py"), "--keep", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert example.returncode == 0, example.stderr
+    assert (tmp_path / "speech.wav").exists() and (tmp_path / "report.json").exists()
+    done = command(str(MANIFEST), "--input", "speech.wav", "--output", "out.jsonl",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [record] = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(record["item"]) == len(BURSTS)

@@ -11,7 +11,14 @@ import pytest
 
 from actorstage import ActorSystem, ProcessOptions
 from actorstage.testing import wait_until
-from actorstage.workflows import ActionDef, Runner, StageDef, Status, WorkflowDef
+from actorstage.workflows import (
+    ActionDef,
+    BrokerMessage,
+    Runner,
+    StageDef,
+    Status,
+    WorkflowDef,
+)
 from tests.workflows import actions  # noqa: F401 - registers the test actions
 
 pytestmark = pytest.mark.anyio
@@ -63,7 +70,7 @@ async def test_leaving_the_system_under_a_runner_cancels_quietly_and_at_once(
 
 async def test_cancelling_the_caller_of_execute_cancels_the_execution() -> None:
     async with Runner() as runner:
-        seen = []
+        seen: list[BrokerMessage] = []
         runner.broker.register_handler("progress", seen.append)
         with anyio.move_on_after(0.5) as scope:
             await runner.execute(_long())
