@@ -51,16 +51,18 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-# Regenerate actorstage/_proto/ from protos/ (the output is committed; a test checks it is current).
+# Regenerate actorstage/_proto/ from actorstage/protos/ (the .proto files ship in the wheel;
+# the output is committed; a test checks it is current).
 # descriptors.binpb holds the file descriptors that the service's reflection answers with.
 protos: $(STAMP)
 	rm -rf actorstage/_proto
 	mkdir -p actorstage/_proto
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
-		--python_betterproto2_out=actorstage/_proto \
+	cd actorstage/protos && PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/python \
+		-m grpc_tools.protoc -I . \
+		--python_betterproto2_out=$(CURDIR)/actorstage/_proto \
 		--python_betterproto2_opt=client_generation=async,server_generation=async \
-		--descriptor_set_out=actorstage/_proto/descriptors.binpb --include_imports \
-		$$(find protos -name '*.proto' | sort)
+		--descriptor_set_out=$(CURDIR)/actorstage/_proto/descriptors.binpb --include_imports \
+		$$(find . -name '*.proto' | sed 's|^./||' | sort)
 
 clean:
 	rm -rf $(VENV) $(NEWEST_VENV) build dist *.egg-info

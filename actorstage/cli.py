@@ -127,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve(commands)
 
+    protos = _command(
+        commands, "protos", "print where the service's .proto files are, for protoc -I",
+        "The .proto files ship inside the package, under actorstage_proto/v1/: code\n"
+        "generated from them lands in an actorstage_proto package, next to actorstage.\n"
+        "The protobuf package, services and methods are actorstage.v1.*.",
+        "  actorstage protos --list\n"
+        "  python -m grpc_tools.protoc -I \"$(actorstage protos)\" --python_out=. \\\n"
+        "      --grpc_python_out=. actorstage_proto/v1/runner.proto", "command")
+    protos.add_argument("--list", action="store_true",
+                        help="list the files (relative to the directory) instead")
+
     cleanup = _command(
         commands, "cleanup", "remove what killed actorstage processes left behind",
         "Removes the shared memory of pipeline sessions whose processes are all\n"
@@ -206,6 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from actorstage.pipelines._cli import run_pipeline_command
 
         return run_pipeline_command(args)
+    if args.command == "protos":
+        from actorstage.protos import include_dir
+
+        root = include_dir()
+        if args.list:
+            for path in sorted(root.rglob("*.proto")):
+                print(path.relative_to(root))
+        else:
+            print(root)
+        return 0
     if args.command == "cleanup":
         return _cleanup(args.dry_run)
     if args.command == "serve":

@@ -229,7 +229,7 @@ def test_help_is_plain_fast_to_import_and_says_what_each_command_does() -> None:
     top = subprocess.run([sys.executable, "-m", "actorstage", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert top.returncode == 0 and "run-pipeline" in top.stdout and "cleanup" in top.stdout
-    for command in ("demo", "run-workflow", "run-pipeline", "serve", "cleanup"):
+    for command in ("demo", "run-workflow", "run-pipeline", "serve", "protos", "cleanup"):
         done = subprocess.run([sys.executable, "-m", "actorstage", command, "--help"],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

@@ -43,7 +43,10 @@ def test_doc_example_runs(where: str, code: str, tmp_path: Path) -> None:
 
 
 def test_no_runnable_python_hides_in_text_blocks() -> None:
-    """A block that is Python a reader can run is marked python (and so run above)."""
+    """A block that is Python a reader can run is marked python (and so run above).
+
+    (Client fragments that need a running service are marked ``py``; tests/interop runs
+    the same recipes against a real server.)"""
     text_fence = re.compile(r"^```text\n(.*?)^```", re.S | re.M)
     hidden = []
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import actorstage
 
@@ -66,3 +67,31 @@ def test_the_package_metadata_names_its_project_urls() -> None:
 
     installed = metadata("actorstage").get_all("Project-URL") or []
     assert {entry.split(",", 1)[0] for entry in installed} >= {"Homepage", "Source", "Issues"}
+
+
+def test_the_wheel_ships_the_protos_and_names_the_project_urls(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "--quiet", "-w", str(tmp_path), str(root)], check=True, timeout=300)
+    [wheel] = tmp_path.glob("actorstage-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = next(archive.read(name).decode() for name in names
+                        if name.endswith(".dist-info/METADATA"))
+    for proto in ("runner", "control", "pipeline", "bridge"):
+        assert f"actorstage/protos/actorstage_proto/v1/{proto}.proto" in names
+    assert "Project-URL: Homepage, " in metadata and "Project-URL: Issues, " in metadata
+
+
+def test_the_protos_are_readable_as_package_resources() -> None:
+    from actorstage.protos import SERVICES, include_dir, read
+
+    for service, name in SERVICES.items():
+        package, _, short = service.rpartition(".")
+        text = read(name)
+        assert f"package {package};" in text and f"service {short} {{" in text
+        assert (include_dir() / name).is_file()

@@ -51,6 +51,13 @@ class Subscription(Generic[T]):
             self._send.send_nowait(record)
         except anyio.WouldBlock:
             self.missed += 1
+        except anyio.ClosedResourceError:  # the stream ended: nothing more is published
+            pass
+
+    def _end(self) -> None:
+        """The stream is over: the reader gets what is buffered, then the iteration ends."""
+        if self._send is not None:
+            self._send.close()
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self

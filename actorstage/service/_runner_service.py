@@ -8,6 +8,7 @@ map to gRPC status codes whose messages name the problem.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -55,6 +56,9 @@ __all__ = ["RunnerService"]
 log = logging.getLogger("actorstage.service")
 
 MAX_PAGE = 1000
+# CancelExecution answers once the execution has ended (milliseconds), or after this long
+# with the state then (RUNNING: an action that takes its time to honour the cancel).
+CANCEL_ANSWER_WAIT = 5.0
 
 
 def _invalid(message: str) -> GRPCError:
@@ -253,6 +257,10 @@ class RunnerService(RunnerBase):
                 record.status = ExecutionStatus.PAUSED
             elif kind == "resume" and record.status == ExecutionStatus.PAUSED:
                 record.status = ExecutionStatus.RUNNING
+        if kind == "cancel":  # answer with the state reached: CANCELLED, in milliseconds
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CANCEL_ANSWER_WAIT):
+                    await record.ended_event.wait()
         return record.info()
 
     async def cancel_execution(self, message: ControlRequest) -> ExecutionInfo:

@@ -6,7 +6,7 @@ str or a dict) and ``body`` is its MessagePack encoding. Decoding resolves
 the name to a class, checks that it is a msgspec Struct, and decodes with
 one cached typed decoder: no pickle, nothing on the wire runs code.
 
-Frames are protobuf (``protos/actorstage/v1/bridge.proto``). Protobuf is paid
+Frames are protobuf (``actorstage/protos/actorstage_proto/v1/bridge.proto``). Protobuf is paid
 per frame, not per message: user messages, replies, credits and cancels go
 in the frame's ``packed`` field, one MessagePack array for the whole batch.
 Frames are read by hand (two length-delimited fields), their envelopes

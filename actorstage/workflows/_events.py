@@ -114,3 +114,22 @@ class WorkflowResult(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     duration: float
     error: ErrorInfo | None = None
+
+
+def typed(message: BrokerMessage) -> BrokerMessage:
+    """``message`` with its documented payload type: a progress payload becomes a
+    ``ProgressEvent`` (numbered as the message), whatever form it travelled in."""
+    if message.message_type != MessageType.PROGRESS:
+        return message
+    payload = message.payload
+    if isinstance(payload, ProgressEvent):
+        if payload.seq == message.seq:
+            return message
+        payload = msgspec.structs.replace(payload, seq=message.seq)
+    elif isinstance(payload, dict) and "kind" in payload:  # it crossed a process boundary
+        payload = msgspec.convert(
+            {**payload, "seq": message.seq, "execution_id": message.execution_id,
+             "workflow_id": message.workflow_id}, ProgressEvent)
+    else:
+        return message  # sealed by a middleware (EncryptPayloads) until it is opened
+    return msgspec.structs.replace(message, payload=payload)

@@ -8,8 +8,13 @@ Either may return the message as is, a changed copy, or ``None`` to drop it
 the child process and run their ``outgoing`` there; others run both steps
 in the parent.
 
-Messages pass through the chain with their raw payloads: a progress event
-is still a dict (it becomes a ``ProgressEvent`` for the handlers).
+Payloads have one documented type everywhere, for middlewares, handlers and
+subscriptions alike: a progress message carries a ``ProgressEvent`` (its
+``seq`` is 0 until the parent numbers it, so ``outgoing`` steps see 0), a
+``log`` message ``{"level", "message"}``, ``store.put`` ``{"key", "value"}``,
+``store.delete`` ``{"key"}``, ``final_store`` the store, and a custom kind
+what ``ctx.send`` was given. Only between an encrypting ``outgoing`` and the
+matching ``incoming`` is a payload sealed (``EncryptPayloads``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actorstage.exceptions import InvalidDefinitionError
-from actorstage.workflows._events import BrokerMessage, ErrorInfo, WorkflowResult
+from actorstage.workflows._events import (
+    BrokerMessage,
+    ErrorInfo,
+    ProgressEvent,
+    WorkflowResult,
+    typed,
+)
 
 if TYPE_CHECKING:
     from actorstage.workflows._runner import Execution
@@ -85,13 +96,14 @@ class Metrics(Middleware):
 
     async def incoming(self, message: BrokerMessage) -> BrokerMessage | None:
         self.by_type[message.message_type] += 1
-        if message.message_type == "progress" and isinstance(message.payload, dict):
-            self.by_kind[str(message.payload.get("kind"))] += 1
-            if message.payload.get("kind") == "workflow_finished":
-                status = str(message.payload.get("status"))
+        event = message.payload
+        if isinstance(event, ProgressEvent):
+            self.by_kind[event.kind] += 1
+            if event.kind == "workflow_finished":
                 started = self.executions.get(message.execution_id, ("", message.time))[1]
-                self.executions[message.execution_id] = (status, message.time - started)
-            elif message.payload.get("kind") == "workflow_started":
+                self.executions[message.execution_id] = (event.status,
+                                                         message.time - started)
+            elif event.kind == "workflow_started":
                 self.executions[message.execution_id] = ("running", message.time)
         if message.time:
             self.delays.append(max(time.time() - message.time, 0.0))
@@ -220,7 +232,7 @@ class EncryptPayloads(Middleware, msgspec.Struct, frozen=True, kw_only=True):
             log.error("EncryptPayloads: dropped a %r message of execution %s that failed "
                       "authentication", message.message_type, message.execution_id)
             return None
-        return msgspec.structs.replace(message, payload=msgspec.msgpack.decode(plain))
+        return typed(msgspec.structs.replace(message, payload=msgspec.msgpack.decode(plain)))
 
     def child_env(self) -> dict[str, str]:
         return {self.key_env: os.environ.get(self.key_env, "")}

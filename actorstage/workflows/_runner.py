@@ -18,6 +18,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ import msgspec
 from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message, Terminated
 from actorstage.actors._ref import ActorRef
+from actorstage.actors._subscription import Subscription
 from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError, ActorstageError, InvalidDefinitionError
 from actorstage.supervisors._default import TEMPORARY_POLICY, TemporaryPolicy
@@ -43,6 +45,7 @@ from actorstage.workflows._events import (
     StageResult,
     Status,
     WorkflowResult,
+    typed,
 )
 from actorstage.workflows._middleware import Middleware
 from actorstage.workflows._workflow import Workflow
@@ -55,6 +58,7 @@ __all__ = ["Broker", "Execution", "Runner"]
 log = logging.getLogger("actorstage.workflows")
 
 Handler = Callable[[BrokerMessage], Awaitable[None] | None]
+_HISTORY = 1000  # messages an execution keeps for a late events() subscriber
 
 
 
@@ -113,6 +117,19 @@ class Broker:
         self.middleware: list[Middleware] = []
         self.handler_errors = 0
         self.dropped = 0  # messages a middleware dropped
+        self._subscribers: list[Subscription[BrokerMessage]] = []
+
+    def subscribe(self, max_buffer: int = 1000) -> Subscription[BrokerMessage]:
+        """Follow every execution's messages from now on (what the handlers get)::
+
+            async with runner.subscribe() as messages:
+                async for message in messages:
+                    ...
+
+        A subscriber more than ``max_buffer`` messages behind misses the newest
+        ones; its ``missed`` counts them. It never holds a workflow up.
+        """
+        return Subscription(self._subscribers, max_buffer)
 
     def use(self, middleware: Middleware) -> None:
         """Add ``middleware`` at the end of the chain (see ``Middleware``)."""
@@ -167,6 +184,8 @@ class Broker:
         self._handlers.setdefault(str(message_type), []).append(handler)
 
     async def dispatch(self, message: BrokerMessage) -> None:
+        for subscriber in self._subscribers:
+            subscriber._offer(message)
         handlers = self._handlers
         for handler in [*handlers.get(message.message_type, ()), *handlers.get("*", ())]:
             try:
@@ -466,22 +485,20 @@ class ExecutionActor(Actor):
             message_type=report.message_type, payload=report.payload, execution_id=execution.id,
             workflow_id=self.workflow.id, stage_id=report.stage_id, action_id=report.action_id,
             seq=self.seq, time=report.time or time.time())
-        passed = await self.broker.through(raw, outgoing=True, spawned=self.process is not None)
+        passed = await self.broker.through(typed(raw), outgoing=True,
+                                           spawned=self.process is not None)
         if passed is None:
             return
+        passed = typed(passed)  # (a middleware may have handed back plain data)
         payload = passed.payload
-        if passed.message_type == MessageType.PROGRESS:
-            error = payload.get("error")
-            if isinstance(error, dict):  # it crossed a process boundary as a plain map
-                payload = dict(payload, error=msgspec.convert(error, ErrorInfo))
-            payload = ProgressEvent(seq=self.seq, execution_id=execution.id,
-                                    workflow_id=self.workflow.id, **payload)
+        if isinstance(payload, ProgressEvent):
             execution._progress(payload)
         elif passed.message_type == MessageType.STORE_PUT:
             execution.store[payload["key"]] = payload["value"]
         elif passed.message_type == MessageType.STORE_DELETE:
             execution.store.pop(payload["key"], None)
-        await self.broker.dispatch(msgspec.structs.replace(passed, payload=payload))
+        await self.broker.dispatch(passed)
+        execution._publish(passed)
 
 
 class ChildExecution(Actor):
@@ -552,10 +569,10 @@ class ChildExecution(Actor):
 
     async def _outgoing(self, report: _Report) -> _Report | None:
         """The middlewares' ``outgoing`` steps, here in the child."""
-        current: BrokerMessage | None = BrokerMessage(
+        current: BrokerMessage | None = typed(BrokerMessage(
             message_type=report.message_type, payload=report.payload,
             execution_id=self.execution_id, workflow_id=self.defn.id, stage_id=report.stage_id,
-            action_id=report.action_id, time=report.time)
+            action_id=report.action_id, time=report.time))
         for middleware in self.middleware:
             if current is not None:
                 current = await middleware.outgoing(current)
@@ -586,6 +603,29 @@ class Execution:
         self.pid: int | None = None  # the child process's, for a spawned execution
         self._ref: ActorRef | None = None
         self._done: asyncio.Future[WorkflowResult] = asyncio.get_running_loop().create_future()
+        self._history: deque[BrokerMessage] = deque(maxlen=_HISTORY)
+        self._forgotten = 0  # messages older than the history keeps
+        self._subscribers: list[Subscription[BrokerMessage]] = []
+
+    def events(self, max_buffer: int = _HISTORY) -> Subscription[BrokerMessage]:
+        """This execution's messages, from its start, ending when it ends::
+
+            async with execution.events() as messages:
+                async for message in messages:
+                    ...
+
+        The last 1,000 messages are kept for a subscriber that comes late (so
+        ``start`` then ``events()`` misses nothing of a usual workflow);
+        ``missed`` counts those it did not get, older or past ``max_buffer``.
+        """
+        return _ExecutionEvents(self, max_buffer)
+
+    def _publish(self, message: BrokerMessage) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._forgotten += 1
+        self._history.append(message)
+        for subscriber in self._subscribers:
+            subscriber._offer(message)
 
     async def pause(self) -> None:
         """Pause: it takes effect between actions, or at the running action's checkpoint."""
@@ -631,6 +671,26 @@ class Execution:
         self.status = result.status
         if not self._done.done():
             self._done.set_result(result)
+        for subscriber in self._subscribers:
+            subscriber._end()
+
+
+class _ExecutionEvents(Subscription[BrokerMessage]):
+    """``execution.events()``: the history first, then what comes, until the end."""
+
+    def __init__(self, execution: Execution, max_buffer: int) -> None:
+        super().__init__(execution._subscribers, max_buffer)
+        self.execution = execution
+
+    async def __aenter__(self) -> _ExecutionEvents:
+        await super().__aenter__()
+        execution = self.execution
+        self.missed += execution._forgotten
+        for message in execution._history:
+            self._offer(message)
+        if execution.done:
+            self._end()
+        return self
 
 
 class Runner:
@@ -661,6 +721,10 @@ class Runner:
             if self._owned is not None:
                 owned, self._owned, self._system = self._owned, None, None
                 await owned.__aexit__(*exc_info)
+
+    def subscribe(self, max_buffer: int = 1000) -> Subscription[BrokerMessage]:
+        """Every execution's messages from now on; see ``Broker.subscribe``."""
+        return self.broker.subscribe(max_buffer)
 
     async def cancel_all(self, grace: float = 5.0) -> None:
         """Cancel every execution still running and wait (up to ``grace`` s) for their ends.

@@ -20,12 +20,13 @@ from types import ModuleType
 
 import pytest
 
+from actorstage.protos import include_dir
 from tests.transport.conftest import _no_leftover_processes
 
 __all__ = ["_no_leftover_processes", "grpcio_stubs", "serve"]
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOS = ROOT / "protos"
+PROTOS = include_dir()  # what `actorstage protos` prints: the documented include directory
 
 
 class Served:
@@ -86,27 +87,22 @@ def _load(directory: Path, name: str) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def grpcio_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
-    """grpcio stubs generated now from our .proto files, with grpcio-tools.
+    """grpcio stubs generated now, exactly as docs/guides/service.md tells users to:
 
-    The files are copied under ``interop_stubs/`` first, so that the generated
-    Python modules do not collide with the ``actorstage`` package itself; the
-    protobuf package (and so every service and method name) stays ``actorstage.v1``.
+        python -m grpc_tools.protoc -I "$(actorstage protos)" --python_out=OUT \\
+            --grpc_python_out=OUT actorstage_proto/v1/*.proto
+
+    then imported as ``actorstage_proto.v1.<name>_pb2``, next to the installed actorstage.
     """
-    from grpc_tools import protoc
-
-    source = tmp_path_factory.mktemp("protos")
     target = tmp_path_factory.mktemp("grpcio")
-    (source / "interop_stubs").mkdir()
+    include = subprocess.run([sys.executable, "-m", "actorstage", "protos"], check=True,
+                             capture_output=True, text=True).stdout.strip()
     names = ("runner", "control", "pipeline")
-    for name in names:
-        text = (PROTOS / "actorstage" / "v1" / f"{name}.proto").read_text()
-        text = text.replace('import "actorstage/v1/', 'import "interop_stubs/')
-        (source / "interop_stubs" / f"{name}.proto").write_text(text)
-    status = protoc.main(["protoc", f"-I{source}", f"--python_out={target}",
-                          f"--grpc_python_out={target}",
-                          *(f"interop_stubs/{name}.proto" for name in names)])
-    assert status == 0, "grpc_tools.protoc failed"
-    return {module: _load(target, f"interop_stubs.{module}")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{include}",
+                    f"--python_out={target}", f"--grpc_python_out={target}",
+                    *(f"actorstage_proto/v1/{name}.proto" for name in names)],
+                   check=True, capture_output=True)
+    return {module: _load(target, f"actorstage_proto.v1.{module}")
             for name in names for module in (f"{name}_pb2", f"{name}_pb2_grpc")}
 
 

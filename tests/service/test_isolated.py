@@ -56,7 +56,8 @@ async def test_cancelling_an_isolated_execution_ends_its_process() -> None:
         info = await stub.get_execution(GetExecutionRequest("iso"))
         assert info.isolation == Isolation.PROCESS and alive(info.pid)
         with anyio.fail_after(10):
-            await stub.cancel_execution(ControlRequest("iso", reason="stop it"))
+            answer = await stub.cancel_execution(ControlRequest("iso", reason="stop it"))
+            assert answer.status == ExecutionStatus.CANCELLED  # across the process, too
             events = [event async for event in stub.watch_execution(
                 WatchExecutionRequest("iso"))]
             assert events[-1].status == ExecutionStatus.CANCELLED

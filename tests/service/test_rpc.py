@@ -125,6 +125,7 @@ async def test_cancel_ends_a_running_execution_and_finished_ones_refuse_controls
         with anyio.fail_after(10):
             cancelled = await stub.cancel_execution(ControlRequest("c", reason="no longer needed"))
             assert cancelled.reason == "no longer needed"
+            assert cancelled.status == ExecutionStatus.CANCELLED  # the state reached
             events = await run(stub, ExecuteRequest(execution_id="c", workflow=long(60)))
         assert events[-1].status == ExecutionStatus.CANCELLED
         info = await stub.get_execution(GetExecutionRequest("c"))

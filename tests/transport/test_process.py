@@ -345,3 +345,30 @@ async def test_a_supervisor_cannot_be_a_process_actor_yet_and_says_so() -> None:
         assert system.tree().children == ()
     with pytest.raises(InvalidDefinitionError, match="ChildSpec 'sub': a supervisor cannot"):
         ChildSpec("sub", Supervisor, process=True)
+
+
+async def test_what_crosses_the_boundary_arrives_as_the_guide_says() -> None:
+    """The table in docs/guides/process-actors.md, "What can cross"."""
+    import datetime
+    import decimal
+    import enum
+    import uuid
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    sent_and_arrived = [
+        ((1, 2), [1, 2]), ({1, 2}, [1, 2]), (frozenset({3}), [3]),
+        (bytearray(b"x"), b"x"), (b"ab", b"ab"), ({1: "a"}, {1: "a"}),
+        (datetime.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05"),
+        (datetime.date(2026, 1, 2), "2026-01-02"), (uuid.UUID(int=5), str(uuid.UUID(int=5))),
+        (decimal.Decimal("1.5"), "1.5"), (Color.RED, "red"), (None, None), (1.5, 1.5),
+    ]
+    async with ActorSystem() as system:
+        ref = await system.spawn(Counter, process=FAST)
+        for sent, arrived in sent_and_arrived:
+            got = await ref.ask(sent)
+            assert got == arrived and type(got) is type(arrived), (sent, got)
+        local = await system.spawn(Counter)
+        with pytest.raises(MessageEncodingError, match="ActorRef"):
+            await ref.ask(local)

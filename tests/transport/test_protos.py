@@ -19,16 +19,15 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_committed_proto_code_matches_a_fresh_generation(tmp_path: Path) -> None:
-    protos = sorted(
-        str(path.relative_to(ROOT / "protos")) for path in (ROOT / "protos").rglob("*.proto")
-    )
+    source = ROOT / "actorstage" / "protos"
+    protos = sorted(str(path.relative_to(source)) for path in source.rglob("*.proto"))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", "protos",
+        [sys.executable, "-m", "grpc_tools.protoc", "-I", ".",
          f"--python_betterproto2_out={tmp_path}",
          "--python_betterproto2_opt=client_generation=async,server_generation=async",
          f"--descriptor_set_out={tmp_path / 'descriptors.binpb'}", "--include_imports", *protos],
-        cwd=ROOT, env=env, check=True, capture_output=True,
+        cwd=source, env=env, check=True, capture_output=True,
     )
     fresh, committed = _files(tmp_path), _files(ROOT / "actorstage" / "_proto")
     assert fresh.keys() == committed.keys(), "run `make protos`: the generated files differ"

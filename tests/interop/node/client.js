@@ -9,7 +9,7 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
 const [address, protoDir, workflowFile, token] = process.argv.slice(2);
-const definition = protoLoader.loadSync(path.join(protoDir, "actorstage/v1/runner.proto"), {
+const definition = protoLoader.loadSync(path.join(protoDir, "actorstage_proto/v1/runner.proto"), {
   includeDirs: [protoDir], keepCase: true, longs: Number, enums: String, defaults: true,
 });
 const { Runner } = grpc.loadPackageDefinition(definition).actorstage.v1;

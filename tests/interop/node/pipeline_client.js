@@ -10,7 +10,7 @@ const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
 const [address, protoDir, manifestFile, inputsFile, token] = process.argv.slice(2);
-const definition = protoLoader.loadSync(path.join(protoDir, "actorstage/v1/pipeline.proto"), {
+const definition = protoLoader.loadSync(path.join(protoDir, "actorstage_proto/v1/pipeline.proto"), {
   includeDirs: [protoDir], keepCase: true, longs: Number, enums: String, defaults: true,
   oneofs: true,
 });
