@@ -12,6 +12,7 @@ cancel cancels the action that runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import logging
@@ -31,7 +32,12 @@ from actorstage.actors._message import Message, Terminated
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._subscription import Subscription
 from actorstage.actors._system import ActorSystem
-from actorstage.exceptions import ActorCrashedError, ActorstageError, InvalidDefinitionError
+from actorstage.exceptions import (
+    ActorCrashedError,
+    ActorDeadError,
+    ActorstageError,
+    InvalidDefinitionError,
+)
 from actorstage.supervisors._default import TEMPORARY_POLICY, TemporaryPolicy
 from actorstage.transport._options import options_for
 from actorstage.workflows._context import ActionContext, Control
@@ -209,8 +215,9 @@ class _Reporter:
 
     async def report(self, message_type: str, payload: Any, stage_id: str = "",
                      action_id: str = "") -> None:
-        await self.execution.tell(_Report(message_type, payload, stage_id, action_id,
-                                          time.time()))
+        with contextlib.suppress(ActorDeadError):  # the execution is closing: it reports
+            await self.execution.tell(_Report(message_type, payload, stage_id, action_id,
+                                              time.time()))
 
     async def progress(self, kind: str, *, stage_id: str = "", action_id: str = "",
                        status: str = "", attempt: int = 0, error: ErrorInfo | None = None) -> None:
@@ -361,6 +368,9 @@ class WorkflowActor(Actor):
             except ActorCrashedError as exc:  # a bug of ours: the stage actor itself crashed
                 status, error = Status.FAILED, _error_info(exc, stage.id)
                 break
+            except ActorDeadError:  # stopped under us: the runner or its system is closing
+                status = Status.CANCELLED
+                break
             stages.append(result)
             if result.status != Status.SUCCEEDED:
                 status = result.status
@@ -375,7 +385,8 @@ class WorkflowActor(Actor):
             store=dict(values), stages=stages, started_at=started,
             duration=time.monotonic() - clock, error=error,
         )
-        await self.reporter.execution.tell(_Finished(outcome))
+        with contextlib.suppress(ActorDeadError):  # (closing: its on_stop says how it ended)
+            await self.reporter.execution.tell(_Finished(outcome))
 
 
 async def _start_workflow(

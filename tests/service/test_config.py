@@ -110,3 +110,17 @@ def test_bad_imports_and_settings_exit_2_with_a_message(tmp_path: Path) -> None:
                               cwd=ROOT, env={**os.environ, **env})
         assert done.returncode == 2, (flags, done.stderr)
         assert text in done.stderr
+
+
+def test_a_busy_port_is_a_setting_problem_exit_2() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "actorstage", "serve", "--port", str(port)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert f"actorstage serve: cannot listen on 127.0.0.1:{port}: " in done.stderr
