@@ -9,7 +9,6 @@ usage, setting or definition problem (a bad flag, file, module or port) and
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -27,23 +26,14 @@ EXIT_CODES = """exit status:
   130  interrupted (Ctrl-C)"""
 
 
-class ImportProblem(Exception):
-    """A module given to ``--import`` could not be imported; the message names it."""
-
-
 def import_modules(modules: Sequence[str]) -> None:
     """Import ``modules`` as every subcommand's ``--import`` does: the current directory first.
 
-    Raises ``ImportProblem`` naming the module and what went wrong.
+    Raises ``InvalidDefinitionError`` naming the module and what went wrong.
     """
-    here = os.getcwd()
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise ImportProblem(f"cannot import {module!r}: {type(exc).__name__}: {exc}") from exc
+    from actorstage._imports import import_modules as load
+
+    load(modules, [os.getcwd()])
 
 
 def _positive_seconds(text: str) -> float:

@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, TextIO
 
 import msgspec
 
-from actorstage.cli import ImportProblem, import_modules
+from actorstage.cli import import_modules
 from actorstage.exceptions import InvalidDefinitionError
 from actorstage.pipelines._audio import read_wav
 from actorstage.pipelines._pipeline import Pipeline
@@ -115,7 +115,7 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         import_modules(args.imports)
         pipeline = Pipeline(args.manifest, runtime=args.runtime)
         inputs = read_inputs(args.inputs)
-    except (InvalidDefinitionError, ImportProblem) as exc:
+    except InvalidDefinitionError as exc:
         print(f"actorstage run-pipeline: {exc}", file=err)
         return 2
     show = args.progress == "always" or (args.progress == "auto" and err.isatty())

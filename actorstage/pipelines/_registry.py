@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 
+from actorstage._imports import import_modules
 from actorstage._registry import register_once
 from actorstage.exceptions import InvalidDefinitionError
 
@@ -133,12 +132,4 @@ def lookup(name: str) -> RegisteredNode | None:
 
 def import_node_modules(modules: Iterable[str], paths: Iterable[str] = ()) -> None:
     """Put ``paths`` on ``sys.path`` (first), then import ``modules``; errors name the module."""
-    for path in reversed(list(paths)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise InvalidDefinitionError(
-                f"cannot import node module {module!r}: {type(exc).__name__}: {exc}") from exc
+    import_modules(modules, paths, what="node module")

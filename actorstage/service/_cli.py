@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from actorstage.cli import ENV_CALLBACK_TOKEN, ENV_IMPORTS, ENV_TOKEN, ImportProblem, import_modules
+from actorstage.cli import ENV_CALLBACK_TOKEN, ENV_IMPORTS, ENV_TOKEN, import_modules
 
 __all__ = ["serve_command"]
 
@@ -131,7 +131,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         import_modules(config.imports)
-    except ImportProblem as exc:
+    except InvalidDefinitionError as exc:
         print(f"actorstage serve: {exc}", file=sys.stderr)
         return 2
     try:

@@ -11,7 +11,7 @@ from typing import TextIO
 
 import msgspec
 
-from actorstage.cli import ImportProblem, import_modules
+from actorstage.cli import import_modules
 from actorstage.exceptions import ActorCrashedError, InvalidDefinitionError
 from actorstage.workflows._defs import load_workflow
 from actorstage.workflows._events import (
@@ -87,7 +87,7 @@ def _table(result: WorkflowResult) -> list[str]:
 async def _run(path: str, spawn: bool, imports: list[str], out: TextIO) -> int:
     try:
         import_modules(imports)
-    except ImportProblem as exc:
+    except InvalidDefinitionError as exc:
         print(f"actorstage run-workflow: {exc}", file=sys.stderr)
         return 2
     try:

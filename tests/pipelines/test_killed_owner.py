@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import anyio
@@ -20,7 +19,7 @@ from actorstage.pipelines._shm import segments
 from actorstage.testing import wait_until
 from tests.pipelines import nodes  # noqa: F401 - registers the test node types
 from tests.pipelines.helpers import node, pipeline, until
-from tests.transport.test_scripts import _alive, _tree
+from tests.transport.helpers import alive, end, kill_and_wait, tree_of
 
 ROOT = Path(__file__).resolve().parents[2]
 KIB = 1024
@@ -58,16 +57,7 @@ def _start_owner(tmp_path: Path) -> tuple[subprocess.Popen[str], str, set[int]]:
         proc.kill()
         _out, err = proc.communicate()
         pytest.fail(f"the owner did not start its session: {err}")
-    return proc, prefix, _tree(proc.pid)
-
-
-def _end(proc: subprocess.Popen[str], tree: set[int]) -> None:
-    for pid in tree:
-        if _alive(pid):  # (only when the test failed) what this test started, by pid
-            os.kill(pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate()
+    return proc, prefix, tree_of(proc.pid)
 
 
 def test_killing_the_owner_removes_its_nodes_and_its_shared_memory_within_two_seconds(
@@ -78,15 +68,10 @@ def test_killing_the_owner_removes_its_nodes_and_its_shared_memory_within_two_se
         names = segments(prefix)  # the payload, the node's cursor and the session's marker
         assert len(names) >= 3 and prefix + "session" in names, names
         assert len(tree) == 2, tree  # the node process (spinning in C) and the guard
-        proc.kill()
-        proc.wait(timeout=5)
-        deadline = time.monotonic() + 2.0
-        while (segments(prefix) or any(map(_alive, tree))) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not [pid for pid in tree if _alive(pid)], "node processes outlived the owner"
+        kill_and_wait(proc, tree, gone=lambda: not segments(prefix))
         assert segments(prefix) == [], "shared memory outlived the session's processes"
     finally:
-        _end(proc, tree)
+        end(proc, tree)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -100,7 +85,7 @@ async def test_cleanup_removes_dead_sessions_and_leaves_live_ones_alone(
             os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=5)
         with anyio.fail_after(5):
-            await wait_until(lambda: not any(map(_alive, tree)))
+            await wait_until(lambda: not any(map(alive, tree)))
         left = segments(dead_prefix)
         assert len(left) >= 3, left
 
@@ -123,4 +108,4 @@ async def test_cleanup_removes_dead_sessions_and_leaves_live_ones_alone(
             assert "1 live session(s) left alone" in out
             assert "1 socket directory(ies)" in out  # the dead owner's bridge directory
     finally:
-        _end(proc, tree)
+        end(proc, tree)

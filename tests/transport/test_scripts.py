@@ -4,7 +4,6 @@ program, and a parent killed with SIGKILL."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.transport.helpers import end, kill_and_wait, tree_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,22 +108,16 @@ def test_killing_the_parent_ends_every_descendant_within_two_seconds(
 
         actorstage.run(main)
     """, tmp_path, start)
+    pids: set[int] = set()
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line, proc.stderr.read() if proc.stderr else ""
-        pids = set(map(int, line.split())) - {proc.pid}  # with forkservers, theirs too
+        pids |= set(map(int, line.split())) - {proc.pid}  # with forkservers, theirs too
         assert len(pids) == (2 if start == "spawn" else 4)
-        proc.kill()
-        proc.wait(timeout=5)
-        deadline = time.monotonic() + 2.0
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not [pid for pid in pids if _alive(pid)], "descendants outlived their parent"
+        kill_and_wait(proc, pids)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()  # reaps it and closes the pipes
+        end(proc, pids)
 
 
 @pytest.mark.parametrize(("start", "how"), [("spawn", "sleep"), ("spawn", "spin"),
@@ -156,21 +151,11 @@ def test_killing_the_parent_ends_busy_descendants_within_two_seconds(
         busy = set(map(int, proc.stdout.readline().split()))
         assert len(busy) == 2, proc.stderr.read() if proc.stderr else ""
         assert proc.stdout.readline() == "busy\n"
-        tree = _tree(proc.pid)  # the busy two, forkservers, and a guard per system
+        tree |= tree_of(proc.pid)  # the busy two, forkservers, and a guard per system
         assert busy <= tree and len(tree) == (4 if start == "spawn" else 6), tree
-        proc.kill()
-        proc.wait(timeout=5)
-        deadline = time.monotonic() + 2.0
-        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not [pid for pid in tree if _alive(pid)], "descendants outlived their parent"
+        kill_and_wait(proc, tree)
     finally:
-        for pid in tree:
-            if _alive(pid):  # (only when the test failed) what this test started, by pid
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+        end(proc, tree)
 
 
 def test_killing_the_parent_ends_a_spawned_workflow_blocked_in_an_action(tmp_path: Path) -> None:
@@ -200,47 +185,8 @@ def test_killing_the_parent_ends_a_spawned_workflow_blocked_in_an_action(tmp_pat
         line = proc.stdout.readline()
         assert line, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.2)  # (the action has blocked its process by now)
-        tree = _tree(proc.pid)
+        tree |= tree_of(proc.pid)
         assert int(line) in tree and len(tree) == 2, tree  # the workflow's process, the guard
-        proc.kill()
-        proc.wait(timeout=5)
-        deadline = time.monotonic() + 2.0
-        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not [pid for pid in tree if _alive(pid)], "the workflow outlived its parent"
+        kill_and_wait(proc, tree)
     finally:
-        for pid in tree:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-
-
-def _tree(root: int) -> set[int]:
-    """The live descendants of ``root``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+        end(proc, tree)
