@@ -1,10 +1,14 @@
 """What crosses the bridge: message bodies (msgspec) and frames (protobuf).
 
 A user message travels as ``(type, body)``: ``type`` names a msgspec Struct
-class as ``module:QualName`` (``""`` for a plain value such as an int, a
-str or a dict) and ``body`` is its MessagePack encoding. Decoding resolves
-the name to a class, checks that it is a msgspec Struct, and decodes with
-one cached typed decoder: no pickle, nothing on the wire runs code.
+class as ``module:QualName`` (``""`` for any other value) and ``body`` is its
+MessagePack encoding. Values keep their type: what MessagePack has no type
+for (a tuple, a set, a datetime, an Enum member, a dataclass, a Struct inside
+a list...) travels as a MessagePack extension naming it. Decoding resolves
+names to classes, checks that each is a msgspec Struct (or, inside an
+extension, an Enum or a dataclass), and decodes with one cached typed
+decoder: no pickle, nothing on the wire runs code but those classes' own
+validation.
 
 Frames are protobuf (``actorstage/protos/actorstage_proto/v1/bridge.proto``). Protobuf is paid
 per frame, not per message: user messages, replies, credits and cancels go
@@ -15,8 +19,13 @@ through the generated classes.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import importlib
 import sys
+import uuid
 from typing import Any
 
 import msgspec
@@ -69,41 +78,199 @@ def type_name(cls: type) -> str:
     return f"{_MAIN_ALIASES.get(module, module)}:{cls.__qualname__}"
 
 
+_SCALARS = (int, str, float, bool, type(None), bytes)
+
+# MessagePack extension codes: the values msgspec would carry as another type.
+(_TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL, _ENUM,
+ _BYTEARRAY, _DATACLASS, _STRUCT, _TAGGED_STRUCT, _PAIRS) = range(1, 16)
+
+
+def _lossy(cls: type) -> bool:
+    """Whether a Struct class has a field (at any depth) typed ``Any``, so that msgspec
+    would hand back plain types there (a list for a tuple, a str for a datetime...)."""
+    import msgspec.inspect as mi
+
+    seen: set[int] = set()
+
+    def walk(info: Any) -> bool:
+        if isinstance(info, mi.AnyType):
+            return True
+        if isinstance(info, (mi.StructType, mi.DataclassType, mi.TypedDictType,
+                             mi.NamedTupleType)):
+            if id(info.cls) in seen:
+                return False
+            seen.add(id(info.cls))
+            return any(walk(field.type) for field in info.fields)
+        if isinstance(info, mi.UnionType):
+            return any(walk(member) for member in info.types)
+        if isinstance(info, (mi.ListType, mi.SetType, mi.FrozenSetType, mi.VarTupleType)):
+            return walk(info.item_type)
+        if isinstance(info, mi.TupleType):
+            return any(walk(item) for item in info.item_types)
+        if isinstance(info, mi.DictType):
+            return walk(info.key_type) or walk(info.value_type)
+        return False
+
+    return walk(mi.type_info(cls))
+
+
 class BodyCodec:
-    """Encodes message bodies and decodes them with one cached decoder per type."""
+    """Encodes message bodies and decodes them with one cached decoder per type.
+
+    A value keeps its type across the boundary. msgspec Structs whose fields
+    all declare their types travel as themselves (the typed decoder restores
+    every field); scalars travel as they are; anything else is walked and
+    what msgspec would hand back as another type (a tuple, a set, a datetime,
+    an Enum, a dataclass, a Struct inside a list, a field typed ``Any``...)
+    travels as a MessagePack extension that the other side turns back into it.
+    """
 
     def __init__(self) -> None:
         self._encoder = msgspec.msgpack.Encoder()
-        self._any = msgspec.msgpack.Decoder()
-        self._names: dict[type, str] = {}
+        self._any = msgspec.msgpack.Decoder(ext_hook=self._untag)
+        self._named_raw = msgspec.msgpack.Decoder(tuple[str, msgspec.Raw])
+        # Classes whose values need no walk, by the type name they travel under; read
+        # on the tell hot path (``_host``): native Structs, and scalars under "".
+        self._names: dict[type, str] = {cls: "" for cls in _SCALARS}
         self._decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+        self._lossy: dict[type, bool] = {}
 
     def encode(self, value: Any) -> tuple[str, bytes]:
         """``(type, body)`` for ``value``; raises ``TypeError`` or ``ValueError`` naming why."""
         cls = value.__class__
         name = self._names.get(cls)
-        if name is None:
-            name = type_name(cls) if isinstance(value, msgspec.Struct) else ""
-            if name and "<locals>" in name:
-                raise TypeError(
-                    f"{cls.__qualname__} is defined inside a function; "
-                    "the other process can only find classes defined at module level"
-                )
+        if name is not None:
+            return name, self._encoder.encode(value)
+        if isinstance(value, msgspec.Struct) and not self._is_lossy(cls):
+            name = self._struct_name(cls)
             self._names[cls] = name
-        return name, self._encoder.encode(value)
+            return name, self._encoder.encode(value)
+        return "", self._encoder.encode(self._tag(value))
+
+    def _struct_name(self, cls: type) -> str:
+        name = type_name(cls)
+        if "<locals>" in name:
+            raise TypeError(
+                f"{cls.__qualname__} is defined inside a function; "
+                "the other process can only find classes defined at module level"
+            )
+        return name
+
+    def _is_lossy(self, cls: type) -> bool:
+        lossy = self._lossy.get(cls)
+        if lossy is None:
+            lossy = self._lossy[cls] = _lossy(cls)
+        return lossy
+
+    def _tag(self, value: Any) -> Any:
+        """``value`` with what would change type replaced by extensions, at any depth."""
+        cls = value.__class__
+        if cls in _SCALARS:
+            return value
+        ext = msgspec.msgpack.Ext
+        pack = self._encoder.encode
+        if cls is list:
+            return [self._tag(item) for item in value]
+        if cls is dict:
+            return self._tag_dict(value)
+        if cls is tuple:
+            return ext(_TUPLE, pack([self._tag(item) for item in value]))
+        if cls is set or cls is frozenset:
+            items = [self._tag(item) for item in value]
+            return ext(_SET if cls is set else _FROZENSET, pack(items))
+        if cls is bytearray:
+            return ext(_BYTEARRAY, bytes(value))
+        if isinstance(value, msgspec.Struct):
+            name = self._struct_name(cls)
+            if self._is_lossy(cls):
+                fields = {field: self._tag(getattr(value, field))
+                          for field in value.__struct_fields__}
+                return ext(_TAGGED_STRUCT, pack([name, fields]))
+            return ext(_STRUCT, pack([name, msgspec.Raw(pack(value))]))
+        if isinstance(value, enum.Enum):
+            return ext(_ENUM, pack([self._struct_name(cls), self._tag(value.value)]))
+        if isinstance(value, datetime.datetime):
+            return ext(_DATETIME, value.isoformat().encode())
+        if isinstance(value, datetime.date):
+            return ext(_DATE, value.isoformat().encode())
+        if isinstance(value, datetime.time):
+            return ext(_TIME, value.isoformat().encode())
+        if isinstance(value, datetime.timedelta):
+            return ext(_TIMEDELTA, pack([value.days, value.seconds, value.microseconds]))
+        if isinstance(value, uuid.UUID):
+            return ext(_UUID, value.bytes)
+        if isinstance(value, decimal.Decimal):
+            return ext(_DECIMAL, str(value).encode())
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = {field.name: self._tag(getattr(value, field.name))
+                      for field in dataclasses.fields(value)}
+            return ext(_DATACLASS, pack([self._struct_name(cls), fields]))
+        if isinstance(value, list):  # subclasses of the plain containers travel as them
+            return [self._tag(item) for item in value]
+        if isinstance(value, dict):
+            return self._tag_dict(value)
+        return value  # msgspec encodes it as it can (memoryview: bytes), or names the type
+
+    def _tag_dict(self, value: dict[Any, Any]) -> Any:
+        if all(key.__class__ in _SCALARS for key in value):
+            return {key: self._tag(item) for key, item in value.items()}
+        pairs = [[self._tag(key), self._tag(item)] for key, item in value.items()]
+        return msgspec.msgpack.Ext(_PAIRS, self._encoder.encode(pairs))  # tuple keys...
+
+    def _untag(self, code: int, data: memoryview) -> Any:
+        if code == _BYTEARRAY:
+            return bytearray(data)
+        if code == _UUID:
+            return uuid.UUID(bytes=bytes(data))
+        if code in _TEXTUAL:
+            return _TEXTUAL[code](bytes(data).decode())
+        if code == _STRUCT:
+            name, raw = self._named_raw.decode(data)
+            return self.decode(name, raw)
+        inner = self._any.decode(data)
+        if code == _TUPLE:
+            return tuple(inner)
+        if code == _SET:
+            return set(inner)
+        if code == _FROZENSET:
+            return frozenset(inner)
+        if code == _PAIRS:
+            return dict(inner)
+        if code == _TIMEDELTA:
+            return datetime.timedelta(*inner)
+        if code in (_TAGGED_STRUCT, _DATACLASS):
+            name, fields = inner
+            return msgspec.convert(fields, resolve(name, struct=code == _TAGGED_STRUCT,
+                                                   dataclass=code == _DATACLASS))
+        if code == _ENUM:
+            name, enum_value = inner
+            return resolve(name, struct=False, enumeration=True)(enum_value)
+        raise ValueError(f"unknown MessagePack extension {code}")
 
     def decode(self, name: str, body: Any) -> Any:
         """The value of ``body``; raises ``LookupError`` or ``msgspec.DecodeError``."""
-        if not name:
-            return self._any.decode(body)
-        decoder = self._decoders.get(name)
+        decoder = self._decoders.get(name) if name else self._any
         if decoder is None:
-            decoder = self._decoders[name] = msgspec.msgpack.Decoder(resolve(name))
-        return decoder.decode(body)
+            decoder = self._decoders[name] = msgspec.msgpack.Decoder(
+                resolve(name), ext_hook=self._untag)
+        try:
+            return decoder.decode(body)
+        except (LookupError, msgspec.DecodeError):
+            raise
+        except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:  # a bad extension
+            raise msgspec.DecodeError(f"undecodable value: {exc}") from None
 
 
-def resolve(name: str) -> type[msgspec.Struct]:
-    """The msgspec Struct class named ``module:QualName``; ``LookupError`` naming why."""
+_TEXTUAL: dict[int, Any] = {
+    _DATETIME: datetime.datetime.fromisoformat, _DATE: datetime.date.fromisoformat,
+    _TIME: datetime.time.fromisoformat, _DECIMAL: decimal.Decimal,
+}
+
+
+def resolve(name: str, *, struct: bool = True, enumeration: bool = False,
+            dataclass: bool = False) -> Any:
+    """The class named ``module:QualName``, which must be a msgspec Struct (or, as asked,
+    an Enum or a dataclass); ``LookupError`` naming why not."""
     module_name, _, qualname = name.partition(":")
     if not module_name or not qualname:
         raise LookupError(f"malformed type name {name!r} (expected 'module:QualName')")
@@ -118,9 +285,17 @@ def resolve(name: str) -> type[msgspec.Struct]:
         obj = getattr(obj, part, None)
         if obj is None:
             raise LookupError(f"unknown message type {name!r}: {module_name} has no {qualname}")
-    if not (isinstance(obj, type) and issubclass(obj, msgspec.Struct)):
-        raise LookupError(f"{name!r} is not a msgspec Struct, so it cannot be a message type")
-    return obj
+    if isinstance(obj, type):
+        if struct and issubclass(obj, msgspec.Struct):
+            return obj
+        if enumeration and issubclass(obj, enum.Enum):
+            return obj
+        if dataclass and dataclasses.is_dataclass(obj):
+            return obj
+    kinds = " or ".join(kind for kind, wanted in (
+        ("a msgspec Struct", struct), ("an Enum", enumeration), ("a dataclass", dataclass))
+        if wanted)
+    raise LookupError(f"{name!r} is not {kinds}, so it cannot be a message type")
 
 
 CODEC = BodyCodec()  # shared: its caches only grow with the message types in use

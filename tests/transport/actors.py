@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
+import enum
 import logging
 import os
 import signal
@@ -221,3 +224,21 @@ class BusyParent(Actor):
             await asyncio.sleep(0.2)  # the child has begun its blocking call
             _busy(message[1])
         return message
+
+
+class Color(enum.Enum):
+    """Values of these types cross the boundary in the type tests."""
+
+    RED = "red"
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: tuple[int, int]
+
+
+class Stamped(Message, frozen=True):
+    when: datetime.datetime
+    pair: tuple[int, int]
+    extra: Any = None  # declares nothing: its value keeps its type all the same
