@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from actorstage.transport._forkserver import ForkServer
     from actorstage.transport._guard import Guard
     from actorstage.transport._options import ProcessOptions
+    from actorstage.transport._routing import Router
     from actorstage.transport._server import BridgeServer
 
 __all__ = ["ActorSystem"]
@@ -117,6 +118,7 @@ class ActorSystem:
         self._bridge_lock: asyncio.Lock | None = None
         self._forkservers: dict[tuple[Any, ...], ForkServer] = {}
         self._guard_process: Guard | None = None
+        self._router: Router | None = None
 
     # -- lifetime ----------------------------------------------------------
 
@@ -181,6 +183,14 @@ class ActorSystem:
         if guard is not None:
             await guard.aclose()
         await self._root.aclose()
+
+    def _node(self) -> Router:
+        """This system as a node of its process tree: where each actor path leads."""
+        if self._router is None:
+            from actorstage.transport._routing import Router
+
+            self._router = Router(self)
+        return self._router
 
     async def _guard(self) -> Guard | None:
         """The process that ends this system's children if it dies, started on first need."""

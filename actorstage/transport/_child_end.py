@@ -39,6 +39,7 @@ from actorstage.transport._codec import CODEC
 from actorstage.transport._conn import Conn, GrpcConn, StdioConn, read_stream, write_stream
 from actorstage.transport._host import ProcessRef
 from actorstage.transport._link import Link, error_body
+from actorstage.transport._routing import ROUTER
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
@@ -162,6 +163,8 @@ class ChildEnd:
                 heartbeat_timeout=spec.heartbeat_timeout or 10.0,
                 on_control=self._control, on_lost=lambda problem, cause: self.finish("lost"),
             )
+            router = link.router = system._node()
+            router.root_path, router.up = spec.path, link  # this node owns the actor's subtree
             if spec.parent_mailbox:  # the root stands for the parent actor: what it gets, goes
                 guardian.capacity = spec.parent_mailbox
                 guardian.pump = link.pump
@@ -171,7 +174,11 @@ class ChildEnd:
             link.start()
             self._forward_logs(spec)
             try:
-                factory, args, kwargs = _load(spec)
+                token = ROUTER.set(router)  # refs among the arguments: refs of this node
+                try:
+                    factory, args, kwargs = _load(spec)
+                finally:
+                    ROUTER.reset(token)
                 cell = await start_child(
                     guardian, factory, args, kwargs, name=name, capacity=spec.mailbox_size or None,
                     shutdown_timeout=spec.shutdown_timeout or None,

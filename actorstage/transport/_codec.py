@@ -32,6 +32,7 @@ import msgspec
 from grpclib.encoding.base import CodecBase
 
 from actorstage._proto.actorstage.v1 import Envelope, Frame
+from actorstage.actors._ref import ActorRef
 
 __all__ = [
     "ASK",
@@ -40,6 +41,8 @@ __all__ = [
     "CREDIT",
     "ERROR",
     "REPLY",
+    "ROUTE_ASK",
+    "ROUTE_TELL",
     "TELL",
     "BodyCodec",
     "FrameError",
@@ -50,8 +53,10 @@ __all__ = [
     "type_name",
 ]
 
-# Kinds of packed entries: [kind, id, type, body, timeout].
-TELL, ASK, REPLY, ERROR, CREDIT, CANCEL = range(6)
+# Kinds of packed entries: [kind, id, type, body, timeout]. A routed entry (a message to
+# an actor further on, see ``_routing``) has the target's path for ``type`` and
+# ``[type, body]`` for ``body``.
+TELL, ASK, REPLY, ERROR, CREDIT, CANCEL, ROUTE_TELL, ROUTE_ASK = range(8)
 
 Entry = tuple[int, int, str, Any, float]
 
@@ -82,7 +87,7 @@ _SCALARS = (int, str, float, bool, type(None), bytes)
 
 # MessagePack extension codes: the values msgspec would carry as another type.
 (_TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL, _ENUM,
- _BYTEARRAY, _DATACLASS, _STRUCT, _TAGGED_STRUCT, _PAIRS) = range(1, 16)
+ _BYTEARRAY, _DATACLASS, _STRUCT, _TAGGED_STRUCT, _PAIRS, _REF) = range(1, 17)
 
 
 def _lossy(cls: type) -> bool:
@@ -93,7 +98,7 @@ def _lossy(cls: type) -> bool:
     seen: set[int] = set()
 
     def walk(info: Any) -> bool:
-        if isinstance(info, mi.AnyType):
+        if isinstance(info, (mi.AnyType, mi.CustomType)):  # (an ActorRef field: a custom type)
             return True
         if isinstance(info, (mi.StructType, mi.DataclassType, mi.TypedDictType,
                              mi.NamedTupleType)):
@@ -180,6 +185,8 @@ class BodyCodec:
             return ext(_SET if cls is set else _FROZENSET, pack(items))
         if cls is bytearray:
             return ext(_BYTEARRAY, bytes(value))
+        if isinstance(value, ActorRef):  # it travels as its path; see _routing
+            return ext(_REF, value.path.encode())
         if isinstance(value, msgspec.Struct):
             name = self._struct_name(cls)
             if self._is_lossy(cls):
@@ -224,6 +231,13 @@ class BodyCodec:
             return uuid.UUID(bytes=bytes(data))
         if code in _TEXTUAL:
             return _TEXTUAL[code](bytes(data).decode())
+        if code == _REF:
+            from actorstage.transport._routing import ROUTER
+
+            router = ROUTER.get()
+            if router is None:
+                raise ValueError("an actor ref arrived outside of an actor system")
+            return router.ref(bytes(data).decode())
         if code == _STRUCT:
             name, raw = self._named_raw.decode(data)
             return self.decode(name, raw)

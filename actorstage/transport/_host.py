@@ -317,6 +317,7 @@ class ProcessHost(Actor):
             on_control=self._control, on_lost=self._lost,
         )
         link.out_cell = cell
+        link.router = system._node()
         if _parent_mailbox(cell.parent):
             link.in_cell = cell.parent  # what the child sends its parent
         link.start()

@@ -37,6 +37,8 @@ from actorstage.transport._codec import (
     CREDIT,
     ERROR,
     REPLY,
+    ROUTE_ASK,
+    ROUTE_TELL,
     TELL,
     BodyCodec,
     Entry,
@@ -46,10 +48,12 @@ from actorstage.transport._codec import (
     unpack,
 )
 from actorstage.transport._conn import Conn, ConnectionLost
+from actorstage.transport._routing import ROUTER
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
     from actorstage.actors._tasks import TaskOwner
+    from actorstage.transport._routing import Router
 
 __all__ = ["BAD_FRAME", "CLOSED", "SILENT", "Link"]
 
@@ -62,6 +66,8 @@ CLOSED, BAD_FRAME, SILENT = "closed", "bad frame", "silent"
 _EMPTY = msgspec.Raw(b"\xc0")  # MessagePack nil: Raw bytes go in verbatim
 _error_encoder = msgspec.msgpack.Encoder()
 _error_decoder = msgspec.msgpack.Decoder(RemoteErrorBody)
+_route_encoder = msgspec.msgpack.Encoder()
+_route_decoder = msgspec.msgpack.Decoder(tuple[str, msgspec.Raw])
 
 
 def error_body(error: BaseException, path: str) -> RemoteErrorBody:
@@ -128,6 +134,8 @@ class Link:
         self.flushed: list[asyncio.Future[None]] = []
         self.last_received = self.loop.time()
         self.tasks: list[asyncio.Task[Any]] = []
+        self.router: Router | None = None  # this process's node, for routed messages
+        self.routed: dict[int, asyncio.Future[Any]] = {}  # routed asks that came in
 
     def start(self) -> None:
         self.tasks = [
@@ -202,6 +210,47 @@ class Link:
             idle.set_result(None)
         return True
 
+    def route(self, path: str, name: str, body: bytes, reply: asyncio.Future[Any] | None,
+              timeout: float) -> None:
+        """Pass a message on towards the actor at ``path`` (see ``_routing``)."""
+        if self.closed:
+            reason = f"the link towards {path} is closed"
+            if reply is not None and not reply.done():
+                reply.set_exception(ActorDeadError(path, reason))
+            return
+        ident = self.next_id
+        self.next_id = ident + 1
+        if reply is not None:
+            self.pending[ident] = reply
+            reply.add_done_callback(lambda done: self._route_gave_up(ident, done))
+        packed = msgspec.Raw(_route_encoder.encode((name, msgspec.Raw(body))))
+        self.entries.append((ROUTE_ASK if reply is not None else ROUTE_TELL, ident, path,
+                             packed, timeout))
+        self.kick()
+
+    def _route_gave_up(self, ident: int, reply: asyncio.Future[Any]) -> None:
+        if reply.cancelled() and self.pending.pop(ident, None) is not None and not self.closed:
+            self.entries.append((CANCEL, ident, "", _EMPTY, 0.0))
+            self.kick()
+
+    def answer_route(self, ident: int, reply: asyncio.Future[Any] | None,
+                     problem: BaseException | None) -> None:
+        """Answer a routed ask that came in on this link (no credit is involved)."""
+        self.routed.pop(ident, None)
+        if self.closed or (reply is not None and reply.cancelled()):
+            return
+        error = problem if reply is None else reply.exception()
+        if error is None and reply is not None:
+            try:
+                name, body = self.codec.encode(reply.result())
+            except (TypeError, ValueError) as exc:
+                error = MessageEncodingError(self.path, "", f"the reply: {exc}")
+            else:
+                self.entries.append((REPLY, ident, name, msgspec.Raw(body), 0.0))
+        if error is not None:
+            self.entries.append((ERROR, ident, "", self._encode_error(error), 0.0))
+        self.kick()
+
     def cancel_ask(self, ask_id: int) -> None:
         """The asker gave up: tell the other side, which cancels the handler."""
         if self.pending.pop(ask_id, None) is not None and not self.closed:
@@ -274,6 +323,13 @@ class Link:
             self.lose(str(exc))
 
     def _receive_packed(self, packed: Any) -> None:
+        token = ROUTER.set(self.router)  # refs in what arrives become refs of this node
+        try:
+            self._receive_entries(packed)
+        finally:
+            ROUTER.reset(token)
+
+    def _receive_entries(self, packed: Any) -> None:
         cell = self.in_cell
         decoders = self.codec._decoders
         decode = self.codec.decode
@@ -307,12 +363,30 @@ class Link:
                 self._credited(ident)
             elif kind == CANCEL:
                 entry = self.inbound.get(ident)
-                if entry is not None and self.in_cell is not None:
+                routed = self.routed.pop(ident, None)
+                if routed is not None:
+                    routed.cancel()
+                elif entry is not None and self.in_cell is not None:
                     self.in_cell.abandon(entry[0])
+            elif kind in (ROUTE_TELL, ROUTE_ASK):
+                self._arrived(kind, ident, name, body, timeout)
             else:
                 raise FrameError(f"unknown packed entry kind {kind!r}")
         if appended and cell is not None and cell.deliverable and not cell.draining:
             cell.schedule()
+
+    def _arrived(self, kind: int, ident: int, path: str, raw: Any, timeout: float) -> None:
+        router = self.router
+        try:
+            name, body = _route_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise FrameError(f"undecodable routed entry: {exc}") from None
+        if router is None:
+            raise FrameError(f"a message routed to {path} arrived where nothing routes")
+        reply = router.arrived(self, ident if kind == ROUTE_ASK else 0, path, name,
+                               bytes(body), timeout)
+        if reply is not None and not reply.done():
+            self.routed[ident] = reply  # a CANCEL from the asker cancels it
 
     def _receive_error(self, ident: int, raw: Any) -> None:
         try:

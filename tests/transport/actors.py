@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from actorstage import Actor, Message, ProcessOptions
+from actorstage import Actor, ActorRef, Message, ProcessOptions
 
 
 class Add(Message, frozen=True):
@@ -242,3 +242,42 @@ class Stamped(Message, frozen=True):
     when: datetime.datetime
     pair: tuple[int, int]
     extra: Any = None  # declares nothing: its value keeps its type all the same
+
+
+class Forward(Message, frozen=True):
+    """Ask ``target`` (a ref that travelled here) ``payload``, and answer with its reply."""
+
+    target: ActorRef
+    payload: Any = None
+
+
+class TellTo(Message, frozen=True):
+    target: ActorRef
+    payload: Any = None
+
+
+class Relay(Actor):
+    """Uses the refs it is sent: asks and tells them, hands out refs of its own."""
+
+    def __init__(self, peer: ActorRef | None = None) -> None:
+        self.peer = peer
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Forward):
+            return await message.target.ask(message.payload)
+        if isinstance(message, TellTo):
+            await message.target.tell(message.payload)
+            return "told"
+        if message == "me":
+            return self.context.self_ref
+        if message == "peer":
+            return self.peer
+        if message == "ask-peer":
+            assert self.peer is not None
+            return await self.peer.ask("pid")
+        if isinstance(message, list) and message[:1] == ["spawn"]:
+            process = ProcessOptions() if message[1] == "process" else None
+            return await self.context.spawn(Counter, name=message[2], process=process)
+        if message == "pid":
+            return os.getpid()
+        return message

@@ -1,0 +1,87 @@
+"""Refs that travel between the processes of a tree (routed hop by hop through it)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+import pytest
+
+from actorstage import Actor, ActorDeadError, ActorSystem
+from actorstage.testing import wait_until
+from tests.transport.actors import Add, Forward, Relay, TellTo, Total
+from tests.transport.helpers import FAST
+
+pytestmark = pytest.mark.anyio
+
+
+class Collector(Actor):
+    """A local actor of the test process that children reach through a ref."""
+
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+
+    async def receive(self, message: Any) -> Any:
+        if message == "got":
+            return self.got
+        self.got.append(message)
+        return f"thanks for {message!r}"
+
+
+async def test_a_child_tells_and_asks_a_ref_of_the_parent_process_it_was_sent() -> None:
+    """The testing guide's reply-to pattern, with the worker in a child process."""
+    async with ActorSystem() as system:
+        collector = await system.spawn(Collector, name="collector")
+        child = await system.spawn(Relay, process=FAST)
+        assert await child.ask(TellTo(collector, "told")) == "told"
+        assert await child.ask(Forward(collector, "asked")) == "thanks for 'asked'"
+        with anyio.fail_after(5):
+            await wait_until(lambda: len(collector._cell.actor.got) == 2)  # type: ignore[union-attr]
+        assert await collector.ask("got") == ["told", "asked"]
+
+
+async def test_refs_come_back_from_children_and_grandchildren_and_work_here() -> None:
+    async with ActorSystem() as system:
+        child = await system.spawn(Relay, name="a", process=FAST)
+        assert await child.ask("me") is child  # its own ref, back home: the same object
+        inner = await child.ask(["spawn", "local", "inner"])
+        deep = await child.ask(["spawn", "process", "deep"])
+        assert (inner.path, deep.path) == ("/user/a/inner", "/user/a/deep")
+        assert await inner.ask("pid") == await child.ask("pid")  # it lives in the child
+        deep_pid = await deep.ask("pid")
+        assert deep_pid not in (os.getpid(), await child.ask("pid"))  # ... in the grandchild
+        again = await child.ask(["spawn", "local", "again"])
+        assert await child.ask(Forward(again, "pid")) == await child.ask("pid")
+        # The same actor's ref compares and hashes equal however it came.
+        [_, inner_again] = await child.ask(["echo", inner])  # (Relay answers it as it came)
+        assert inner_again == inner and hash(inner_again) == hash(inner)
+        assert len({inner, inner_again, deep}) == 2
+        both = await child.ask([inner, {"deep": deep}])  # refs inside values, both ways
+        assert both == [inner, {"deep": deep}] and both[0] is inner
+
+
+async def test_siblings_and_cousins_reach_each_other_through_refs() -> None:
+    async with ActorSystem() as system:
+        a = await system.spawn(Relay, name="a", process=FAST)
+        b = await system.spawn(Relay, name="b", process=FAST)
+        deep = await a.ask(["spawn", "process", "deep"])  # a's child: b's cousin
+        assert await a.ask(Forward(b, "pid")) == await b.ask("pid")
+        assert await b.ask(Forward(deep, "pid")) == await deep.ask("pid")
+        assert await deep.ask(Add(5)) == Total(5, await deep.ask("pid"))
+        # A ref given at spawn, as a constructor argument, works in the child too.
+        c = await system.spawn(Relay, b, name="c", process=FAST)
+        assert await c.ask("ask-peer") == await b.ask("pid")
+        assert await c.ask("peer") is b
+
+
+async def test_an_actor_that_is_gone_fails_asks_at_once_and_dead_letters_tells() -> None:
+    async with ActorSystem() as system:
+        child = await system.spawn(Relay, name="a", process=FAST)
+        ghost = await child.ask(["spawn", "local", "ghost"])
+        await ghost.ask("stop-self")  # it stops once this message is handled
+        with anyio.fail_after(2), pytest.raises(ActorDeadError, match="/user/a/ghost"):
+            await ghost.ask("pid")
+        await system.stop(child)
+        with anyio.fail_after(2), pytest.raises(ActorDeadError):  # its process is gone
+            await ghost.ask("pid")
