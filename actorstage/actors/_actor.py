@@ -228,12 +228,18 @@ class Context:
         """Receive ``Terminated(ref, reason)`` once when ``ref`` stops for good."""
         from actorstage.actors._watch import watch
 
+        if not hasattr(ref, "_cell"):  # an actor of another process
+            self._cell.system._node().watch(self._cell, ref.path)
+            return
         watch(self._cell, ref._cell)
 
     def unwatch(self, ref: ActorRef) -> None:
         """Stop watching ``ref``."""
         from actorstage.actors._watch import unwatch
 
+        if not hasattr(ref, "_cell"):
+            self._cell.system._node().unwatch(self._cell, ref.path)
+            return
         unwatch(self._cell, ref._cell)
 
     def stop(self) -> None:

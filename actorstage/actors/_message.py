@@ -36,6 +36,11 @@ class ExitReason(enum.StrEnum):
     stopped it on purpose (``system.stop``, ``terminate_child``).
     ``SHUTDOWN``: its parent stopped it while stopping itself. ``CRASHED``:
     a handler or hook raised. ``KILLED``: a brutal shutdown cancelled it.
+
+    Two more appear only in the ``Terminated`` of an actor watched from
+    another process: ``NOT_FOUND``, no actor had its path when the watch
+    arrived; ``UNREACHABLE``, its process died or the way to it was lost for
+    good.
     """
 
     NORMAL = "normal"
@@ -43,6 +48,8 @@ class ExitReason(enum.StrEnum):
     SHUTDOWN = "shutdown"
     CRASHED = "crashed"
     KILLED = "killed"
+    NOT_FOUND = "not_found"
+    UNREACHABLE = "unreachable"
 
 
 class Terminated(msgspec.Struct, frozen=True):

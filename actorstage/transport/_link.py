@@ -495,6 +495,8 @@ class Link:
             if task is not current:
                 task.cancel()
         self.on_lost(problem, cause)
+        if self.router is not None:  # watches that went out this way end UNREACHABLE
+            self.router.lost(self)
 
     def fail_pending(self, error: Callable[[], BaseException]) -> None:
         """Fail every ask still waiting for a reply from the other side."""
@@ -531,6 +533,9 @@ class Link:
 
     async def aclose(self) -> None:
         """Stop the tasks and close the connection (idempotent)."""
+        if not self.closed and self.router is not None:
+            self.closed = True
+            self.router.lost(self)  # (watches answered on the way out are not in it)
         self.closed = True
         current = asyncio.current_task()
         tasks = [task for task in self.tasks if task is not current]

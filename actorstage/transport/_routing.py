@@ -25,18 +25,70 @@ import contextvars
 import logging
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from actorstage.actors._cell import Outgoing
 from actorstage.actors._ref import ActorRef
-from actorstage.exceptions import ActorDeadError
+from actorstage.exceptions import ActorCrashedError, ActorDeadError
+from actorstage.transport._codec import RemoteErrorBody
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
+    from actorstage.actors._message import Terminated
     from actorstage.actors._system import ActorSystem
     from actorstage.transport._link import Link
 
 __all__ = ["ROUTER", "RemoteRef", "Router"]
 
 log = logging.getLogger("actorstage.transport")
+
+class _Watch(msgspec.Struct, frozen=True, array_like=True):
+    """Routed to ``target``: tell ``watcher`` when it ends."""
+
+    target: str
+    watcher: str
+
+
+class _Unwatch(msgspec.Struct, frozen=True, array_like=True):
+    target: str
+    watcher: str
+
+
+class _Ended(msgspec.Struct, frozen=True, array_like=True):
+    """Routed to ``watcher``: ``target`` ended (the ``Terminated`` it gets)."""
+
+    target: str
+    watcher: str
+    reason: str
+    error: RemoteErrorBody | None = None
+
+
+_CONTROLS = (_Watch, _Unwatch, _Ended)
+
+
+class _RemoteWatcher:
+    """Stands, in the watched actor's ``watchers``, for a watcher in another process."""
+
+    __slots__ = ("router", "watcher", "watching")
+
+    def __init__(self, router: Router, watcher: str) -> None:
+        self.router = router
+        self.watcher = watcher
+        self.watching: dict[Any, None] | None = None
+
+    def __hash__(self) -> int:
+        return hash(self.watcher)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _RemoteWatcher) and other.watcher == self.watcher
+
+    def put_forced(self, notice: Terminated) -> None:
+        """The watched actor ended: send the watcher its ``Terminated``."""
+        from actorstage.transport._link import error_body
+
+        error = error_body(notice.error, notice.ref.path) if notice.error is not None else None
+        self.router.control(_Ended(notice.ref.path, self.watcher, str(notice.reason), error))
+
 
 # The node that is decoding a message now: refs in it become refs of this node.
 ROUTER: contextvars.ContextVar[Router | None] = contextvars.ContextVar(
@@ -51,6 +103,9 @@ class Router:
         self.root_path = "/user"  # the paths this node owns: this one and those below it
         self.up: Link | None = None  # the link to the parent process (a child node)
         self.remote: dict[str, RemoteRef] = {}
+        # Watches that went out on a link: (target, watcher) pairs, told UNREACHABLE when
+        # the link is lost, since nothing more can come back that way.
+        self.through: dict[Link, set[tuple[str, str]]] = {}
 
     # -- where a path leads ---------------------------------------------------------------
 
@@ -88,11 +143,77 @@ class Router:
             ref = self.remote[path] = RemoteRef._at(self, path)
         return ref
 
+    # -- watching across processes ---------------------------------------------------------
+
+    def watch(self, watcher: Cell, path: str) -> None:
+        """``watcher`` gets ``Terminated`` once when the actor at ``path`` ends, its
+        process dies or the way to it is lost for good (see ``ExitReason``)."""
+        self.control(_Watch(path, watcher.path))
+
+    def unwatch(self, watcher: Cell, path: str) -> None:
+        self.control(_Unwatch(path, watcher.path))
+
+    def control(self, message: _Watch | _Unwatch | _Ended) -> None:
+        from actorstage.transport._codec import CODEC
+
+        name, body = CODEC.encode(message)
+        path = message.watcher if isinstance(message, _Ended) else message.target
+        self.tell(path, name, body, message)
+
+    def _controlled(self, cell: Cell | None, message: Any) -> None:
+        """A watch control reached the node that owns its path (``cell``: its actor)."""
+        from actorstage.actors._message import ExitReason, Terminated
+        from actorstage.actors._watch import unwatch, watch
+
+        if isinstance(message, _Ended):
+            if cell is not None:
+                error = None
+                if message.error is not None:
+                    body = message.error
+                    error = ActorCrashedError(body.path, body.type_name, body.message,
+                                              body.traceback, during=body.during)
+                cell.put_forced(Terminated(self.ref(message.target), ExitReason(message.reason),
+                                           error))
+            return
+        proxy = _RemoteWatcher(self, message.watcher)
+        if cell is None:
+            if isinstance(message, _Watch):
+                self.control(_Ended(message.target, message.watcher, str(ExitReason.NOT_FOUND)))
+        elif isinstance(message, _Watch):
+            watch(proxy, cell)  # type: ignore[arg-type]
+        else:
+            unwatch(proxy, cell)  # type: ignore[arg-type]
+
+    def lost(self, link: Link) -> None:
+        """``link`` is gone: every watch that went out on it ends ``UNREACHABLE``."""
+        from actorstage.actors._message import ExitReason
+
+        for target, watcher in sorted(self.through.pop(link, ())):
+            self.control(_Ended(target, watcher, str(ExitReason.UNREACHABLE)))
+
     # -- sending ---------------------------------------------------------------------------
 
     def tell(self, path: str, name: str, body: bytes, message: Any) -> None:
         """Deliver or pass on a tell; one to an actor that is nowhere is a dead letter."""
         cell, link = self.find(path)
+        if message.__class__ in _CONTROLS:
+            if isinstance(message, _Ended):  # it is answered: no UNREACHABLE for it later
+                pair = (message.target, message.watcher)
+                for watches in self.through.values():
+                    watches.discard(pair)
+            if link is None:
+                self._controlled(cell, message)
+                return
+            if link.closed:
+                self._controlled(None, message)
+                return
+            watches = self.through.setdefault(link, set())
+            if isinstance(message, _Watch):
+                watches.add((message.target, message.watcher))
+            elif isinstance(message, _Unwatch):
+                watches.discard((message.target, message.watcher))
+            link.route(path, name, body, None, 0.0)
+            return
         if cell is not None:
             self._deliver(cell, message, name, body, None)
         elif link is not None:

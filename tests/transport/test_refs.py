@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 import anyio
 import pytest
 
-from actorstage import Actor, ActorDeadError, ActorSystem
+from actorstage import Actor, ActorDeadError, ActorSystem, Terminated
 from actorstage.testing import wait_until
 from tests.transport.actors import Add, Forward, Relay, TellTo, Total
 from tests.transport.helpers import FAST
@@ -85,3 +86,52 @@ async def test_an_actor_that_is_gone_fails_asks_at_once_and_dead_letters_tells()
         await system.stop(child)
         with anyio.fail_after(2), pytest.raises(ActorDeadError):  # its process is gone
             await ghost.ask("pid")
+
+
+class Watcher(Actor):
+    """Watches the refs it is sent, and keeps the Terminated notices it gets."""
+
+    def __init__(self) -> None:
+        self.ended: list[Terminated] = []
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Terminated):
+            self.ended.append(message)
+        elif isinstance(message, tuple) and message[0] == "watch":
+            self.context.watch(message[1])
+        elif message == "ended":
+            return [(notice.ref.path, str(notice.reason)) for notice in self.ended]
+        return None
+
+
+async def _ended(watcher: Any, count: int) -> list[tuple[str, str]]:
+    for _ in range(500):  # (10 s)
+        ended: list[tuple[str, str]] = await watcher.ask("ended")
+        if len(ended) >= count:
+            return ended
+        await anyio.sleep(0.02)
+    raise AssertionError(f"only {ended} after 10 s")
+
+
+async def test_watching_an_actor_of_another_process_tells_how_it_ended() -> None:
+    async with ActorSystem() as system:
+        watcher = await system.spawn(Watcher)
+        a = await system.spawn(Relay, name="a", process=FAST)
+        inner = await a.ask(["spawn", "local", "inner"])
+        deep = await a.ask(["spawn", "process", "deep"])
+        await watcher.tell(("watch", inner))
+        await watcher.tell(("watch", deep))
+        await anyio.sleep(0.2)  # (the watches are on their way)
+        await inner.ask("stop-self")  # a normal exit
+        assert await _ended(watcher, 1) == [("/user/a/inner", "normal")]
+        ghost = ref_at(system, "/user/a/never-was")
+        await watcher.tell(("watch", ghost))
+        assert (await _ended(watcher, 2))[1] == ("/user/a/never-was", "not_found")
+        os.kill(await a.ask("pid"), signal.SIGKILL)  # deep's parent process dies
+        ended = await _ended(watcher, 3)
+        assert ended[2] == ("/user/a/deep", "unreachable")
+
+
+def ref_at(system: ActorSystem, path: str) -> Any:
+    """The ref of ``path`` as if it had been sent here (a RemoteRef)."""
+    return system._node().ref(path)
