@@ -328,18 +328,60 @@ class ActorSystem:
         return cell.ref
 
     def lookup(self, path: str) -> ActorRef | None:
-        """The running actor at ``path`` (such as ``/user/sup/worker``), or ``None``."""
-        guardian = self._guardian()
-        parts = path.strip("/").split("/")
-        if not parts or parts[0] != guardian.name:
+        """The actor at ``path`` (such as ``/user/sup/worker``), or ``None``.
+
+        An actor of this process is looked up at once (``None`` if none runs
+        there). For a path that lives in another process of the tree (below a
+        process actor, or outside a child's own subtree) the ref comes back
+        without asking that process; ``await find(path)`` asks.
+        """
+        self._guardian()
+        node = self._node()
+        cell, link = node.find(path)
+        if cell is not None:
+            return cell.ref
+        return node.ref(path) if link is not None else None
+
+    async def find(self, path: str) -> ActorRef | None:
+        """The actor at ``path`` in any process of the tree, if one runs there now."""
+        self._guardian()
+        node = self._node()
+        cell, link = node.find(path)
+        if cell is not None:
+            return cell.ref if cell.accepting else None
+        if link is None:
             return None
-        cell = guardian
-        for part in parts[1:]:
-            found = cell.children.get(part)
-            if found is None:
-                return None
-            cell = found
-        return None if cell is guardian else cell.ref
+        from actorstage.transport._routing import _Identify
+
+        return node.ref(path) if await node.call(path, _Identify()) else None
+
+    async def register(self, name: str, ref: ActorRef) -> None:
+        """Give ``ref`` a name that every process of the tree can look up with ``whereis``.
+
+        Names are kept by the root process and are unique in the tree; a name
+        goes when its actor stops. Raises ``InvalidDefinitionError`` when
+        another actor holds the name.
+        """
+        from actorstage.transport._routing import REGISTRY, _Register
+
+        if not isinstance(name, str) or not name:
+            raise InvalidDefinitionError(f"a registered name is a non-empty str, got {name!r}")
+        holder = await self._node().call(REGISTRY, _Register(name, ref.path))
+        if holder:
+            raise InvalidDefinitionError(f"the name {name!r} is taken by {holder}")
+
+    async def unregister(self, name: str) -> None:
+        """Forget ``name`` (nothing happens if it is not registered)."""
+        from actorstage.transport._routing import REGISTRY, _Unregister
+
+        await self._node().call(REGISTRY, _Unregister(name))
+
+    async def whereis(self, name: str) -> ActorRef | None:
+        """The actor registered under ``name`` anywhere in the tree, or ``None``."""
+        from actorstage.transport._routing import REGISTRY, _WhereIs
+
+        path = await self._node().call(REGISTRY, _WhereIs(name))
+        return self.lookup(path) if path else None
 
     def tree(self) -> TreeNode:
         """A snapshot of the whole tree, rooted at ``/user``."""

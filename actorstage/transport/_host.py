@@ -75,7 +75,7 @@ def check_importable(factory: type) -> None:
             f"{factory.__qualname__} is defined inside a function; a process actor's class "
             "must be defined at module level, so that the child can import it"
         )
-    if factory.__module__ == "__main__":
+    if _in_main(factory):
         main = sys.modules["__main__"]
         if getattr(main, "__file__", None) is None:
             raise InvalidDefinitionError(
@@ -97,9 +97,15 @@ def encode_args(path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> byt
     return msgspec.msgpack.encode([encoded_args, encoded_kwargs])
 
 
+def _in_main(factory: type) -> bool:
+    """Whether ``factory`` lives in the program's script: ``__main__``, or that script as
+    a child process loaded it (``__actorstage_main__``), so grandchildren find it too."""
+    return factory.__module__ in ("__main__", "__actorstage_main__", "__mp_main__")
+
+
 def _main_of(factory: type) -> tuple[str, str]:
     """Where a child finds the parent's ``__main__`` (file, or module), if the class lives there."""
-    if factory.__module__ != "__main__":
+    if not _in_main(factory):
         return "", ""
     return main_location()
 

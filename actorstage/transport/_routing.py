@@ -63,7 +63,30 @@ class _Ended(msgspec.Struct, frozen=True, array_like=True):
     error: RemoteErrorBody | None = None
 
 
+class _Identify(msgspec.Struct, frozen=True, array_like=True):
+    """Asked of a path: whether an actor runs there (``system.find``)."""
+
+
+class _Register(msgspec.Struct, frozen=True, array_like=True):
+    """Asked of the registry: give ``name`` to the actor at ``path``."""
+
+    name: str
+    path: str
+
+
+class _Unregister(msgspec.Struct, frozen=True, array_like=True):
+    name: str
+
+
+class _WhereIs(msgspec.Struct, frozen=True, array_like=True):
+    """Asked of the registry: the path registered under ``name`` ("" for none)."""
+
+    name: str
+
+
 _CONTROLS = (_Watch, _Unwatch, _Ended)
+_REGISTRY_CALLS = (_Register, _Unregister, _WhereIs)
+REGISTRY = "/registry"  # the path of the tree's name registry, kept by the root process
 
 
 class _RemoteWatcher:
@@ -106,6 +129,7 @@ class Router:
         # Watches that went out on a link: (target, watcher) pairs, told UNREACHABLE when
         # the link is lost, since nothing more can come back that way.
         self.through: dict[Link, set[tuple[str, str]]] = {}
+        self.names: dict[str, str] = {}  # the registry (in the root process): name -> path
 
     # -- where a path leads ---------------------------------------------------------------
 
@@ -117,7 +141,8 @@ class Router:
         """``(cell, None)`` for an actor of this node (a process actor's cell included),
         ``(None, link)`` for the next hop towards it, ``(None, None)`` when it is nowhere."""
         if not self.owns(path):
-            return None, self.up
+            up = self.up
+            return None, up if up is not None and not up.closed else None
         guardian = self.system._guardian_cell
         if guardian is None:
             return None, None
@@ -166,7 +191,11 @@ class Router:
         from actorstage.actors._watch import unwatch, watch
 
         if isinstance(message, _Ended):
-            if cell is not None:
+            if message.watcher == REGISTRY and self.up is None:  # a registered actor ended
+                for name, path in list(self.names.items()):
+                    if path == message.target:
+                        del self.names[name]
+            elif cell is not None:
                 error = None
                 if message.error is not None:
                     body = message.error
@@ -183,6 +212,34 @@ class Router:
             watch(proxy, cell)  # type: ignore[arg-type]
         else:
             unwatch(proxy, cell)  # type: ignore[arg-type]
+
+    # -- the registry and lookups ---------------------------------------------------------
+
+    async def call(self, path: str, message: Any) -> Any:
+        """Ask ``message`` of ``path`` (a control of ours: identify, the registry)."""
+        from actorstage.transport._codec import CODEC
+
+        name, body = CODEC.encode(message)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.ask(path, name, body, message, reply, 0.0)
+        return await reply
+
+    def _registry(self, message: Any, reply: asyncio.Future[Any]) -> None:
+        """A registry call reached the root process."""
+        names = self.names
+        if isinstance(message, _WhereIs):
+            reply.set_result(names.get(message.name, ""))
+        elif isinstance(message, _Unregister):
+            names.pop(message.name, None)
+            reply.set_result(True)
+        elif isinstance(message, _Register):
+            holder = names.get(message.name)
+            if holder is not None and holder != message.path:
+                reply.set_result(holder)  # taken: the caller raises, naming the holder
+                return
+            names[message.name] = message.path
+            self.control(_Watch(message.path, REGISTRY))  # it goes when its actor ends
+            reply.set_result("")
 
     def lost(self, link: Link) -> None:
         """``link`` is gone: every watch that went out on it ends ``UNREACHABLE``."""
@@ -225,6 +282,12 @@ class Router:
             reply: asyncio.Future[Any], timeout: float) -> None:
         """Deliver or pass on an ask; its answer completes ``reply``."""
         cell, link = self.find(path)
+        if message.__class__ is _Identify and link is None:
+            reply.set_result(cell is not None and cell.accepting)
+            return
+        if message.__class__ in _REGISTRY_CALLS and link is None:
+            self._registry(message, reply)
+            return
         if cell is not None:
             self._deliver(cell, message, name, body, reply)
         elif link is not None:

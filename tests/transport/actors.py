@@ -280,4 +280,12 @@ class Relay(Actor):
             return await self.context.spawn(Counter, name=message[2], process=process)
         if message == "pid":
             return os.getpid()
+        if isinstance(message, list) and message[:1] == ["register"]:  # as itself, or a ref
+            target = message[2] if len(message) > 2 else self.context.self_ref
+            await self.context.system.register(message[1], target)
+            return "registered"
+        if isinstance(message, list) and message[:1] == ["whereis"]:
+            return await self.context.system.whereis(message[1])
+        if isinstance(message, list) and message[:1] == ["find"]:
+            return await self.context.system.find(message[1])
         return message

@@ -9,7 +9,14 @@ from typing import Any
 import anyio
 import pytest
 
-from actorstage import Actor, ActorDeadError, ActorSystem, Terminated
+from actorstage import (
+    Actor,
+    ActorDeadError,
+    ActorRef,
+    ActorSystem,
+    InvalidDefinitionError,
+    Terminated,
+)
 from actorstage.testing import wait_until
 from tests.transport.actors import Add, Forward, Relay, TellTo, Total
 from tests.transport.helpers import FAST
@@ -135,3 +142,31 @@ async def test_watching_an_actor_of_another_process_tells_how_it_ended() -> None
 def ref_at(system: ActorSystem, path: str) -> Any:
     """The ref of ``path`` as if it had been sent here (a RemoteRef)."""
     return system._node().ref(path)
+
+
+async def test_lookup_find_and_the_registry_work_across_the_tree() -> None:
+    async with ActorSystem() as system:
+        a = await system.spawn(Relay, name="a", process=FAST)
+        b = await system.spawn(Relay, name="b", process=FAST)
+        deep = await a.ask(["spawn", "process", "deep"])
+        inner: ActorRef = await a.ask(["spawn", "local", "inner"])
+        # lookup gives the ref of an actor in another process without asking; find asks.
+        assert system.lookup("/user/a/deep") is deep and system.lookup("/user/a") is a
+        assert system.lookup("/user/nobody") is None
+        assert await system.find("/user/a/inner") is inner
+        assert await system.find("/user/a/nobody") is None
+        assert await b.ask(["find", "/user/a/deep"]) == deep  # from a sibling process
+        # A name registered anywhere is found everywhere; it goes with its actor.
+        assert await a.ask(["register", "inner", inner]) == "registered"
+        assert await b.ask(["register", "b"]) == "registered"
+        assert await system.whereis("inner") == inner
+        assert await a.ask(["whereis", "b"]) == b
+        with pytest.raises(InvalidDefinitionError, match="the name 'b' is taken by /user/b"):
+            await system.register("b", a)
+        await inner.ask("stop-self")
+        for _ in range(250):  # the root hears of the end through its watch (5 s at most)
+            if await system.whereis("inner") is None:
+                break
+            await anyio.sleep(0.02)
+        assert await system.whereis("inner") is None
+        assert await b.ask(["whereis", "nobody"]) is None

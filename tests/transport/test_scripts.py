@@ -62,6 +62,36 @@ def test_actors_defined_in_the_main_script_run_in_a_child(tmp_path: Path, start:
     assert runs == (3 if start == "spawn" else 2), err
 
 
+def test_actors_of_the_main_script_start_in_grandchildren_too(tmp_path: Path) -> None:
+    proc = _run_script("""
+        import os
+        import actorstage
+        from actorstage import Actor, ActorSystem
+
+        class Leaf(Actor):
+            async def receive(self, message):
+                return os.getpid()
+
+        class Middle(Actor):  # in a child, it starts a Leaf, also of this script, in its own
+            async def on_start(self):
+                self.leaf = await self.context.spawn(Leaf, process=True)
+
+            async def receive(self, message):
+                return [os.getpid(), await self.leaf.ask(message)]
+
+        async def main():
+            async with ActorSystem() as system:
+                ref = await system.spawn(Middle, process=True)
+                print(os.getpid(), *await ref.ask("pid"))
+
+        if __name__ == "__main__":
+            actorstage.run(main)
+    """, tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(set(out.split())) == 3  # three processes: the script, its child, a grandchild
+
+
 def test_a_program_can_spawn_itself_with_child_main(tmp_path: Path) -> None:
     proc = _run_script("""
         import os, sys
