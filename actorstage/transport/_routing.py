@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -125,7 +126,8 @@ class Router:
         self.system = system
         self.root_path = "/user"  # the paths this node owns: this one and those below it
         self.up: Link | None = None  # the link to the parent process (a child node)
-        self.remote: dict[str, RemoteRef] = {}
+        # One RemoteRef per path while anyone holds it (so refs of an actor compare equal).
+        self.remote: weakref.WeakValueDictionary[str, RemoteRef] = weakref.WeakValueDictionary()
         # Watches that went out on a link: (target, watcher) pairs, told UNREACHABLE when
         # the link is lost, since nothing more can come back that way.
         self.through: dict[Link, set[tuple[str, str]]] = {}
@@ -350,7 +352,7 @@ def _expire(reply: asyncio.Future[Any], path: str) -> None:
 class RemoteRef(ActorRef):
     """The ref of an actor in another process of the tree, reached hop by hop."""
 
-    __slots__ = ("_path", "_router")
+    __slots__ = ("__weakref__", "_path", "_router")
 
     _router: Router
     _path: str

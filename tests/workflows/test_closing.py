@@ -14,6 +14,7 @@ from actorstage.testing import wait_until
 from actorstage.workflows import (
     ActionDef,
     BrokerMessage,
+    Execution,
     Runner,
     StageDef,
     Status,
@@ -30,15 +31,26 @@ def _long() -> WorkflowDef:
         ActionDef(id="nap", action="sleep", params={"seconds": 60})])])
 
 
+async def _running(runner: Runner, process: ProcessOptions | None = None) -> Execution:
+    """A long execution, started and past its first action."""
+    execution = await runner.start(_long(), process=process)
+    with anyio.fail_after(20):
+        await wait_until(lambda: "ppid" in execution.store)
+    return execution
+
+
+def _quiet(caplog: pytest.LogCaptureFixture) -> None:
+    noise = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noise == []  # no "did not finish its message", no ActorDeadError
+
+
 @pytest.mark.parametrize("process", [None, ProcessOptions()])
 async def test_leaving_the_runner_cancels_running_executions_at_once(
     process: ProcessOptions | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "actorstage")
     async with Runner() as runner:
-        execution = await runner.start(_long(), process=process)
-        with anyio.fail_after(20):
-            await wait_until(lambda: "ppid" in execution.store)
+        execution = await _running(runner, process)
         began = time.monotonic()
     took = time.monotonic() - began
     result = await execution.result()
@@ -47,8 +59,7 @@ async def test_leaving_the_runner_cancels_running_executions_at_once(
     assert stage.status == Status.CANCELLED
     assert [(a.id, a.status) for a in stage.actions][:1] == [("who", Status.SUCCEEDED)]
     assert took < 3.0, f"closing took {took:.2f}s"  # a generous bound: it is milliseconds
-    noise = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert noise == []
+    _quiet(caplog)
 
 
 async def test_leaving_the_system_under_a_runner_cancels_quietly_and_at_once(
@@ -56,17 +67,13 @@ async def test_leaving_the_system_under_a_runner_cancels_quietly_and_at_once(
 ) -> None:
     caplog.set_level(logging.INFO, "actorstage")
     async with ActorSystem() as system:
-        runner = Runner(system)
-        execution = await runner.start(_long())
-        with anyio.fail_after(20):
-            await wait_until(lambda: "ppid" in execution.store)
+        execution = await _running(Runner(system))
         began = time.monotonic()
     took = time.monotonic() - began
     result = await execution.result()
     assert result.status == Status.CANCELLED
     assert took < 3.0, f"closing took {took:.2f}s"
-    noise = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert noise == []  # no "did not finish its message", no ActorDeadError
+    _quiet(caplog)
 
 
 async def test_cancelling_the_caller_of_execute_cancels_the_execution() -> None:
