@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from actorstage import Actor, ActorSystem, Message, ProcessOptions, run
+from actorstage import Actor, ActorRef, ActorSystem, Message, ProcessOptions, run
 
 ROUNDS = 3
 ASKS = 5000
@@ -230,17 +230,54 @@ async def slow_child_memory(options: ProcessOptions) -> float:
     return float(max(grown, 0))
 
 
+class Survey(Message, frozen=True):
+    """Ask ``peer`` ``count`` times, timing each ask where it is made."""
+
+    peer: ActorRef
+    count: int
+
+
+class Asker(Actor):
+    """Runs in a child: asks a sibling (a ref it was sent) and reports the p50, in us."""
+
+    async def receive(self, message: Survey) -> float:
+        peer = message.peer
+        for _ in range(200):
+            await peer.ask(1)
+        times = []
+        for _ in range(message.count):
+            start = time.perf_counter()
+            await peer.ask(1)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e6
+
+
+async def sibling_ask(options: ProcessOptions) -> float:
+    """p50 of asks from one child process to another (through the parent today)."""
+    async with ActorSystem() as system:
+        asker = await system.spawn(Asker, process=options)
+        echo = await system.spawn(Echo, process=options)
+        value: float = await asker.ask(Survey(echo, ASKS))
+    return value
+
+
+def parent_ask(options: ProcessOptions, loop: str) -> float:
+    """The parent-to-child ask p50 in the same run: the sibling ask's baseline."""
+    return run(ask_rtt, options, use_uvloop=loop == "uvloop")
+
+
 def memory_bound() -> float:
     """What the bound allows: the credit window plus the mailbox, in message payloads."""
     return float(2 * MAILBOX * BLOB)
 
 
-BENCHMARKS = {
+BENCHMARKS: dict[str, tuple[Any, Any, str]] = {
     "process_ask": (ask_rtt, pipe_rtt, "us"),
     "process_tell": (tell_throughput, pipe_throughput, "msg/s"),
     "process_spawn": (spawn_first_reply, pipe_spawn, "us"),
     "process_warm_spawn": (warm_spawn, fork_rtt, "us"),
     "process_slow_child_memory": (slow_child_memory, memory_bound, "bytes"),
+    "process_sibling_ask": (sibling_ask, parent_ask, "us"),
 }
 
 
@@ -250,7 +287,7 @@ def main(argv: list[str]) -> None:
     options = ProcessOptions(transport=transport)  # type: ignore[arg-type]
     subjects, baselines = [], []
     for _ in range(ROUNDS):
-        baselines.append(baseline())
+        baselines.append(baseline(options, loop) if baseline is parent_ask else baseline())
         subjects.append(run(subject, options, use_uvloop=loop == "uvloop"))
     value, base = statistics.median(subjects), statistics.median(baselines)
     print(json.dumps({"value": value, "baseline": base, "ratio": value / base, "unit": unit}))
