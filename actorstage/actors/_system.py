@@ -173,6 +173,8 @@ class ActorSystem:
         async with guardian.get_lock():
             await _lifecycle.stop_children(guardian)
         guardian.set_state(STOPPED)
+        if self._router is not None:
+            await self._router.aclose()  # direct links to other processes of the tree
         bridges, self._bridges = list(self._bridges.values()), {}
         for bridge in bridges:
             await bridge.aclose()

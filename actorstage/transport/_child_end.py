@@ -20,7 +20,6 @@ import msgspec
 
 from actorstage._proto.actorstage.v1 import (
     Envelope,
-    Hello,
     Lifecycle,
     LifecycleKind,
     LogRecord,
@@ -36,7 +35,7 @@ from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError
 from actorstage.transport._child import load_main
 from actorstage.transport._codec import CODEC
-from actorstage.transport._conn import Conn, GrpcConn, StdioConn, read_stream, write_stream
+from actorstage.transport._conn import Conn, StdioConn, read_stream, write_stream
 from actorstage.transport._host import ProcessRef
 from actorstage.transport._link import Link, error_body
 from actorstage.transport._routing import ROUTER
@@ -165,6 +164,8 @@ class ChildEnd:
             )
             router = link.router = system._node()
             router.root_path, router.up = spec.path, link  # this node owns the actor's subtree
+            router.direct = self.boot["transport"] != "stdio"  # sockets are welcome here
+            router.idle_timeout = float(self.boot.get("link_idle", 30.0))
             if spec.parent_mailbox:  # the root stands for the parent actor: what it gets, goes
                 guardian.capacity = spec.parent_mailbox
                 guardian.pump = link.pump
@@ -208,26 +209,9 @@ class ChildEnd:
             fd_in, fd_out = boot["fds"]
             reader = await read_stream(self.loop, fd_in, limit + 1024)
             return StdioConn(reader, await write_stream(self.loop, fd_out), limit)
-        from grpclib.client import Channel
-        from grpclib.const import Cardinality
+        from actorstage.transport._dial import dial
 
-        from actorstage._proto.actorstage.v1 import Frame
-        from actorstage.transport._codec import RawCodec
-
-        address: str = boot["address"]
-        if address.startswith("unix:"):
-            channel = Channel(path=address[5:], codec=RawCodec())
-        else:
-            host, _, port = address[4:].rpartition(":")
-            channel = Channel(host.strip("[]"), int(port), codec=RawCodec())
-        stream = channel.request("/actorstage.v1.Bridge/Connect", Cardinality.STREAM_STREAM,
-                                 Frame, Frame)
-        await stream.__aenter__()
-        await stream.send_request()
-        conn = _ClientConn(stream, channel, limit)
-        await conn.send([Envelope(hello=Hello(secret=boot["secret"], pid=os.getpid(),
-                                              token=boot["token"]))], b"")
-        return conn
+        return await dial(boot["address"], boot["token"], boot["secret"], limit)
 
     # -- signals from the parent ------------------------------------------------------
 
@@ -325,25 +309,6 @@ class ChildEnd:
             link.send_control(envelope)
         else:
             sys.stderr.write(logging.Formatter(logging.BASIC_FORMAT).format(record) + "\n")
-
-
-class _ClientConn(GrpcConn):
-    """The child's end of the gRPC stream, which also owns the channel."""
-
-    def __init__(self, stream: Any, channel: Any, max_frame_size: int) -> None:
-        super().__init__(stream, max_frame_size)
-        self._channel = channel
-
-    async def aclose(self) -> None:
-        stream = self._stream
-        # Half-close, wait for the parent's end of the stream, release it; the
-        # parent may be gone already, and then there is nothing left to tell it.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(stream.end(), 1.0)  # half-close: the parent ends its side
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(stream.__aexit__(None, None, None), 1.0)
-        self._channel.close()
-        await super().aclose()
 
 
 def _spec_of(received: Any) -> SpawnSpec:

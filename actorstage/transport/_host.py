@@ -272,6 +272,7 @@ class ProcessHost(Actor):
         boot: dict[str, Any] = {"transport": options.transport, "ppid": os.getpid(),
                                 "owner": os.getpid(), "path": cell.path,
                                 "max_frame_size": options.max_frame_size,
+                                "link_idle": options.link_idle_timeout,
                                 "ancestors": lineage()}
         if options.transport != "stdio":
             self.server = server = await system._bridge(

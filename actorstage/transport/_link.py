@@ -136,6 +136,7 @@ class Link:
         self.tasks: list[asyncio.Task[Any]] = []
         self.router: Router | None = None  # this process's node, for routed messages
         self.routed: dict[int, asyncio.Future[Any]] = {}  # routed asks that came in
+        self.used = self.loop.time()  # when user traffic last went either way
 
     def start(self) -> None:
         self.tasks = [
@@ -218,6 +219,7 @@ class Link:
             if reply is not None and not reply.done():
                 reply.set_exception(ActorDeadError(path, reason))
             return
+        self.used = self.loop.time()
         ident = self.next_id
         self.next_id = ident + 1
         if reply is not None:
@@ -314,6 +316,7 @@ class Link:
                 self.last_received = self.loop.time()
                 envelopes, packed = received
                 if packed:
+                    self.used = self.last_received
                     self._receive_packed(packed)
                 for envelope in envelopes:
                     self.on_control(envelope)

@@ -52,6 +52,10 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
             is closed. The server is one per system and transport: the first
             process actor that starts it sets it (put it in ``ActorSystem(
             process_defaults=...)`` to set it for all).
+        link_idle_timeout: Seconds after which a direct link that the child
+            opened to another process of the tree (to reach a sibling or a
+            cousin, see the guide) closes when no message used it; the next
+            message opens another.
         start: ``"spawn"`` starts a fresh interpreter per child;
             ``"forkserver"`` forks each child from a server process started
             once (per interpreter, environment and working directory) that
@@ -72,6 +76,7 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_frame_size: int = 64 * 1024 * 1024
     start: Literal["spawn", "forkserver"] = "spawn"
     handshake_timeout: float = 5.0
+    link_idle_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.transport not in _TRANSPORTS:
@@ -79,7 +84,7 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
                 f"ProcessOptions.transport must be one of {_TRANSPORTS}, got {self.transport!r}"
             )
         for name in ("start_timeout", "heartbeat_interval", "heartbeat_timeout",
-                     "handshake_timeout"):
+                     "handshake_timeout", "link_idle_timeout"):
             _seconds(name, getattr(self, name))
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise InvalidDefinitionError(

@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 import weakref
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -85,9 +88,23 @@ class _WhereIs(msgspec.Struct, frozen=True, array_like=True):
     name: str
 
 
+class _Door(msgspec.Struct, frozen=True, array_like=True):
+    """Asked of a path: a one-time way in for a direct link to the process that holds it."""
+
+    path: str
+
+
+class _DoorAnswer(msgspec.Struct, frozen=True, array_like=True):
+    root: str  # the paths the answering process owns
+    address: str = ""  # "": no direct link to it (a stdio process); go through the tree
+    token: str = ""
+    secret: str = ""
+
+
 _CONTROLS = (_Watch, _Unwatch, _Ended)
 _REGISTRY_CALLS = (_Register, _Unregister, _WhereIs)
 REGISTRY = "/registry"  # the path of the tree's name registry, kept by the root process
+_PEER_FRAME = 64 * 1024 * 1024  # the largest frame on a direct link
 
 
 class _RemoteWatcher:
@@ -132,6 +149,16 @@ class Router:
         # the link is lost, since nothing more can come back that way.
         self.through: dict[Link, set[tuple[str, str]]] = {}
         self.names: dict[str, str] = {}  # the registry (in the root process): name -> path
+        # Direct links: to a process that is neither parent nor child, messages go on a
+        # link of their own, opened on first use (see _send) and closed when idle.
+        self.direct = True  # False in a process that talks to its parent over stdio
+        self.idle_timeout = 30.0
+        self.peers: dict[str, Link] = {}  # a process's root path -> the link to take there
+        self.accepted: set[Link] = set()  # direct links other processes opened to this one
+        self.held: deque[tuple[str, Callable[[Link], None]]] = deque()
+        self.opening = False
+        self.forwarded = 0  # routed entries this process passed on (not its own)
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     # -- where a path leads ---------------------------------------------------------------
 
@@ -276,7 +303,7 @@ class Router:
         if cell is not None:
             self._deliver(cell, message, name, body, None)
         elif link is not None:
-            link.route(path, name, body, None, 0.0)
+            self._send(path, link, lambda on: on.route(path, name, body, None, 0.0))
         else:
             self._nowhere(path, message, None)
 
@@ -284,18 +311,191 @@ class Router:
             reply: asyncio.Future[Any], timeout: float) -> None:
         """Deliver or pass on an ask; its answer completes ``reply``."""
         cell, link = self.find(path)
-        if message.__class__ is _Identify and link is None:
+        kind = message.__class__
+        if kind is _Identify and link is None:
             reply.set_result(cell is not None and cell.accepting)
             return
-        if message.__class__ in _REGISTRY_CALLS and link is None:
+        if kind in _REGISTRY_CALLS and link is None:
             self._registry(message, reply)
+            return
+        if (kind is _Identify or kind in _REGISTRY_CALLS) and link is not None:
+            link.route(path, name, body, reply, timeout)  # (the runtime's own: on the tree)
+            return
+        if kind is _Door:
+            if cell is not None and cell.process is not None:  # it runs in that process
+                link = getattr(cell.actor, "link", None)
+                if link is None or link.closed:
+                    reply.set_exception(ActorDeadError(path, "its process is not running"))
+                    return
+            if link is None:
+                self._spawn(self._open_door(reply))
+            else:
+                link.route(path, name, body, reply, timeout)  # doors are asked on the tree
             return
         if cell is not None:
             self._deliver(cell, message, name, body, reply)
         elif link is not None:
-            link.route(path, name, body, reply, timeout)
+            self._send(path, link, lambda on: on.route(path, name, body, reply, timeout))
         else:
             self._nowhere(path, message, reply)
+
+    # -- direct links ----------------------------------------------------------------------
+
+    def _send(self, path: str, link: Link, send: Callable[[Link], None]) -> None:
+        """Send on a direct link when the tree would go up (to a sibling or a cousin).
+
+        The first message for a process not known yet is held while a direct link
+        to it opens, and so is every later one for a process not known yet: they
+        leave in order once it is open (or known to be out of reach), so messages
+        between two actors keep their order.
+        """
+        if link is not self.up or not self.direct:
+            send(link)
+            return
+        peer = self._peer(path)
+        if peer is not None and not self.held:
+            send(peer)
+            return
+        self.held.append((path, send))
+        if not self.opening:
+            self._drain()
+
+    def _peer(self, path: str) -> Link | None:
+        best, found = -1, None
+        for root, link in list(self.peers.items()):
+            if (path == root or path.startswith(root + "/")) and len(root) > best:
+                if link.closed:
+                    del self.peers[root]
+                    continue
+                best, found = len(root), link
+        return found
+
+    def _drain(self) -> None:
+        held = self.held
+        while held:
+            path, send = held[0]
+            peer = self._peer(path)
+            if peer is None:
+                self.opening = True
+                self._spawn(self._open(path))
+                return
+            held.popleft()
+            send(peer)
+
+    async def _open(self, path: str) -> None:
+        """Ask the process that holds ``path`` for a door, and open a direct link to it."""
+        up = self.up
+        try:
+            answer: _DoorAnswer = await self.call(path, _Door(path))
+            if answer.address and up is not None:
+                from actorstage.transport._dial import dial
+
+                conn = await asyncio.wait_for(
+                    dial(answer.address, answer.token, answer.secret, _PEER_FRAME), 5.0)
+                try:  # the other side's first frame says it took the hello: until then,
+                    # its server holds the connection to a few KiB (see _grpc.GrpcServer)
+                    welcome = await asyncio.wait_for(conn.recv(), 5.0)
+                    if welcome is None:
+                        raise ConnectionError("the other process closed the direct link")
+                except BaseException:
+                    await conn.aclose()
+                    raise
+                self.peers[answer.root] = self._peer_link(conn, answer.root)
+            elif up is not None:  # no door (the root, or stdio): this path goes up the tree
+                self.peers[path] = up
+        except Exception as exc:  # no door: the tree it is, for that path
+            log.debug("no direct link towards %s (%s): through the tree", path, exc)
+            if up is not None:
+                self.peers[path] = up
+        finally:
+            self.opening = False
+        self._drain()
+
+    async def _open_door(self, reply: asyncio.Future[Any]) -> None:
+        """Another process asked for a direct link to this one: a one-time secret for it.
+
+        The root process gives none: every process's link to its parent leads there.
+        """
+        if not self.direct or self.up is None or self.system._guardian_cell is None:
+            reply.set_result(_DoorAnswer(self.root_path))
+            return
+        try:
+            await self.system._guard()  # (it removes the socket directory if we are killed)
+            server = await self.system._bridge("unix", "", 5.0)
+        except Exception as exc:  # no door; it goes through the tree
+            log.warning("no direct links to %s: %s", self.root_path, exc)
+            reply.set_result(_DoorAnswer(self.root_path))
+            return
+        expected = server.expect(_PEER_FRAME)
+        reply.set_result(_DoorAnswer(self.root_path, server.address, expected.token,
+                                     expected.secret))
+        try:
+            conn, _pid = await asyncio.wait_for(asyncio.shield(expected.arrived), 10.0)
+        except (TimeoutError, asyncio.CancelledError):
+            server.forget(expected)
+            if not expected.arrived.done():
+                expected.arrived.cancel()
+            return
+        link = self._peer_link(conn, "")
+        self.accepted.add(link)
+        from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
+
+        link.send_control(Envelope(heartbeat=Heartbeat(sent_at=time.time())))  # welcome
+
+    def _peer_link(self, conn: Any, root: str) -> Link:
+        from actorstage.transport._link import Link
+
+        link = Link(conn, f"direct link to {root or 'a peer'}", self.system._root,
+                    heartbeat_interval=1.0, heartbeat_timeout=10.0,
+                    on_control=lambda envelope: None,
+                    on_lost=lambda problem, cause: self._peer_lost(link, root, problem))
+        link.router = self
+        link.start()
+        if root:
+            self._spawn(self._close_when_idle(link, root))
+        return link
+
+    def _peer_lost(self, link: Link, root: str, problem: str) -> None:
+        if self.peers.get(root) is link:
+            del self.peers[root]
+        self.accepted.discard(link)
+        link.fail_pending(lambda: ActorDeadError(root or link.path,
+                                                 f"the direct link was lost: {problem}"))
+        self._spawn(link.conn.aclose())
+
+    async def _close_when_idle(self, link: Link, root: str) -> None:
+        """Close a direct link nobody used for ``idle_timeout`` seconds (this side opened
+        it; the other side sees the stream end)."""
+        loop = asyncio.get_running_loop()
+        while not link.closed:
+            left = link.used + self.idle_timeout - loop.time()
+            if left > 0 or link.pending:
+                await asyncio.sleep(max(left, 0.05))
+                continue
+            if self.peers.get(root) is link:
+                del self.peers[root]
+            await link.aclose()
+            await link.conn.aclose()
+            return
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def aclose(self) -> None:
+        """Close the direct links (the system is closing)."""
+        links = [link for link in self.peers.values() if link is not self.up]
+        links += list(self.accepted)
+        self.peers.clear()
+        self.accepted.clear()
+        for link in links:
+            await link.aclose()
+            await link.conn.aclose()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=1.0)
 
     def _deliver(self, cell: Cell, message: Any, name: str, body: bytes, reply: Any) -> None:
         if not cell.accepting:
@@ -333,6 +533,8 @@ class Router:
             else:
                 log.error("a message routed to %s could not be decoded: %s", path, exc)
             return None
+        if not self.owns(path) or self.find(path)[1] is not None:
+            self.forwarded += 1
         if not ident:
             self.tell(path, name, body, message)
             return None

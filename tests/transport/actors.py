@@ -288,4 +288,12 @@ class Relay(Actor):
             return await self.context.system.whereis(message[1])
         if isinstance(message, list) and message[:1] == ["find"]:
             return await self.context.system.find(message[1])
+        if message == "direct-links":  # the processes this one has a direct link to
+            node = self.context.system._node()
+            return sorted(root for root, link in node.peers.items() if link is not node.up)
+        if isinstance(message, list) and message[:1] == ["flood"]:  # tells, right away
+            _, target, count = message
+            for number in range(count):
+                await target.tell(Add(number))
+            return await target.ask("seen")  # after them: the same sender, in order
         return message

@@ -7,10 +7,12 @@ import signal
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from actorstage import (
     Actor,
+    ActorCrashedError,
     ActorDeadError,
     ActorRef,
     ActorSystem,
@@ -170,3 +172,53 @@ async def test_lookup_find_and_the_registry_work_across_the_tree() -> None:
             await anyio.sleep(0.02)
         assert await system.whereis("inner") is None
         assert await b.ask(["whereis", "nobody"]) is None
+
+
+async def test_siblings_talk_over_a_direct_link_in_order_and_it_closes_when_idle() -> None:
+    async with ActorSystem() as system:
+        quick = msgspec.structs.replace(FAST, link_idle_timeout=0.5)
+        a = await system.spawn(Relay, name="a", process=quick)
+        b = await system.spawn(Relay, name="b", process=quick)
+        counter = await b.ask(["spawn", "local", "counter"])
+        # The first messages from a to b's process wait for the direct link, then keep
+        # their order: a thousand tells, and an ask after them, all from one sender.
+        assert await a.ask(["flood", counter, 1000]) == list(range(1000))
+        assert await a.ask("direct-links") == ["/user/b"]
+        assert await a.ask(Forward(b, "pid")) == await b.ask("pid")
+        for _ in range(100):  # idle for 0.5 s: a closes it
+            if await a.ask("direct-links") == []:
+                break
+            await anyio.sleep(0.05)
+        assert await a.ask("direct-links") == []
+        assert await a.ask(Forward(counter, "seen")) == list(range(1000))  # and reopens it
+        assert await a.ask("direct-links") == ["/user/b"]
+
+
+async def test_an_ask_over_a_direct_link_fails_at_once_when_its_process_dies() -> None:
+    async with ActorSystem() as system:
+        a = await system.spawn(Relay, name="a", process=FAST)
+        b = await system.spawn(Relay, name="b", process=FAST)
+        counter = await b.ask(["spawn", "local", "counter"])
+        assert await a.ask(Forward(counter, "pid")) == await b.ask("pid")
+        stuck = anyio.Event()
+
+        async def ask_slowly() -> None:
+            with pytest.raises(ActorCrashedError, match=r"ActorDeadError|lost"):
+                await a.ask(Forward(counter, ["sleep", 60, "/dev/null"]))
+            stuck.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(ask_slowly)
+            await anyio.sleep(0.3)
+            os.kill(await b.ask("pid"), signal.SIGKILL)
+            with anyio.fail_after(3):
+                await stuck.wait()
+
+
+async def test_stdio_children_reach_each_other_through_the_tree() -> None:
+    async with ActorSystem() as system:
+        stdio = msgspec.structs.replace(FAST, transport="stdio")
+        a = await system.spawn(Relay, name="a", process=stdio)
+        b = await system.spawn(Relay, name="b", process=stdio)
+        assert await a.ask(Forward(b, "pid")) == await b.ask("pid")
+        assert await a.ask("direct-links") == []
