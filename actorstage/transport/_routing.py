@@ -157,7 +157,6 @@ class Router:
         self.accepted: set[Link] = set()  # direct links other processes opened to this one
         self.held: deque[tuple[str, Callable[[Link], None]]] = deque()
         self.opening = False
-        self.forwarded = 0  # routed entries this process passed on (not its own)
         self.tasks: set[asyncio.Task[Any]] = set()
 
     # -- where a path leads ---------------------------------------------------------------
@@ -290,8 +289,12 @@ class Router:
             if link is None:
                 self._controlled(cell, message)
                 return
-            if link.closed:
-                self._controlled(None, message)
+            if link.closed:  # the way there is gone: a watch ends UNREACHABLE at once
+                if isinstance(message, _Watch):
+                    from actorstage.actors._message import ExitReason
+
+                    self.control(_Ended(message.target, message.watcher,
+                                        str(ExitReason.UNREACHABLE)))
                 return
             watches = self.through.setdefault(link, set())
             if isinstance(message, _Watch):
@@ -533,8 +536,6 @@ class Router:
             else:
                 log.error("a message routed to %s could not be decoded: %s", path, exc)
             return None
-        if not self.owns(path) or self.find(path)[1] is not None:
-            self.forwarded += 1
         if not ident:
             self.tell(path, name, body, message)
             return None
