@@ -97,6 +97,84 @@ def pipe_rtt() -> float:
     return statistics.median(times) * 1e6
 
 
+# -- the floor of the stack: a bare grpclib bidirectional stream, msgspec bodies ---------------
+
+
+def _grpclib_echo(path: str, use_uvloop: bool) -> None:
+    """A grpclib server on ``path`` whose one stream answers each message with itself."""
+    import grpclib.const
+    from grpclib.server import Server
+
+    from actorstage.transport._codec import RawCodec
+
+    decode, encode = msgspec.msgpack.decode, msgspec.msgpack.encode
+
+    class Echo:
+        async def stream(self, stream: Any) -> None:
+            async for message in stream:
+                await stream.send_message(encode(decode(message)))
+
+        def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+            return {"/bench.Echo/Stream": grpclib.const.Handler(
+                self.stream, grpclib.const.Cardinality.STREAM_STREAM, bytes, bytes)}
+
+    async def serve() -> None:
+        server = Server([Echo()], codec=RawCodec())
+        await server.start(path=path)
+        await server.wait_closed()
+
+    run(serve, use_uvloop=use_uvloop)
+
+
+def grpclib_rtt(_options: ProcessOptions, loop: str) -> float:
+    """p50 round trip of one msgspec message on a bare grpclib stream to another process."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="bench-grpclib-")
+    path = os.path.join(folder, "echo.sock")
+    context = multiprocessing.get_context("spawn")
+    server = context.Process(target=_grpclib_echo, args=(path, loop == "uvloop"))
+    server.start()
+    deadline = time.monotonic() + 20
+    while not os.path.exists(path) and time.monotonic() < deadline:  # (it starts)
+        time.sleep(0.05)
+    try:
+        return run(_grpclib_client, path, use_uvloop=loop == "uvloop")
+    finally:
+        server.kill()
+        server.join()
+        if os.path.exists(path):
+            os.unlink(path)
+        os.rmdir(folder)
+
+
+async def _grpclib_client(path: str) -> float:
+    from grpclib.client import Channel
+    from grpclib.const import Cardinality
+
+    from actorstage.transport._codec import RawCodec
+
+    channel = Channel(path=path, codec=RawCodec())
+    encode, decode = msgspec.msgpack.encode, msgspec.msgpack.decode
+    try:
+        async with channel.request("/bench.Echo/Stream", Cardinality.STREAM_STREAM,
+                                   bytes, bytes) as stream:
+            await stream.send_request()
+            times = []
+            for round_trip in range(200 + ASKS):
+                start = time.perf_counter()
+                await stream.send_message(encode([round_trip, 1]))
+                reply = await stream.recv_message()
+                assert reply is not None
+                decode(reply)
+                if round_trip >= 200:
+                    times.append(time.perf_counter() - start)
+            await stream.end()
+    finally:
+        channel.close()
+    return statistics.median(times) * 1e6
+
+
 def pipe_throughput() -> float:
     process, conn = _start(_count)
     start = time.perf_counter()
@@ -278,6 +356,7 @@ BENCHMARKS: dict[str, tuple[Any, Any, str]] = {
     "process_warm_spawn": (warm_spawn, fork_rtt, "us"),
     "process_slow_child_memory": (slow_child_memory, memory_bound, "bytes"),
     "process_sibling_ask": (sibling_ask, parent_ask, "us"),
+    "process_ask_floor": (ask_rtt, grpclib_rtt, "us"),
 }
 
 
@@ -287,7 +366,8 @@ def main(argv: list[str]) -> None:
     options = ProcessOptions(transport=transport)  # type: ignore[arg-type]
     subjects, baselines = [], []
     for _ in range(ROUNDS):
-        baselines.append(baseline(options, loop) if baseline is parent_ask else baseline())
+        with_options = baseline in (parent_ask, grpclib_rtt)
+        baselines.append(baseline(options, loop) if with_options else baseline())
         subjects.append(run(subject, options, use_uvloop=loop == "uvloop"))
     value, base = statistics.median(subjects), statistics.median(baselines)
     print(json.dumps({"value": value, "baseline": base, "ratio": value / base, "unit": unit}))
