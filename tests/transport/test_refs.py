@@ -128,13 +128,14 @@ async def test_watching_an_actor_of_another_process_tells_how_it_ended() -> None
         a = await system.spawn(Relay, name="a", process=FAST)
         inner = await a.ask(["spawn", "local", "inner"])
         deep = await a.ask(["spawn", "process", "deep"])
-        await watcher.tell(("watch", inner))
-        await watcher.tell(("watch", deep))
-        await anyio.sleep(0.2)  # (the watches are on their way)
+        # Asked, not told: once answered, each watch has left on the link to a's process,
+        # ahead of anything sent after it on that link (the stop below).
+        await watcher.ask(("watch", inner))
+        await watcher.ask(("watch", deep))
         await inner.ask("stop-self")  # a normal exit
         assert await _ended(watcher, 1) == [("/user/a/inner", "normal")]
         ghost = ref_at(system, "/user/a/never-was")
-        await watcher.tell(("watch", ghost))
+        await watcher.ask(("watch", ghost))
         assert (await _ended(watcher, 2))[1] == ("/user/a/never-was", "not_found")
         os.kill(await a.ask("pid"), signal.SIGKILL)  # deep's parent process dies
         ended = await _ended(watcher, 3)
