@@ -120,7 +120,9 @@ async def main() -> None:
         foreman = await system.spawn(Foreman, all_done, name="foreman")
         await foreman.tell("go")
         await asyncio.wait_for(all_done.wait(), 30)
-        for done in sorted(await foreman.ask("results"), key=lambda done: done.worker):
+        results = await foreman.ask("results")
+        assert results is not None
+        for done in sorted(results, key=lambda done: done.worker):
             print(f"worker {done.worker} (process {done.pid}) reported {done.result}")
     print("every child process has exited")
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from actorstage.actors._ref import ActorRef
+from actorstage.actors._ref import ActorRef, Args, Msg, Params, Receives, Reply
 from actorstage.exceptions import InvalidDefinitionError
 
 if TYPE_CHECKING:
@@ -187,21 +188,51 @@ class Context:
 
     @overload
     async def spawn(
-        self, actor_cls: type[Supervisor], *args: Any, name: str | None = ...,
+        self, actor_cls: type[Supervisor], *, name: str | None = ...,
         mailbox_size: int | None = ..., process: bool | ProcessOptions | None = ...,
         **kwargs: Any,
     ) -> SupervisorRef: ...
 
+    # The constructor's arguments are checked: positional ones with the spawn options,
+    # keyword ones without them (a type checker cannot take keywords of both at once,
+    # PEP 612); a call that mixes them is checked for what the ref takes only.
     @overload
     async def spawn(
-        self, actor_cls: type[Actor], *args: Any, name: str | None = ...,
+        self, actor_cls: Callable[[*Args], Receives[Msg, Reply]], *args: *Args,
+        name: str | None = ..., mailbox_size: int | None = ...,
+        process: bool | ProcessOptions | None = ...,
+    ) -> ActorRef[Msg, Reply]: ...
+
+    @overload
+    async def spawn(
+        self, actor_cls: Callable[Params, Receives[Msg, Reply]], *args: Params.args,
+        **kwargs: Params.kwargs,
+    ) -> ActorRef[Msg, Reply]: ...
+
+    @overload
+    async def spawn(
+        self, actor_cls: Callable[..., Receives[Msg, Reply]], *args: Any, name: str | None,
         mailbox_size: int | None = ..., process: bool | ProcessOptions | None = ...,
         **kwargs: Any,
-    ) -> ActorRef: ...
+    ) -> ActorRef[Msg, Reply]: ...
 
+    @overload
     async def spawn(
+        self, actor_cls: Callable[..., Receives[Msg, Reply]], *args: Any,
+        name: str | None = ..., mailbox_size: int | None,
+        process: bool | ProcessOptions | None = ..., **kwargs: Any,
+    ) -> ActorRef[Msg, Reply]: ...
+
+    @overload
+    async def spawn(
+        self, actor_cls: Callable[..., Receives[Msg, Reply]], *args: Any,
+        name: str | None = ..., mailbox_size: int | None = ...,
+        process: bool | ProcessOptions | None, **kwargs: Any,
+    ) -> ActorRef[Msg, Reply]: ...
+
+    async def spawn(  # type: ignore[misc]
         self,
-        actor_cls: type[Actor],
+        actor_cls: Any,
         *args: Any,
         name: str | None = None,
         mailbox_size: int | None = None,

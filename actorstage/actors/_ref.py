@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import TYPE_CHECKING, Any, Generic, Protocol
+
+from typing_extensions import ParamSpec, TypeVar, TypeVarTuple
 
 from actorstage.exceptions import ActorstageError, MailboxFullError
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
 
-__all__ = ["ActorRef"]
+__all__ = ["ActorRef", "Receives"]
+
+# What an actor takes and what it answers: read by type checkers from `receive`.
+M = TypeVar("M", contravariant=True, default=Any)
+R = TypeVar("R", covariant=True, default=Any)
+
+# For spawn's overloads: what the actor takes and answers, its constructor's arguments.
+Msg = TypeVar("Msg")
+Reply = TypeVar("Reply")
+Args = TypeVarTuple("Args")
+Params = ParamSpec("Params")
 
 
-class ActorRef:
+class Receives(Protocol[M, R]):
+    """Anything with ``async def receive(self, message: M) -> R``: an actor, to a type
+    checker. ``spawn`` reads ``M`` and ``R`` from it to type the ref it returns."""
+
+    async def receive(self, message: M, /) -> R: ...
+
+
+class ActorRef(Generic[M, R]):
     """A handle to a running actor, obtained from ``spawn`` or ``lookup``.
 
     Refs are cheap, hashable and stay valid across restarts of the actor.
     After the actor has stopped, ``tell`` sends to dead letters and ``ask``
     raises ``ActorDeadError``.
+
+    To a type checker, a ref is ``ActorRef[M, R]``: the actor takes messages
+    of type ``M`` and answers an ask with an ``R``, as its ``receive``
+    declares (``ActorRef`` alone is ``ActorRef[Any, Any]``). ``spawn``
+    infers both, so ``mypy --strict`` rejects a message the actor does not
+    take and knows what ``ask`` returns.
     """
 
     __slots__ = ("_cell",)
@@ -30,7 +56,7 @@ class ActorRef:
         )
 
     @classmethod
-    def _from_cell(cls, cell: Cell) -> ActorRef:
+    def _from_cell(cls, cell: Cell) -> ActorRef[Any, Any]:
         ref = object.__new__(cls)
         ref._cell = cell
         return ref
@@ -48,7 +74,7 @@ class ActorRef:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._cell.path}>"
 
-    async def tell(self, message: Any) -> None:
+    async def tell(self, message: M) -> None:
         """Send ``message``; waits while the mailbox is full (backpressure).
 
         Like ``asyncio.Queue.put``, it returns without yielding when there is
@@ -65,7 +91,7 @@ class ActorRef:
             return
         await cell.put(message, None)
 
-    def tell_nowait(self, message: Any) -> None:
+    def tell_nowait(self, message: M) -> None:
         """Send ``message`` now or raise ``MailboxFullError``.
 
         A message to a stopped actor becomes a dead letter.
@@ -74,7 +100,7 @@ class ActorRef:
         if not cell.put_nowait(message, None):
             raise MailboxFullError(cell.path, cell.capacity)
 
-    async def ask(self, message: Any) -> Any:
+    async def ask(self, message: M) -> R:
         """Send ``message`` and wait for the reply (the return value of ``receive``).
 
         Raises:
@@ -92,7 +118,7 @@ class ActorRef:
                 f"actor {cell.path!r} asked itself; that would wait forever "
                 "(it handles one message at a time): use tell, or do the work inline"
             )
-        reply = cell.loop.create_future()
+        reply: asyncio.Future[R] = cell.loop.create_future()
         if not cell.put_nowait(message, reply):
             try:
                 await cell.put(message, reply)

@@ -98,7 +98,7 @@ async def test_bad_definitions_are_refused_with_the_reason() -> None:
         with pytest.raises(InvalidDefinitionError, match="does not define `async def receive"):
             await system.spawn(NoReceive)
         with pytest.raises(InvalidDefinitionError, match="is not an Actor subclass"):
-            await system.spawn(int)  # type: ignore[arg-type]
+            await system.spawn(int)  # type: ignore[call-arg, arg-type]
         with pytest.raises(InvalidDefinitionError, match="invalid actor name 'a/b'"):
             await system.spawn(Hooks, [], name="a/b")
         with pytest.raises(InvalidDefinitionError, match="mailbox_size must be a positive int"):
@@ -128,9 +128,9 @@ async def test_constructor_arguments_are_checked_and_never_confused_with_spawn_o
                            r"'name'; spawn\(\) keeps name= for itself"):
             await system.spawn(Named, name="alice")
         with pytest.raises(InvalidDefinitionError, match="too many positional arguments"):
-            await system.spawn(Named, "a", "b", "c")
+            await system.spawn(Named, "a", "b", "c")  # type: ignore[call-arg, arg-type]
         with pytest.raises(InvalidDefinitionError, match="unexpected keyword argument 'nme'"):
-            await system.spawn(Named, "a", nme="a")
+            await system.spawn(Named, "a", nme="a")  # type: ignore[call-arg]
         with pytest.raises(InvalidDefinitionError, match="constructor has a parameter 'process'"):
             await system.spawn(Named, "alice", process=False)  # left to its default: ambiguous
         ref = await system.spawn(Named, "bob", name="alice")  # said positionally: no doubt

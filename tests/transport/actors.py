@@ -252,7 +252,7 @@ class Forward(Message, frozen=True):
 
 
 class TellTo(Message, frozen=True):
-    target: ActorRef
+    target: ActorRef[Any, Any]  # (a typed ref's field travels as a bare one does)
     payload: Any = None
 
 
