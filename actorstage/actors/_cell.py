@@ -23,7 +23,8 @@ import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from actorstage.actors._message import ExitReason
 from actorstage.actors._timers import Timer
@@ -67,6 +68,18 @@ def acting_cell() -> Cell | None:
 
 Envelope = tuple[Any, Any]
 
+def _rare(cell: Cell) -> _Rare:
+    rare = cell.rare
+    if rare is None:
+        rare = cell.rare = _Rare()
+    return rare
+
+
+# What most actors have: no children, no constructor keywords. Shared, read-only: an idle
+# actor costs hundreds of bytes, and an empty dict alone is 64 of them.
+_NO_CHILDREN: dict[str, Cell] = MappingProxyType({})  # type: ignore[assignment]
+_NO_KWARGS: dict[str, Any] = MappingProxyType({})  # type: ignore[assignment]
+
 
 class Receipt:
     """A tell's reply slot that wants to know when the message leaves the mailbox.
@@ -93,6 +106,60 @@ class Outgoing:
         self.ask_id = 0
 
 
+class _Rare:
+    """The part of a cell that most actors never use: made the first time one is set.
+
+    An idle actor is a few hundred bytes, so every slot a cell keeps counts.
+    """
+
+    __slots__ = ("child_owner", "exit_error", "exit_reason", "idle_waiters", "lane",
+                 "lane_running", "lock", "reserved", "restart_log", "restarts",
+                 "shutdown_timeout", "stop_waiters", "timers", "watchers", "watching")
+
+    child_owner: TaskOwner | None  # (these two are read through Cell's properties;
+    shutdown_timeout: Any  # the others through _RareField, which gives their types)
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, _RARE_DEFAULTS.get(name))
+
+
+_SYSTEMS = object()  # a shutdown timeout that is the system's
+_RARE_DEFAULTS: dict[str, Any] = {"lane_running": False, "restarts": 0,
+                                  "shutdown_timeout": _SYSTEMS}
+_T = TypeVar("_T")
+
+
+class _RareField(Generic[_T]):
+    """A cell attribute kept in its ``_Rare`` part (read as its default until set)."""
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.default = _RARE_DEFAULTS.get(name)
+
+    @overload
+    def __get__(self, cell: None, owner: type[Cell]) -> _RareField[_T]: ...
+
+    @overload
+    def __get__(self, cell: Cell, owner: type[Cell]) -> _T: ...
+
+    def __get__(self, cell: Cell | None, owner: type[Cell]) -> Any:
+        if cell is None:
+            return self
+        rare = cell.rare
+        return self.default if rare is None else getattr(rare, self.name)
+
+    def __set__(self, cell: Cell, value: _T) -> None:
+        rare = cell.rare
+        if rare is None:
+            if value is self.default:
+                return
+            rare = cell.rare = _Rare()
+        setattr(rare, self.name, value)
+
+
 class Cell:
     """One actor's runtime state. Internal: users hold an ``ActorRef``."""
 
@@ -102,24 +169,15 @@ class Cell:
         "actor",
         "args",
         "capacity",
-        "child_owner",
         "children",
         "current",
         "deliverable",
         "drain_task",
         "draining",
-        "exit_error",
-        "exit_reason",
         "exit_requested",
         "factory",
-        "idle_waiters",
         "incarnation",
         "kwargs",
-        "lane",
-        "lane_running",
-        "lock",
-        "loop",
-        "name",
         "owner",
         "parent",
         "path",
@@ -127,19 +185,51 @@ class Cell:
         "process",
         "pump",
         "queue",
+        "rare",
         "ref",
-        "reserved",
-        "restart_log",
-        "restarts",
-        "shutdown_timeout",
         "state",
-        "stop_waiters",
         "system",
-        "timers",
         "waiters",
-        "watchers",
-        "watching",
     )
+
+    # Kept in the cell's _Rare part, made when one of them is first set.
+    exit_error: _RareField[ActorCrashedError | None] = _RareField("exit_error")
+    exit_reason: _RareField[ExitReason | None] = _RareField("exit_reason")
+    idle_waiters: _RareField[list[asyncio.Future[None]] | None] = _RareField("idle_waiters")
+    stop_waiters: _RareField[list[asyncio.Future[None]] | None] = _RareField("stop_waiters")
+    lane: _RareField[deque[Callable[[], Awaitable[None]]] | None] = _RareField("lane")
+    lane_running: _RareField[bool] = _RareField("lane_running")
+    lock: _RareField[asyncio.Lock | None] = _RareField("lock")
+    reserved: _RareField[set[str] | None] = _RareField("reserved")  # names of children starting
+    restart_log: _RareField[Any] = _RareField("restart_log")
+    restarts: _RareField[int] = _RareField("restarts")
+    timers: _RareField[set[Timer | asyncio.TimerHandle] | None] = _RareField("timers")
+    watchers: _RareField[dict[Cell, None] | None] = _RareField("watchers")
+    watching: _RareField[dict[Cell, None] | None] = _RareField("watching")
+
+    @property
+    def shutdown_timeout(self) -> float | None:
+        """The time its stop gives it to finish (``None``: none, it is killed)."""
+        rare = self.rare
+        if rare is None or rare.shutdown_timeout is _SYSTEMS:
+            return self.system._shutdown_timeout
+        timeout: float | None = rare.shutdown_timeout
+        return timeout
+
+    @shutdown_timeout.setter
+    def shutdown_timeout(self, value: float | None) -> None:
+        _rare(self).shutdown_timeout = value
+
+    @property
+    def child_owner(self) -> TaskOwner:
+        """Owns its children's tasks: its own owner, unless it is a supervisor."""
+        rare = self.rare
+        owner = None if rare is None else rare.child_owner
+        return self.owner if owner is None else owner
+
+    @child_owner.setter
+    def child_owner(self, value: TaskOwner) -> None:
+        _rare(self).child_owner = value
 
     def __init__(
         self,
@@ -154,17 +244,16 @@ class Cell:
         owner: TaskOwner,
     ) -> None:
         self.system = system
-        self.loop = system._loop
         self.parent = parent
-        self.name = name
         self.path: str = f"{parent.path}/{name}" if parent is not None else f"/{name}"
         self.factory = factory
         self.args = args
-        self.kwargs = kwargs
+        self.kwargs = kwargs if kwargs else _NO_KWARGS  # (spawn's `**kwargs`: a new dict)
         self.capacity = capacity
-        self.shutdown_timeout = shutdown_timeout
         self.owner = owner
-        self.child_owner = owner
+        self.rare: _Rare | None = None  # what few actors ever use; see _Rare
+        if shutdown_timeout != system._shutdown_timeout:  # (None: none, a brutal kill)
+            self.shutdown_timeout = shutdown_timeout
         self.actor: Actor | None = None
         self.queue: deque[Envelope] | None = None
         self.waiters: deque[tuple[asyncio.Future[bool], Envelope]] | None = None
@@ -176,20 +265,7 @@ class Cell:
         self.drain_task: asyncio.Task[None] | None = None
         self.incarnation = 0
         self.exit_requested = False
-        self.idle_waiters: list[asyncio.Future[None]] | None = None
-        self.children: dict[str, Cell] = {}
-        self.reserved: set[str] | None = None
-        self.lane: deque[Callable[[], Awaitable[None]]] | None = None
-        self.lane_running = False
-        self.lock: asyncio.Lock | None = None
-        self.watchers: dict[Cell, None] | None = None
-        self.watching: dict[Cell, None] | None = None
-        self.timers: set[Timer | asyncio.TimerHandle] | None = None
-        self.restarts = 0
-        self.restart_log: Any = None
-        self.exit_reason: ExitReason | None = None
-        self.exit_error: ActorCrashedError | None = None
-        self.stop_waiters: list[asyncio.Future[None]] | None = None
+        self.children: dict[str, Cell] = _NO_CHILDREN  # a dict of its own from the first
         self.process: Any = None  # ProcessOptions, for an actor that lives in a child process
         self.pump: Callable[[], None] | None = None  # sends queued messages to that process
         self.current: Any = None  # the reply slot of the ask in hand
@@ -198,6 +274,17 @@ class Cell:
 
     def __repr__(self) -> str:
         return f"<Cell {self.path} state={self.state}>"
+
+    @property
+    def name(self) -> str:
+        """The last part of the path (not kept apart: an idle actor's bytes count)."""
+        return self.path.rpartition("/")[2]
+
+    def add_child(self, name: str, child: Cell) -> None:
+        children = self.children
+        if children is _NO_CHILDREN:
+            children = self.children = {}
+        children[name] = child
 
     # -- state -------------------------------------------------------------
 
@@ -240,7 +327,7 @@ class Cell:
         if self.has_room():
             self.append(message, reply)
             return True
-        waiter: asyncio.Future[bool] = self.loop.create_future()
+        waiter: asyncio.Future[bool] = self.system._loop.create_future()
         waiters = self.waiters
         if waiters is None:
             waiters = self.waiters = deque()
@@ -375,7 +462,7 @@ class Cell:
 
     def add_waiter(self, slot: str) -> asyncio.Future[None]:
         """A future resolved by ``wake(slot)``; ``slot`` names a lazily made list."""
-        waiter: asyncio.Future[None] = self.loop.create_future()
+        waiter: asyncio.Future[None] = self.system._loop.create_future()
         waiters = getattr(self, slot)
         if waiters is None:
             waiters = []
@@ -449,7 +536,7 @@ class Cell:
                 self.timers.discard(handle)
             callback()
 
-        handle = self.loop.call_later(delay, fire)
+        handle = self.system._loop.call_later(delay, fire)
         if self.timers is None:
             self.timers = set()
         self.timers.add(handle)

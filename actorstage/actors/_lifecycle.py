@@ -129,7 +129,7 @@ async def start_child(
     if not parent.accepting:
         await shutdown(cell, ExitReason.SHUTDOWN)
         raise ActorDeadError(parent.path, parent.dead_reason())
-    parent.children[name] = cell
+    parent.add_child(name, cell)
     started(cell)
     return cell
 
@@ -279,7 +279,7 @@ async def teardown(cell: Cell, *, graceful: bool) -> None:
 
 async def cancel_drain(cell: Cell) -> None:
     """Cancel a running handler; repeat while it swallows the cancellation."""
-    loop = cell.loop
+    loop = cell.system._loop
     deadline = loop.time() + _CANCEL_GRACE
     while cell.draining and cell.drain_task is not None:
         task = cell.drain_task

@@ -118,7 +118,7 @@ class ActorRef(Generic[M, R]):
                 f"actor {cell.path!r} asked itself; that would wait forever "
                 "(it handles one message at a time): use tell, or do the work inline"
             )
-        reply: asyncio.Future[R] = cell.loop.create_future()
+        reply: asyncio.Future[R] = cell.system._loop.create_future()
         if not cell.put_nowait(message, reply):
             try:
                 await cell.put(message, reply)

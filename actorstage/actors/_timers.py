@@ -33,7 +33,7 @@ class Timer:
         self._message = message
         self._interval = interval
         self._queued = False
-        self._handle: asyncio.TimerHandle | None = cell.loop.call_later(delay, self._fire)
+        self._handle: asyncio.TimerHandle | None = cell.system._loop.call_later(delay, self._fire)
         if cell.timers is None:
             cell.timers = set()
         cell.timers.add(self)
@@ -58,7 +58,7 @@ class Timer:
             if cell.timers is not None:
                 cell.timers.discard(self)
         else:
-            self._handle = cell.loop.call_later(self._interval, self._fire)
+            self._handle = cell.system._loop.call_later(self._interval, self._fire)
             if self._queued:
                 return
         if cell.put_nowait(self._message, self):

@@ -188,7 +188,7 @@ class ProcessRef(ActorRef):
         cell = self._cell
         deadline = anyio.current_effective_deadline()
         out = outgoing(CODEC, cell.path, message, deadline if deadline != float("inf") else 0.0)
-        reply = cell.loop.create_future()
+        reply = cell.system._loop.create_future()
         host = cell.actor
         if not cell.put_nowait(out, reply):
             try:
@@ -248,7 +248,7 @@ class ProcessHost(Actor):
         cell = self._cell
         options: ProcessOptions = cell.process
         self.incarnation = cell.incarnation
-        self.started = cell.loop.create_future()
+        self.started = cell.system._loop.create_future()
         try:
             async with asyncio.timeout(options.start_timeout):
                 await self._launch(cell, options)
@@ -618,11 +618,11 @@ class ProcessHost(Actor):
     # -- pause and resume cross the boundary --------------------------------------------
 
     async def on_pause(self) -> None:
-        self.paused_ack = self._cell.loop.create_future()
+        self.paused_ack = self._cell.system._loop.create_future()
         await self._signal(SignalKind.PAUSE, self.paused_ack)
 
     async def on_resume(self) -> None:
-        self.resumed_ack = self._cell.loop.create_future()
+        self.resumed_ack = self._cell.system._loop.create_future()
         await self._signal(SignalKind.RESUME, self.resumed_ack)
 
     async def _signal(self, kind: SignalKind, ack: asyncio.Future[None]) -> None:
