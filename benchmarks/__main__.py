@@ -159,7 +159,7 @@ How to read them:
 - The idle-actor figure is resident memory added per spawned actor, measured
   with `/proc/self/statm` after a garbage collection. An idle actor holds no
   task: its mailbox loop runs only while it has work. What it holds: its
-  cell (the runtime's state, 25 slots; what few actors use, such as
+  cell (the runtime's state, 26 slots; what few actors use, such as
   watchers, timers or a restart history, lives in a part made on first use),
   the actor object, its ref, its path and name, and its entry in its
   parent's children.
