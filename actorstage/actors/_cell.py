@@ -84,13 +84,16 @@ _NO_KWARGS: dict[str, Any] = MappingProxyType({})  # type: ignore[assignment]
 class Receipt:
     """A tell's reply slot that wants to know when the message leaves the mailbox.
 
-    The bridge uses it to hand a credit back to the sending process.
+    The bridge uses it to hand a credit back to the sending process. With
+    ``when_dropped``, a message that is dead-lettered instead is counted as
+    gone too (a routed tell's sender keeps nothing to dead-letter itself).
     """
 
-    __slots__ = ("delivered",)
+    __slots__ = ("delivered", "when_dropped")
 
-    def __init__(self, delivered: Callable[[], None]) -> None:
+    def __init__(self, delivered: Callable[[], None], *, when_dropped: bool = False) -> None:
         self.delivered = delivered
+        self.when_dropped = when_dropped
 
 
 class Outgoing:
@@ -369,6 +372,8 @@ class Cell:
     def dead_letter(self, message: Any, reply: Any, reason: str) -> None:
         if isinstance(reply, asyncio.Future) and not reply.done():
             reply.set_exception(ActorDeadError(self.path, reason))
+        elif reply.__class__ is Receipt and reply.when_dropped:
+            reply.delivered()
         if message.__class__ is Outgoing:
             message = message.message
         self.system.dead_letters._publish(self.ref, message, reason)

@@ -42,6 +42,7 @@ __all__ = [
     "ERROR",
     "REPLY",
     "ROUTE_ASK",
+    "ROUTE_CREDIT",
     "ROUTE_TELL",
     "TELL",
     "BodyCodec",
@@ -55,8 +56,8 @@ __all__ = [
 
 # Kinds of packed entries: [kind, id, type, body, timeout]. A routed entry (a message to
 # an actor further on, see ``_routing``) has the target's path for ``type`` and
-# ``[type, body]`` for ``body``.
-TELL, ASK, REPLY, ERROR, CREDIT, CANCEL, ROUTE_TELL, ROUTE_ASK = range(8)
+# ``[type, body]`` for ``body``. CREDIT and ROUTE_CREDIT carry a count for ``id``.
+TELL, ASK, REPLY, ERROR, CREDIT, CANCEL, ROUTE_TELL, ROUTE_ASK, ROUTE_CREDIT = range(9)
 
 Entry = tuple[int, int, str, Any, float]
 

@@ -8,6 +8,14 @@ writer sends everything queued as one frame, and a lone envelope at once.
 
 Messages sent but not yet credited are "in flight": when the link is lost
 they become dead letters, since nobody can tell whether they were handled.
+
+Routed tells (to any actor beyond the link, see ``_routing``) have credits
+of their own, ``ROUTE_WINDOW`` per direction: the receiving process hands
+one back when the message leaves the target's mailbox (or is passed on to
+the next link, which then holds it to its own window, or is dead-lettered).
+A sender with no credit left waits, as it would on a full local mailbox,
+so a flood across processes is bounded end to end. Routed asks are bounded
+by their askers, who wait for the replies.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from actorstage.actors._timers import Timer
 from actorstage.exceptions import (
     ActorCrashedError,
     ActorDeadError,
+    MailboxFullError,
     MessageEncodingError,
 )
 from actorstage.transport._codec import (
@@ -38,6 +47,7 @@ from actorstage.transport._codec import (
     ERROR,
     REPLY,
     ROUTE_ASK,
+    ROUTE_CREDIT,
     ROUTE_TELL,
     TELL,
     BodyCodec,
@@ -48,7 +58,7 @@ from actorstage.transport._codec import (
     unpack,
 )
 from actorstage.transport._conn import Conn, ConnectionLost
-from actorstage.transport._routing import ROUTER
+from actorstage.transport._routing import ROUTE_WINDOW, ROUTER
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
@@ -137,6 +147,12 @@ class Link:
         self.router: Router | None = None  # this process's node, for routed messages
         self.routed: dict[int, asyncio.Future[Any]] = {}  # routed asks that came in
         self.used = self.loop.time()  # when user traffic last went either way
+        # routed tells: credits to send, those waiting for one, credits owed to the other side
+        self.route_credits = ROUTE_WINDOW
+        self.route_waiting: deque[tuple[str, msgspec.Raw, asyncio.Future[None] | None,
+                                        Receipt | None, Any]] = deque()
+        self.route_credit_due = 0
+        self.route_receipt = Receipt(self._route_delivered, when_dropped=True)
 
     def start(self) -> None:
         self.tasks = [
@@ -174,9 +190,11 @@ class Link:
                 cell.hand_off()
             ident = self.next_id
             self.next_id = ident + 1
-            if reply is None or reply.__class__ is Timer:
+            if reply is None or reply.__class__ is Timer or reply.__class__ is Receipt:
                 entries.append((TELL, ident, out.type, msgspec.Raw(out.body), 0.0))
                 in_flight.append((ident, out, None))
+                if reply is not None and reply.__class__ is Receipt:  # a routed tell, passed on:
+                    reply.delivered()  # this link's credits hold it now
             elif reply.done():  # the asker gave up before it was sent
                 continue
             else:
@@ -212,14 +230,38 @@ class Link:
         return True
 
     def route(self, path: str, name: str, body: bytes, reply: asyncio.Future[Any] | None,
-              timeout: float) -> None:
-        """Pass a message on towards the actor at ``path`` (see ``_routing``)."""
+              timeout: float, *, credited: bool = False, receipt: Receipt | None = None,
+              message: Any = None, nowait: bool = False) -> asyncio.Future[None] | None:
+        """Pass a message on towards the actor at ``path`` (see ``_routing``).
+
+        A ``credited`` tell (a user's) takes a routed credit; without one it waits
+        in order, and the future returned resolves once it has left (a sender here
+        awaits it). A tell passed on from another link has no future: its
+        ``receipt`` hands that link's credit back once it leaves this one.
+        ``nowait`` raises ``MailboxFullError`` instead of waiting.
+        """
         if self.closed:
             reason = f"the link towards {path} is closed"
             if reply is not None and not reply.done():
                 reply.set_exception(ActorDeadError(path, reason))
-            return
+            if credited:
+                self._dropped(path, message, receipt, reason)
+            return None
         self.used = self.loop.time()
+        if credited:
+            packed = msgspec.Raw(_route_encoder.encode((name, msgspec.Raw(body))))
+            if self.route_credits > 0 and not self.route_waiting:
+                self.route_credits -= 1
+                self.entries.append((ROUTE_TELL, 0, path, packed, 0.0))
+                self.kick()
+                if receipt is not None:
+                    receipt.delivered()
+                return None
+            if nowait:
+                raise MailboxFullError(path, ROUTE_WINDOW)
+            waiter = self.loop.create_future() if receipt is None else None
+            self.route_waiting.append((path, packed, waiter, receipt, message))
+            return waiter
         ident = self.next_id
         self.next_id = ident + 1
         if reply is not None:
@@ -229,6 +271,45 @@ class Link:
         self.entries.append((ROUTE_ASK if reply is not None else ROUTE_TELL, ident, path,
                              packed, timeout))
         self.kick()
+        return None
+
+    def _route_credited(self, count: int) -> None:
+        """The other side took ``count`` routed tells: send those waiting, in order."""
+        self.route_credits += count
+        waiting = self.route_waiting
+        entries = self.entries
+        while waiting and self.route_credits > 0:
+            path, packed, waiter, receipt, _message = waiting.popleft()
+            if waiter is not None and waiter.cancelled():
+                continue  # its sender gave up waiting: it is not sent (as with a full mailbox)
+            self.route_credits -= 1
+            entries.append((ROUTE_TELL, 0, path, packed, 0.0))
+            if waiter is not None:
+                waiter.set_result(None)
+            if receipt is not None:
+                receipt.delivered()
+        self.kick()
+
+    def _route_delivered(self) -> None:
+        self.route_credit_due += 1
+        idle = self.idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
+    def _dropped(self, path: str, message: Any, receipt: Receipt | None, reason: str) -> None:
+        """A routed tell that will never leave: a dead letter (its credit goes back)."""
+        if receipt is not None:
+            receipt.delivered()
+        router = self.router
+        if router is not None and message is not None:
+            router.system.dead_letters._publish(router.ref(path), message, reason)
+
+    def _drop_waiting(self, reason: str) -> None:
+        waiting, self.route_waiting = self.route_waiting, deque()
+        for path, _packed, waiter, receipt, message in waiting:
+            self._dropped(path, message, receipt, reason)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def _route_gave_up(self, ident: int, reply: asyncio.Future[Any]) -> None:
         if reply.cancelled() and self.pending.pop(ident, None) is not None and not self.closed:
@@ -263,7 +344,8 @@ class Link:
         conn = self.conn
         try:
             while True:
-                if not (self.entries or self.controls or self.credit_due):
+                if not (self.entries or self.controls or self.credit_due
+                        or self.route_credit_due):
                     flushed, self.flushed = self.flushed, []
                     for waiter in flushed:
                         if not waiter.done():
@@ -275,6 +357,9 @@ class Link:
                 if self.credit_due:
                     entries.append((CREDIT, self.credit_due, "", _EMPTY, 0.0))
                     self.credit_due = 0
+                if self.route_credit_due:
+                    entries.append((ROUTE_CREDIT, self.route_credit_due, "", _EMPTY, 0.0))
+                    self.route_credit_due = 0
                 controls, self.controls = self.controls, []
                 await conn.send(controls, pack(entries) if entries else b"")
         except ConnectionLost as exc:
@@ -373,6 +458,8 @@ class Link:
                     self.in_cell.abandon(entry[0])
             elif kind in (ROUTE_TELL, ROUTE_ASK):
                 self._arrived(kind, ident, name, body, timeout)
+            elif kind == ROUTE_CREDIT:
+                self._route_credited(ident)
             else:
                 raise FrameError(f"unknown packed entry kind {kind!r}")
         if appended and cell is not None and cell.deliverable and not cell.draining:
@@ -497,6 +584,7 @@ class Link:
         for task in self.tasks:
             if task is not current:
                 task.cancel()
+        self._drop_waiting(f"the link towards {self.path} was lost: {problem}")
         self.on_lost(problem, cause)
         if self.router is not None:  # watches that went out this way end UNREACHABLE
             self.router.lost(self)
@@ -540,6 +628,7 @@ class Link:
             self.closed = True
             self.router.lost(self)  # (watches answered on the way out are not in it)
         self.closed = True
+        self._drop_waiting(f"the link towards {self.path} was closed")
         current = asyncio.current_task()
         tasks = [task for task in self.tasks if task is not current]
         for task in tasks:

@@ -14,14 +14,15 @@ refs of one actor compare and hash equal however they came. A message to a
 remote ref goes hop by hop over the links of the tree (``ROUTE_TELL``,
 ``ROUTE_ASK``): each node passes it on towards the path, and the node that
 owns the path delivers it, or answers that the actor is not there. Routed
-messages are not credited: their backpressure is the mailboxes' and the
-streams' own.
+tells are credited link by link (see ``_link``): a sender whose link has no
+credit left waits, like one facing a full mailbox.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 import weakref
@@ -33,16 +34,16 @@ import msgspec
 
 from actorstage.actors._cell import Outgoing
 from actorstage.actors._ref import ActorRef
-from actorstage.exceptions import ActorCrashedError, ActorDeadError
+from actorstage.exceptions import ActorCrashedError, ActorDeadError, MailboxFullError
 from actorstage.transport._codec import RemoteErrorBody
 
 if TYPE_CHECKING:
-    from actorstage.actors._cell import Cell
+    from actorstage.actors._cell import Cell, Receipt
     from actorstage.actors._message import Terminated
     from actorstage.actors._system import ActorSystem
     from actorstage.transport._link import Link
 
-__all__ = ["ROUTER", "RemoteRef", "Router"]
+__all__ = ["ROUTER", "ROUTE_WINDOW", "RemoteRef", "Router"]
 
 log = logging.getLogger("actorstage.transport")
 
@@ -105,6 +106,7 @@ _CONTROLS = (_Watch, _Unwatch, _Ended)
 _REGISTRY_CALLS = (_Register, _Unregister, _WhereIs)
 REGISTRY = "/registry"  # the path of the tree's name registry, kept by the root process
 _PEER_FRAME = 64 * 1024 * 1024  # the largest frame on a direct link
+ROUTE_WINDOW = 1000  # routed tells on their way over one link (or held), at most
 
 
 class _RemoteWatcher:
@@ -155,7 +157,9 @@ class Router:
         self.idle_timeout = 30.0
         self.peers: dict[str, Link] = {}  # a process's root path -> the link to take there
         self.accepted: set[Link] = set()  # direct links other processes opened to this one
-        self.held: deque[tuple[str, Callable[[Link], None]]] = deque()
+        # Messages for processes whose direct link is opening: (path, send, waiter).
+        self.held: deque[tuple[str, Callable[[Link], Any], asyncio.Future[None] | None]] = \
+            deque()
         self.opening = False
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -278,8 +282,15 @@ class Router:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def tell(self, path: str, name: str, body: bytes, message: Any) -> None:
-        """Deliver or pass on a tell; one to an actor that is nowhere is a dead letter."""
+    def tell(self, path: str, name: str, body: bytes, message: Any,
+             receipt: Receipt | None = None, *, nowait: bool = False
+             ) -> asyncio.Future[None] | None:
+        """Deliver or pass on a tell; one to an actor that is nowhere is a dead letter.
+
+        A tell that must wait for a credit returns a future its sender awaits
+        (``nowait``: ``MailboxFullError`` instead). ``receipt``: it came in on a
+        link, whose credit goes back once it leaves this process or its mailbox.
+        """
         cell, link = self.find(path)
         if message.__class__ in _CONTROLS:
             if isinstance(message, _Ended):  # it is answered: no UNREACHABLE for it later
@@ -288,27 +299,33 @@ class Router:
                     watches.discard(pair)
             if link is None:
                 self._controlled(cell, message)
-                return
+                return None
             if link.closed:  # the way there is gone: a watch ends UNREACHABLE at once
                 if isinstance(message, _Watch):
                     from actorstage.actors._message import ExitReason
 
                     self.control(_Ended(message.target, message.watcher,
                                         str(ExitReason.UNREACHABLE)))
-                return
+                return None
             watches = self.through.setdefault(link, set())
             if isinstance(message, _Watch):
                 watches.add((message.target, message.watcher))
             elif isinstance(message, _Unwatch):
                 watches.discard((message.target, message.watcher))
-            link.route(path, name, body, None, 0.0)
-            return
+            link.route(path, name, body, None, 0.0)  # (the runtime's own: not credited)
+            return None
         if cell is not None:
-            self._deliver(cell, message, name, body, None)
+            self._deliver(cell, message, name, body, receipt)
         elif link is not None:
-            self._send(path, link, lambda on: on.route(path, name, body, None, 0.0))
+            waiter: asyncio.Future[None] | None = self._send(path, link, lambda on: on.route(
+                path, name, body, None, 0.0, credited=True, receipt=receipt, message=message,
+                nowait=nowait), nowait=nowait)
+            return waiter
         else:
             self._nowhere(path, message, None)
+            if receipt is not None:
+                receipt.delivered()
+        return None
 
     def ask(self, path: str, name: str, body: bytes, message: Any,
             reply: asyncio.Future[Any], timeout: float) -> None:
@@ -344,24 +361,30 @@ class Router:
 
     # -- direct links ----------------------------------------------------------------------
 
-    def _send(self, path: str, link: Link, send: Callable[[Link], None]) -> None:
+    def _send(self, path: str, link: Link, send: Callable[[Link], Any], *,
+              nowait: bool = False) -> Any:
         """Send on a direct link when the tree would go up (to a sibling or a cousin).
 
         The first message for a process not known yet is held while a direct link
         to it opens, and so is every later one for a process not known yet: they
         leave in order once it is open (or known to be out of reach), so messages
-        between two actors keep their order.
+        between two actors keep their order. Past a window's worth of them, a
+        sender waits (the future returned) until its message has left.
         """
         if link is not self.up or not self.direct:
-            send(link)
-            return
+            return send(link)
         peer = self._peer(path)
         if peer is not None and not self.held:
-            send(peer)
-            return
-        self.held.append((path, send))
+            return send(peer)
+        waiter = None
+        if len(self.held) >= ROUTE_WINDOW:
+            if nowait:
+                raise MailboxFullError(path, ROUTE_WINDOW)
+            waiter = asyncio.get_running_loop().create_future()
+        self.held.append((path, send, waiter))
         if not self.opening:
             self._drain()
+        return waiter
 
     def _peer(self, path: str) -> Link | None:
         best, found = -1, None
@@ -376,14 +399,19 @@ class Router:
     def _drain(self) -> None:
         held = self.held
         while held:
-            path, send = held[0]
+            path, send, waiter = held[0]
             peer = self._peer(path)
             if peer is None:
                 self.opening = True
                 self._spawn(self._open(path))
                 return
             held.popleft()
-            send(peer)
+            sent = send(peer)
+            if waiter is not None:  # its sender waits until it has left
+                if isinstance(sent, asyncio.Future):
+                    sent.add_done_callback(functools.partial(_resolve, waiter))
+                else:
+                    _resolve(waiter)
 
     async def _open(self, path: str) -> None:
         """Ask the process that holds ``path`` for a door, and open a direct link to it."""
@@ -535,9 +563,13 @@ class Router:
                 link.answer_route(ident, None, exc)
             else:
                 log.error("a message routed to %s could not be decoded: %s", path, exc)
+                link.route_receipt.delivered()
             return None
         if not ident:
-            self.tell(path, name, body, message)
+            if message.__class__ in _CONTROLS:  # (the runtime's own: not credited)
+                self.tell(path, name, body, message)
+            else:
+                self.tell(path, name, body, message, link.route_receipt)
             return None
         reply: asyncio.Future[Any] = link.loop.create_future()
         reply.add_done_callback(lambda done: link.answer_route(ident, done, None))
@@ -545,6 +577,11 @@ class Router:
             link.loop.call_later(timeout, _expire, reply, path)
         self.ask(path, name, body, message, reply, timeout)
         return reply
+
+
+def _resolve(waiter: asyncio.Future[None], _sent: Any = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _expire(reply: asyncio.Future[Any], path: str) -> None:
@@ -589,13 +626,23 @@ class RemoteRef(ActorRef):
         return out.type, out.body
 
     async def tell(self, message: Any) -> None:
-        """Send ``message``; to an actor that is nowhere, it becomes a dead letter."""
+        """Send ``message``; to an actor that is nowhere, it becomes a dead letter.
+
+        Waits while the way there has no credit left (``ROUTE_WINDOW`` tells on
+        their way over a link, not yet taken out of the far mailbox)."""
         name, body = self._encode(message)
-        self._router.tell(self._path, name, body, message)
+        waiter = self._router.tell(self._path, name, body, message)
+        if waiter is not None:
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                waiter.cancel()  # not sent, as a tell cancelled on a full mailbox
+                raise
 
     def tell_nowait(self, message: Any) -> None:
+        """Send ``message`` now, or raise ``MailboxFullError`` if it would have to wait."""
         name, body = self._encode(message)
-        self._router.tell(self._path, name, body, message)
+        self._router.tell(self._path, name, body, message, nowait=True)
 
     async def ask(self, message: Any) -> Any:
         """Send ``message`` and wait for the reply; ``ActorDeadError`` at once when the

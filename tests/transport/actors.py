@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from actorstage import Actor, ActorRef, Message, ProcessOptions
+from actorstage import Actor, ActorRef, MailboxFullError, Message, ProcessOptions
 
 
 class Add(Message, frozen=True):
@@ -291,6 +291,26 @@ class Relay(Actor):
         if message == "direct-links":  # the processes this one has a direct link to
             node = self.context.system._node()
             return sorted(root for root, link in node.peers.items() if link is not node.up)
+        if isinstance(message, list) and message[:1] == ["flood-for"]:  # in the background
+            _, target, count, seconds = message
+            told = [0]
+
+            async def flood() -> None:
+                for number in range(count):
+                    await target.tell(Add(number))
+                    told[0] += 1
+
+            self.flooding = asyncio.ensure_future(flood())
+            await asyncio.sleep(seconds)
+            return told[0]  # how many tells had returned by then
+        if isinstance(message, list) and message[:1] == ["flood-nowait"]:
+            _, target, count = message
+            for number in range(count):
+                try:
+                    target.tell_nowait(Add(number))
+                except MailboxFullError as exc:
+                    return [number, exc.capacity]
+            return [count, 0]
         if isinstance(message, list) and message[:1] == ["flood"]:  # tells, right away
             _, target, count = message
             for number in range(count):

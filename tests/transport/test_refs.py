@@ -20,6 +20,7 @@ from actorstage import (
     Terminated,
 )
 from actorstage.testing import wait_until
+from actorstage.transport._routing import ROUTE_WINDOW
 from tests.transport.actors import Add, Forward, Relay, TellTo, Total
 from tests.transport.helpers import FAST
 
@@ -193,6 +194,28 @@ async def test_siblings_talk_over_a_direct_link_in_order_and_it_closes_when_idle
         assert await a.ask("direct-links") == []
         assert await a.ask(Forward(counter, "seen")) == list(range(1000))  # and reopens it
         assert await a.ask("direct-links") == ["/user/b"]
+
+
+@pytest.mark.parametrize("transport", ["unix", "stdio"])
+async def test_tells_to_another_process_wait_for_credits_when_the_far_actor_is_stuck(
+        transport: str) -> None:
+    async with ActorSystem() as system:
+        options = msgspec.structs.replace(FAST, transport=transport)
+        a = await system.spawn(Relay, name="a", process=options)
+        b = await system.spawn(Relay, name="b", process=options)
+        counter = await b.ask(["spawn", "local", "counter"])
+        assert await a.ask(Forward(counter, "pid")) == await b.ask("pid")  # the link is open
+        await a.ask(TellTo(counter, ["sleep", 2, "/dev/null"]))  # stuck for 2 s
+        # A flood from a: the tells return while credits last (a window of them, on their
+        # way or in the mailbox behind the one in hand), then they wait.
+        told = await a.ask(["flood-for", counter, 3000, 0.8])
+        # Over stdio they go through the parent, hop by hop: each link holds a window.
+        assert told == ROUTE_WINDOW * (2 if transport == "stdio" else 1)
+        assert await a.ask(["flood-nowait", counter, 10]) == [0, ROUTE_WINDOW]
+        with anyio.fail_after(15):  # once unstuck, everything arrives, in order
+            while len(seen := await counter.ask("seen")) < 3000:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        assert seen == list(range(3000))
 
 
 async def test_an_ask_over_a_direct_link_fails_at_once_when_its_process_dies() -> None:
