@@ -231,7 +231,7 @@ def _cleanup(dry_run: bool) -> int:
     """``actorstage cleanup``: what killed processes (and their guards) could not remove."""
     import shutil
 
-    from actorstage.pipelines._shm import SHM_DIR, cleanup
+    from actorstage._shm import SHM_DIR, cleanup
     from actorstage.transport._server import dead_socket_dirs
 
     verb = "would remove" if dry_run else "removed"

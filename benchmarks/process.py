@@ -29,6 +29,8 @@ TELLS = 100_000
 SPAWNS = 20
 MAILBOX = 1000
 BLOB = 1024
+PAYLOAD = 1024 * 1024  # the large-payload benchmark's message
+PAYLOADS = 300
 
 
 class Ping(Message, frozen=True):
@@ -67,6 +69,14 @@ def _count(conn: Connection) -> None:
             conn.send_bytes(str(received).encode())
             return
         received += 1
+
+
+def _measure(conn: Connection) -> None:
+    while True:
+        data = conn.recv_bytes()
+        if data == b"stop":
+            return
+        conn.send_bytes(str(len(data)).encode())
 
 
 def _hello(conn: Connection) -> None:
@@ -187,6 +197,23 @@ def pipe_throughput() -> float:
     return TELLS / elapsed
 
 
+def pipe_payload() -> float:
+    """MiB/s of sequential 1 MiB sends over a Pipe, each answered with its length."""
+    process, conn = _start(_measure)
+    payload = os.urandom(PAYLOAD)
+    for _ in range(10):
+        conn.send_bytes(payload)
+        conn.recv_bytes()
+    start = time.perf_counter()
+    for _ in range(PAYLOADS):
+        conn.send_bytes(payload)
+        assert int(conn.recv_bytes()) == PAYLOAD
+    elapsed = time.perf_counter() - start
+    conn.send_bytes(b"stop")
+    process.join()
+    return PAYLOADS * PAYLOAD / elapsed / 2**20
+
+
 def pipe_spawn() -> float:
     start = time.perf_counter()
     process, conn = _start(_hello)
@@ -246,6 +273,25 @@ async def tell_throughput(options: ProcessOptions) -> float:
         assert await ref.ask("count") == TELLS + 2
         elapsed = time.perf_counter() - start
     return TELLS / elapsed
+
+
+class Measure(Actor):
+    async def receive(self, message: bytes) -> int:
+        return len(message)
+
+
+async def payload_asks(options: ProcessOptions) -> float:
+    """MiB/s of sequential asks carrying 1 MiB each to a process actor (it answers the size)."""
+    async with ActorSystem() as system:
+        ref = await system.spawn(Measure, process=options)
+        payload = os.urandom(PAYLOAD)
+        for _ in range(10):
+            await ref.ask(payload)
+        start = time.perf_counter()
+        for _ in range(PAYLOADS):
+            assert await ref.ask(payload) == PAYLOAD
+        elapsed = time.perf_counter() - start
+    return PAYLOADS * PAYLOAD / elapsed / 2**20
 
 
 async def spawn_first_reply(options: ProcessOptions) -> float:
@@ -354,6 +400,7 @@ BENCHMARKS: dict[str, tuple[Any, Any, str]] = {
     "process_slow_child_memory": (slow_child_memory, memory_bound, "bytes"),
     "process_sibling_ask": (sibling_ask, parent_ask, "us"),
     "process_ask_floor": (ask_rtt, grpclib_rtt, "us"),
+    "process_payload": (payload_asks, pipe_payload, "MiB/s"),
 }
 
 

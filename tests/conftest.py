@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from actorstage.pipelines import _shm
+from actorstage import _shm
 from actorstage.testing import leftover_tasks
 
 _PR_SET_CHILD_SUBREAPER = 36

@@ -99,7 +99,7 @@ class Receipt:
 class Outgoing:
     """A message for an actor in another process, already encoded by the sender."""
 
-    __slots__ = ("ask_id", "body", "message", "timeout", "type")
+    __slots__ = ("ask_id", "body", "message", "shared", "timeout", "type")
 
     def __init__(self, message: Any, type: str, body: bytes, timeout: float = 0.0) -> None:
         self.message = message
@@ -107,6 +107,7 @@ class Outgoing:
         self.body = body
         self.timeout = timeout  # the asker's deadline, in loop time; 0 when it has none
         self.ask_id = 0
+        self.shared = False  # its body names payloads in shared memory (read once only)
 
 
 class _Rare:

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -65,6 +66,9 @@ def running_loop(what: str) -> asyncio.AbstractEventLoop:
         f"{what} needs a running asyncio event loop, and {where}: actorstage runs on asyncio, "
         "with or without uvloop. Start it with actorstage.run(main), asyncio.run(main()) "
         "or anyio.run(main) (its default backend is asyncio)") from None
+
+
+_SYSTEMS = [0]  # actor systems running in this process
 
 
 class ActorSystem:
@@ -138,6 +142,7 @@ class ActorSystem:
         guardian.set_state(RUNNING)
         self._guardian_cell = guardian
         self._running = True
+        _SYSTEMS[0] += 1
         return self
 
     async def __aexit__(
@@ -184,6 +189,10 @@ class ActorSystem:
         guard, self._guard_process = self._guard_process, None
         if guard is not None:
             await guard.aclose()
+        _SYSTEMS[0] -= 1
+        payloads = sys.modules.get("actorstage.transport._payloads")
+        if payloads is not None and not _SYSTEMS[0]:  # the last system of this process
+            payloads.ARENA.close()  # its large payloads' shared memory
         await self._root.aclose()
 
     def _node(self) -> Router:
@@ -211,6 +220,10 @@ class ActorSystem:
                     log.error("cannot start the guard process (%s): children of system %r "
                               "will not be killed if it dies", exc, self.name)
                     return None
+                from actorstage import _shm
+                from actorstage.transport._payloads import prefix_of
+
+                guard.sweep(str(_shm.SHM_DIR), prefix_of(os.getpid()))  # our payloads' slots
                 self._guard_process = guard
         return self._guard_process
 

@@ -29,14 +29,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from actorstage.actors._actor import Actor
-from actorstage.actors._message import Message, Terminated
-from actorstage.actors._ref import ActorRef
-from actorstage.actors._system import ActorSystem
-from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageError
-from actorstage.pipelines._channels import Aborted, Channel, Inbox
-from actorstage.pipelines._plan import Plan, PlannedNode
-from actorstage.pipelines._shm import (
+from actorstage._shm import (
     MARKER,
     SHM_DIR,
     Cursor,
@@ -46,6 +39,13 @@ from actorstage.pipelines._shm import (
     sweep,
     unlink,
 )
+from actorstage.actors._actor import Actor
+from actorstage.actors._message import Message, Terminated
+from actorstage.actors._ref import ActorRef
+from actorstage.actors._system import ActorSystem
+from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageError
+from actorstage.pipelines._channels import Aborted, Channel, Inbox
+from actorstage.pipelines._plan import Plan, PlannedNode
 from actorstage.pipelines._wire import ItemCodec, WireItem, to_bytes
 from actorstage.pipelines._worker import (
     FLUSH,

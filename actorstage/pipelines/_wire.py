@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from actorstage.pipelines._shm import SegmentReader, SegmentWriter
+from actorstage._shm import SegmentReader, SegmentWriter
 from actorstage.transport._codec import CODEC
 
 __all__ = ["ItemCodec", "WireItem", "to_bytes"]

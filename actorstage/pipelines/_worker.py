@@ -19,11 +19,11 @@ from typing import Any
 import anyio
 import msgspec
 
+from actorstage._shm import Cursor, SegmentReader, SegmentWriter, hold_marker
 from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message
 from actorstage.actors._ref import ActorRef
 from actorstage.pipelines._registry import import_node_modules, lookup
-from actorstage.pipelines._shm import Cursor, SegmentReader, SegmentWriter, hold_marker
 from actorstage.pipelines._wire import ItemCodec, WireItem
 
 __all__ = ["FLUSH", "Emitted", "Finish", "ItemError", "Items", "NodeWorker", "WorkerSetup",

@@ -88,7 +88,10 @@ _SCALARS = (int, str, float, bool, type(None), bytes)
 
 # MessagePack extension codes: the values msgspec would carry as another type.
 (_TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA, _UUID, _DECIMAL, _ENUM,
- _BYTEARRAY, _DATACLASS, _STRUCT, _TAGGED_STRUCT, _PAIRS, _REF) = range(1, 17)
+ _BYTEARRAY, _DATACLASS, _STRUCT, _TAGGED_STRUCT, _PAIRS, _REF, _SHARED, _NDARRAY) = range(1, 19)
+# What a _SHARED payload (in shared memory, see _payloads) turns back into.
+_AS_BYTES, _AS_BYTEARRAY, _AS_NDARRAY = range(3)
+_BUFFERS = (bytes, bytearray, memoryview)
 
 
 def _lossy(cls: type) -> bool:
@@ -137,9 +140,10 @@ class BodyCodec:
         self._named_raw = msgspec.msgpack.Decoder(tuple[str, msgspec.Raw])
         # Classes whose values need no walk, by the type name they travel under; read
         # on the tell hot path (``_host``): native Structs, and scalars under "".
-        self._names: dict[type, str] = {cls: "" for cls in _SCALARS}
+        self._names: dict[type, str] = {cls: "" for cls in _SCALARS if cls is not bytes}
         self._decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
         self._lossy: dict[type, bool] = {}
+        self._bulky: dict[type, tuple[str, ...]] = {}  # Struct fields typed bytes-like
 
     def encode(self, value: Any) -> tuple[str, bytes]:
         """``(type, body)`` for ``value``; raises ``TypeError`` or ``ValueError`` naming why."""
@@ -149,7 +153,13 @@ class BodyCodec:
             return name, self._encoder.encode(value)
         if isinstance(value, msgspec.Struct) and not self._is_lossy(cls):
             name = self._struct_name(cls)
-            self._names[cls] = name
+            bulky = self._bulky.get(cls)
+            if bulky is None:
+                bulky = self._bulky[cls] = _buffer_fields(cls)
+            if not bulky:
+                self._names[cls] = name
+            elif any(_large(getattr(value, field)) for field in bulky):
+                return "", self._encoder.encode(self._tag(value))  # payloads go to shared memory
             return name, self._encoder.encode(value)
         return "", self._encoder.encode(self._tag(value))
 
@@ -171,10 +181,19 @@ class BodyCodec:
     def _tag(self, value: Any) -> Any:
         """``value`` with what would change type replaced by extensions, at any depth."""
         cls = value.__class__
-        if cls in _SCALARS:
-            return value
         ext = msgspec.msgpack.Ext
         pack = self._encoder.encode
+        if cls in _BUFFERS or (cls.__name__ == "ndarray" and cls.__module__ == "numpy"):
+            shared = self._shared(value) if _large(value) else None
+            if shared is not None:
+                return ext(_SHARED, pack(shared))
+            if cls is bytearray:
+                return ext(_BYTEARRAY, bytes(value))
+            if cls is not bytes and cls is not memoryview:
+                return ext(_NDARRAY, pack([*_array_header(value), _contiguous(value).data]))
+            return value
+        if cls in _SCALARS:
+            return value
         if cls is list:
             return [self._tag(item) for item in value]
         if cls is dict:
@@ -184,13 +203,11 @@ class BodyCodec:
         if cls is set or cls is frozenset:
             items = [self._tag(item) for item in value]
             return ext(_SET if cls is set else _FROZENSET, pack(items))
-        if cls is bytearray:
-            return ext(_BYTEARRAY, bytes(value))
         if isinstance(value, ActorRef):  # it travels as its path; see _routing
             return ext(_REF, value.path.encode())
         if isinstance(value, msgspec.Struct):
             name = self._struct_name(cls)
-            if self._is_lossy(cls):
+            if self._is_lossy(cls) or self._bulky.get(cls):
                 fields = {field: self._tag(getattr(value, field))
                           for field in value.__struct_fields__}
                 return ext(_TAGGED_STRUCT, pack([name, fields]))
@@ -219,6 +236,19 @@ class BodyCodec:
             return self._tag_dict(value)
         return value  # msgspec encodes it as it can (memoryview: bytes), or names the type
 
+    @staticmethod
+    def _shared(value: Any) -> list[Any] | None:
+        """A large payload written to shared memory: what the message carries instead."""
+        from actorstage.transport._payloads import ARENA
+
+        cls = value.__class__
+        if cls is bytes or cls is bytearray or cls is memoryview:
+            slot = ARENA.put(value)
+            kind = _AS_BYTEARRAY if cls is bytearray else _AS_BYTES
+            return None if slot is None else [kind, *slot]
+        slot = ARENA.put(_contiguous(value).data)
+        return None if slot is None else [_AS_NDARRAY, *slot, *_array_header(value)]
+
     def _tag_dict(self, value: dict[Any, Any]) -> Any:
         if all(key.__class__ in _SCALARS for key in value):
             return {key: self._tag(item) for key, item in value.items()}
@@ -243,6 +273,16 @@ class BodyCodec:
             name, raw = self._named_raw.decode(data)
             return self.decode(name, raw)
         inner = self._any.decode(data)
+        if code == _SHARED:
+            from actorstage.transport._payloads import ARENA
+
+            kind, slot, size, *header = inner
+            if kind == _AS_NDARRAY:
+                return ARENA.take(slot, size, _array_maker(*header))
+            return ARENA.take(slot, size, bytearray if kind == _AS_BYTEARRAY else bytes)
+        if code == _NDARRAY:
+            dtype, shape, raw = inner
+            return _array_maker(dtype, shape)(raw)
         if code == _TUPLE:
             return tuple(inner)
         if code == _SET:
@@ -274,6 +314,60 @@ class BodyCodec:
             raise
         except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:  # a bad extension
             raise msgspec.DecodeError(f"undecodable value: {exc}") from None
+
+
+def _large(value: Any) -> bool:
+    """Whether ``value`` is a buffer big enough for shared memory."""
+    from actorstage.transport._payloads import THRESHOLD
+
+    if value.__class__ is bytes or value.__class__ is bytearray:
+        return len(value) >= THRESHOLD
+    nbytes = getattr(value, "nbytes", None)  # a memoryview, a numpy array
+    return isinstance(nbytes, int) and nbytes >= THRESHOLD
+
+
+def _buffer_fields(cls: type) -> tuple[str, ...]:
+    """The fields of Struct ``cls`` typed ``bytes``, ``bytearray`` or ``memoryview``."""
+    import msgspec.inspect as mi
+
+    info = mi.type_info(cls)
+    kinds = (mi.BytesType, mi.ByteArrayType, mi.MemoryViewType)
+    found = []
+    for field in info.fields:  # type: ignore[attr-defined]
+        types = field.type.types if isinstance(field.type, mi.UnionType) else (field.type,)
+        if any(isinstance(kind, kinds) for kind in types):
+            found.append(field.name)
+    return tuple(found)
+
+
+def _contiguous(array: Any) -> Any:
+    if array.dtype.hasobject:
+        raise TypeError("a numpy array of Python objects cannot cross; use a numeric dtype")
+    if array.flags.c_contiguous:
+        return array
+    return sys.modules["numpy"].ascontiguousarray(array)
+
+
+def _array_header(array: Any) -> list[Any]:
+    return [array.dtype.str, list(array.shape)]
+
+
+def _array_maker(dtype: str, shape: list[int]) -> Any:
+    """A function from a buffer to a new numpy array of ``dtype`` and ``shape`` (a copy)."""
+    import numpy
+
+    kind = numpy.dtype(dtype)
+    if kind.hasobject:
+        raise ValueError("a numpy array of Python objects cannot cross")
+
+    def make(view: Any) -> Any:
+        array = numpy.empty(shape, kind)
+        if array.nbytes != len(view):
+            raise ValueError(f"an array of {shape} {dtype} is not {len(view)} bytes")
+        array.reshape(-1).view(numpy.uint8)[:] = numpy.frombuffer(view, numpy.uint8)
+        return array
+
+    return make
 
 
 _TEXTUAL: dict[int, Any] = {

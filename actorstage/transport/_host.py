@@ -23,6 +23,7 @@ import anyio
 import betterproto2
 import msgspec
 
+from actorstage import _shm
 from actorstage._proto.actorstage.v1 import (
     Envelope,
     Lifecycle,
@@ -54,6 +55,7 @@ from actorstage.transport._link import (
     error_from_body,
     outgoing,
 )
+from actorstage.transport._payloads import prefix_of
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
@@ -304,6 +306,7 @@ class ProcessHost(Actor):
         self.pid = proc.pid
         if guard is not None:
             guard.child(proc.pid, proc.pidfd if isinstance(proc, ForkedProcess) else None)
+            guard.sweep(str(_shm.SHM_DIR), prefix_of(proc.pid))  # its large payloads' slots
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         if options.start != "forkserver":  # a forked child had its boot in the request
             proc.stdin.write(msgspec.json.encode(boot) + b"\n")
@@ -562,6 +565,8 @@ class ProcessHost(Actor):
         if lost:
             log.warning("process actor %s: %d message(s) sent to it were lost in flight "
                         "(see dead letters)", path, lost)
+        if self.pid is not None and self.proc is not None and not _running(self.proc):
+            _shm.sweep(prefix_of(self.pid))  # what it left in shared memory, if it was killed
 
     def _status_text(self, returncode: int | None) -> str:
         if returncode is None:

@@ -58,6 +58,7 @@ from actorstage.transport._codec import (
     unpack,
 )
 from actorstage.transport._conn import Conn, ConnectionLost
+from actorstage.transport._payloads import ARENA
 from actorstage.transport._routing import ROUTE_WINDOW, ROUTER
 
 if TYPE_CHECKING:
@@ -619,6 +620,11 @@ class Link:
                 if self.pending.pop(ident, None) is None or reply.done():
                     continue
                 out.ask_id = 0
+            if out.shared:  # its payloads were read (and their slots freed): write them again
+                try:
+                    out = outgoing(self.codec, self.path, out.message, out.timeout)
+                except MessageEncodingError:
+                    continue
             returned.append((out, reply))
         return returned
 
@@ -640,9 +646,12 @@ class Link:
 
 def outgoing(codec: BodyCodec, path: str, message: Any, deadline: float = 0.0) -> Outgoing:
     """Encode ``message`` for the actor at ``path``; ``MessageEncodingError`` naming why not."""
+    puts = ARENA.puts
     try:
         name, body = codec.encode(message)
     except (TypeError, ValueError) as exc:
         cls = message.__class__
         raise MessageEncodingError(path, f"{cls.__module__}:{cls.__qualname__}", str(exc)) from None
-    return Outgoing(message, name, body, deadline)
+    out = Outgoing(message, name, body, deadline)
+    out.shared = ARENA.puts != puts
+    return out

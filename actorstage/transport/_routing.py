@@ -556,8 +556,13 @@ class Router:
         """
         from actorstage.transport._codec import CODEC
 
+        cell, link_on = self.find(path)
         try:
-            message = CODEC.decode(name, body)
+            if (link_on is not None or (cell is not None and cell.process is not None)) and \
+                    name not in _runtime_names():
+                message: Any = _Passing(name)  # it goes on, as it came (payloads stay put)
+            else:
+                message = CODEC.decode(name, body)
         except Exception as exc:
             if ident:
                 link.answer_route(ident, None, exc)
@@ -577,6 +582,26 @@ class Router:
             link.loop.call_later(timeout, _expire, reply, path)
         self.ask(path, name, body, message, reply, timeout)
         return reply
+
+
+class _Passing:
+    """A message this node passes on without decoding it (what dead letters show of it)."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, type: str) -> None:
+        self.type = type
+
+    def __repr__(self) -> str:
+        return f"<a message of type {self.type or 'value'}, passing through>"
+
+
+@functools.cache
+def _runtime_names() -> frozenset[str]:
+    """The type names of the runtime's own routed messages, which every node reads."""
+    from actorstage.transport._codec import type_name
+
+    return frozenset(type_name(cls) for cls in (*_CONTROLS, *_REGISTRY_CALLS, _Identify, _Door))
 
 
 def _resolve(waiter: asyncio.Future[None], _sent: Any = None) -> None:

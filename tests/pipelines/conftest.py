@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actorstage.pipelines._shm import segments
+from actorstage._shm import segments
 from tests.transport.conftest import _no_leftover_processes
 
 __all__ = ["_no_leftover_processes"]  # autouse: checked after every pipeline test

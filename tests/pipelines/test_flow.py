@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from actorstage import ActorSystem
+from actorstage._shm import segments
 from actorstage.pipelines import PipelineError
-from actorstage.pipelines._shm import segments
 from tests.pipelines import nodes as test_nodes
 from tests.pipelines.helpers import node, pipeline, until
 

@@ -14,8 +14,8 @@ import anyio
 import pytest
 
 from actorstage import ActorSystem
+from actorstage._shm import segments
 from actorstage.cli import main as cli_main
-from actorstage.pipelines._shm import segments
 from actorstage.testing import wait_until
 from tests.pipelines import nodes  # noqa: F401 - registers the test node types
 from tests.pipelines.helpers import node, pipeline, until

@@ -244,6 +244,24 @@ class Stamped(Message, frozen=True):
     extra: Any = None  # declares nothing: its value keeps its type all the same
 
 
+class Blob(Message, frozen=True):
+    """A typed bytes field: a large one goes through shared memory all the same."""
+
+    label: str
+    data: bytes
+
+
+class Mirror(Actor):
+    """Answers with what it is sent (arrays too); a str is a command."""
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, str) and message == "pid":
+            return os.getpid()
+        if isinstance(message, list) and message[:1] == ["big"]:  # a large reply of its own
+            return bytes([message[1]]) * message[2]
+        return message
+
+
 class Forward(Message, frozen=True):
     """Ask ``target`` (a ref that travelled here) ``payload``, and answer with its reply."""
 
