@@ -193,19 +193,16 @@ How to read them:
   cross through shared memory: one `write` into a segment by the parent,
   read-only `mmap` views in the nodes, forwarded from A to B without a
   copy, and one copy out at the end (an output is `bytes`).
-- The 4-process chain misses its target, and by design of the hub: every
-  connection runs through the parent, so each item crosses 8 bridge hops
-  (parent -> node -> parent, four times) against the baseline's one, and
-  five processes share the machine's 2 cores. Measured with
-  `resource.getrusage` over 100,000 items (start-up subtracted), one item
-  costs about 19 us of the parent's CPU (2.4 us per hop) and 7.6 us in each
-  node process, of which 3 us is the node loop itself (decode, `process`,
-  encode, the crash cursor); 50 us of CPU per item over 2 cores caps the
-  chain near 40 k items/s. Items already travel in batches (one bridge
-  message carries up to 256), so what is left is per-item work in Python.
-  Meeting 0.5 x would need node processes streaming to each other
-  directly, which the design (the parent bridges its children's
-  mailboxes) does not have.
+- The 4-process chain streams from process to process (direct links, the
+  parent out of the data path). Measured with `/proc/<pid>/stat` and
+  `resource.getrusage` over 100,000 items: about 1.1-1.7 us of CPU per
+  item in each node process (0.4 us of it the node loop: decode, `process`,
+  the crash cursor; the rest its share of a batch's frames) and 2.6-3.2 us
+  in the parent, which feeds the first node (encodes each input) and
+  receives from the last (decodes each output, wraps it in `Output`). Five
+  processes share 2 cores: about 8 us of CPU per item caps the chain near
+  250 k items/s; the baseline sends one message one way with no work per
+  item on either side.
 - The 4-native chain sits at the edge of its target: each node costs about
   0.95 us per item (an `async def process` call, batched puts and releases),
   so the four nodes alone use the 4 x budget, and entering and leaving the

@@ -49,6 +49,7 @@ from actorstage.pipelines._plan import Plan, PlannedNode
 from actorstage.pipelines._wire import ItemCodec, WireItem, to_bytes
 from actorstage.pipelines._worker import (
     FLUSH,
+    Downstream,
     Emitted,
     Finish,
     ItemError,
@@ -72,7 +73,7 @@ __all__ = [
 
 log = logging.getLogger("actorstage.pipelines")
 
-BATCH = 256  # items a node loop takes from its inbox at once
+BATCH = 1024  # items a node loop takes from its inbox at once
 # Emitted messages a node process may have on their way to its proxy (the bridge's credits):
 # with at most channel_capacity items each, this bounds how far a process node runs ahead.
 _PROXY_WINDOW = 2
@@ -172,7 +173,11 @@ class _Segments:
     def add(self, names: Iterable[str], consumers: int) -> None:
         refs = self.refs
         for name in names:
-            refs[name] = refs.get(name, 0) + consumers
+            left = refs.get(name, 0) + consumers
+            if left:
+                refs[name] = left
+            else:  # its one consumer was done before we heard of it (a direct connection)
+                del refs[name]
 
     def drop(self, names: Iterable[str]) -> None:
         refs = self.refs
@@ -181,7 +186,10 @@ class _Segments:
             if left > 0:
                 refs[name] = left
             else:
-                refs.pop(name, None)
+                if name in refs:
+                    del refs[name]
+                else:  # not added yet (its news comes on another process's link): gone now,
+                    refs[name] = -1  # and the add that follows finds it so
                 unlink(name)
 
 
@@ -197,6 +205,10 @@ class _Port:
         self.stats = NodeStats(node.id, node.spec.node_type, node.spec.executor)
         self.received = 0  # items taken from the inbox, numbered from 1
         self.actor: NodeActor | NodeProxy | None = None
+        # A direct connection: this process node sends its items straight to the next
+        # one's process (direct_to), or takes them straight from the one before (direct_in).
+        self.direct_to: _Port | None = None
+        self.direct_in = False
 
     async def emit(self, item: Any) -> None:
         """Pass ``item`` to every outgoing connection, waiting for room where one is full."""
@@ -396,6 +408,7 @@ class NodeProxy(Actor):
         self.emitted = 0  # Emitted handled from the current worker
         self.emitted_changed = asyncio.Event()
         self.ended = False
+        self.got_last = False  # (direct_in) the worker has finished after the one before
 
     def _policy(self) -> TemporaryPolicy:
         return TEMPORARY_POLICY
@@ -431,6 +444,7 @@ class NodeProxy(Actor):
             title=f"actorstage node {planned.id} ({session.plan.name} {session.id})",
             flush_every=min(FLUSH, settings.channel_capacity),
             stop_on_error=settings.on_node_crash == "fail",
+            direct_in=port.direct_in,
         )
         options = ProcessOptions(
             python=settings.python_executable,
@@ -452,6 +466,11 @@ class NodeProxy(Actor):
     async def pump(self) -> None:
         """Feed the worker until the inputs end, then finish it and close the outputs."""
         port = self.port
+        if port.direct_in:  # its worker is fed by the one before: wait for its end
+            await self._changed(lambda: not self.got_last)
+            self.ended = True
+            port.close_outputs()
+            return
         inbox, session = port.inbox, port.session
         codec, segments = session.codec, session.segments
         while True:
@@ -525,8 +544,16 @@ class NodeProxy(Actor):
         port = self.port
         stats = port.stats
         try:
+            if message.segments:  # handed on straight to the next node's process
+                port.session.segments.add(message.segments, 1)
+            if message.sent_on:
+                stats.items_out += message.sent_on
+            if message.last:
+                self.got_last = True
             if message.items:
-                await port.emit_all(message.items)
+                await port.emit_all(message.items)  # (it counts their segments' new readers)
+            if message.released:  # the node before's segments, read here: after the add
+                port.session.segments.drop(message.released)  # above, if passed on
             pending = self.pending
             if message.count:
                 stats.items_in += message.count
@@ -534,6 +561,10 @@ class NodeProxy(Actor):
             failed = {error.seq: error for error in message.errors}
             if 0 in failed:
                 port.failed(0, failed.pop(0), " (flush)")
+            if port.direct_in:  # its items came from the node before: none are pending here
+                for number, problem in failed.items():
+                    port.failed(number, problem)  # (under "fail", the one ends the session)
+                failed = {}
             segments = port.session.segments
             done = message.done
             released: dict[Channel, int] = {}  # most batches come from one channel
@@ -660,6 +691,12 @@ class PipelineActor(Actor):
 
             await stop_children(self._cell)
             raise PipelineError("; ".join(problems))
+        for port in session.ports.values():  # direct connections, before the first item
+            if port.direct_to is not None:
+                before, after = port.actor, port.direct_to.actor
+                assert isinstance(before, NodeProxy) and isinstance(after, NodeProxy)
+                assert before.worker is not None and after.worker is not None
+                await before.worker.ask(Downstream(after.worker))
 
     async def receive(self, message: Any) -> Any:
         raise TypeError("a pipeline actor takes no messages")
@@ -712,6 +749,14 @@ class PipelineSession:
                                   sizer=sizer, on_grow=on_grow)
                 port.channels.append(channel)
                 self.channels.append(channel)
+        if settings.on_node_crash == "fail":  # (under "continue" the proxies keep every item)
+            for port in self.ports.values():
+                node = port.node
+                if node.spec.executor == "process" and len(node.outputs) == 1:
+                    after = self.ports[node.outputs[0]]
+                    if after.node.spec.executor == "process" and after.node.inputs == (node.id,):
+                        port.direct_to = after
+                        after.direct_in = True
         self._actor: ActorRef | None = None
         self._runner: asyncio.Task[None] | None = None
         self._entered = False

@@ -7,6 +7,15 @@ It sends at the end of each batch, and every ``FLUSH`` outputs in between,
 so a node that yields many items per input streams them. ``Finish`` runs
 the node's ``flush`` and answers with the number of ``Emitted`` sent, so
 the proxy knows when it has seen them all.
+
+Between two process nodes that only talk to each other (see
+``PipelineSession``), items go straight from one node's process to the
+next's: after ``Downstream``, a worker sends its outputs to the next worker
+as ``Items`` over their direct link, and tells its proxy only what it did
+(counts, timings, errors, the shared-memory segments it handed on). The
+next worker's proxy feeds nothing; its worker learns of the end from the
+worker before it (``EndOfInput``, after that one's last items on the same
+link), flushes, passes the end on, and marks its last ``Emitted``.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -26,10 +36,10 @@ from actorstage.actors._ref import ActorRef
 from actorstage.pipelines._registry import import_node_modules, lookup
 from actorstage.pipelines._wire import ItemCodec, WireItem
 
-__all__ = ["FLUSH", "Emitted", "Finish", "ItemError", "Items", "NodeWorker", "WorkerSetup",
-           "error_of", "outputs_of"]
+__all__ = ["FLUSH", "Downstream", "Emitted", "EndOfInput", "Finish", "ItemError", "Items",
+           "NodeWorker", "WorkerSetup", "error_of", "outputs_of"]
 
-FLUSH = 256  # outputs per Emitted, at most, while one input is still being handled
+FLUSH = 1024  # outputs per Emitted, at most, while one input is still being handled
 
 
 class ItemError(msgspec.Struct, array_like=True, frozen=True):
@@ -52,6 +62,20 @@ class Emitted(Message, frozen=True, array_like=True):
     count: int  # items finished since the previous Emitted
     busy: float  # seconds spent in the node for them
     errors: list[ItemError] = []
+    sent_on: int = 0  # outputs sent straight to the next node's process instead
+    segments: list[str] = []  # shared-memory segments those outputs hold
+    released: list[str] = []  # segments of items from the node before, done with here
+    last: bool = False  # the end came from the node before, and everything is sent
+
+
+class Downstream(Message, frozen=True):
+    """Send outputs to ``target``, the next node's worker, instead of to the proxy."""
+
+    target: ActorRef
+
+
+class EndOfInput(Message, frozen=True):
+    """From the node before: its last items were sent. Flush, pass it on, report ``last``."""
 
 
 class Finish(Message, frozen=True):
@@ -75,6 +99,7 @@ class WorkerSetup(Message, frozen=True, kw_only=True):
     flush_every: int = FLUSH
     stop_on_error: bool = False  # on_node_crash "fail": no item after a failed one
     marker: str = ""  # the session's marker, held while this process lives
+    direct_in: bool = False  # items come from the node before's process, not the proxy
 
 
 def error_of(seq: int, exc: BaseException) -> ItemError:
@@ -114,6 +139,9 @@ class NodeWorker(Actor):
         self.sent = 0
         self.failed = False  # an item failed with stop_on_error: take no more
         self.marker: int | None = None
+        self.downstream: ActorRef | None = None
+        self.next_out = 1  # the number of the next item sent downstream
+        self.released: list[str] = []
 
     async def on_start(self) -> None:
         from actorstage.transport._child import load_main
@@ -151,59 +179,90 @@ class NodeWorker(Actor):
             return None
         if isinstance(message, Finish):
             await self._flush()
+            if self.downstream is not None:
+                await self.downstream.tell(EndOfInput())
             return self.sent
+        if isinstance(message, EndOfInput):
+            await self._flush(last=True)
+            if self.downstream is not None:
+                await self.downstream.tell(EndOfInput())
+            return None
+        if isinstance(message, Downstream):
+            self.downstream = message.target
+            return None
         raise TypeError(f"a node process takes Items and Finish, not {type(message).__name__}")
 
     async def _send(self, items: list[WireItem], done: int, count: int, busy: float,
-                    errors: list[ItemError]) -> None:
+                    errors: list[ItemError], *, last: bool = False) -> None:
         self.sent += 1
-        await self._parent.tell(Emitted(items, done, count, busy, errors))
+        released: list[str] = []
+        if self.released:
+            released, self.released = self.released, []
+        downstream = self.downstream
+        if downstream is None or not items:
+            await self._parent.tell(Emitted(items, done, count, busy, errors,
+                                            released=released, last=last))
+            return
+        first = self.next_out
+        self.next_out = first + len(items)
+        await downstream.tell(Items(list(range(first, self.next_out)), items))
+        segments = [name for item in items if item.shm for name in item.segment_names()]
+        await self._parent.tell(Emitted([], done, count, busy, errors, len(items), segments,
+                                        released, last))
 
     async def _run(self, message: Items) -> None:
         if self.failed:
             return
         node, codec, cursor = self.node, self.codec, self.cursor
         assert codec is not None and cursor is not None
-        encode = codec.encode
+        encode, decode, release = codec.encode, codec.decode, codec.release
+        marks = cursor.marks  # (started, finished), written around each item
+        assert marks is not None
+        process = node.process
         out: list[WireItem] = []
         errors: list[ItemError] = []
         done = count = 0
-        busy = 0.0
         clock = time.perf_counter
+        began = clock()  # node time is counted per batch: two clock reads per item cost more
         flush_every = self.setup.flush_every
+        direct_in = self.setup.direct_in
         for seq, wire in zip(message.seqs, message.items, strict=True):
-            cursor.started(seq)
-            began = clock()
+            marks[0] = seq
             try:
-                item = codec.decode(wire)
+                item = decode(wire)
                 try:
-                    result = node.process(item)
-                    if not hasattr(result, "__anext__"):  # `async def` with `yield`: not awaited
+                    result = process(item)
+                    if result.__class__ is CoroutineType:  # (`async def` with `yield` is not)
                         result = await result
                     if result is None:
                         pass
+                    elif result is item:  # passed on as it came: as it came on the wire
+                        out.append(wire)
                     elif not hasattr(result, "__anext__"):
                         out.append(encode(result))
                     else:
                         async for value in result:
-                            out.append(encode(value))
+                            out.append(wire if value is item else encode(value))
                             if len(out) >= flush_every:
-                                await self._send(out, done, count, busy, errors)
-                                out, errors, count, busy = [], [], 0, 0.0
+                                now = clock()
+                                await self._send(out, done, count, now - began, errors)
+                                out, errors, count, began = [], [], 0, now
                 finally:
-                    codec.release(wire)
+                    if wire.shm:
+                        release(wire)
+                        if direct_in:  # the proxy drops it (nobody else needs it)
+                            self.released.extend(wire.segment_names())
             except Exception as exc:
                 errors.append(error_of(seq, exc))
                 self.failed = self.setup.stop_on_error
-            busy += clock() - began
-            cursor.finished(seq)
+            marks[1] = seq
             done = seq
             count += 1
             if self.failed:
                 break  # the session fails on this item: what follows would be thrown away
-        await self._send(out, done, count, busy, errors)
+        await self._send(out, done, count, clock() - began, errors)
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, last: bool = False) -> None:
         assert self.codec is not None
         out: list[WireItem] = []
         errors: list[ItemError] = []
@@ -215,7 +274,7 @@ class NodeWorker(Actor):
                     out = []
         except Exception as exc:
             errors.append(error_of(0, exc))
-        await self._send(out, 0, 0, 0.0, errors)
+        await self._send(out, 0, 0, 0.0, errors, last=last)
 
     async def on_stop(self) -> None:
         try:

@@ -77,6 +77,10 @@ class GrpcConn:
             await self._stream.send_message(encode_frame(envelopes, packed))
         except _LOST as exc:
             raise ConnectionLost(f"sending failed: {exc!r}") from exc
+        except RuntimeError as exc:  # uvloop: "unable to perform operation on <... closed=True>"
+            if "closed" not in str(exc):
+                raise
+            raise ConnectionLost(f"sending failed: {exc}") from exc
 
     async def recv(self) -> Received | None:
         try:

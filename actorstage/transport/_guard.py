@@ -222,6 +222,22 @@ class _Watch:
             self.owner_gone = True
             self.selector.unregister(self.control)
             return
+        self._handle(data, fds)
+
+    def _drain(self) -> None:
+        """Read what the owner sent and we have not read yet: it may have died before we
+        ran at all, with its directories and children already told."""
+        try:
+            self.control.setblocking(False)
+            while True:
+                data, fds, _flags, _address = socket.recv_fds(self.control, _PACKET, 4)
+                if not data:
+                    return
+                self._handle(data, fds)
+        except OSError:  # (BlockingIOError: nothing more)
+            return
+
+    def _handle(self, data: bytes, fds: list[int]) -> None:
         try:
             message = json.loads(data)
         except ValueError:
@@ -250,6 +266,7 @@ class _Watch:
 
     def _end(self) -> None:
         """The owner or an ancestor died: a grace, SIGKILL for the rest, then the files."""
+        self._drain()
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(self.control)
         if not self.owner_gone and self.owner_fd is not None:  # an ancestor died: the owner

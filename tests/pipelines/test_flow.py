@@ -113,6 +113,20 @@ async def test_large_payloads_pass_through_process_chains_intact() -> None:
     assert all(type(output.item) is bytes for output in result.outputs)
 
 
+async def test_large_payloads_go_from_process_to_process_and_leave_no_segment() -> None:
+    payloads = [bytes([index]) * (200 * KIB + index) for index in range(20)]
+    pipe = pipeline([node(name, "IdentityNode", "process") for name in "abc"],
+                    [("a", "b"), ("b", "c")])
+    async with ActorSystem() as system, pipe.session(system) as session, \
+            anyio.create_task_group() as group:
+        group.start_soon(session.feed, payloads)
+        outputs = [output.item async for output in session.outputs()]
+        prefix = session.prefix
+        assert [name for name in segments(prefix) if "-n" in name] == []  # all read, all gone
+    assert outputs == payloads
+    assert segments(prefix) == []
+
+
 async def test_shared_memory_is_released_when_a_node_process_is_killed(tmp_path: Path) -> None:
     held = tmp_path / "held"
     pipe = pipeline([node("hold", "test.Hold", "process", path=str(held))],

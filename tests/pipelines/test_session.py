@@ -106,6 +106,42 @@ async def test_with_continue_a_failed_item_is_reported_and_the_rest_go_on(execut
     assert result.nodes["c"].failed == 1
 
 
+@pytest.mark.parametrize("on_node_crash", ["fail", "continue"])
+async def test_process_chains_stream_straight_from_process_to_process(
+        on_node_crash: str) -> None:
+    pipe = pipeline([node("a", "test.Double", "process"), node("b", "test.Double", "process"),
+                     node("c", "test.Tag", "process", tag="t"),
+                     node("d", "test.Double", "process")],
+                    [("a", "b"), ("b", "c"), ("c", "d")], on_node_crash=on_node_crash)
+    async with ActorSystem() as system, pipe.session(system) as session, \
+            anyio.create_task_group() as group:
+        group.start_soon(session.feed, range(5000))
+        outputs = [output.item async for output in session.outputs()]
+        result = await session.result()
+        inboxes = {node_id: port.inbox.max_depth for node_id, port in session.ports.items()}
+    assert outputs == [test_nodes.Tagged("t", value * 8) for value in range(5000)]
+    assert all(stats.items_in == stats.items_out == 5000 for stats in result.nodes.values())
+    if on_node_crash == "fail":  # b, c and d got every item from the process before them
+        assert inboxes["b"] == inboxes["c"] == inboxes["d"] == 0
+    else:  # under "continue" the parent keeps each item until it is done: all go through it
+        assert min(inboxes.values()) > 0
+
+
+async def test_a_failure_inside_a_direct_chain_fails_the_session_naming_node_and_item() -> None:
+    raising = pipeline([node("a", "test.Double", "process"),
+                        node("b", "test.Crash", "process", on=10, raise_it=True),
+                        node("c", "test.Double", "process")], [("a", "b"), ("b", "c")])
+    with pytest.raises(PipelineError, match=r"node 'b' failed on its item 6: ValueError: "
+                                            r"cannot take 10"):
+        await raising.run(range(50))
+    killed = pipeline([node("a", "test.Double", "process"),
+                       node("b", "test.Crash", "process", on=10),
+                       node("c", "test.Double", "process")], [("a", "b"), ("b", "c")])
+    with pytest.raises(PipelineError, match=r"node 'b': its process \(pid \d+\) died while "
+                                            r"processing its item 6: .*SIGKILL"):
+        await killed.run(range(50))
+
+
 async def test_a_killed_process_node_fails_the_session_under_fail() -> None:
     pipe = pipeline([node("k", "test.Crash", "process", on=5)])
     with pytest.raises(PipelineError, match=r"node 'k': its process \(pid \d+\) died while "
