@@ -165,8 +165,8 @@ How to read them:
   task: its mailbox loop runs only while it has work. What it holds: its
   cell (the runtime's state, 26 slots; what few actors use, such as
   watchers, timers or a restart history, lives in a part made on first use),
-  the actor object, its ref, its path and name, and its entry in its
-  parent's children.
+  the actor object, its ref, its path and name (the name shared with its
+  entry in its parent's children), and that entry.
 - The restart figure is the time from the crashing ask's `ActorCrashedError`
   to the reply of the next ask, which is handled by the new incarnation.
 - Process benchmarks run once per transport (unix socket, TCP on loopback,
@@ -181,13 +181,27 @@ How to read them:
   libraries imported. What the forked child still pays: copy-on-write page
   faults as it touches the inherited heap, a new event loop, and the HTTP/2
   connection and hello exchange with the parent (the stdio transport skips
-  the latter).
+  the latter). Timed on unix, 13-15 ms from `spawn` to the first reply:
+  2.7 ms in the parent and the forkserver up to the fork, 1.7 ms for the
+  child to set up its loop, 6.7 ms to dial the parent and say hello over
+  grpclib (2.3-3.8 ms of it the HTTP/2 connection alone, measured apart),
+  2 ms to build its actor system and start the actor, and 1.2 ms for the
+  first ask. The 4 x target needs all of that under 5 ms.
+- Cold spawn pays a fresh interpreter's imports, 220-270 ms of it here:
+  betterproto2 alone brings in pydantic (when installed) and
+  `importlib.metadata` (50 ms), and the generated classes of every
+  actorstage message another 30 ms.
 - The stalled-child memory figure is the parent's heap growth (Python
   allocations traced by tracemalloc, after a garbage collection) 2 s into a
   flood of 20,000 tells of 1 KiB to a child that sits on its first message;
   the flood stops at the credit window plus the mailbox (2,000 messages),
   and the benchmark asserts that. Each waiting message holds its payload
   twice (the message, kept for dead letters, and its encoded body).
+- The 1 MiB payload asks go through shared memory (see the process-actors
+  guide): the parent copies each payload into a reused slot, the child
+  copies it out into the `bytes` its actor gets and frees the slot. The
+  Pipe copies it into the kernel and out again; both pay two copies, and
+  the actor's ask adds its round trip.
 - Pipeline figures run a real session (`Pipeline.session`) from the first
   input to the last output, the nodes already set up. The 1 MiB payloads
   cross through shared memory: one `write` into a segment by the parent,

@@ -75,10 +75,11 @@ def _rare(cell: Cell) -> _Rare:
     return rare
 
 
-# What most actors have: no children, no constructor keywords. Shared, read-only: an idle
+# What most actors have: no children, no constructor arguments. Shared, read-only: an idle
 # actor costs hundreds of bytes, and an empty dict alone is 64 of them.
 _NO_CHILDREN: dict[str, Cell] = MappingProxyType({})  # type: ignore[assignment]
 _NO_KWARGS: dict[str, Any] = MappingProxyType({})  # type: ignore[assignment]
+_NO_ARGUMENTS: tuple[tuple[Any, ...], dict[str, Any]] = ((), _NO_KWARGS)
 
 
 class Receipt:
@@ -120,8 +121,22 @@ class _Rare:
                  "lane_running", "lock", "reserved", "restart_log", "restarts",
                  "shutdown_timeout", "stop_waiters", "timers", "watchers", "watching")
 
-    child_owner: TaskOwner | None  # (these two are read through Cell's properties;
-    shutdown_timeout: Any  # the others through _RareField, which gives their types)
+    # (What Cell's _RareFields and properties read; the hottest paths read them directly.)
+    child_owner: TaskOwner | None
+    exit_error: ActorCrashedError | None
+    exit_reason: ExitReason | None
+    idle_waiters: list[asyncio.Future[None]] | None
+    lane: deque[Callable[[], Awaitable[None]]] | None
+    lane_running: bool
+    lock: asyncio.Lock | None
+    reserved: set[str] | None
+    restart_log: Any
+    restarts: int
+    shutdown_timeout: Any
+    stop_waiters: list[asyncio.Future[None]] | None
+    timers: set[Timer | asyncio.TimerHandle] | None
+    watchers: dict[Cell, None] | None
+    watching: dict[Cell, None] | None
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -171,7 +186,7 @@ class Cell:
         "abandoned",
         "accepting",
         "actor",
-        "args",
+        "arguments",
         "capacity",
         "children",
         "current",
@@ -181,7 +196,7 @@ class Cell:
         "exit_requested",
         "factory",
         "incarnation",
-        "kwargs",
+        "name",
         "owner",
         "parent",
         "path",
@@ -249,10 +264,12 @@ class Cell:
     ) -> None:
         self.system = system
         self.parent = parent
+        self.name = name  # (the same str as its key in the parent's children: 8 bytes here)
         self.path: str = f"{parent.path}/{name}" if parent is not None else f"/{name}"
         self.factory = factory
-        self.args = args
-        self.kwargs = kwargs if kwargs else _NO_KWARGS  # (spawn's `**kwargs`: a new dict)
+        # The constructor's arguments; most actors take none, and share one pair for it.
+        self.arguments: tuple[tuple[Any, ...], dict[str, Any]] = \
+            (args, kwargs) if args or kwargs else _NO_ARGUMENTS
         self.capacity = capacity
         self.owner = owner
         self.rare: _Rare | None = None  # what few actors ever use; see _Rare
@@ -279,11 +296,6 @@ class Cell:
     def __repr__(self) -> str:
         return f"<Cell {self.path} state={self.state}>"
 
-    @property
-    def name(self) -> str:
-        """The last part of the path (not kept apart: an idle actor's bytes count)."""
-        return self.path.rpartition("/")[2]
-
     def add_child(self, name: str, child: Cell) -> None:
         children = self.children
         if children is _NO_CHILDREN:
@@ -304,9 +316,10 @@ class Cell:
             self.schedule()
 
     def get_lock(self) -> asyncio.Lock:
-        lock = self.lock
+        rare = _rare(self)  # (read directly: restarts come this way, and every bit counts)
+        lock: asyncio.Lock | None = rare.lock
         if lock is None:
-            lock = self.lock = asyncio.Lock()
+            lock = rare.lock = asyncio.Lock()
         return lock
 
     # -- enqueueing --------------------------------------------------------
@@ -463,7 +476,8 @@ class Cell:
             self.current = self.abandoned = None
             if self.queue is not None and not self.queue and not self.waiters:
                 self.queue = None
-            if self.idle_waiters:
+            rare = self.rare
+            if rare is not None and rare.idle_waiters:
                 self.wake("idle_waiters")
 
     def add_waiter(self, slot: str) -> asyncio.Future[None]:
@@ -548,9 +562,10 @@ class Cell:
         self.timers.add(handle)
 
     def cancel_timers(self) -> None:
-        timers = self.timers
+        rare = self.rare
+        timers = rare.timers if rare is not None else None
         if timers:
-            self.timers = None
+            rare.timers = None  # type: ignore[union-attr]  # (timers implies rare)
             for timer in timers:
                 timer.cancel()
 
@@ -558,16 +573,18 @@ class Cell:
 
     def post(self, operation: Callable[[], Awaitable[None]]) -> None:
         """Queue a control operation; they run one at a time, in order, under the lock."""
-        lane = self.lane
+        rare = _rare(self)
+        lane = rare.lane
         if lane is None:
-            lane = self.lane = deque()
+            lane = rare.lane = deque()
         lane.append(operation)
-        if not self.lane_running:
-            self.lane_running = True
+        if not rare.lane_running:
+            rare.lane_running = True
             self.owner.start(self._run_lane())
 
     async def _run_lane(self) -> None:
-        lane = self.lane
+        rare = _rare(self)
+        lane = rare.lane
         assert lane is not None
         try:
             while lane:
@@ -575,7 +592,7 @@ class Cell:
                 async with self.get_lock():
                     await operation()
         finally:
-            self.lane_running = False
+            rare.lane_running = False
 
     async def child_exited(
         self, child: Cell, reason: ExitReason, error: ActorCrashedError | None, ended: int

@@ -150,7 +150,8 @@ async def start_instance(cell: Cell, during: str) -> None:
     token = act_as(cell)
     try:
         if cell.process is None:
-            actor = cell.factory(*cell.args, **cell.kwargs)
+            args, kwargs = cell.arguments
+            actor = cell.factory(*args, **kwargs) if kwargs else cell.factory(*args)
         else:
             from actorstage.transport._host import ProcessHost
 

@@ -379,7 +379,7 @@ class ProcessHost(Actor):
         return SpawnSpec(
             path=cell.path,
             actor=type_name(factory),
-            args=encode_args(cell.path, cell.args, cell.kwargs),
+            args=encode_args(cell.path, *cell.arguments),
             mailbox_size=cell.capacity,
             shutdown_timeout=cell.shutdown_timeout or 0.0,
             heartbeat_interval=options.heartbeat_interval,
