@@ -72,8 +72,14 @@ TARGETS = [
            "multiprocessing spawn start method: Process start to first message over a Pipe",
            "ratio <= 3", lambda r: r["ratio"] <= 3, ("unix", "tcp", "stdio")),
     Target("process_warm_spawn",
-           "Warm spawn (forkserver) of a process actor to its first reply, p50 of 20",
+           "Warm spawn (forkserver, a spare ready) of a process actor to its first reply, "
+           "p50 of 20",
            "a bare os.fork round trip (fork, the child writes a byte, the parent reads it), p50",
+           "ratio <= 4", lambda r: r["ratio"] <= 4, ("unix", "tcp", "stdio")),
+    Target("process_warm_spawn_forked",
+           "Warm spawn (forkserver, no spare: spares=0) of a process actor to its first reply, "
+           "p50 of 20",
+           "a bare os.fork round trip, p50",
            "ratio <= 4", lambda r: r["ratio"] <= 4, ("unix", "tcp", "stdio")),
     Target("process_slow_child_memory",
            "Parent memory with a stalled child (20,000 x 1 KiB tells, mailbox 1,000)",

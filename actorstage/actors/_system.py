@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from actorstage.transport._options import ProcessOptions
     from actorstage.transport._routing import Router
     from actorstage.transport._server import BridgeServer
+    from actorstage.transport._spares import SparePool
 
 __all__ = ["ActorSystem"]
 
@@ -122,6 +123,7 @@ class ActorSystem:
         self._bridge_lock: asyncio.Lock | None = None
         self._forkservers: dict[tuple[Any, ...], ForkServer] = {}
         self._guard_process: Guard | None = None
+        self._spares: SparePool | None = None
         self._router: Router | None = None
 
     # -- lifetime ----------------------------------------------------------
@@ -183,6 +185,9 @@ class ActorSystem:
         bridges, self._bridges = list(self._bridges.values()), {}
         for bridge in bridges:
             await bridge.aclose()
+        spares, self._spares = self._spares, None
+        if spares is not None:
+            await spares.aclose()
         forkservers, self._forkservers = list(self._forkservers.values()), {}
         for forkserver in forkservers:
             await forkserver.aclose()
@@ -194,6 +199,14 @@ class ActorSystem:
         if payloads is not None and not _SYSTEMS[0]:  # the last system of this process
             payloads.ARENA.close()  # its large payloads' shared memory
         await self._root.aclose()
+
+    def _spare_pool(self) -> SparePool:
+        """The spare children of this system (see ``transport._spares``)."""
+        if self._spares is None:
+            from actorstage.transport._spares import SparePool
+
+            self._spares = SparePool(self)
+        return self._spares
 
     def _node(self) -> Router:
         """This system as a node of its process tree: where each actor path leads."""

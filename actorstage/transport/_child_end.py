@@ -135,10 +135,14 @@ class ChildEnd:
 
     async def run(self) -> int:
         conn = await self._connect()
+        if self.boot.get("spare"):
+            await _warm_up()
         if "spec" in self.boot:  # forked: the spec came with the request, through our forkserver
             spec = SpawnSpec().parse(base64.b64decode(self.boot["spec"]))
         else:
-            spec = _spec_of(await asyncio.wait_for(conn.recv(), _SPEC_TIMEOUT))
+            # A spare waits for its actor as long as it takes (it dies with its parent).
+            wait = None if self.boot.get("spare") else _SPEC_TIMEOUT
+            spec = _spec_of(await asyncio.wait_for(conn.recv(), wait))
         for entry in spec.sys_path:
             if entry not in sys.path:
                 sys.path.append(entry)
@@ -321,6 +325,24 @@ def _spec_of(received: Any) -> SpawnSpec:
             assert isinstance(body, SpawnSpec)
             return body
     raise ConnectionError("the parent's first frame holds no spawn spec")
+
+
+class _WarmUp(Actor):
+    async def receive(self, message: Any) -> Any:
+        return message
+
+
+async def _warm_up() -> None:
+    """A spare child runs what every actor's start runs, once, while it waits for its actor.
+
+    A forked child shares its parent's memory until it writes to it, and Python writes
+    to every object it uses (reference counts): the first run of anything copies pages.
+    Done here, it is done before anyone waits for it.
+    """
+    async with ActorSystem("warm-up") as system:
+        ref = await system.spawn(_WarmUp)
+        await ref.ask(ExitReason.NORMAL)
+        await system.stop(ref)
 
 
 def _load(spec: SpawnSpec) -> tuple[type[Actor], tuple[Any, ...], dict[str, Any]]:

@@ -82,6 +82,17 @@ class GrpcConn:
                 raise
             raise ConnectionLost(f"sending failed: {exc}") from exc
 
+    async def open_reply(self) -> None:
+        """Send a server-side stream's response headers now, so that its first frame
+        later goes out alone (a spare child's stream, while the spare waits)."""
+        stream = self._stream
+        if hasattr(stream, "send_initial_metadata") and \
+                not getattr(stream, "_send_initial_metadata_done", True):
+            try:
+                await stream.send_initial_metadata()
+            except _LOST as exc:
+                raise ConnectionLost(f"sending failed: {exc!r}") from exc
+
     async def recv(self) -> Received | None:
         try:
             data = await read_message(self._stream, self._max)

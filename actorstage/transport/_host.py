@@ -56,6 +56,7 @@ from actorstage.transport._link import (
     outgoing,
 )
 from actorstage.transport._payloads import prefix_of
+from actorstage.transport._spares import Spare, request_for
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
@@ -270,6 +271,29 @@ class ProcessHost(Actor):
 
     async def _launch(self, cell: Cell, options: ProcessOptions) -> None:
         system = cell.system
+        command = list(options.command or (options.python, "-m", "actorstage.transport"))
+        env = dict(os.environ)
+        for name, value in (options.env or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        if options.start == "forkserver" and options.spares:
+            pool = system._spare_pool()
+            key = pool.key(options, command, env)
+            spare = pool.take(key)
+            # Once this actor has started, the next spare is made (not to slow this one).
+            assert self.started is not None
+            request = request_for(cell.factory, _main_of(cell.factory))
+
+            def refill(started: asyncio.Future[None]) -> None:
+                if not started.cancelled() and started.exception() is None:
+                    pool.refill(key, options, command, env, request)
+
+            self.started.add_done_callback(refill)
+            if spare is not None:
+                self._adopt(cell, options, spare)
+                return
         guard = await system._guard()  # first: it must know of the child as soon as it exists
         boot: dict[str, Any] = {"transport": options.transport, "ppid": os.getpid(),
                                 "owner": os.getpid(), "path": cell.path,
@@ -281,13 +305,6 @@ class ProcessHost(Actor):
                 options.transport, options.host, options.handshake_timeout)
             self.expected = expected = server.expect(options.max_frame_size)
             boot.update(address=server.address, token=expected.token, secret=expected.secret)
-        command = list(options.command or (options.python, "-m", "actorstage.transport"))
-        env = dict(os.environ)
-        for name, value in (options.env or {}).items():
-            if value is None:
-                env.pop(name, None)
-            else:
-                env[name] = value
         try:
             if options.start == "forkserver":
                 proc: ChildProcess = await self._fork(cell, command, env, options, boot)
@@ -320,6 +337,33 @@ class ProcessHost(Actor):
             proc.stdin.close()
             self.forwarders.append(owner.start(self._forward(proc.stdout, "stdout")))
             conn = await self._accept(cell)
+        self._link_up(cell, options, proc, conn)
+        if "spec" not in boot:  # (a forked child had it in its request)
+            assert self.link is not None
+            self.link.send_control(Envelope(spawn=self._spec(cell, options)))
+
+    def _adopt(self, cell: Cell, options: ProcessOptions, spare: Spare) -> None:
+        """Give this actor to a spare child: it is connected already, and waits for a spec."""
+        proc = spare.proc
+        self.proc = proc
+        self.pid = proc.pid
+        self.server, self.expected = spare.server, spare.expected
+        owner = cell.owner
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self.forwarders.append(owner.start(self._forward(proc.stderr, "stderr")))
+        conn = spare.conn
+        if conn is None:  # stdio
+            conn = StdioConn(proc.stdout, proc.stdin, options.max_frame_size)
+        else:
+            self.forwarders.append(owner.start(self._forward(proc.stdout, "stdout")))
+        self._link_up(cell, options, proc, conn)
+        assert self.link is not None
+        self.link.send_control(Envelope(spawn=self._spec(cell, options)))
+
+    def _link_up(self, cell: Cell, options: ProcessOptions, proc: ChildProcess,
+                 conn: Conn) -> None:
+        system = cell.system
+        owner = cell.owner
         link = self.link = Link(
             conn, cell.path, owner,
             heartbeat_interval=options.heartbeat_interval,
@@ -332,8 +376,6 @@ class ProcessHost(Actor):
             link.in_cell = cell.parent  # what the child sends its parent
         link.start()
         owner.start(self._watch_exit(proc))
-        if "spec" not in boot:  # (a forked child had it in its request)
-            link.send_control(Envelope(spawn=self._spec(cell, options)))
 
     async def _fork(
         self, cell: Cell, command: list[str], env: dict[str, str], options: ProcessOptions,

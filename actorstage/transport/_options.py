@@ -62,6 +62,12 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
             has already imported actorstage and the actor's module: a warm
             start in milliseconds. The server never runs a thread or an
             event loop, so forking it is safe.
+        spares: With ``start="forkserver"``: how many children this system
+            keeps forked, connected and waiting for an actor, for each kind
+            of child (the same interpreter, environment, directory,
+            transport and limits). A spawn that finds one only sends it its
+            actor, a round trip; a new spare is made once its actor has
+            started. ``0``: every spawn forks. Ignored with ``"spawn"``.
     """
 
     transport: Literal["unix", "tcp", "stdio"] = "unix"
@@ -77,6 +83,7 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
     start: Literal["spawn", "forkserver"] = "spawn"
     handshake_timeout: float = 5.0
     link_idle_timeout: float = 30.0
+    spares: int = 1
 
     def __post_init__(self) -> None:
         if self.transport not in _TRANSPORTS:
@@ -107,6 +114,10 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidDefinitionError(
                 f"ProcessOptions.command must be a non-empty tuple of str, got {self.command!r}"
             )
+        if not isinstance(self.spares, int) or isinstance(self.spares, bool) or \
+                not 0 <= self.spares <= 16:
+            raise InvalidDefinitionError(
+                f"ProcessOptions.spares must be an int from 0 to 16, got {self.spares!r}")
         if not isinstance(self.max_frame_size, int) or self.max_frame_size < 1024:
             raise InvalidDefinitionError(
                 f"ProcessOptions.max_frame_size must be an int >= 1024, got {self.max_frame_size!r}"

@@ -6,6 +6,7 @@ import os
 import signal
 
 import anyio
+import msgspec
 import pytest
 
 from actorstage import (
@@ -84,6 +85,64 @@ async def test_a_killed_forkserver_takes_its_children_along_and_a_new_one_takes_
         [new_server] = _forkservers(system)
         assert new_server != server
         assert await ref.ask("ppid") == new_server
+
+
+def _spares(system: ActorSystem) -> list[int]:
+    pool = system._spares
+    return [] if pool is None else [spare.proc.pid for group in pool.spares.values()
+                                    for spare in group]
+
+
+async def _a_spare(system: ActorSystem) -> int:
+    with anyio.fail_after(10):
+        await wait_until(lambda: bool(_spares(system)))
+    [pid] = _spares(system)
+    return pid
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp", "stdio"])
+async def test_a_spare_child_waits_ready_and_the_next_spawn_takes_it(transport: str) -> None:
+    options = msgspec.structs.replace(WARM, transport=transport)
+    async with ActorSystem() as system:
+        first = await system.spawn(Counter, process=options)
+        spare = await _a_spare(system)  # made once the first actor had started
+        assert spare != await first.ask("pid")
+        second = await supervised(system, Counter, options)
+        assert await second.ask("pid") == spare  # it became the second actor
+        assert (await second.ask(Add(4))).value == 4
+        replacement = await _a_spare(system)  # and the pool is refilled
+        assert replacement != spare
+        with pytest.raises(ActorCrashedError):  # a crash restarts it as usual (from a spare)
+            await second.ask("kill-self")
+        with anyio.fail_after(10):
+            await wait_until(lambda: second._cell.restarts >= 1)
+            assert await second.ask("pid") == replacement
+    # Leaving the system ended the spares too (the fixture finds no process left).
+
+
+async def test_a_spare_that_died_while_waiting_is_passed_over() -> None:
+    async with ActorSystem() as system:
+        await system.spawn(Counter, process=WARM)
+        spare = await _a_spare(system)
+        os.kill(spare, signal.SIGKILL)
+        with anyio.fail_after(10):
+            await wait_until(lambda: system._spares is not None and all(
+                s.proc.returncode is not None for group in system._spares.spares.values()
+                for s in group))
+        ref = await system.spawn(Counter, process=WARM)
+        assert await ref.ask("pid") != spare
+        assert (await ref.ask(Add(1))).value == 1
+
+
+async def test_without_spares_every_spawn_forks_and_none_waits() -> None:
+    options = msgspec.structs.replace(WARM, spares=0)
+    async with ActorSystem() as system:
+        refs = [await system.spawn(Counter, process=options) for _ in range(2)]
+        await anyio.sleep(0.3)
+        assert _spares(system) == []
+        assert len({await ref.ask("pid") for ref in refs}) == 2
+    with pytest.raises(InvalidDefinitionError, match=r"ProcessOptions\.spares"):
+        ProcessOptions(spares=-1)
 
 
 async def test_a_module_that_starts_a_thread_is_refused_with_a_clear_error() -> None:

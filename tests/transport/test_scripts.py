@@ -181,8 +181,8 @@ def test_killing_the_parent_ends_busy_descendants_within_two_seconds(
         busy = set(map(int, proc.stdout.readline().split()))
         assert len(busy) == 2, proc.stderr.read() if proc.stderr else ""
         assert proc.stdout.readline() == "busy\n"
-        tree |= tree_of(proc.pid)  # the busy two, forkservers, and a guard per system
-        assert busy <= tree and len(tree) == (4 if start == "spawn" else 6), tree
+        tree |= tree_of(proc.pid)  # the busy two, forkservers, a guard per system, spares
+        assert busy <= tree and len(tree) >= (4 if start == "spawn" else 6), tree  # (+spares)
         kill_and_wait(proc, tree)
     finally:
         end(proc, tree)
