@@ -36,8 +36,7 @@ from actorstage.exceptions import ActorCrashedError
 from actorstage.transport._child import load_main
 from actorstage.transport._codec import CODEC
 from actorstage.transport._conn import Conn, StdioConn, read_stream, write_stream
-from actorstage.transport._host import ProcessRef
-from actorstage.transport._link import Link, error_body
+from actorstage.transport._link import Link, ProcessRef, error_body
 from actorstage.transport._routing import ROUTER
 
 if TYPE_CHECKING:

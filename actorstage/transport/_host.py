@@ -19,7 +19,6 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import betterproto2
 import msgspec
 
@@ -34,14 +33,12 @@ from actorstage._proto.actorstage.v1 import (
     SpawnSpec,
 )
 from actorstage.actors._actor import Actor
-from actorstage.actors._cell import STOPPING, Outgoing
+from actorstage.actors._cell import STOPPING
 from actorstage.actors._message import ExitReason
-from actorstage.actors._ref import ActorRef
 from actorstage.exceptions import (
     ActorCrashedError,
     ActorDeadError,
     InvalidDefinitionError,
-    MailboxFullError,
 )
 from actorstage.transport._codec import CODEC, RemoteErrorBody, type_name
 from actorstage.transport._conn import Conn, StdioConn
@@ -52,8 +49,8 @@ from actorstage.transport._link import (
     CLOSED,
     SILENT,
     Link,
+    ProcessRef,
     error_from_body,
-    outgoing,
 )
 from actorstage.transport._payloads import prefix_of
 from actorstage.transport._spares import Spare, request_for
@@ -122,8 +119,6 @@ def main_location() -> tuple[str, str]:
     return os.path.abspath(getattr(main, "__file__", "") or ""), ""
 
 
-_TYPE_NAMES = CODEC._names  # the codec's cache of type names, read on the tell hot path
-_ENCODE = CODEC._encoder.encode
 
 ChildProcess = asyncio.subprocess.Process | ForkedProcess  # spawned, or forked by a forkserver
 
@@ -151,61 +146,6 @@ def _signal_name(returncode: int) -> str:
         return signal.Signals(-returncode).name
     except ValueError:
         return f"signal {-returncode}"
-
-
-class ProcessRef(ActorRef):
-    """The ref of an actor in a child process: messages are encoded as they are sent."""
-
-    __slots__ = ()
-
-    async def tell(self, message: Any) -> None:
-        cell = self._cell
-        name = _TYPE_NAMES.get(message.__class__)
-        if name is None:  # the first message of its type, or one that cannot be encoded
-            out = outgoing(CODEC, cell.path, message)
-        else:  # the hot path: one encode, no extra calls
-            try:
-                out = Outgoing(message, name, _ENCODE(message))
-            except (TypeError, ValueError):
-                out = outgoing(CODEC, cell.path, message)  # raises, naming the problem
-        queue = cell.queue
-        if cell.accepting and not cell.waiters and cell.pump is not None:
-            if not queue:
-                if cell.deliverable:
-                    link: Link | None = getattr(cell.actor, "link", None)  # a host, or a root
-                    if link is not None and link.send_tell(out):  # straight to the wire
-                        return
-            elif len(queue) < cell.capacity:
-                # Messages wait here only while there are no credits (or while paused):
-                # the link pumps them when credits come back. Nothing to schedule.
-                queue.append((out, None))
-                return
-        await ActorRef.tell(self, out)
-
-    def tell_nowait(self, message: Any) -> None:
-        cell = self._cell
-        if not cell.put_nowait(outgoing(CODEC, cell.path, message), None):
-            raise MailboxFullError(cell.path, cell.capacity)
-
-    async def ask(self, message: Any) -> Any:
-        cell = self._cell
-        deadline = anyio.current_effective_deadline()
-        out = outgoing(CODEC, cell.path, message, deadline if deadline != float("inf") else 0.0)
-        reply = cell.system._loop.create_future()
-        host = cell.actor
-        if not cell.put_nowait(out, reply):
-            try:
-                await cell.put(out, reply)
-            except BaseException:
-                reply.cancel()
-                raise
-        try:
-            return await reply
-        except asyncio.CancelledError:
-            link: Link | None = getattr(host, "link", None)  # a ProcessHost, or a child's root
-            if out.ask_id and link is not None:
-                link.cancel_ask(out.ask_id)
-            raise
 
 
 class ProcessHost(Actor):

@@ -28,10 +28,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
 from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
 from actorstage.actors._cell import Outgoing, Receipt
+from actorstage.actors._ref import ActorRef
 from actorstage.actors._timers import Timer
 from actorstage.exceptions import (
     ActorCrashedError,
@@ -66,7 +68,7 @@ if TYPE_CHECKING:
     from actorstage.actors._tasks import TaskOwner
     from actorstage.transport._routing import Router
 
-__all__ = ["BAD_FRAME", "CLOSED", "SILENT", "Link"]
+__all__ = ["BAD_FRAME", "CLOSED", "SILENT", "Link", "ProcessRef"]
 
 log = logging.getLogger("actorstage.transport")
 
@@ -655,3 +657,62 @@ def outgoing(codec: BodyCodec, path: str, message: Any, deadline: float = 0.0) -
     out = Outgoing(message, name, body, deadline)
     out.shared = ARENA.puts != puts
     return out
+
+
+_TYPE_NAMES = CODEC._names  # the codec's cache of type names, read on the tell hot path
+_ENCODE = CODEC._encoder.encode
+
+
+class ProcessRef(ActorRef):
+    """The ref of an actor in a child process: messages are encoded as they are sent."""
+
+    __slots__ = ()
+
+    async def tell(self, message: Any) -> None:
+        cell = self._cell
+        name = _TYPE_NAMES.get(message.__class__)
+        if name is None:  # the first message of its type, or one that cannot be encoded
+            out = outgoing(CODEC, cell.path, message)
+        else:  # the hot path: one encode, no extra calls
+            try:
+                out = Outgoing(message, name, _ENCODE(message))
+            except (TypeError, ValueError):
+                out = outgoing(CODEC, cell.path, message)  # raises, naming the problem
+        queue = cell.queue
+        if cell.accepting and not cell.waiters and cell.pump is not None:
+            if not queue:
+                if cell.deliverable:
+                    link: Link | None = getattr(cell.actor, "link", None)  # a host, or a root
+                    if link is not None and link.send_tell(out):  # straight to the wire
+                        return
+            elif len(queue) < cell.capacity:
+                # Messages wait here only while there are no credits (or while paused):
+                # the link pumps them when credits come back. Nothing to schedule.
+                queue.append((out, None))
+                return
+        await ActorRef.tell(self, out)
+
+    def tell_nowait(self, message: Any) -> None:
+        cell = self._cell
+        if not cell.put_nowait(outgoing(CODEC, cell.path, message), None):
+            raise MailboxFullError(cell.path, cell.capacity)
+
+    async def ask(self, message: Any) -> Any:
+        cell = self._cell
+        deadline = anyio.current_effective_deadline()
+        out = outgoing(CODEC, cell.path, message, deadline if deadline != float("inf") else 0.0)
+        reply = cell.system._loop.create_future()
+        host = cell.actor
+        if not cell.put_nowait(out, reply):
+            try:
+                await cell.put(out, reply)
+            except BaseException:
+                reply.cancel()
+                raise
+        try:
+            return await reply
+        except asyncio.CancelledError:
+            link: Link | None = getattr(host, "link", None)  # a ProcessHost, or a child's root
+            if out.ask_id and link is not None:
+                link.cancel_ask(out.ask_id)
+            raise
