@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from actorstage.supervisors._types import ParentPolicy
     from actorstage.transport._options import ProcessOptions
 
-__all__ = ["Actor", "Context"]
+__all__ = ["Actor", "Context", "Spawner"]
 
 A = TypeVar("A", bound="Actor")
 
@@ -144,47 +144,14 @@ def check_arguments(factory: type, args: tuple[Any, ...], kwargs: dict[str, Any]
                 "to say which you mean")
 
 
-class Context:
-    """What an actor can do with the runtime: its refs, children, timers, watches."""
+class Spawner:
+    """``spawn``, typed: what starts actors, the system (top-level actors) and an actor's
+    context (its children). The subclass says under which cell they start."""
 
-    __slots__ = ("_cell",)
+    __slots__ = ()
 
-    def __init__(self, cell: Cell) -> None:
-        self._cell = cell
-
-    @property
-    def self_ref(self) -> ActorRef:
-        """A ref to this actor (stable across restarts)."""
-        return self._cell.ref
-
-    @property
-    def parent(self) -> ActorRef | None:
-        """The parent's ref; ``None`` for an actor spawned by the system.
-
-        In a child process the parent actor lives in the parent process:
-        this ref sends it messages over the bridge, with the same
-        backpressure as the other way. It is ``None`` there when the parent
-        is the system or a supervisor (neither takes messages).
-        """
-        parent = self._cell.parent
-        if parent is None or (parent.parent is None and parent.pump is None):
-            return None  # (a child process's root has a pump when it stands for a parent actor)
-        return parent.ref
-
-    @property
-    def system(self) -> ActorSystem:
-        """The system this actor runs in."""
-        return self._cell.system
-
-    @property
-    def path(self) -> str:
-        """This actor's path, such as ``/user/sup/worker``."""
-        return self._cell.path
-
-    @property
-    def restarts(self) -> int:
-        """How many times this actor has been restarted."""
-        return self._cell.restarts
+    def _spawn_parent(self) -> Cell:
+        raise NotImplementedError
 
     @overload
     async def spawn(
@@ -239,21 +206,75 @@ class Context:
         process: bool | ProcessOptions | None = None,
         **kwargs: Any,
     ) -> ActorRef:
-        """Start a child of this actor; returns once its ``on_start`` has finished.
+        """Start an actor (the system's: a top-level one; a context's: a child of its
+        actor); returns once its ``on_start`` has finished.
 
-        With ``process=True`` (or a ``ProcessOptions``) the child runs in a
-        process of its own. A crashed child is restarted (up to 3 times within 5 s, then stopped);
-        use a ``Supervisor`` child for other policies.
+        ``*args`` and ``**kwargs`` go to the actor's constructor. With
+        ``process=True`` (or a ``ProcessOptions``) the actor runs in a child
+        process of its own; the ref behaves the same. A crashed actor is
+        restarted, at most 3 times within 5 s, then stopped; put actors under
+        a ``Supervisor`` for other policies.
+
+        Raises:
+            ActorCrashedError: the constructor or ``on_start`` raised.
+            InvalidDefinitionError: bad name, duplicate name, bad mailbox size,
+                or ``actor_cls`` is not a usable ``Actor`` subclass.
         """
         from actorstage.actors._lifecycle import start_child
 
-        cell = self._cell
-        child = await start_child(cell, actor_cls, args, kwargs, name=name,
+        parent = self._spawn_parent()
+        child = await start_child(parent, actor_cls, args, kwargs, name=name,
                                   capacity=mailbox_size,
-                                  shutdown_timeout=cell.system._shutdown_timeout,
+                                  shutdown_timeout=parent.system._shutdown_timeout,
                                   process=process,
                                   given_options=spawn_options(name, mailbox_size, process))
         return child.ref
+
+
+class Context(Spawner):
+    """What an actor can do with the runtime: its refs, children, timers, watches."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+
+    def _spawn_parent(self) -> Cell:
+        return self._cell
+
+    @property
+    def self_ref(self) -> ActorRef:
+        """A ref to this actor (stable across restarts)."""
+        return self._cell.ref
+
+    @property
+    def parent(self) -> ActorRef | None:
+        """The parent's ref; ``None`` for an actor spawned by the system.
+
+        In a child process the parent actor lives in the parent process:
+        this ref sends it messages over the bridge, with the same
+        backpressure as the other way. It is ``None`` there when the parent
+        is the system or a supervisor (neither takes messages).
+        """
+        parent = self._cell.parent
+        if parent is None or (parent.parent is None and parent.pump is None):
+            return None  # (a child process's root has a pump when it stands for a parent actor)
+        return parent.ref
+
+    @property
+    def system(self) -> ActorSystem:
+        """The system this actor runs in."""
+        return self._cell.system
+
+    @property
+    def path(self) -> str:
+        """This actor's path, such as ``/user/sup/worker``."""
+        return self._cell.path
+
+    @property
+    def restarts(self) -> int:
+        """How many times this actor has been restarted."""
+        return self._cell.restarts
 
     def watch(self, ref: ActorRef) -> None:
         """Receive ``Terminated(ref, reason)`` once when ``ref`` stops for good."""

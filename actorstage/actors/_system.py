@@ -9,16 +9,16 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from actorstage.actors import _lifecycle
-from actorstage.actors._actor import Actor, spawn_options
+from actorstage.actors._actor import Actor, Spawner
 from actorstage.actors._cell import RUNNING, STOPPED, STOPPING, Cell, acting_cell
 from actorstage.actors._deadletters import DeadLetters
 from actorstage.actors._message import ExitReason
-from actorstage.actors._ref import ActorRef, Args, Msg, Params, Receives, Reply
+from actorstage.actors._ref import ActorRef
 from actorstage.actors._tasks import TaskOwner
 from actorstage.actors._tree import TreeEvents, TreeNode, snapshot
 from actorstage.exceptions import ActorDeadError, ActorstageError, InvalidDefinitionError
@@ -26,7 +26,6 @@ from actorstage.exceptions import ActorDeadError, ActorstageError, InvalidDefini
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from actorstage.supervisors._supervisor import Supervisor, SupervisorRef
     from actorstage.transport._forkserver import ForkServer
     from actorstage.transport._guard import Guard
     from actorstage.transport._options import ProcessOptions
@@ -72,7 +71,7 @@ def running_loop(what: str) -> asyncio.AbstractEventLoop:
 _SYSTEMS = [0]  # actor systems running in this process
 
 
-class ActorSystem:
+class ActorSystem(Spawner):
     """The root of an actor tree.
 
     Use it as an async context manager; leaving the block stops every actor,
@@ -312,78 +311,8 @@ class ActorSystem:
 
     # -- spawning and finding ---------------------------------------------
 
-    @overload
-    async def spawn(
-        self, actor_cls: type[Supervisor], *, name: str | None = ...,
-        mailbox_size: int | None = ..., process: bool | ProcessOptions | None = ...,
-        **kwargs: Any,
-    ) -> SupervisorRef: ...
-
-    # The constructor's arguments are checked: positional ones with the spawn options,
-    # keyword ones without them (a type checker cannot take keywords of both at once,
-    # PEP 612); a call that mixes them is checked for what the ref takes only.
-    @overload
-    async def spawn(
-        self, actor_cls: Callable[[*Args], Receives[Msg, Reply]], *args: *Args,
-        name: str | None = ..., mailbox_size: int | None = ...,
-        process: bool | ProcessOptions | None = ...,
-    ) -> ActorRef[Msg, Reply]: ...
-
-    @overload
-    async def spawn(
-        self, actor_cls: Callable[Params, Receives[Msg, Reply]], *args: Params.args,
-        **kwargs: Params.kwargs,
-    ) -> ActorRef[Msg, Reply]: ...
-
-    @overload
-    async def spawn(
-        self, actor_cls: Callable[..., Receives[Msg, Reply]], *args: Any, name: str | None,
-        mailbox_size: int | None = ..., process: bool | ProcessOptions | None = ...,
-        **kwargs: Any,
-    ) -> ActorRef[Msg, Reply]: ...
-
-    @overload
-    async def spawn(
-        self, actor_cls: Callable[..., Receives[Msg, Reply]], *args: Any,
-        name: str | None = ..., mailbox_size: int | None,
-        process: bool | ProcessOptions | None = ..., **kwargs: Any,
-    ) -> ActorRef[Msg, Reply]: ...
-
-    @overload
-    async def spawn(
-        self, actor_cls: Callable[..., Receives[Msg, Reply]], *args: Any,
-        name: str | None = ..., mailbox_size: int | None = ...,
-        process: bool | ProcessOptions | None, **kwargs: Any,
-    ) -> ActorRef[Msg, Reply]: ...
-
-    async def spawn(  # type: ignore[misc]
-        self,
-        actor_cls: Any,
-        *args: Any,
-        name: str | None = None,
-        mailbox_size: int | None = None,
-        process: bool | ProcessOptions | None = None,
-        **kwargs: Any,
-    ) -> ActorRef:
-        """Start a top-level actor; returns once its ``on_start`` has finished.
-
-        ``*args`` and ``**kwargs`` go to the actor's constructor. With
-        ``process=True`` (or a ``ProcessOptions``) the actor runs in a child
-        process of its own; the ref behaves the same. A crashed
-        top-level actor is restarted, at most 3 times within 5 s, then
-        stopped; put actors under a ``Supervisor`` for other policies.
-
-        Raises:
-            ActorCrashedError: the constructor or ``on_start`` raised.
-            InvalidDefinitionError: bad name, duplicate name, bad mailbox size,
-                or ``actor_cls`` is not a usable ``Actor`` subclass.
-        """
-        cell = await _lifecycle.start_child(
-            self._guardian(), actor_cls, args, kwargs, name=name, capacity=mailbox_size,
-            shutdown_timeout=self._shutdown_timeout, process=process,
-            given_options=spawn_options(name, mailbox_size, process),
-        )
-        return cell.ref
+    def _spawn_parent(self) -> Cell:
+        return self._guardian()
 
     def lookup(self, path: str) -> ActorRef | None:
         """The actor at ``path`` (such as ``/user/sup/worker``), or ``None``.
