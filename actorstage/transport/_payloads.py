@@ -12,7 +12,8 @@ one payload costs a copy in and a copy out, against a copy per buffer on
 the way through HTTP/2, the socket and the frame decoder.
 
 A slot is a file in the shared-memory folder (see ``actorstage._shm``)
-named ``actorstage-m<pid>-<n>``, owned by the process ``<pid>``: it
+named ``actorstage-m<pid>-<token>-<n>`` (the token: a reused pid never
+names the slot of a process that is gone), owned by the process ``<pid>``: it
 unlinks its slots when its system closes; when it is killed, its parent
 sweeps them as it learns of the death, its guard sweeps those of the
 processes it watches, and ``actorstage cleanup`` finds them by the
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import secrets
 from typing import Any
 
 from actorstage import _shm
@@ -58,6 +60,7 @@ class Arena:
         self.slots: list[tuple[str, mmap.mmap]] = []
         self.size = 0
         self.count = 0
+        self.token = ""
         self.mapped: dict[str, mmap.mmap] = {}
         self.puts = 0  # payloads written, ever: tells an encoder whether it used a slot
         self.systems = 0  # running actor systems of this process: the last one closes it
@@ -90,8 +93,9 @@ class Arena:
         if self.marker is None:
             self.pid = os.getpid()
             self.marker = _shm.mark_session(prefix_of(self.pid))
+            self.token = secrets.token_hex(4)
         self.count += 1
-        name = f"{prefix_of(self.pid)}{self.count}"
+        name = f"{prefix_of(self.pid)}{self.token}-{self.count}"
         fd = os.open(_shm.SHM_DIR / name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             os.ftruncate(fd, capacity)

@@ -91,3 +91,21 @@ async def test_large_payloads_go_between_siblings_directly_or_through_the_tree(
         # Through the tree, this process passed the payloads on without reading them: the
         # slots it holds are its own (a few), never one per message that went through.
         assert len(_slots(os.getpid())) <= 2
+
+
+async def test_actorstage_cleanup_removes_the_slots_of_a_process_that_died_alone() -> None:
+    import sys
+
+    from actorstage.cli import main as cli_main
+
+    script = ("import os\n"
+              "from actorstage.transport._payloads import ARENA\n"
+              "ARENA.put(b'x' * 1_000_000)\n"
+              "print(os.getpid(), flush=True)\n"
+              "os._exit(0)\n")  # no system closed it, no parent or guard to sweep
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, "-c", script])
+    pid = int(done.stdout)
+    assert len(_slots(pid)) == 2  # the slot and its marker
+    assert cli_main(["cleanup"]) == 0
+    assert _slots(pid) == []
