@@ -311,7 +311,8 @@ async def warm_spawn(options: ProcessOptions, spares: int = 1) -> float:
         await system.stop(await system.spawn(Echo, process=options))  # starts the forkserver
         times = []
         for _ in range(SPAWNS):
-            await asyncio.sleep(0.1)  # spawns now and then: a spare is ready for each
+            if spares:
+                await asyncio.sleep(0.1)  # spawns now and then: a spare is ready for each
             start = time.perf_counter()
             ref = await system.spawn(Echo, process=options)
             await ref.ask(1)
