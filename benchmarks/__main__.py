@@ -187,12 +187,16 @@ How to read them:
   libraries imported. What the forked child still pays: copy-on-write page
   faults as it touches the inherited heap, a new event loop, and the HTTP/2
   connection and hello exchange with the parent (the stdio transport skips
-  the latter). Timed on unix, 13-15 ms from `spawn` to the first reply:
-  2.7 ms in the parent and the forkserver up to the fork, 1.7 ms for the
-  child to set up its loop, 6.7 ms to dial the parent and say hello over
-  grpclib (2.3-3.8 ms of it the HTTP/2 connection alone, measured apart),
-  2 ms to build its actor system and start the actor, and 1.2 ms for the
-  first ask. The 4 x target needs all of that under 5 ms.
+  the latter). Without a spare, timed on unix, 13-15 ms from `spawn` to
+  the first reply: 2.7 ms in the parent and the forkserver up to the fork,
+  1.7 ms for the child to set up its loop, 6.7 ms to dial the parent and
+  say hello over grpclib (2.3-3.8 ms of it the HTTP/2 connection alone,
+  measured apart), 2 ms to build its actor system and start the actor, and
+  1.2 ms for the first ask. A spare (the default, `spares=1`) has done all
+  but the last two before the spawn, and has run an actor's start once to
+  take its copy-on-write faults; the spare rows space their spawns 0.1 s
+  apart so that one is ready for each (the next is forked once an actor
+  has started), the no-spare rows run back to back.
 - Cold spawn pays a fresh interpreter's imports, 220-270 ms of it here:
   betterproto2 alone brings in pydantic (when installed) and
   `importlib.metadata` (50 ms), and the generated classes of every
