@@ -127,6 +127,19 @@ async def test_process_chains_stream_straight_from_process_to_process(
         assert min(inboxes.values()) > 0
 
 
+async def test_a_direct_chain_carries_generated_items_and_what_flush_gives_at_the_end(
+) -> None:
+    pipe = pipeline([node("a", "test.Ticker", "process"), node("b", "test.Double", "process"),
+                     node("c", "CollectorNode", "process"), node("d", "IdentityNode", "process")],
+                    [("a", "b"), ("b", "c"), ("c", "d")])
+    result = await pipe.run([3, 5])
+    assert [output.item for output in result.outputs] == [[0, 2, 4, 0, 2, 4, 6, 8]]
+    counts = {node_id: (stats.items_in, stats.items_out)
+              for node_id, stats in result.nodes.items()}
+    assert counts == {"a": (2, 8), "b": (8, 8), "c": (8, 1), "d": (1, 1)}
+    assert [output.item for output in (await pipe.run([])).outputs] == [[]]  # flush, at once
+
+
 async def test_a_failure_inside_a_direct_chain_fails_the_session_naming_node_and_item() -> None:
     raising = pipeline([node("a", "test.Double", "process"),
                         node("b", "test.Crash", "process", on=10, raise_it=True),
