@@ -134,75 +134,82 @@ class ChildEnd:
 
     async def run(self) -> int:
         conn = await self._connect()
-        if self.boot.get("spare"):
-            await _warm_up()
-        if "spec" in self.boot:  # forked: the spec came with the request, through our forkserver
-            spec = SpawnSpec().parse(base64.b64decode(self.boot["spec"]))
-        else:
-            # A spare waits for its actor as long as it takes (it dies with its parent).
-            wait = None if self.boot.get("spare") else _SPEC_TIMEOUT
-            spec = _spec_of(await asyncio.wait_for(conn.recv(), wait))
+        async with contextlib.AsyncExitStack() as stack:
+            system: ActorSystem | None = None
+            if self.boot.get("spare"):  # what can be done before the actor is known, is
+                await _warm_up()
+                system = await stack.enter_async_context(ActorSystem("child"))
+            if "spec" in self.boot:  # forked: the spec came with the request (the forkserver)
+                spec = SpawnSpec().parse(base64.b64decode(self.boot["spec"]))
+            else:
+                # A spare waits for its actor as long as it takes (it dies with its parent).
+                wait = None if system is not None else _SPEC_TIMEOUT
+                spec = _spec_of(await asyncio.wait_for(conn.recv(), wait))
+            if system is None:
+                system = await stack.enter_async_context(ActorSystem("child"))
+            system.name = f"child:{spec.path}"
+            system._mailbox_size = spec.mailbox_size or 1000
+            system._shutdown_timeout = spec.shutdown_timeout or 5.0
+            return await self._run(conn, spec, system)
+
+    async def _run(self, conn: Conn, spec: SpawnSpec, system: ActorSystem) -> int:
         for entry in spec.sys_path:
             if entry not in sys.path:
                 sys.path.append(entry)
         self.loop.add_signal_handler(signal.SIGTERM, self.finish, "terminated")
         parent_path = spec.path.rsplit("/", 1)[0] or "/"
         name = spec.path.rsplit("/", 1)[1]
-        async with ActorSystem(
-            f"child:{spec.path}", mailbox_size=spec.mailbox_size or 1000,
-            shutdown_timeout=spec.shutdown_timeout or 5.0,
-        ) as system:
-            self.system = system
-            guardian = system._guardian_cell
-            assert guardian is not None
-            guardian.path = parent_path
-            guardian.paused = spec.paused
-            guardian.actor = _ChildGuardian(self)
-            guardian.actor._cell = guardian
-            link = self.link = Link(
-                conn, spec.path, system._root,
-                heartbeat_interval=spec.heartbeat_interval or 1.0,
-                heartbeat_timeout=spec.heartbeat_timeout or 10.0,
-                on_control=self._control, on_lost=lambda problem, cause: self.finish("lost"),
-            )
-            router = link.router = system._node()
-            router.root_path, router.up = spec.path, link  # this node owns the actor's subtree
-            router.direct = self.boot["transport"] != "stdio"  # sockets are welcome here
-            router.idle_timeout = float(self.boot.get("link_idle", 30.0))
-            if spec.parent_mailbox:  # the root stands for the parent actor: what it gets, goes
-                guardian.capacity = spec.parent_mailbox
-                guardian.pump = link.pump
-                guardian.ref = ProcessRef._from_cell(guardian)
-                link.out_cell = guardian
-                link.credits = spec.parent_mailbox
-            link.start()
-            self._forward_logs(spec)
+        self.system = system
+        guardian = system._guardian_cell
+        assert guardian is not None
+        guardian.path = parent_path
+        guardian.paused = spec.paused
+        guardian.actor = _ChildGuardian(self)
+        guardian.actor._cell = guardian
+        link = self.link = Link(
+            conn, spec.path, system._root,
+            heartbeat_interval=spec.heartbeat_interval or 1.0,
+            heartbeat_timeout=spec.heartbeat_timeout or 10.0,
+            on_control=self._control, on_lost=lambda problem, cause: self.finish("lost"),
+        )
+        router = link.router = system._node()
+        router.root_path, router.up = spec.path, link  # this node owns the actor's subtree
+        router.direct = self.boot["transport"] != "stdio"  # sockets are welcome here
+        router.idle_timeout = float(self.boot.get("link_idle", 30.0))
+        if spec.parent_mailbox:  # the root stands for the parent actor: what it gets, goes
+            guardian.capacity = spec.parent_mailbox
+            guardian.pump = link.pump
+            guardian.ref = ProcessRef._from_cell(guardian)
+            link.out_cell = guardian
+            link.credits = spec.parent_mailbox
+        link.start()
+        self._forward_logs(spec)
+        try:
+            token = ROUTER.set(router)  # refs among the arguments: refs of this node
             try:
-                token = ROUTER.set(router)  # refs among the arguments: refs of this node
-                try:
-                    factory, args, kwargs = _load(spec)
-                finally:
-                    ROUTER.reset(token)
-                cell = await start_child(
-                    guardian, factory, args, kwargs, name=name, capacity=spec.mailbox_size or None,
-                    shutdown_timeout=spec.shutdown_timeout or None,
-                )
-            except Exception as exc:
-                error = exc if isinstance(exc, ActorCrashedError) else \
-                    ActorCrashedError.from_exception(spec.path, exc, during="starting")
-                link.send_control(_lifecycle(LifecycleKind.START_FAILED, error=error))
-                await link.flush(_FLUSH_TIMEOUT)
-                await link.aclose()
-                return 0
-            self.cell = cell
-            link.in_cell = cell
-            link.send_control(_lifecycle(LifecycleKind.STARTED, pid=os.getpid()))
-            system._root.start(self._serve_signals())
-            why = await self.done
-            await self._stop(why)
-            self._restore_logging()
+                factory, args, kwargs = _load(spec)
+            finally:
+                ROUTER.reset(token)
+            cell = await start_child(
+                guardian, factory, args, kwargs, name=name, capacity=spec.mailbox_size or None,
+                shutdown_timeout=spec.shutdown_timeout or None,
+            )
+        except Exception as exc:
+            error = exc if isinstance(exc, ActorCrashedError) else \
+                ActorCrashedError.from_exception(spec.path, exc, during="starting")
+            link.send_control(_lifecycle(LifecycleKind.START_FAILED, error=error))
             await link.flush(_FLUSH_TIMEOUT)
             await link.aclose()
+            return 0
+        self.cell = cell
+        link.in_cell = cell
+        link.send_control(_lifecycle(LifecycleKind.STARTED, pid=os.getpid()))
+        system._root.start(self._serve_signals())
+        why = await self.done
+        await self._stop(why)
+        self._restore_logging()
+        await link.flush(_FLUSH_TIMEOUT)
+        await link.aclose()
         return 0
 
     async def _connect(self) -> Conn:
