@@ -33,6 +33,7 @@ from grpclib.encoding.base import CodecBase
 
 from actorstage._proto.actorstage.v1 import Envelope, Frame
 from actorstage.actors._ref import ActorRef
+from actorstage.transport._payloads import ARENA, THRESHOLD
 
 __all__ = [
     "ASK",
@@ -239,8 +240,6 @@ class BodyCodec:
     @staticmethod
     def _shared(value: Any) -> list[Any] | None:
         """A large payload written to shared memory: what the message carries instead."""
-        from actorstage.transport._payloads import ARENA
-
         cls = value.__class__
         if cls is bytes or cls is bytearray or cls is memoryview:
             slot = ARENA.put(value)
@@ -274,8 +273,6 @@ class BodyCodec:
             return self.decode(name, raw)
         inner = self._any.decode(data)
         if code == _SHARED:
-            from actorstage.transport._payloads import ARENA
-
             kind, slot, size, *header = inner
             if kind == _AS_NDARRAY:
                 return ARENA.take(slot, size, _array_maker(*header))
@@ -318,8 +315,6 @@ class BodyCodec:
 
 def _large(value: Any) -> bool:
     """Whether ``value`` is a buffer big enough for shared memory."""
-    from actorstage.transport._payloads import THRESHOLD
-
     if value.__class__ is bytes or value.__class__ is bytearray:
         return len(value) >= THRESHOLD
     nbytes = getattr(value, "nbytes", None)  # a memoryview, a numpy array

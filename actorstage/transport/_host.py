@@ -334,19 +334,12 @@ class ProcessHost(Actor):
 
     async def _accept(self, cell: Cell) -> Conn:
         """Wait for the child's stream, or for the child's death before it connects."""
+        from actorstage.transport._server import hello_or_exit
+
         assert self.expected is not None and self.proc is not None
-        arrived = self.expected.arrived
-        exited = asyncio.ensure_future(self.proc.wait())
-        try:
-            waits: set[asyncio.Future[Any]] = {arrived, exited}
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not exited.done():
-                exited.cancel()
-        if arrived.done():
-            conn, _pid = arrived.result()
+        conn: Conn | None = await hello_or_exit(self.expected, self.proc)
+        if conn is not None:
             return conn
-        arrived.cancel()
         await self._drain_forwarders()
         raise ActorCrashedError(
             cell.path, "ProcessExited",

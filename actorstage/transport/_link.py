@@ -251,8 +251,8 @@ class Link:
                 self._dropped(path, message, receipt, reason)
             return None
         self.used = self.loop.time()
+        packed = msgspec.Raw(_route_encoder.encode((name, msgspec.Raw(body))))
         if credited:
-            packed = msgspec.Raw(_route_encoder.encode((name, msgspec.Raw(body))))
             if self.route_credits > 0 and not self.route_waiting:
                 self.route_credits -= 1
                 self.entries.append((ROUTE_TELL, 0, path, packed, 0.0))
@@ -270,7 +270,6 @@ class Link:
         if reply is not None:
             self.pending[ident] = reply
             reply.add_done_callback(lambda done: self._route_gave_up(ident, done))
-        packed = msgspec.Raw(_route_encoder.encode((name, msgspec.Raw(body))))
         self.entries.append((ROUTE_ASK if reply is not None else ROUTE_TELL, ident, path,
                              packed, timeout))
         self.kick()
@@ -295,9 +294,7 @@ class Link:
 
     def _route_delivered(self) -> None:
         self.route_credit_due += 1
-        idle = self.idle
-        if idle is not None and not idle.done():
-            idle.set_result(None)
+        self.kick()
 
     def _dropped(self, path: str, message: Any, receipt: Receipt | None, reason: str) -> None:
         """A routed tell that will never leave: a dead letter (its credit goes back)."""
@@ -632,10 +629,9 @@ class Link:
 
     async def aclose(self) -> None:
         """Stop the tasks and close the connection (idempotent)."""
-        if not self.closed and self.router is not None:
-            self.closed = True
+        was_open, self.closed = not self.closed, True
+        if was_open and self.router is not None:  # (closed first: nothing more goes this way)
             self.router.lost(self)  # (watches answered on the way out are not in it)
-        self.closed = True
         self._drop_waiting(f"the link towards {self.path} was closed")
         current = asyncio.current_task()
         tasks = [task for task in self.tasks if task is not current]

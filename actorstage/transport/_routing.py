@@ -283,15 +283,18 @@ class Router:
     # -- sending ---------------------------------------------------------------------------
 
     def tell(self, path: str, name: str, body: bytes, message: Any,
-             receipt: Receipt | None = None, *, nowait: bool = False
+             receipt: Receipt | None = None, *, nowait: bool = False,
+             found: tuple[Cell | None, Link | None] | None = None,
              ) -> asyncio.Future[None] | None:
         """Deliver or pass on a tell; one to an actor that is nowhere is a dead letter.
 
         A tell that must wait for a credit returns a future its sender awaits
         (``nowait``: ``MailboxFullError`` instead). ``receipt``: it came in on a
-        link, whose credit goes back once it leaves this process or its mailbox.
+        link, whose credit goes back once it leaves this process or its mailbox
+        (a control of the runtime's takes none). ``found``: ``find(path)``, if
+        the caller has it already.
         """
-        cell, link = self.find(path)
+        cell, link = found if found is not None else self.find(path)
         if message.__class__ in _CONTROLS:
             if isinstance(message, _Ended):  # it is answered: no UNREACHABLE for it later
                 pair = (message.target, message.watcher)
@@ -328,9 +331,10 @@ class Router:
         return None
 
     def ask(self, path: str, name: str, body: bytes, message: Any,
-            reply: asyncio.Future[Any], timeout: float) -> None:
+            reply: asyncio.Future[Any], timeout: float,
+            found: tuple[Cell | None, Link | None] | None = None) -> None:
         """Deliver or pass on an ask; its answer completes ``reply``."""
-        cell, link = self.find(path)
+        cell, link = found if found is not None else self.find(path)
         kind = message.__class__
         if kind is _Identify and link is None:
             reply.set_result(cell is not None and cell.accepting)
@@ -406,6 +410,8 @@ class Router:
                 self._spawn(self._open(path))
                 return
             held.popleft()
+            if waiter is not None and waiter.cancelled():
+                continue  # its sender gave up waiting: it is not sent (as with a full mailbox)
             sent = send(peer)
             if waiter is not None:  # its sender waits until it has left
                 if isinstance(sent, asyncio.Future):
@@ -556,7 +562,7 @@ class Router:
         """
         from actorstage.transport._codec import CODEC
 
-        cell, link_on = self.find(path)
+        found = cell, link_on = self.find(path)
         try:
             if (link_on is not None or (cell is not None and cell.process is not None)) and \
                     name not in _runtime_names():
@@ -571,16 +577,13 @@ class Router:
                 link.route_receipt.delivered()
             return None
         if not ident:
-            if message.__class__ in _CONTROLS:  # (the runtime's own: not credited)
-                self.tell(path, name, body, message)
-            else:
-                self.tell(path, name, body, message, link.route_receipt)
+            self.tell(path, name, body, message, link.route_receipt, found=found)
             return None
         reply: asyncio.Future[Any] = link.loop.create_future()
         reply.add_done_callback(lambda done: link.answer_route(ident, done, None))
         if timeout > 0:
             link.loop.call_later(timeout, _expire, reply, path)
-        self.ask(path, name, body, message, reply, timeout)
+        self.ask(path, name, body, message, reply, timeout, found)
         return reply
 
 

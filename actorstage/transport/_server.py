@@ -31,7 +31,7 @@ from actorstage.transport._codec import FrameError, RawCodec, decode_frame
 from actorstage.transport._conn import GrpcConn
 from actorstage.transport._grpc import GrpcServer, MessageTooLarge, read_message
 
-__all__ = ["BridgeServer", "Expected", "dead_socket_dirs"]
+__all__ = ["BridgeServer", "Expected", "dead_socket_dirs", "hello_or_exit"]
 
 log = logging.getLogger("actorstage.transport")
 
@@ -48,6 +48,23 @@ class Expected:
     arrived: asyncio.Future[tuple[GrpcConn, int]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+async def hello_or_exit(expected: Expected, proc: Any) -> GrpcConn | None:
+    """The stream of the child ``proc`` once its hello arrives; ``None`` if it exits first."""
+    arrived = expected.arrived
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        waits: set[asyncio.Future[Any]] = {arrived, exited}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not exited.done():
+            exited.cancel()
+    if arrived.done():
+        conn, _pid = arrived.result()
+        return conn
+    arrived.cancel()
+    return None
 
 
 class _Service(BridgeBase):

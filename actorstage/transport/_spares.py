@@ -119,24 +119,18 @@ class SparePool:
             spare = Spare(proc, None, bridge, expected)
             assert proc.stdin is not None
             if expected is not None:
+                from actorstage.transport._server import hello_or_exit
+
                 proc.stdin.close()
                 async with asyncio.timeout(options.start_timeout):
-                    arrived = asyncio.ensure_future(asyncio.shield(expected.arrived))
-                    exited = asyncio.ensure_future(proc.wait())
-                    waits: set[asyncio.Future[Any]] = {arrived, exited}
-                    try:
-                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        exited.cancel()
-                        arrived.cancel()
-                    if not expected.arrived.done():
-                        raise ConnectionError(f"the spare child (pid {proc.pid}) exited")
-                    spare.conn, _pid = expected.arrived.result()
-                    await spare.conn.open_reply()
-            if self.closed:
-                raise asyncio.CancelledError
-            self.spares.setdefault(key, []).append(spare)
-            spare = None
+                    conn = await hello_or_exit(expected, proc)
+                if conn is None:
+                    raise ConnectionError(f"the spare child (pid {proc.pid}) exited")
+                spare.conn = conn
+                await conn.open_reply()
+            if not self.closed:
+                self.spares.setdefault(key, []).append(spare)
+                spare = None
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # the next spawn forks as usual, and tries again
@@ -160,10 +154,9 @@ class SparePool:
         if spare.conn is not None:
             with contextlib.suppress(Exception):
                 await spare.conn.aclose()
-        for stream in (spare.proc.stdin,):
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.close()
+        if spare.proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                spare.proc.stdin.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(spare.proc.wait(), 5.0)
         if spare.proc.returncode is None:
