@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import statistics
 import sys
 import time
@@ -66,10 +65,7 @@ def _echo_bytes(conn: Connection) -> None:
 def pipe_payload_throughput() -> float:
     """The same payloads to a child and back over a Pipe, the next sent as one returns."""
     payload = bytes(range(256)) * (MIB // 256)
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    child = context.Process(target=_echo_bytes, args=(theirs,))
-    child.start()
+    child, ours = process._start(_echo_bytes)
     began = time.perf_counter()
     for _ in range(PAYLOADS):
         ours.send_bytes(payload)

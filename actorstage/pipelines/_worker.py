@@ -177,20 +177,17 @@ class NodeWorker(Actor):
         if isinstance(message, Items):
             await self._run(message)
             return None
-        if isinstance(message, Finish):
-            await self._flush()
+        if isinstance(message, Finish | EndOfInput):  # from the proxy, or the node before
+            ended = isinstance(message, EndOfInput)
+            await self._flush(last=ended)
             if self.downstream is not None:
                 await self.downstream.tell(EndOfInput())
-            return self.sent
-        if isinstance(message, EndOfInput):
-            await self._flush(last=True)
-            if self.downstream is not None:
-                await self.downstream.tell(EndOfInput())
-            return None
+            return None if ended else self.sent
         if isinstance(message, Downstream):
             self.downstream = message.target
             return None
-        raise TypeError(f"a node process takes Items and Finish, not {type(message).__name__}")
+        raise TypeError(f"a node process takes Items, Finish, EndOfInput and Downstream, "
+                        f"not {type(message).__name__}")
 
     async def _send(self, items: list[WireItem], done: int, count: int, busy: float,
                     errors: list[ItemError], *, last: bool = False) -> None:

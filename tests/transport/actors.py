@@ -309,18 +309,19 @@ class Relay(Actor):
         if message == "direct-links":  # the processes this one has a direct link to
             node = self.context.system._node()
             return sorted(root for root, link in node.peers.items() if link is not node.up)
-        if isinstance(message, list) and message[:1] == ["flood-for"]:  # in the background
-            _, target, count, seconds = message
-            told = [0]
+        if isinstance(message, list) and message[:1] == ["flood-in-background"]:
+            _, target, count = message
+            self.told = 0
 
             async def flood() -> None:
                 for number in range(count):
                     await target.tell(Add(number))
-                    told[0] += 1
+                    self.told += 1
 
             self.flooding = asyncio.ensure_future(flood())
-            await asyncio.sleep(seconds)
-            return told[0]  # how many tells had returned by then
+            return None
+        if message == "told":  # how many of those tells have returned so far
+            return self.told
         if isinstance(message, list) and message[:1] == ["flood-nowait"]:
             _, target, count = message
             for number in range(count):

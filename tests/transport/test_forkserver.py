@@ -138,7 +138,7 @@ async def test_without_spares_every_spawn_forks_and_none_waits() -> None:
     options = msgspec.structs.replace(WARM, spares=0)
     async with ActorSystem() as system:
         refs = [await system.spawn(Counter, process=options) for _ in range(2)]
-        await anyio.sleep(0.3)
+        assert system._spares is None  # no pool, so nothing can be making a spare later
         assert _spares(system) == []
         assert len({await ref.ask("pid") for ref in refs}) == 2
     with pytest.raises(InvalidDefinitionError, match=r"ProcessOptions\.spares"):
