@@ -46,7 +46,7 @@ from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageError
 from actorstage.pipelines._channels import Aborted, Channel, Inbox
 from actorstage.pipelines._plan import Plan, PlannedNode
-from actorstage.pipelines._wire import ItemCodec, WireItem, to_bytes
+from actorstage.pipelines._wire import ItemCodec, WireBatch, WireItem, to_bytes
 from actorstage.pipelines._worker import (
     FLUSH,
     Downstream,
@@ -401,7 +401,7 @@ class NodeProxy(Actor):
         self.pid: int | None = None
         self.incarnation = 0
         self.next_seq = 1
-        self.pending: deque[tuple[int, Channel, Any, WireItem]] = deque()
+        self.pending: deque[tuple[int, Channel, Any, WireItem | None]] = deque()
         self.idle = asyncio.Event()  # nothing pending
         self.idle.set()
         self.lock = asyncio.Lock()  # sending to the worker, and replacing it
@@ -477,21 +477,23 @@ class NodeProxy(Actor):
             batch = await inbox.take(BATCH)
             if not batch:
                 break
-            wires: list[WireItem] = []
+            out = WireBatch(codec.encode)
+            add = out.add
+            wires: list[WireItem | None] = []  # None: the item went as a plain value
             for _channel, item in batch:
                 if type(item) is WireItem:
-                    wires.append(item)
-                else:
-                    try:
-                        wire = codec.encode(item)
-                    except (TypeError, ValueError) as exc:
-                        session.fail(PipelineError(
-                            f"node {port.node.id!r}: an item for its process cannot be "
-                            f"encoded: {exc}"))
-                        raise Aborted from None
-                    if wire.shm:
-                        segments.add(wire.segment_names(), 1)
-                    wires.append(wire)
+                    wires.append(add(item, item))
+                    continue
+                try:
+                    wire = add(item)
+                except (TypeError, ValueError) as exc:
+                    session.fail(PipelineError(
+                        f"node {port.node.id!r}: an item for its process cannot be "
+                        f"encoded: {exc}"))
+                    raise Aborted from None
+                if wire is not None and wire.shm:
+                    segments.add(wire.segment_names(), 1)
+                wires.append(wire)
             async with self.lock:
                 first = self.next_seq
                 self.next_seq += len(batch)
@@ -499,7 +501,8 @@ class NodeProxy(Actor):
                     (channel, item), wire) in enumerate(zip(batch, wires, strict=True))])
                 self.idle.clear()
                 assert self.worker is not None
-                await self.worker.tell(Items(list(range(first, first + len(batch))), wires))
+                await self.worker.tell(Items(list(range(first, first + len(batch))),
+                                             *out.parts()))
         await self._finish()
 
     async def _finish(self) -> None:
@@ -552,6 +555,8 @@ class NodeProxy(Actor):
                 self.got_last = True
             if message.items:
                 await port.emit_all(message.items)  # (it counts their segments' new readers)
+            elif message.values:
+                await port.emit_all(message.values)
             if message.released:  # the node before's segments, read here: after the add
                 port.session.segments.drop(message.released)  # above, if passed on
             pending = self.pending
@@ -574,7 +579,7 @@ class NodeProxy(Actor):
                     released[channel] = released.get(channel, 0) + 1
                 else:
                     channel.release(item)
-                if wire.shm:
+                if wire is not None and wire.shm:
                     segments.drop(wire.segment_names())
                 if failed:
                     error = failed.get(seq)
@@ -623,7 +628,8 @@ class NodeProxy(Actor):
                     if seq == started:
                         del pending[index]
                         channel.release(item)
-                        session.segments.drop(wire.segment_names())
+                        if wire is not None:
+                            session.segments.drop(wire.segment_names())
                         with contextlib.suppress(Aborted):
                             port.failed(seq, ItemError(seq, "ProcessDied", f"the node's process "
                                                        f"(pid {self.pid}) died: {why}"))
@@ -642,8 +648,10 @@ class NodeProxy(Actor):
                 return
             if pending:
                 assert self.worker is not None
-                await self.worker.tell(Items([entry[0] for entry in pending],
-                                             [entry[3] for entry in pending]))
+                again = WireBatch(session.codec.encode)  # encodes nothing it has not before
+                for _seq, _channel, item, wire in pending:
+                    again.add(item, wire)
+                await self.worker.tell(Items([entry[0] for entry in pending], *again.parts()))
             else:
                 self.idle.set()
         self.emitted_changed.set()
@@ -970,9 +978,11 @@ class PipelineSession:
             for channel, item in batch:
                 value = item
                 if type(item) is WireItem:
-                    value = to_bytes(codec.decode(item))
-                    codec.release(item)
-                    if item.shm:
+                    if not item.shm:
+                        value = codec.decode(item)  # (a view only ever comes from a segment)
+                    else:
+                        value = to_bytes(codec.decode(item))
+                        codec.release(item)
                         self.segments.drop(item.segment_names())
                 elif type(item) not in _PLAIN:
                     value = to_bytes(item)

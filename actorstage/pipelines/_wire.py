@@ -9,6 +9,11 @@ carries an empty ``bytes`` in their place. On arrival each part is a
 read-only ``memoryview`` of the mapped segment: the node reads the bytes
 where the sender wrote them. A view of a segment that a node passes on
 unchanged travels on under the same segment, without a copy.
+
+A batch of items whose every item is a scalar (``int``, ``float``, ``str``,
+``bool``, ``None``) travels as the plain values themselves, in one list,
+with no ``WireItem`` each: that is most small-item streams, and it spares
+every process on the way a decode and an encode per item (``WireBatch``).
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ import msgspec
 from actorstage._shm import SegmentReader, SegmentWriter
 from actorstage.transport._codec import CODEC
 
-__all__ = ["ItemCodec", "WireItem", "to_bytes"]
+__all__ = ["SCALARS", "ItemCodec", "WireBatch", "WireItem", "to_bytes"]
 
 _BINARY = (bytes, bytearray, memoryview)
 _EMPTY_BIN = msgspec.Raw(msgspec.msgpack.encode(b""))
-_SCALARS = frozenset({int, float, str, bool, type(None)})  # no type name, never shared
+SCALARS = frozenset({int, float, str, bool, type(None)})  # no type name, never shared
 _ENCODE = msgspec.msgpack.Encoder().encode
 
 
@@ -48,6 +53,8 @@ def to_bytes(item: Any) -> Any:
     Looks into Struct fields and into lists, tuples and dict values.
     """
     kind = type(item)
+    if kind in SCALARS or kind is bytes:
+        return item
     if kind is memoryview:
         return item.tobytes()
     if kind is list or kind is tuple:
@@ -83,7 +90,7 @@ class ItemCodec:
 
     def encode(self, item: Any) -> WireItem:
         """The ``WireItem`` of ``item``; ``TypeError`` when it cannot be encoded."""
-        if type(item) in _SCALARS:
+        if type(item) in SCALARS:
             return WireItem("", msgspec.Raw(_ENCODE(item)))
         threshold = self.threshold
         if isinstance(item, _BINARY):
@@ -124,3 +131,41 @@ class ItemCodec:
     def release(self, wire: WireItem) -> None:
         for _field, name, _size in wire.shm:
             self.reader.release(name)
+
+
+def _plain_wire(value: Any) -> WireItem:
+    return WireItem("", msgspec.Raw(_ENCODE(value)))
+
+
+class WireBatch:
+    """Items for another process, in the order added: plain ``values`` while every item is
+    a scalar, ``WireItem``s (``wires``) from the first one that is not."""
+
+    __slots__ = ("encode", "values", "wires")
+
+    def __init__(self, encode: Any) -> None:
+        self.encode = encode  # ItemCodec.encode, or another that makes a WireItem
+        self.values: list[Any] = []
+        self.wires: list[WireItem] | None = None
+
+    def __len__(self) -> int:
+        return len(self.values) if self.wires is None else len(self.wires)
+
+    def add(self, item: Any, wire: WireItem | None = None) -> WireItem | None:
+        """Add ``item`` (its ``wire`` when it came as one); the WireItem made or passed on,
+        ``None`` while it went in as a plain value. May raise as ``encode`` does."""
+        wires = self.wires
+        if wires is None:
+            if type(item) in SCALARS:
+                self.values.append(item)
+                return None
+            wires = self.wires = [_plain_wire(value) for value in self.values]
+            self.values = []
+        if wire is None:
+            wire = self.encode(item)
+        wires.append(wire)
+        return wire
+
+    def parts(self) -> tuple[list[WireItem], list[Any]]:
+        """``(wires, values)`` for a message: one of them empty."""
+        return ([], self.values) if self.wires is None else (self.wires, [])

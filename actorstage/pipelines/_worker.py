@@ -34,7 +34,7 @@ from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message
 from actorstage.actors._ref import ActorRef
 from actorstage.pipelines._registry import import_node_modules, lookup
-from actorstage.pipelines._wire import ItemCodec, WireItem
+from actorstage.pipelines._wire import ItemCodec, WireBatch, WireItem
 
 __all__ = ["FLUSH", "Downstream", "Emitted", "EndOfInput", "Finish", "ItemError", "Items",
            "NodeWorker", "WorkerSetup", "error_of", "outputs_of"]
@@ -51,9 +51,17 @@ class ItemError(msgspec.Struct, array_like=True, frozen=True):
     traceback: str = ""
 
 
+Scalar = int | float | str | bool | None  # what a WireBatch sends as plain values
+
+
 class Items(Message, frozen=True, array_like=True):
     seqs: list[int]
     items: list[WireItem]
+    values: list[Scalar] = []  # instead of ``items``, when every item is a scalar (WireBatch)
+
+    def entries(self) -> tuple[list[Any], bool]:
+        """The items as they came, and whether they are plain values (not WireItems)."""
+        return (self.values, True) if self.values else (self.items, False)
 
 
 class Emitted(Message, frozen=True, array_like=True):
@@ -66,6 +74,7 @@ class Emitted(Message, frozen=True, array_like=True):
     segments: list[str] = []  # shared-memory segments those outputs hold
     released: list[str] = []  # segments of items from the node before, done with here
     last: bool = False  # the end came from the node before, and everything is sent
+    values: list[Scalar] = []  # instead of ``items``, when every item is a scalar (WireBatch)
 
 
 class Downstream(Message, frozen=True):
@@ -184,27 +193,31 @@ class NodeWorker(Actor):
                 await self.downstream.tell(EndOfInput())
             return None if ended else self.sent
         if isinstance(message, Downstream):
-            self.downstream = message.target
+            self.downstream = target = message.target
+            prepare = getattr(target, "prepare", None)  # a ref in another process (RemoteRef)
+            if prepare is not None:
+                prepare()  # the link to it opens now, not with the first items
             return None
         raise TypeError(f"a node process takes Items, Finish, EndOfInput and Downstream, "
                         f"not {type(message).__name__}")
 
-    async def _send(self, items: list[WireItem], done: int, count: int, busy: float,
+    async def _send(self, out: WireBatch, done: int, count: int, busy: float,
                     errors: list[ItemError], *, last: bool = False) -> None:
         self.sent += 1
         released: list[str] = []
         if self.released:
             released, self.released = self.released, []
+        items, values = out.parts()
         downstream = self.downstream
-        if downstream is None or not items:
+        if downstream is None or not len(out):
             await self._parent.tell(Emitted(items, done, count, busy, errors,
-                                            released=released, last=last))
+                                            released=released, last=last, values=values))
             return
         first = self.next_out
-        self.next_out = first + len(items)
-        await downstream.tell(Items(list(range(first, self.next_out)), items))
+        self.next_out = first + len(out)
+        await downstream.tell(Items(list(range(first, self.next_out)), items, values))
         segments = [name for item in items if item.shm for name in item.segment_names()]
-        await self._parent.tell(Emitted([], done, count, busy, errors, len(items), segments,
+        await self._parent.tell(Emitted([], done, count, busy, errors, len(out), segments,
                                         released, last))
 
     async def _run(self, message: Items) -> None:
@@ -216,17 +229,20 @@ class NodeWorker(Actor):
         marks = cursor.marks  # (started, finished), written around each item
         assert marks is not None
         process = node.process
-        out: list[WireItem] = []
+        out = WireBatch(encode)
+        add = out.add
         errors: list[ItemError] = []
         done = count = 0
         clock = time.perf_counter
         began = clock()  # node time is counted per batch: two clock reads per item cost more
         flush_every = self.setup.flush_every
         direct_in = self.setup.direct_in
-        for seq, wire in zip(message.seqs, message.items, strict=True):
+        entries, plain = message.entries()
+        for seq, entry in zip(message.seqs, entries, strict=True):
             marks[0] = seq
+            wire = None if plain else entry
             try:
-                item = decode(wire)
+                item = entry if wire is None else decode(wire)
                 try:
                     result = process(item)
                     if result.__class__ is CoroutineType:  # (`async def` with `yield` is not)
@@ -234,18 +250,19 @@ class NodeWorker(Actor):
                     if result is None:
                         pass
                     elif result is item:  # passed on as it came: as it came on the wire
-                        out.append(wire)
+                        add(item, wire)
                     elif not hasattr(result, "__anext__"):
-                        out.append(encode(result))
+                        add(result)
                     else:
                         async for value in result:
-                            out.append(wire if value is item else encode(value))
+                            add(value, wire if value is item else None)
                             if len(out) >= flush_every:
                                 now = clock()
                                 await self._send(out, done, count, now - began, errors)
-                                out, errors, count, began = [], [], 0, now
+                                out, errors, count, began = WireBatch(encode), [], 0, now
+                                add = out.add
                 finally:
-                    if wire.shm:
+                    if wire is not None and wire.shm:
                         release(wire)
                         if direct_in:  # the proxy drops it (nobody else needs it)
                             self.released.extend(wire.segment_names())
@@ -261,14 +278,14 @@ class NodeWorker(Actor):
 
     async def _flush(self, *, last: bool = False) -> None:
         assert self.codec is not None
-        out: list[WireItem] = []
+        out = WireBatch(self.codec.encode)
         errors: list[ItemError] = []
         try:
             async for value in outputs_of(self.node.flush()):
-                out.append(self.codec.encode(value))
+                out.add(value)
                 if len(out) >= self.setup.flush_every:
                     await self._send(out, 0, 0, 0.0, [])
-                    out = []
+                    out = WireBatch(self.codec.encode)
         except Exception as exc:
             errors.append(error_of(0, exc))
         await self._send(out, 0, 0, 0.0, errors, last=last)

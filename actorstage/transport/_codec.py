@@ -209,9 +209,13 @@ class BodyCodec:
         if isinstance(value, msgspec.Struct):
             name = self._struct_name(cls)
             if self._is_lossy(cls) or self._bulky.get(cls):
-                fields = {field: self._tag(getattr(value, field))
+                tagged = {field: self._tag(getattr(value, field))
                           for field in value.__struct_fields__}
-                return ext(_TAGGED_STRUCT, pack([name, fields]))
+                config = cls.__struct_config__
+                if config.array_like:  # (msgspec converts it from an array only)
+                    tag = [] if config.tag is None else [config.tag]
+                    return ext(_TAGGED_STRUCT, pack([name, [*tag, *tagged.values()]]))
+                return ext(_TAGGED_STRUCT, pack([name, tagged]))
             return ext(_STRUCT, pack([name, msgspec.Raw(pack(value))]))
         if isinstance(value, enum.Enum):
             return ext(_ENUM, pack([self._struct_name(cls), self._tag(value.value)]))

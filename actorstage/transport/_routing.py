@@ -390,6 +390,15 @@ class Router:
             self._drain()
         return waiter
 
+    def prepare(self, path: str) -> None:
+        """Start opening the direct link towards ``path`` now, where its first message
+        would open one: what is sent meanwhile waits for it, as it would then."""
+        cell, link = self.find(path)
+        if (cell is None and link is not None and link is self.up and self.direct
+                and not self.opening and not self.held and self._peer(path) is None):
+            self.opening = True
+            self._spawn(self._open(path))
+
     def _peer(self, path: str) -> Link | None:
         best, found = -1, None
         for root, link in list(self.peers.items()):
@@ -645,6 +654,11 @@ class RemoteRef(ActorRef):
 
     def __reduce__(self) -> Any:
         raise TypeError("an actor ref cannot be pickled; send it in a message instead")
+
+    def prepare(self) -> None:
+        """Start opening the direct link to this actor's process, if there will be one, so
+        that the first message does not wait for it (``Router.prepare``)."""
+        self._router.prepare(self._path)
 
     def _encode(self, message: Any) -> tuple[str, bytes]:
         from actorstage.transport._codec import CODEC

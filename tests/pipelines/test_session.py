@@ -127,6 +127,22 @@ async def test_process_chains_stream_straight_from_process_to_process(
         assert min(inboxes.values()) > 0
 
 
+@pytest.mark.parametrize("on_node_crash", ["fail", "continue"])
+async def test_mixed_items_keep_their_order_and_type_through_process_nodes(
+        on_node_crash: str) -> None:
+    """A batch of scalars goes as plain values until an item that is not one (then as
+    WireItems): order and types hold either way, and across batches that differ."""
+    mixed: list[Any] = [1, "a", 2.5, True, (1, 2), b"x", 3, {"k": {4}},  # (None: no output)
+                        test_nodes.Tagged("t", 5), "z", False]
+    items = [*range(3000), *mixed, *range(2000), *mixed * 300, *range(10)]
+    pipe = pipeline([node("a", "IdentityNode", "process"), node("b", "IdentityNode", "process"),
+                     node("c", "IdentityNode")], [("a", "b"), ("b", "c")],
+                    on_node_crash=on_node_crash)
+    outputs = [output.item for output in (await pipe.run(items)).outputs]
+    assert outputs == items
+    assert [type(item) for item in outputs] == [type(item) for item in items]
+
+
 async def test_a_direct_chain_carries_generated_items_and_what_flush_gives_at_the_end(
 ) -> None:
     pipe = pipeline([node("a", "test.Ticker", "process"), node("b", "test.Double", "process"),

@@ -244,6 +244,18 @@ class Stamped(Message, frozen=True):
     extra: Any = None  # declares nothing: its value keeps its type all the same
 
 
+class Packed(Message, frozen=True, array_like=True):
+    """Sent as an array, with a field typed ``Any``: it keeps its values' types too."""
+
+    name: str
+    extra: Any = None
+
+
+class PackedTagged(Message, frozen=True, array_like=True, tag=True):
+    name: str
+    extra: Any = None
+
+
 class Blob(Message, frozen=True):
     """A typed bytes field: a large one goes through shared memory all the same."""
 

@@ -34,6 +34,8 @@ from tests.transport.actors import (
     Config,
     Counter,
     FailsToStart,
+    Packed,
+    PackedTagged,
     Parent,
     Point,
     Stamped,
@@ -370,6 +372,7 @@ async def test_values_keep_their_type_across_the_boundary() -> None:
         uuid.UUID(int=5), decimal.Decimal("1.50"), Color.RED, Point(1, (2, 3)),
         Stamped(when=datetime.datetime(2026, 1, 1), pair=(1, 2), extra={"tags": {"a"}}),
         [Stamped(when=datetime.datetime(2026, 1, 1), pair=(3, 4), extra=(Color.RED,))],
+        Packed("p", (1, {2})), PackedTagged("t", [datetime.date(2026, 1, 3)]),
         {(1, 2): {"n": frozenset()}, "nested": [[(1,)]]},
     ]
     async with ActorSystem() as system:
