@@ -84,6 +84,8 @@ def test_the_wheel_ships_the_protos_and_names_the_project_urls(tmp_path: Path) -
                         if name.endswith(".dist-info/METADATA"))
     for proto in ("runner", "control", "pipeline", "bridge"):
         assert f"actorstage/protos/actorstage_proto/v1/{proto}.proto" in names
+    for proto in ("common", "execution", "streaming"):
+        assert f"actorstage/protos/remotemedia/v1/{proto}.proto" in names
     assert "Project-URL: Homepage, " in metadata and "Project-URL: Issues, " in metadata
 
 

@@ -7,8 +7,14 @@ Nodes with ``executor: process`` run in child processes, their large
 binary payloads moving through shared memory.
 """
 
-from actorstage.pipelines import _builtin  # registers the built-in node types
-from actorstage.pipelines._audio import Audio, AudioChunk, SpeechSegment, read_wav, write_wav
+from actorstage.pipelines import _builtin, _media_nodes  # register the built-in node types
+from actorstage.pipelines._audio import (
+    Audio,
+    AudioChunk,
+    SpeechSegment,
+    read_wav,
+    write_wav,
+)
 from actorstage.pipelines._builtin import (
     AudioChunkerNode,
     CallableNode,
@@ -31,6 +37,7 @@ from actorstage.pipelines._manifest import (
     load_manifest,
     parse_manifest,
 )
+from actorstage.pipelines._media import Control, FileRef, Tensor, VideoFrame
 from actorstage.pipelines._pipeline import Pipeline
 from actorstage.pipelines._plan import Plan, check_manifest
 from actorstage.pipelines._registry import Node, RegisteredNode, register_node, registered_nodes
@@ -50,6 +57,8 @@ __all__ = [
     "CallableNode",
     "CollectorNode",
     "Connection",
+    "Control",
+    "FileRef",
     "GainNode",
     "IdentityNode",
     "ItemFailure",
@@ -73,7 +82,9 @@ __all__ = [
     "RuntimeConfig",
     "Settings",
     "SpeechSegment",
+    "Tensor",
     "VadNode",
+    "VideoFrame",
     "check_manifest",
     "load_manifest",
     "load_runtime_config",
@@ -86,4 +97,4 @@ __all__ = [
 
 for _name in __all__:
     globals()[_name].__module__ = __name__
-del _builtin, _name
+del _builtin, _media_nodes, _name

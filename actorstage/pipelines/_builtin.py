@@ -94,6 +94,7 @@ class AudioChunkerNode(Node):
     async def process(self, item: Any) -> AsyncIterator[AudioChunk]:
         pcm: Any
         if isinstance(item, Audio):
+            item = item.as_format("i16")
             rate, channels, pcm = item.sample_rate, item.channels, item.pcm
         elif isinstance(item, bytes | bytearray | memoryview):
             rate, channels, pcm = self.params.sample_rate, 1, item

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -37,6 +37,9 @@ class Node:
     """
 
     Params: Any = None
+    # Where nodes of this type run when they come in a RemoteMedia manifest, which names
+    # no executor (its server places nodes by type): "native" or "process".
+    executor: ClassVar[str] = "native"
 
     def __init__(self, params: Any, node_id: str) -> None:
         self.params = params

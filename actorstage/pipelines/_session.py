@@ -90,7 +90,14 @@ def valid_session_id(text: str) -> bool:
 
 class PipelineError(ActorstageError):
     """A pipeline session failed: a node's setup, an item under ``on_node_crash="fail"``,
-    a node process that died once too often, or the memory limit."""
+    a node process that died once too often, or the memory limit.
+
+    ``failure``: the item failure that ended it, when one did (node, item, traceback).
+    """
+
+    def __init__(self, message: str, *, failure: ItemFailure | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 class Output(msgspec.Struct, frozen=True):
@@ -273,7 +280,7 @@ class _Port:
         what = f"its item {number}" if number else "flush"
         session.fail(PipelineError(
             f"node {self.node.id!r} failed on {what}{during}: "
-            f"{error.type_name}: {error.message}"))
+            f"{error.type_name}: {error.message}", failure=failure))
         raise Aborted
 
 
@@ -898,18 +905,31 @@ class PipelineSession:
 
     # -- data ------------------------------------------------------------------
 
-    async def send(self, item: Any) -> None:
-        """Give ``item`` to every root node; waits for room (backpressure)."""
+    async def send(self, item: Any, *, to: str | None = None) -> None:
+        """Give ``item`` to every root node, or to the root ``to`` only; waits for room
+        (backpressure). ``ValueError`` when ``to`` is not a root of the pipeline."""
         if self._input_closed:
             raise PipelineError("the session's input is closed; no more items can be sent")
         if self.error is not None:
             raise self.error
+        channels = self.inputs if to is None else [self.input_of(to)]
         try:
-            for channel in self.inputs:
+            for channel in channels:
                 await channel.put(item)
         except Aborted:
             assert self.error is not None
             raise self.error from None
+
+    def input_of(self, node_id: str) -> Channel:
+        """The input channel of root ``node_id``; ``ValueError`` naming the roots if none."""
+        for channel in self.inputs:
+            if channel.target == node_id:
+                return channel
+        roots = ", ".join(repr(channel.target) for channel in self.inputs)
+        if node_id in self.ports:
+            raise ValueError(f"node {node_id!r} takes its items from the nodes connected to "
+                             f"it, not from the input; the roots are {roots}")
+        raise ValueError(f"no node has the id {node_id!r}; the roots are {roots}")
 
     async def send_all(self, items: Iterable[Any]) -> None:
         """``send`` each item in turn."""

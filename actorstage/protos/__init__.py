@@ -23,6 +23,9 @@ SERVICES = {
     "actorstage.v1.Runner": "actorstage_proto/v1/runner.proto",
     "actorstage.v1.ProgressControl": "actorstage_proto/v1/control.proto",
     "actorstage.v1.Pipelines": "actorstage_proto/v1/pipeline.proto",
+    # RemoteMedia's own contract, served beside actorstage's (docs/guides/compatibility.md).
+    "remotemedia.v1.PipelineExecutionService": "remotemedia/v1/execution.proto",
+    "remotemedia.v1.StreamingPipelineService": "remotemedia/v1/streaming.proto",
 }
 
 

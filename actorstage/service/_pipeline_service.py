@@ -140,7 +140,7 @@ class PipelineService(PipelinesBase):
         except BadInput as exc:
             raise _invalid(str(exc)) from None
         outputs: list[PipelineOutput] = []
-        async with self._session(pipeline, session_id) as running:
+        async with self.running_session(pipeline, session_id) as running:
             if running.started:
                 session = running.session
                 feeder = asyncio.get_running_loop().create_task(session.feed(inputs))
@@ -163,7 +163,7 @@ class PipelineService(PipelinesBase):
         pipeline, session_id = await off_loop(_manifest_size(first.start), self._pipeline,
                                               first.start)
         sent = 0
-        async with self._session(pipeline, session_id) as running:
+        async with self.running_session(pipeline, session_id) as running:
             if running.started:
                 session = running.session
                 pids = {node_id: stats.pid for node_id, stats in session.stats().items()
@@ -201,10 +201,11 @@ class PipelineService(PipelinesBase):
             raise _invalid(str(exc)) from None
 
     @asynccontextmanager
-    async def _session(self, pipeline: Pipeline, session_id: str) -> AsyncIterator[
+    async def running_session(self, pipeline: Pipeline, session_id: str = "") -> AsyncIterator[
             _Running]:
         """A session, registered while it runs; not ``started`` when a node's setup failed.
-        ``_summary`` then describes how it ended."""
+        ``_summary`` then describes how it ended. (RemoteMedia's services run theirs here
+        too, under the same limit and shutdown.)"""
         if not self.accepting:
             raise GRPCError(Code.UNAVAILABLE, "the service is shutting down: it starts no new "
                                               "pipeline sessions")

@@ -26,6 +26,7 @@ from actorstage.pipelines._config import load_runtime_config
 from actorstage.service._callbacks import CallbackSender, parse_endpoint
 from actorstage.service._metrics import MetricsServer, PipelineMetrics, ServiceMetrics
 from actorstage.service._pipeline_service import PipelineService
+from actorstage.service._remotemedia import RemoteMediaExecution
 from actorstage.service._runner_service import RunnerService
 from actorstage.transport._grpc import GrpcServer
 from actorstage.transport._options import ProcessOptions
@@ -202,10 +203,13 @@ class RunnerServer:
         pipelines = self.pipelines = PipelineService(
             system, runtime=runtime, metrics=metrics.pipelines,
             max_sessions=config.max_pipeline_sessions)
+        remotemedia = RemoteMediaExecution(pipelines)  # RemoteMedia's own contract, too
         self._health = ServiceStatus()
         self._health.set(True)
-        health = Health({service: [self._health], pipelines: [self._health]})
-        services = ServerReflection.extend([service, pipelines, health], pool=descriptor_pool())
+        health = Health({service: [self._health], pipelines: [self._health],
+                         remotemedia: [self._health]})
+        services = ServerReflection.extend([service, pipelines, remotemedia, health],
+                                           pool=descriptor_pool())
         server = self._server = GrpcServer(services, max_message_size=config.max_message_size)
         if config.token is not None:
             listen(server, RecvRequest, _authenticator(config.token))

@@ -119,3 +119,20 @@ def node_client() -> list[str]:
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=directory, check=True,
                        capture_output=True, timeout=300)
     return [node, str(directory / "client.js")]
+
+
+@pytest.fixture(scope="session")
+def remotemedia_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
+    """grpcio stubs of RemoteMedia's contract, generated from the .proto files actorstage
+    ships (``remotemedia/v1/*.proto`` under ``actorstage protos``), as a RemoteMedia
+    client's own would be: ``remotemedia.v1.<name>_pb2``."""
+    target = tmp_path_factory.mktemp("remotemedia")
+    include = subprocess.run([sys.executable, "-m", "actorstage", "protos"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    names = ("common", "execution", "streaming")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{include}",
+                    f"--python_out={target}", f"--grpc_python_out={target}",
+                    *(f"remotemedia/v1/{name}.proto" for name in names)],
+                   check=True, capture_output=True)
+    return {module: _load(target, f"remotemedia.v1.{module}")
+            for name in names for module in (f"{name}_pb2", f"{name}_pb2_grpc")}

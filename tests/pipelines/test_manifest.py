@@ -68,7 +68,7 @@ def test_every_graph_problem_is_reported_at_once_with_its_location() -> None:
         nodes=[
             {"id": "a", "node_type": "IdentityNode"},
             {"id": "a", "node_type": "IdentityNode"},
-            {"id": "b", "node_type": "NoSuchNode"},
+            {"id": "b", "node_type": "Nothing.Here"},
             {"id": "c", "node_type": "test.Tag", "params": {"tag": 5}},
             {"id": "d", "node_type": "test.Tag", "params": {"tag": "t", "extra": 1}},
             {"id": "e", "node_type": "test.Double"},
@@ -85,7 +85,7 @@ def test_every_graph_problem_is_reported_at_once_with_its_location() -> None:
     found = problems(raw)
     expected = [
         "nodes[1].id: duplicate node id 'a' (also nodes[0])",
-        "nodes[2].node_type: unknown node type 'NoSuchNode' (registered: ",
+        "nodes[2].node_type: unknown node type 'Nothing.Here' (registered: ",
         "nodes[3].params.tag: Expected `str`, got `int`",
         "nodes[4].params: Object contains unknown field `extra`",
         "nodes[7].id: 'bad id!' must be 1-64 letters",
@@ -96,7 +96,7 @@ def test_every_graph_problem_is_reported_at_once_with_its_location() -> None:
     assert len(found) == len(expected), found
     for want, got in zip(expected, found, strict=True):
         assert got.startswith(want), (want, got)
-    assert "AudioChunkerNode" in found[1] and "test.Tag" in found[1]  # names the registered
+    assert "AudioChunkerNode" in found[1] and "test.Double" in found[1]  # names the registered
 
 
 def test_structural_problems_are_all_reported_with_their_place() -> None:

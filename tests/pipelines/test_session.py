@@ -143,6 +143,23 @@ async def test_mixed_items_keep_their_order_and_type_through_process_nodes(
     assert [type(item) for item in outputs] == [type(item) for item in items]
 
 
+async def test_an_input_may_go_to_one_root_only() -> None:
+    pipe = pipeline([node("a", "test.Tag", tag="a"), node("b", "test.Tag", tag="b"),
+                     node("c", "test.Double")], [("a", "c"), ("b", "c")])
+    async with ActorSystem() as system, pipe.session(system) as session:
+        await session.send(1, to="b")
+        await session.send(2)  # to both roots
+        with pytest.raises(ValueError, match=r"node 'c' takes its items from the nodes "
+                                             r"connected to it.*roots are 'a', 'b'"):
+            await session.send(3, to="c")
+        with pytest.raises(ValueError, match="no node has the id 'z'"):
+            await session.send(3, to="z")
+        session.close_input()
+        outputs = [(output.item.source, output.item.value)
+                   async for output in session.outputs()]
+    assert sorted(outputs) == [("a", 4), ("b", 2), ("b", 4)]
+
+
 async def test_a_direct_chain_carries_generated_items_and_what_flush_gives_at_the_end(
 ) -> None:
     pipe = pipeline([node("a", "test.Ticker", "process"), node("b", "test.Double", "process"),
