@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: ``RuntimeConfig`` is
 re-exported from ``actorstage.pipelines`` and decoded by msgspec.
 """
 
+import logging
 import os
 import sys
 import tomllib
@@ -23,6 +24,7 @@ __all__ = ["DEFAULTS", "RuntimeConfig", "Settings", "load_runtime_config", "reso
 
 MiB = 1024 * 1024
 _RUNTIME = "runtime config"
+log = logging.getLogger("actorstage.pipelines")
 
 DEFAULTS: dict[str, Any] = {
     "max_processes_per_session": 16,
@@ -48,6 +50,11 @@ _RANGES: dict[str, tuple[float, float | None]] = {
 }
 
 
+# Keys of RemoteMedia's runtime.toml that mean nothing here (its Docker fallback and its
+# managed Python environments): accepted, with a warning, so that its files load.
+_REMOTEMEDIA_ONLY = ("docker_fallback_policy", "python_env")
+
+
 class RuntimeConfig(MultiprocessSettings, frozen=True, kw_only=True,
                     forbid_unknown_fields=True):
     """Service-wide pipeline defaults, from a ``runtime.toml`` file.
@@ -67,8 +74,11 @@ class RuntimeConfig(MultiprocessSettings, frozen=True, kw_only=True,
     imports: list[str] = msgspec.field(default_factory=list)
 
 
-def load_runtime_config(path: str | Path) -> RuntimeConfig:
-    """A ``RuntimeConfig`` from a TOML file; relative paths in it are taken from its folder."""
+def load_runtime_config(path: str | Path, warnings: list[str] | None = None
+                        ) -> RuntimeConfig:
+    """A ``RuntimeConfig`` from a TOML file; relative paths in it are taken from its folder.
+
+    What it accepts but does not use is logged as a warning, or added to ``warnings``."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -77,6 +87,16 @@ def load_runtime_config(path: str | Path) -> RuntimeConfig:
                             _RUNTIME) from None
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError([Problem("", f"not valid TOML: {exc}")], str(path), _RUNTIME) from None
+    if isinstance(raw.get("python_path"), list):  # RemoteMedia's name for import_paths
+        raw["import_paths"] = [*raw.get("import_paths", []), *raw.pop("python_path")]
+    unused = sorted(key for key in _REMOTEMEDIA_ONLY if raw.pop(key, None) is not None)
+    if unused:
+        warning = (f"{path}: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} "
+                   "RemoteMedia's and not used here")
+        if warnings is None:
+            log.warning("%s", warning)
+        else:
+            warnings.append(warning)
     try:
         config = msgspec.convert(raw, RuntimeConfig)
     except msgspec.ValidationError as exc:

@@ -48,9 +48,11 @@ class Pipeline:
     def manifest(self) -> Manifest:
         return self.plan.manifest
 
-    def session(self, system: ActorSystem, *, session_id: str | None = None) -> PipelineSession:
-        """A new session in ``system``; start it with ``async with``."""
-        return PipelineSession(self.plan, system, session_id)
+    def session(self, system: ActorSystem, *, session_id: str | None = None,
+                origins: bool = False) -> PipelineSession:
+        """A new session in ``system``; start it with ``async with``. ``origins``: each
+        output carries the origin its input was sent with (``send(item, origin=...)``)."""
+        return PipelineSession(self.plan, system, session_id, origins=origins)
 
     async def run(self, inputs: Iterable[Any], *, system: ActorSystem | None = None,
                   session_id: str | None = None) -> PipelineResult:

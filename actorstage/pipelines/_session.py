@@ -46,7 +46,7 @@ from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageError
 from actorstage.pipelines._channels import Aborted, Channel, Inbox
 from actorstage.pipelines._plan import Plan, PlannedNode
-from actorstage.pipelines._wire import ItemCodec, WireBatch, WireItem, to_bytes
+from actorstage.pipelines._wire import ItemCodec, Origins, Traced, WireBatch, WireItem, to_bytes
 from actorstage.pipelines._worker import (
     FLUSH,
     Downstream,
@@ -101,10 +101,12 @@ class PipelineError(ActorstageError):
 
 
 class Output(msgspec.Struct, frozen=True):
-    """An item that left the pipeline, and the node (a leaf) it came from."""
+    """An item that left the pipeline, the node (a leaf) it came from, and, in a session
+    that follows origins, the ``origin`` its input was sent with."""
 
     node_id: str
     item: Any
+    origin: Any = None
 
 
 class ItemFailure(msgspec.Struct, frozen=True):
@@ -160,6 +162,8 @@ def _size(item: Any) -> int:
     kind = type(item)
     if kind is WireItem:
         return int(item.size())
+    if kind is Traced:
+        return _size(item.item)
     if kind is bytes or kind is bytearray or kind is str:
         return len(item) + 64
     if kind is memoryview:
@@ -316,6 +320,8 @@ class NodeActor(Actor):
     async def _loop(self) -> None:
         port = self.port
         inbox, stats, node, emit = port.inbox, port.stats, self.node, port.emit
+        if port.session.origins:
+            node = Origins(node)  # its results carry their items' origins
         process = node.process
         codec = port.session.codec
         clock = time.perf_counter
@@ -452,6 +458,7 @@ class NodeProxy(Actor):
             flush_every=min(FLUSH, settings.channel_capacity),
             stop_on_error=settings.on_node_crash == "fail",
             direct_in=port.direct_in,
+            origins=session.origins,
         )
         options = ProcessOptions(
             python=settings.python_executable,
@@ -725,9 +732,11 @@ class PipelineSession:
     every node within the grace period and removes its shared memory.
     """
 
-    def __init__(self, plan: Plan, system: ActorSystem, session_id: str | None = None) -> None:
+    def __init__(self, plan: Plan, system: ActorSystem, session_id: str | None = None, *,
+                 origins: bool = False) -> None:
         self.plan = plan
         self.system = system
+        self.origins = origins  # inputs carry an origin, and so do the outputs they lead to
         if session_id is not None and not valid_session_id(session_id):
             raise ValueError(f"session id {session_id!r} must be 1-64 letters, digits, _ or .")
         self.id = session_id or uuid.uuid4().hex[:12]
@@ -905,9 +914,18 @@ class PipelineSession:
 
     # -- data ------------------------------------------------------------------
 
-    async def send(self, item: Any, *, to: str | None = None) -> None:
+    async def send(self, item: Any, *, to: str | None = None, origin: Any = None) -> None:
         """Give ``item`` to every root node, or to the root ``to`` only; waits for room
-        (backpressure). ``ValueError`` when ``to`` is not a root of the pipeline."""
+        (backpressure). ``ValueError`` when ``to`` is not a root of the pipeline.
+
+        ``origin`` (a session that follows origins only): a tag every output that this
+        item leads to carries as ``Output.origin``, such as a chunk's sequence number.
+        """
+        if origin is not None:
+            if not self.origins:
+                raise ValueError("an origin needs a session that follows origins: "
+                                 "pipeline.session(system, origins=True)")
+            item = Traced(origin, item)
         if self._input_closed:
             raise PipelineError("the session's input is closed; no more items can be sent")
         if self.error is not None:
@@ -1010,7 +1028,10 @@ class PipelineSession:
                     released[channel] = released.get(channel, 0) + 1
                 else:
                     channel.release(item)
-                outputs.append(Output(channel.source, value))
+                if type(value) is Traced:
+                    outputs.append(Output(channel.source, to_bytes(value.item), value.origin))
+                else:
+                    outputs.append(Output(channel.source, value))
             for channel, count in released.items():
                 channel.release_count(count)
             yield outputs

@@ -18,6 +18,7 @@ every process on the way a decode and an encode per item (``WireBatch``).
 
 from __future__ import annotations
 
+from types import CoroutineType
 from typing import Any
 
 import msgspec
@@ -25,7 +26,7 @@ import msgspec
 from actorstage._shm import SegmentReader, SegmentWriter
 from actorstage.transport._codec import CODEC
 
-__all__ = ["SCALARS", "ItemCodec", "WireBatch", "WireItem", "to_bytes"]
+__all__ = ["SCALARS", "ItemCodec", "Origins", "Traced", "WireBatch", "WireItem", "to_bytes"]
 
 _BINARY = (bytes, bytearray, memoryview)
 _EMPTY_BIN = msgspec.Raw(msgspec.msgpack.encode(b""))
@@ -169,3 +170,52 @@ class WireBatch:
     def parts(self) -> tuple[list[WireItem], list[Any]]:
         """``(wires, values)`` for a message: one of them empty."""
         return ([], self.values) if self.wires is None else (self.wires, [])
+
+
+class Traced(msgspec.Struct, frozen=True, array_like=True):
+    """An item and its origin: the tag of the input it came from, in a session that
+    follows origins (``Pipeline.session(..., origins=True)``). Nodes never see it: the
+    session takes the item out before ``process`` and wraps what it gives."""
+
+    origin: Any
+    item: Any
+
+
+class Origins:
+    """A node's ``process`` and ``flush`` as the session calls them when it follows
+    origins: each result is ``Traced`` with the origin of the item that led to it (what
+    ``flush`` gives: the origin of the last item the node had)."""
+
+    __slots__ = ("flush_of", "last", "process_of")
+
+    def __init__(self, node: Any) -> None:
+        self.process_of = node.process
+        self.flush_of = node.flush
+        self.last: Any = None
+
+    async def process(self, item: Any) -> Any:
+        origin = None
+        if type(item) is Traced:
+            origin, item = item.origin, item.item
+        self.last = origin
+        return _traced(await _result(self.process_of(item)), origin)
+
+    async def flush(self) -> Any:
+        return _traced(await _result(self.flush_of()), self.last)
+
+
+async def _result(call: Any) -> Any:
+    return await call if call.__class__ is CoroutineType else call
+
+
+def _traced(result: Any, origin: Any) -> Any:
+    if result is None:
+        return None
+    if hasattr(result, "__anext__"):
+        return _traced_each(result, origin)
+    return Traced(origin, result)
+
+
+async def _traced_each(results: Any, origin: Any) -> Any:
+    async for value in results:
+        yield Traced(origin, value)

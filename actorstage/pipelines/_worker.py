@@ -34,7 +34,7 @@ from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message
 from actorstage.actors._ref import ActorRef
 from actorstage.pipelines._registry import import_node_modules, lookup
-from actorstage.pipelines._wire import ItemCodec, WireBatch, WireItem
+from actorstage.pipelines._wire import ItemCodec, Origins, WireBatch, WireItem
 
 __all__ = ["FLUSH", "Downstream", "Emitted", "EndOfInput", "Finish", "ItemError", "Items",
            "NodeWorker", "WorkerSetup", "error_of", "outputs_of"]
@@ -109,6 +109,7 @@ class WorkerSetup(Message, frozen=True, kw_only=True):
     stop_on_error: bool = False  # on_node_crash "fail": no item after a failed one
     marker: str = ""  # the session's marker, held while this process lives
     direct_in: bool = False  # items come from the node before's process, not the proxy
+    origins: bool = False  # items come Traced: results go Traced with their origin
 
 
 def error_of(seq: int, exc: BaseException) -> ItemError:
@@ -143,6 +144,7 @@ class NodeWorker(Actor):
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.node: Any = None
+        self.calls: Any = None  # the node, or its Origins when the session follows them
         self.cursor: Cursor | None = None
         self.codec: ItemCodec | None = None
         self.sent = 0
@@ -164,6 +166,7 @@ class NodeWorker(Actor):
             raise LookupError(f"node type {setup.node_type!r} is not registered in the node "
                               f"process; import its module (--import or runtime.toml imports)")
         self.node = entry.cls(entry.params(setup.params), setup.node_id)
+        self.calls = Origins(self.node) if setup.origins else self.node
         if setup.marker:
             self.marker = hold_marker(setup.marker)  # released when this process exits
         self.cursor = Cursor.attach(setup.cursor)
@@ -223,12 +226,12 @@ class NodeWorker(Actor):
     async def _run(self, message: Items) -> None:
         if self.failed:
             return
-        node, codec, cursor = self.node, self.codec, self.cursor
+        codec, cursor = self.codec, self.cursor
         assert codec is not None and cursor is not None
         encode, decode, release = codec.encode, codec.decode, codec.release
         marks = cursor.marks  # (started, finished), written around each item
         assert marks is not None
-        process = node.process
+        process = self.calls.process
         out = WireBatch(encode)
         add = out.add
         errors: list[ItemError] = []
@@ -281,7 +284,7 @@ class NodeWorker(Actor):
         out = WireBatch(self.codec.encode)
         errors: list[ItemError] = []
         try:
-            async for value in outputs_of(self.node.flush()):
+            async for value in outputs_of(self.calls.flush()):
                 out.add(value)
                 if len(out) >= self.setup.flush_every:
                     await self._send(out, 0, 0, 0.0, [])

@@ -57,11 +57,42 @@ def _file_settings(path: str | None) -> dict[str, Any]:
     return settings
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _remotemedia_settings(environ: dict[str, str]) -> dict[str, Any]:
+    """The settings of RemoteMedia's server environment (``GRPC_BIND_ADDRESS``,
+    ``GRPC_REQUIRE_AUTH``, ``GRPC_AUTH_TOKENS``), so that actorstage replaces it in a
+    deployment unchanged; actorstage's own variables and flags win over them."""
+    settings: dict[str, Any] = {}
+    address = environ.get("GRPC_BIND_ADDRESS", "").strip()
+    if address:
+        host, colon, port = address.rpartition(":")
+        if not colon or not port.isdigit():
+            raise ConfigError(f"GRPC_BIND_ADDRESS is HOST:PORT, got {address!r}")
+        settings["host"], settings["port"] = host.strip("[]") or "0.0.0.0", int(port)
+    require = environ.get("GRPC_REQUIRE_AUTH", "").strip().lower()
+    if require not in _TRUE | _FALSE:
+        raise ConfigError(f"GRPC_REQUIRE_AUTH is true or false, got {require!r}")
+    if require in _TRUE:
+        tokens = tuple(token.strip() for token in environ.get("GRPC_AUTH_TOKENS", "").split(",")
+                       if token.strip())
+        if not tokens:
+            raise ConfigError("GRPC_REQUIRE_AUTH is true but GRPC_AUTH_TOKENS names no token "
+                              "(comma-separated)")
+        settings["token"], settings["tokens"] = tokens[0], tokens[1:]
+    return settings
+
+
 def build_config(args: argparse.Namespace, environ: dict[str, str]) -> Any:
     """The ``ServiceConfig`` that flags, environment and file make (flags win)."""
     from actorstage.service._server import ServiceConfig
 
     settings = _file_settings(args.config)
+    settings.update(_remotemedia_settings(environ))
+    if "pipeline_runtime" not in settings and Path("runtime.toml").is_file():
+        settings["pipeline_runtime"] = "runtime.toml"  # where RemoteMedia's server looks
     if environ.get(ENV_IMPORTS):
         settings["imports"] = [name.strip() for name in environ[ENV_IMPORTS].split(",")
                                if name.strip()]
@@ -72,8 +103,10 @@ def build_config(args: argparse.Namespace, environ: dict[str, str]) -> Any:
     token_file = settings.pop("token_file", None)
     if environ.get(ENV_TOKEN):
         settings["token"] = environ[ENV_TOKEN]
+        settings.pop("tokens", None)
     if token_file is not None:
         settings["token"] = _read_secret(token_file, "token")
+        settings.pop("tokens", None)
     callback_token_file = settings.pop("callback_token_file", None)
     if environ.get(ENV_CALLBACK_TOKEN):
         settings["callback_token"] = environ[ENV_CALLBACK_TOKEN]
@@ -95,17 +128,18 @@ async def _serve(config: Any) -> int:
 
     import anyio
 
-    from actorstage.service._server import open_service
+    from actorstage.service._server import RunnerServer
 
     stop = anyio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
     try:
-        async with open_service(config) as server:
+        async with RunnerServer(config, log_warnings=False) as server:
             # The first line's shape is stable (scripts wait for it): nothing is appended.
             print(f"actorstage serve: listening on {_address(config.host, server.port)}",
                   flush=True)
+            server.log_warnings()
             if server.metrics_port is not None:
                 where = _address(config.metrics_host, server.metrics_port)
                 print(f"actorstage serve: metrics on http://{where}/metrics", flush=True)

@@ -201,8 +201,8 @@ class PipelineService(PipelinesBase):
             raise _invalid(str(exc)) from None
 
     @asynccontextmanager
-    async def running_session(self, pipeline: Pipeline, session_id: str = "") -> AsyncIterator[
-            _Running]:
+    async def running_session(self, pipeline: Pipeline, session_id: str = "", *,
+                              origins: bool = False) -> AsyncIterator[_Running]:
         """A session, registered while it runs; not ``started`` when a node's setup failed.
         ``_summary`` then describes how it ended. (RemoteMedia's services run theirs here
         too, under the same limit and shutdown.)"""
@@ -216,7 +216,8 @@ class PipelineService(PipelinesBase):
             raise GRPCError(Code.RESOURCE_EXHAUSTED, (
                 f"{len(self.running)} pipeline sessions are running, the most this service "
                 f"allows (max_pipeline_sessions); retry later"))
-        session = pipeline.session(self.system, session_id=session_id or None)
+        session = pipeline.session(self.system, session_id=session_id or None,
+                                   origins=origins)
         running = _Running(session)
         self.running[session.id] = running
         self._idle.clear()

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import betterproto2
@@ -31,6 +32,7 @@ from actorstage._proto.remotemedia.v1 import (
     BatchHint,
     BinaryBuffer,
     CancelSpeculation,
+    ChunkResult,
     ControlMessage,
     DataBuffer,
     DeadlineWarning,
@@ -50,6 +52,15 @@ from actorstage._proto.remotemedia.v1 import (
     PipelineExecutionServiceBase,
     PipelineManifest,
     PixelFormat,
+    StreamClosed,
+    StreamControl,
+    StreamControlCommand,
+    StreamingPipelineServiceBase,
+    StreamInit,
+    StreamMetrics,
+    StreamReady,
+    StreamRequest,
+    StreamResponse,
     TensorBuffer,
     TensorDtype,
     TextBuffer,
@@ -79,6 +90,7 @@ from actorstage.service._pipeline_service import PipelineService
 
 __all__ = [
     "RemoteMediaExecution",
+    "RemoteMediaStreaming",
     "from_buffer",
     "manifest_of",
     "pipeline_of",
@@ -460,3 +472,251 @@ def _keyed(outputs: list[Output]) -> dict[str, DataBuffer]:
         except TypeError as exc:
             raise TypeError(f"node {output.node_id!r}: {exc}") from None
     return keyed
+
+
+# -- the streaming service ---------------------------------------------------------------
+
+METRICS_EVERY = 10  # chunks between two StreamMetrics
+CHUNK_SIZE = 4096  # recommended when the client names none (samples, ~256 ms at 16 kHz)
+MAX_BUFFER_LATENCY_MS = 100
+_TRACKED = 10_000  # chunks whose arrival time is kept, for processing_time_ms
+_END = object()
+
+
+class RemoteMediaStreaming(StreamingPipelineServiceBase):
+    """``remotemedia.v1.StreamingPipelineService``: one session per stream (see
+    ``streaming.proto``); every output comes back as a ``ChunkResult`` with the sequence
+    of the chunk it came from, keyed by the node that produced it."""
+
+    def __init__(self, pipelines: PipelineService) -> None:
+        self.pipelines = pipelines
+
+    async def stream_pipeline(self, messages: AsyncIterator[StreamRequest]
+                              ) -> AsyncIterator[StreamResponse]:
+        async for response in _Stream(self.pipelines, messages).run():
+            yield response
+
+
+def _stream_error(kind: ErrorType, message: str, **details: str) -> StreamResponse:
+    return StreamResponse(error=_error(kind, message, **details))
+
+
+class _Stream:
+    """One ``StreamPipeline`` call: reads chunks into the session, sends results back."""
+
+    def __init__(self, pipelines: PipelineService, messages: AsyncIterator[StreamRequest]
+                 ) -> None:
+        self.pipelines = pipelines
+        self.messages = messages
+        self.responses: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)  # holds outputs back
+        self.began = time.monotonic()
+        self.arrived: dict[int, float] = {}
+        self.chunks = 0
+        self.results = 0
+        self.latency = 0.0  # summed over results, in seconds
+        self.kinds: dict[str, int] = {}
+        self.reason = ""  # why the client ended it: close or cancel
+        self.ended = False  # the last response (closed, or an error) is on its way
+        self.session: Any = None
+
+    async def run(self) -> AsyncIterator[StreamResponse]:
+        try:
+            first = await anext(self.messages)
+        except StopAsyncIteration:
+            return
+        kind, init = betterproto2.which_one_of(first, "request")
+        if kind != "init" or init is None:
+            yield _stream_error(ErrorType.VALIDATION,
+                                f"StreamInit required before {_request_name(kind)}")
+            return
+        assert isinstance(init, StreamInit)
+        if init.manifest is None:
+            yield _stream_error(ErrorType.VALIDATION, "manifest required in StreamInit")
+            return
+        try:
+            pipeline = pipeline_of(init.manifest, self.pipelines.runtime)
+        except ManifestError as exc:
+            yield StreamResponse(error=validation_error(exc, init.manifest))
+            return
+        initial = []
+        for node_id, buffer in init.data_inputs.items():
+            try:
+                item = from_buffer(buffer, f"init.data_inputs[{node_id!r}]")
+            except BadBuffer as exc:
+                yield _stream_error(ErrorType.VALIDATION, str(exc), node=node_id)
+                return
+            initial.append((node_id, item, _kind(buffer)))
+        async with self.pipelines.running_session(pipeline, origins=True) as running:
+            if not running.started:
+                yield _stream_error(ErrorType.NODE_EXECUTION, str(running.error),
+                                    context="a node's setup failed")
+                return
+            session = self.session = running.session
+            yield StreamResponse(ready=StreamReady(
+                session_id=session.id,
+                recommended_chunk_size=init.expected_chunk_size or CHUNK_SIZE,
+                max_buffer_latency_ms=MAX_BUFFER_LATENCY_MS))
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(self._read(initial)), loop.create_task(self._pump())]
+            try:
+                while (response := await self.responses.get()) is not _END:
+                    yield response
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks)
+
+    # -- in ----------------------------------------------------------------------------
+
+    async def _read(self, initial: list[tuple[str, Any, str]]) -> None:
+        session = self.session
+        try:
+            for node_id, item, kind in initial:
+                if not await self._send(node_id, item, 0, kind):
+                    return
+            expected = 0
+            async for message in self.messages:
+                kind, found = betterproto2.which_one_of(message, "request")
+                body: Any = found
+                if kind == "init":
+                    await self._refuse("StreamInit already received")
+                    return
+                if kind == "control":
+                    assert isinstance(body, StreamControl)
+                    if body.command == StreamControlCommand.CANCEL:
+                        self.reason = "Client requested cancel"
+                        session.fail(PipelineError("the client cancelled the stream"),
+                                     log_it=False)
+                        await self._finish(self._closed())  # at once: nothing waits for
+                        return  # a node that is stuck (the session stops them all)
+                    self.reason = "Client requested close"  # CLOSE (or unspecified)
+                    break
+                if kind not in ("data_chunk", "audio_chunk"):
+                    continue  # an empty request: nothing to do
+                node_id, sequence = body.node_id, body.sequence
+                if sequence < expected:
+                    await self._refuse(f"Out-of-order chunk: expected sequence {expected}, "
+                                       f"got {sequence}")
+                    return
+                expected = sequence + 1
+                buffer = self._buffer(kind, body)
+                if buffer is None:
+                    await self._refuse("DataChunk must have buffer or named_buffers")
+                    return
+                try:
+                    item = from_buffer(buffer, f"chunk {sequence}")
+                except BadBuffer as exc:
+                    await self._refuse(str(exc), node=node_id)
+                    return
+                if not await self._send(node_id, item, sequence, _kind(buffer)):
+                    return
+                if self.chunks % METRICS_EVERY == 0:
+                    await self.responses.put(StreamResponse(metrics=self._metrics()))
+            else:
+                self.reason = self.reason or "the client closed its side of the stream"
+            session.close_input()  # what is in flight finishes; then the pump closes
+        except PipelineError:
+            return  # the session failed: the pump says so
+
+    @staticmethod
+    def _buffer(kind: str, body: Any) -> DataBuffer | None:
+        if kind == "audio_chunk":
+            return DataBuffer(audio=body.buffer) if body.buffer is not None else None
+        if body.buffer is not None:
+            return body.buffer  # type: ignore[no-any-return]
+        for _name, buffer in body.named_buffers.items():
+            return buffer  # type: ignore[no-any-return]
+        return None
+
+    async def _send(self, node_id: str, item: Any, sequence: int, kind: str) -> bool:
+        session = self.session
+        try:
+            session.input_of(node_id)
+        except ValueError as exc:
+            await self._refuse(str(exc), node=node_id)
+            return False
+        self.chunks += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.arrived[sequence] = time.monotonic()
+        if len(self.arrived) > _TRACKED:
+            del self.arrived[next(iter(self.arrived))]
+        await session.send(item, to=node_id, origin=sequence)
+        return True
+
+    async def _refuse(self, message: str, *, node: str = "") -> None:
+        """A protocol problem: answered in band, and the stream ends (as RemoteMedia's)."""
+        self.session.fail(PipelineError(message), log_it=False)
+        await self._finish(_stream_error(ErrorType.VALIDATION, message, node=node))
+
+    async def _finish(self, last: StreamResponse) -> None:
+        """Send ``last`` and end the stream; only the first call does."""
+        if self.ended:
+            return
+        self.ended = True
+        await self.responses.put(last)
+        await self.responses.put(_END)
+
+    def _closed(self) -> StreamResponse:
+        return StreamResponse(closed=StreamClosed(
+            session_id=self.session.id, final_metrics=self._final_metrics(),
+            reason=self.reason or "Client requested close"))
+
+    # -- out ---------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        session = self.session
+        last = None
+        try:
+            async for batch in session.output_batches():
+                for output in batch:
+                    await self.responses.put(StreamResponse(result=self._result(output)))
+        except TypeError as exc:
+            session.fail(PipelineError(str(exc)), log_it=False)
+            last = _stream_error(ErrorType.NODE_EXECUTION, str(exc))
+        except PipelineError as exc:
+            failure = exc.failure
+            last = _stream_error(
+                ErrorType.NODE_EXECUTION, str(exc),
+                node=failure.node_id if failure is not None else "",
+                trace=failure.traceback if failure is not None else "")
+        await self._finish(last or self._closed())
+
+    def _result(self, output: Output) -> ChunkResult:
+        sequence = output.origin if isinstance(output.origin, int) else 0
+        try:
+            buffer = to_buffer(output.item)
+        except TypeError as exc:
+            raise TypeError(f"node {output.node_id!r}: {exc}") from None
+        arrived = self.arrived.get(sequence)
+        took = time.monotonic() - arrived if arrived is not None else 0.0
+        self.results += 1
+        self.latency += took
+        return ChunkResult(sequence=sequence, data_outputs={output.node_id: buffer},
+                           processing_time_ms=took * 1000, total_items_processed=self.results)
+
+    def _metrics(self) -> StreamMetrics:
+        return StreamMetrics(
+            session_id=self.session.id, chunks_processed=self.chunks,
+            average_latency_ms=self.latency * 1000 / self.results if self.results else 0.0,
+            total_items=self.results,
+            buffer_items=sum(self.session.queue_depths().values()),
+            data_type_breakdown=dict(self.kinds))
+
+    def _final_metrics(self) -> ExecutionMetrics:
+        stats = self.session.stats()
+        return ExecutionMetrics(
+            wall_time_ms=(time.monotonic() - self.began) * 1000,
+            cpu_time_ms=sum(node.busy_seconds for node in stats.values()) * 1000,
+            node_metrics={node_id: NodeMetrics(execution_time_ms=node.busy_seconds * 1000,
+                                               items_processed=node.items_in)
+                          for node_id, node in stats.items()},
+            data_type_breakdown=dict(self.kinds))
+
+
+def _kind(buffer: DataBuffer) -> str:
+    return betterproto2.which_one_of(buffer, "data_type")[0] or "empty"
+
+
+def _request_name(kind: str) -> str:
+    return {"data_chunk": "DataChunk", "audio_chunk": "AudioChunk",
+            "control": "StreamControl"}.get(kind, "anything else")

@@ -26,7 +26,7 @@ from actorstage.pipelines._config import load_runtime_config
 from actorstage.service._callbacks import CallbackSender, parse_endpoint
 from actorstage.service._metrics import MetricsServer, PipelineMetrics, ServiceMetrics
 from actorstage.service._pipeline_service import PipelineService
-from actorstage.service._remotemedia import RemoteMediaExecution
+from actorstage.service._remotemedia import RemoteMediaExecution, RemoteMediaStreaming
 from actorstage.service._runner_service import RunnerService
 from actorstage.transport._grpc import GrpcServer
 from actorstage.transport._options import ProcessOptions
@@ -52,6 +52,7 @@ class ServiceConfig:
     isolate: Literal["inline", "process"] = "inline"
     imports: tuple[str, ...] = ()  # modules that register actions, imported first
     token: str | None = field(default=None, repr=False)  # callers must send it as a bearer
+    tokens: tuple[str, ...] = field(default=(), repr=False)  # more accepted (with token)
     tls_cert: str | None = None  # PEM files: serve TLS when both are given
     tls_key: str | None = None
     callback: str | None = None  # HOST:PORT of a ProgressControl endpoint
@@ -86,6 +87,10 @@ class ServiceConfig:
             problems.append("TLS needs both tls_cert and tls_key")
         if self.token is not None and not self.token.strip():
             problems.append("the token is empty")
+        if self.tokens and self.token is None:
+            problems.append("tokens are accepted besides a token: set token too")
+        if any(not token.strip() for token in self.tokens):
+            problems.append("one of the tokens is empty")
         if self.callback is not None:
             try:
                 parse_endpoint(self.callback)
@@ -134,8 +139,8 @@ def descriptor_pool() -> Any:
     return pool
 
 
-def _authenticator(token: str) -> Any:
-    expected = f"Bearer {token}".encode()
+def _authenticator(*tokens: str) -> Any:
+    expected = [f"Bearer {token}".encode() for token in tokens]
 
     async def authenticate(event: RecvRequest) -> None:
         if event.method_name.startswith(UNAUTHENTICATED_METHODS):
@@ -144,7 +149,9 @@ def _authenticator(token: str) -> Any:
         if not isinstance(given, str):
             raise GRPCError(Code.UNAUTHENTICATED,
                             "missing credentials: send the header authorization: Bearer <token>")
-        if not hmac.compare_digest(given.encode(), expected):
+        presented = given.encode()
+        # Every token compared, in constant time each: which one matched does not show.
+        if not sum(hmac.compare_digest(presented, token) for token in expected):
             raise GRPCError(Code.UNAUTHENTICATED, "wrong token")
 
     return authenticate
@@ -157,8 +164,11 @@ class RunnerServer:
     Leaving the block stops it as ``config.shutdown`` says.
     """
 
-    def __init__(self, config: ServiceConfig, system: ActorSystem | None = None) -> None:
+    def __init__(self, config: ServiceConfig, system: ActorSystem | None = None, *,
+                 log_warnings: bool = True) -> None:
         config.check()
+        self.warnings: list[str] = []  # what the settings hold but do not use
+        self._log_warnings = log_warnings  # (actorstage serve logs them after its first line)
         self.config = config
         self.port = config.port
         self.metrics_port: int | None = None
@@ -197,22 +207,24 @@ class RunnerServer:
             Runner(system), isolate=config.isolate, process=config.process,
             callbacks=self.callbacks, metrics=metrics, max_finished=config.max_finished)
         runtime = None
+        warnings: list[str] = []  # logged once the service listens (its first line says so)
         if config.pipeline_runtime is not None:
-            runtime = load_runtime_config(config.pipeline_runtime)
+            runtime = load_runtime_config(config.pipeline_runtime, warnings)
         metrics.pipelines = PipelineMetrics()
         pipelines = self.pipelines = PipelineService(
             system, runtime=runtime, metrics=metrics.pipelines,
             max_sessions=config.max_pipeline_sessions)
-        remotemedia = RemoteMediaExecution(pipelines)  # RemoteMedia's own contract, too
+        remotemedia: list[Any] = [RemoteMediaExecution(pipelines),  # RemoteMedia's own, too
+                                  RemoteMediaStreaming(pipelines)]
         self._health = ServiceStatus()
         self._health.set(True)
         health = Health({service: [self._health], pipelines: [self._health],
-                         remotemedia: [self._health]})
-        services = ServerReflection.extend([service, pipelines, remotemedia, health],
+                         **{served: [self._health] for served in remotemedia}})
+        services = ServerReflection.extend([service, pipelines, *remotemedia, health],
                                            pool=descriptor_pool())
         server = self._server = GrpcServer(services, max_message_size=config.max_message_size)
         if config.token is not None:
-            listen(server, RecvRequest, _authenticator(config.token))
+            listen(server, RecvRequest, _authenticator(config.token, *config.tokens))
         tls = server_tls(config.tls_cert, config.tls_key) if config.tls_cert and \
             config.tls_key else None
         family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
@@ -230,6 +242,13 @@ class RunnerServer:
             self.metrics_port = metrics_server.port
         log.info("runner service listening on %s:%d%s", config.host, self.port,
                  " (TLS)" if tls else "")
+        self.warnings = warnings
+        if self._log_warnings:
+            self.log_warnings()
+
+    def log_warnings(self) -> None:
+        for warning in self.warnings:
+            log.warning("%s", warning)
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:

@@ -50,12 +50,15 @@ class Served:
 
 
 @contextmanager
-def serve(*flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    """``actorstage serve --port 0 FLAGS`` as a process; stopped (and checked) at the end."""
+def serve(*flags: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
+          any_port: bool = True) -> Iterator[Served]:
+    """``actorstage serve --port 0 FLAGS`` as a process (``any_port=False``: no
+    ``--port``, the environment says); stopped (and checked) at the end."""
+    any_port_flag = ["--port", "0"] if any_port else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "actorstage.cli", "serve", "--port", "0", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-        env={**os.environ, **(env or {})})
+        [sys.executable, "-m", "actorstage.cli", "serve", *any_port_flag, *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     stdout = process.stdout
     assert stdout is not None
     first: list[str] = []

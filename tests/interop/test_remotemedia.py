@@ -181,3 +181,180 @@ def test_problems_come_back_in_band_as_remotemedia_does(
         assert answer.error.failing_node_id == "flip"
         assert "holds 12 bytes, this one 5" in answer.error.message
         assert "Traceback" in answer.error.stack_trace
+
+
+class _Requests:
+    """A request stream the test writes to while it reads the answers (as a live client)."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.queue: queue.Queue[Any] = queue.Queue()
+
+    def send(self, request: Any) -> None:
+        self.queue.put(request)
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+    def __iter__(self) -> Any:
+        while (request := self.queue.get()) is not None:
+            yield request
+
+
+def _streaming(stubs: dict[str, ModuleType]) -> tuple[Any, Any, Any, Any]:
+    return (stubs["common_pb2"], stubs["execution_pb2"], stubs["streaming_pb2"],
+            stubs["streaming_pb2_grpc"])
+
+
+def test_streaming_echoes_each_chunks_sequence_and_closes_after_the_last_result(
+        remotemedia_stubs: dict[str, ModuleType]) -> None:
+    common, pb, stream_pb, stream_grpc = _streaming(remotemedia_stubs)
+    manifest = _manifest(pb, [("in", "PassThrough", {}), ("tick", "test.Ticker", {}),
+                              ("echo", "EchoNode", {})], [("in", "tick"), ("tick", "echo")])
+    with serve("--import", "tests.pipelines.nodes", env={"ACTORSTAGE_TOKEN": TOKEN}) as served, \
+            grpc.insecure_channel(served.address) as channel:
+        stub = stream_grpc.StreamingPipelineServiceStub(channel)
+        requests = _Requests()
+        responses = stub.StreamPipeline(iter(requests), metadata=AUTH, timeout=60)
+        requests.send(stream_pb.StreamRequest(init=stream_pb.StreamInit(
+            manifest=manifest, client_version="v1", expected_chunk_size=1024)))
+        ready = next(responses)
+        assert ready.WhichOneof("response") == "ready", ready
+        assert ready.ready.session_id and ready.ready.recommended_chunk_size == 1024
+        assert ready.ready.max_buffer_latency_ms > 0
+        for sequence in range(25):  # chunk s gives s % 3 results: 0, 1, .. (s % 3) - 1
+            requests.send(stream_pb.StreamRequest(data_chunk=stream_pb.DataChunk(
+                node_id="in", sequence=sequence,
+                buffer=common.DataBuffer(json=common.JsonData(
+                    json_payload=json.dumps(sequence % 3))))))
+        requests.send(stream_pb.StreamRequest(control=stream_pb.StreamControl(
+            command=stream_pb.StreamControl.COMMAND_CLOSE)))
+        requests.end()
+        answers = list(responses)
+    kinds = [answer.WhichOneof("response") for answer in answers]
+    assert kinds[-1] == "closed" and "error" not in kinds, answers[-1]
+    results = [answer.result for answer in answers if answer.HasField("result")]
+    got = [(result.sequence, json.loads(result.data_outputs["echo"].json.json_payload))
+           for result in results]
+    assert got == [(sequence, tick) for sequence in range(25) for tick in range(sequence % 3)]
+    assert [result.total_items_processed for result in results] == list(
+        range(1, len(results) + 1))
+    metrics = [answer.metrics for answer in answers if answer.HasField("metrics")]
+    assert [m.chunks_processed for m in metrics] == [10, 20]
+    assert all(m.session_id == ready.ready.session_id for m in metrics)
+    assert dict(metrics[-1].data_type_breakdown) == {"json": 20}
+    closed = answers[-1].closed
+    assert closed.reason == "Client requested close"
+    assert closed.session_id == ready.ready.session_id
+    assert closed.final_metrics.wall_time_ms > 0
+    assert closed.final_metrics.node_metrics["echo"].items_processed == len(results)
+
+
+def test_streaming_protocol_problems_come_back_in_band(
+        remotemedia_stubs: dict[str, ModuleType], tmp_path: Any) -> None:
+    common, pb, stream_pb, stream_grpc = _streaming(remotemedia_stubs)
+    text = common.DataBuffer(text=common.TextBuffer(text_data=b"hi"))
+    init = stream_pb.StreamRequest(init=stream_pb.StreamInit(
+        manifest=_manifest(pb, [("in", "PassThrough", {})]), client_version="v1"))
+
+    def chunk(sequence: int, node_id: str = "in", buffer: Any = text) -> Any:
+        return stream_pb.StreamRequest(data_chunk=stream_pb.DataChunk(
+            node_id=node_id, sequence=sequence, buffer=buffer))
+
+    with serve("--import", "tests.pipelines.nodes", env={"ACTORSTAGE_TOKEN": TOKEN}) as served, \
+            grpc.insecure_channel(served.address) as channel:
+        stub = stream_grpc.StreamingPipelineServiceStub(channel)
+
+        def answers(*requests: Any) -> list[Any]:
+            return list(stub.StreamPipeline(iter(requests), metadata=AUTH, timeout=30))
+
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.StreamPipeline(iter([init]), timeout=10))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        [error] = answers(chunk(0))
+        assert error.error.error_type == common.ERROR_TYPE_VALIDATION
+        assert error.error.message == "StreamInit required before DataChunk"
+
+        # A problem ends the stream at once: what was in flight may or may not get out.
+        ready, *results, error = answers(init, chunk(0), init)
+        assert ready.HasField("ready") and [r.result.sequence for r in results] in ([], [0])
+        assert error.error.message == "StreamInit already received"
+
+        ready, *results, error = answers(init, chunk(5), chunk(3))
+        assert [r.result.sequence for r in results] in ([], [5])
+        assert error.error.message == "Out-of-order chunk: expected sequence 6, got 3"
+
+        ready, error = answers(init, chunk(0, node_id="nowhere"))
+        assert error.error.failing_node_id == "nowhere"
+        assert "no node has the id 'nowhere'" in error.error.message
+
+        ready, error = answers(init, chunk(0, buffer=common.DataBuffer()))
+        assert "holds no data" in error.error.message
+
+        bad = stream_pb.StreamRequest(init=stream_pb.StreamInit(
+            manifest=_manifest(pb, [("in", "VideoFlip", {"direction": 3})])))
+        [error] = answers(bad)
+        [problem] = json.loads(error.error.message)
+        assert (problem["node_id"], problem["path"], problem["constraint"]) == (
+            "in", "/direction", "type")
+
+        # CANCEL stops a stream whose node is stuck, at once, and says so.
+        held = tmp_path / "held"
+        stuck = stream_pb.StreamRequest(init=stream_pb.StreamInit(manifest=_manifest(
+            pb, [("hold", "test.Hold", {"path": str(held)})])))
+        requests = _Requests()
+        responses = stub.StreamPipeline(iter(requests), metadata=AUTH, timeout=30)
+        requests.send(stuck)
+        assert next(responses).HasField("ready")
+        requests.send(chunk(0, node_id="hold", buffer=common.DataBuffer(
+            binary=common.BinaryBuffer(data=b"abc"))))
+        import time
+
+        deadline = time.monotonic() + 20
+        while not held.exists():
+            assert time.monotonic() < deadline, "the node never got the chunk"
+            time.sleep(0.02)
+        requests.send(stream_pb.StreamRequest(control=stream_pb.StreamControl(
+            command=stream_pb.StreamControl.COMMAND_CANCEL)))
+        requests.end()
+        [closed] = list(responses)
+        assert closed.closed.reason == "Client requested cancel"
+
+
+def test_a_remotemedia_deployments_environment_and_runtime_toml_configure_serve(
+        remotemedia_stubs: dict[str, ModuleType], tmp_path: Any) -> None:
+    """Started as RemoteMedia's server is: GRPC_* variables, runtime.toml in its folder."""
+    import sys
+
+    common, pb, pb_grpc = _stubs(remotemedia_stubs)
+    (tmp_path / "nodes").mkdir()
+    (tmp_path / "nodes" / "shout.py").write_text(
+        "from actorstage.pipelines import Node, register_node\n\n"
+        "@register_node('Shout')\nclass Shout(Node):\n"
+        "    executor = 'process'\n\n"
+        "    async def process(self, item):\n        return item.upper()\n")
+    (tmp_path / "runtime.toml").write_text(  # RemoteMedia's keys, and two it alone uses
+        "max_processes_per_session = 4\nchannel_capacity = 100\ninit_timeout_secs = 30\n"
+        f"python_executable = {sys.executable!r}\nenable_backpressure = true\n"
+        "docker_fallback_policy = 'AllowWithWarning'\npython_path = ['nodes']\n"
+        "imports = ['shout']\n\n[python_env]\nmode = 'system'\n")
+    env = {"GRPC_BIND_ADDRESS": "127.0.0.1:0", "GRPC_REQUIRE_AUTH": "true",
+           "GRPC_AUTH_TOKENS": "first-token, second-token"}
+    with serve(env=env, cwd=tmp_path, any_port=False) as served, \
+            grpc.insecure_channel(served.address) as channel:
+        service = pb_grpc.PipelineExecutionServiceStub(channel)
+        request = pb.ExecuteRequest(
+            manifest=_manifest(pb, [("shout", "Shout", {})]),
+            data_inputs={"shout": common.DataBuffer(text=common.TextBuffer(text_data=b"hey"))})
+        for token in ("first-token", "second-token"):
+            answer = service.ExecutePipeline(
+                request, metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+            assert answer.result.data_outputs["shout"].text.text_data == b"HEY", answer
+        with pytest.raises(grpc.RpcError) as caught:
+            service.ExecutePipeline(request, metadata=(("authorization", "Bearer third"),),
+                                    timeout=10)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    output = "\n".join(served.lines)
+    assert "docker_fallback_policy, python_env are RemoteMedia's and not used here" in output

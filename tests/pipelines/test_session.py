@@ -160,6 +160,38 @@ async def test_an_input_may_go_to_one_root_only() -> None:
     assert sorted(outputs) == [("a", 4), ("b", 2), ("b", 4)]
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("on_node_crash", ["fail", "continue"])
+async def test_outputs_carry_the_origin_of_the_input_they_came_from(
+        executor: str, on_node_crash: str) -> None:
+    """Through one-to-one nodes, a node that gives several items per input (Ticker), and
+    what a collector's flush gives (the origin of the last item it had)."""
+    pipe = pipeline([node("a", "test.Double", executor), node("b", "test.Ticker", executor),
+                     node("c", "IdentityNode", executor), node("d", "CollectorNode", executor)],
+                    [("a", "b"), ("b", "c"), ("c", "d")], on_node_crash=on_node_crash)
+    ticks = pipeline([node("a", "test.Double", executor), node("b", "test.Ticker", executor),
+                      node("c", "IdentityNode", executor)], [("a", "b"), ("b", "c")],
+                     on_node_crash=on_node_crash)
+    async with ActorSystem() as system:
+        async with ticks.session(system, origins=True) as session:
+            for sequence, count in enumerate([1, 2, 0, 3], 1):
+                await session.send(count, origin=f"chunk-{sequence}")
+            session.close_input()
+            outputs = [(output.origin, output.item) async for output in session.outputs()]
+        assert outputs == [("chunk-1", 0), ("chunk-1", 1),  # 1, doubled: two ticks
+                           *(("chunk-2", value) for value in range(4)),
+                           *(("chunk-4", value) for value in range(6))]  # chunk-3: none
+        async with pipe.session(system, origins=True) as session:
+            await session.send(1, origin=7)
+            await session.send(1, origin=8)
+            session.close_input()
+            [output] = [output async for output in session.outputs()]
+        assert (output.origin, output.item) == (8, [0, 1, 0, 1])
+        async with pipe.session(system) as plain:
+            with pytest.raises(ValueError, match="origins=True"):
+                await plain.send(1, origin=1)
+
+
 async def test_a_direct_chain_carries_generated_items_and_what_flush_gives_at_the_end(
 ) -> None:
     pipe = pipeline([node("a", "test.Ticker", "process"), node("b", "test.Double", "process"),
