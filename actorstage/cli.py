@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     _import_flag(pipe, "node types")
     pipe.add_argument("--runtime", metavar="FILE",
                       help="runtime.toml with service-wide pipeline defaults")
+    pipe.add_argument("--strict", action="store_true",
+                      help="refuse manifest keys actorstage does not use (by default they are "
+                           "kept, and named on stderr)")
     pipe.add_argument("--output", metavar="FILE", default="-",
                       help="where the outputs go, as JSON lines (default -: stdout)")
     pipe.add_argument("--progress", choices=("auto", "always", "never"), default="auto",

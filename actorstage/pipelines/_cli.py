@@ -14,6 +14,7 @@ import msgspec
 from actorstage.cli import import_modules
 from actorstage.exceptions import InvalidDefinitionError
 from actorstage.pipelines._audio import read_wav
+from actorstage.pipelines._manifest import load_manifest
 from actorstage.pipelines._pipeline import Pipeline
 from actorstage.pipelines._session import NodeStats, PipelineError, PipelineSession
 
@@ -113,7 +114,9 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     try:
         import_modules(args.imports)
-        pipeline = Pipeline(args.manifest, runtime=args.runtime)
+        # (keys it does not use are named on stderr, as a warning: see Pipeline)
+        pipeline = Pipeline(load_manifest(args.manifest, strict=args.strict),
+                            runtime=args.runtime)
         inputs = read_inputs(args.inputs)
     except InvalidDefinitionError as exc:
         print(f"actorstage run-pipeline: {exc}", file=err)

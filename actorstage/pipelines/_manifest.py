@@ -75,19 +75,36 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class Connection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A bounded channel from one node's outputs to another node's inputs."""
+    """A bounded channel from one node's outputs to another node's inputs.
+
+    ``from_port``/``to_port`` (RemoteMedia's keys) name the node's output and
+    input; every node type here has one of each, ``"default"``.
+    """
 
     from_: str = msgspec.field(name="from")
     to: str
+    from_port: str = "default"
+    to_port: str = "default"
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A pipeline: nodes and the connections between them (``version: "v1"``)."""
+    """A pipeline: nodes and the connections between them (``version: "v1"``).
+
+    ``unused``: the keys this version does not use (other systems' manifests have
+    many), by their place such as ``nodes[2].is_streaming``, kept as they were;
+    ``warnings()`` names them.
+    """
 
     version: Literal["v1"]
     metadata: Metadata
     nodes: list[NodeSpec]
     connections: list[Connection] = msgspec.field(default_factory=list)
+    unused: dict[str, Any] = msgspec.field(default_factory=dict, name="x-unused")
+
+    def warnings(self) -> list["Problem"]:
+        """One ``Problem`` per key kept but not used."""
+        return [Problem(place, "not used by actorstage (kept as it is)")
+                for place in self.unused]
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -119,8 +136,24 @@ def valid_node_id(text: object) -> bool:
     return isinstance(text, str) and _ID.match(text) is not None
 
 
-def _converted(raw: Any, cls: type[Any], where: str, problems: list[Problem]) -> Any:
-    """``raw`` as ``cls``, or ``None`` with the problem recorded under ``where``."""
+def _converted(raw: Any, cls: type[Any], where: str, problems: list[Problem],
+               unused: dict[str, Any] | None = None) -> Any:
+    """``raw`` as ``cls``, or ``None`` with the problem recorded under ``where``.
+
+    Keys ``cls`` does not have are kept in ``unused`` (by place), or, without it
+    (strict), are one problem each; nested mappings (a node's ``params``) are not
+    looked into.
+    """
+    if isinstance(raw, dict) and msgspec.structs.fields(cls):
+        known = {field.encode_name for field in msgspec.structs.fields(cls)}
+        kept = {key: value for key, value in raw.items() if key not in known}
+        if kept:
+            if unused is None:
+                problems.extend(Problem(f"{where}.{key}", f"unknown key; known: "
+                                                          f"{sorted(known)}") for key in kept)
+            else:
+                unused.update({f"{where}.{key}": value for key, value in kept.items()})
+            raw = {key: value for key, value in raw.items() if key in known}
     try:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as exc:
@@ -131,22 +164,31 @@ def _converted(raw: Any, cls: type[Any], where: str, problems: list[Problem]) ->
         return None
 
 
-def _shape(raw: Any, problems: list[Problem]) -> Manifest | None:
-    """The Structs of a decoded document; one problem per bad element, not just the first."""
+def _shape(raw: Any, problems: list[Problem], strict: bool = False) -> Manifest | None:
+    """The Structs of a decoded document; one problem per bad element, not just the first.
+
+    Keys actorstage does not use are kept in ``Manifest.unused``; ``strict``: they are
+    problems instead.
+    """
     if not isinstance(raw, dict):
         problems.append(Problem("", f"a manifest is a mapping, got {type(raw).__name__}"))
         return None
-    known = set(Manifest.__struct_fields__)
+    unused: dict[str, Any] | None = None if strict else {}
+    known = {"version", "metadata", "nodes", "connections"}
     for key in raw:
         if key not in known:
-            problems.append(Problem(str(key), f"unknown key; a manifest has {sorted(known)}"))
+            if unused is None:
+                problems.append(Problem(str(key), f"unknown key; a manifest has "
+                                                  f"{sorted(known)}"))
+            else:
+                unused[str(key)] = raw[key]
     for key in ("version", "metadata", "nodes"):
         if key not in raw:
             problems.append(Problem(key, "missing"))
     version = raw.get("version")
     if "version" in raw and version != "v1":
         problems.append(Problem("version", f"must be \"v1\", got {version!r}"))
-    metadata = _converted(raw["metadata"], Metadata, "metadata", problems) \
+    metadata = _converted(raw["metadata"], Metadata, "metadata", problems, unused) \
         if "metadata" in raw else None
     nodes: list[NodeSpec] = []
     raw_nodes = raw.get("nodes", [])
@@ -154,7 +196,12 @@ def _shape(raw: Any, problems: list[Problem]) -> Manifest | None:
         problems.append(Problem("nodes", f"must be a list, got {type(raw_nodes).__name__}"))
         raw_nodes = []
     for index, item in enumerate(raw_nodes):
-        node = _converted(item, NodeSpec, f"nodes[{index}]", problems)
+        if isinstance(item, dict) and "node_type" not in item and "nodeType" in item:
+            problems.append(Problem(f"nodes[{index}].node_type", (
+                "missing; this node spells it `nodeType`, which RemoteMedia's own parser "
+                "refuses too: write `node_type`")))
+            continue
+        node = _converted(item, NodeSpec, f"nodes[{index}]", problems, unused)
         if node is not None:
             nodes.append(node)
     connections: list[Connection] = []
@@ -164,12 +211,13 @@ def _shape(raw: Any, problems: list[Problem]) -> Manifest | None:
             "connections", f"must be a list, got {type(raw_connections).__name__}"))
         raw_connections = []
     for index, item in enumerate(raw_connections):
-        connection = _converted(item, Connection, f"connections[{index}]", problems)
+        connection = _converted(item, Connection, f"connections[{index}]", problems, unused)
         if connection is not None:
             connections.append(connection)
     if problems or metadata is None:
         return None
-    return Manifest(version="v1", metadata=metadata, nodes=nodes, connections=connections)
+    return Manifest(version="v1", metadata=metadata, nodes=nodes, connections=connections,
+                    unused=unused or {})
 
 
 def _decode(data: bytes | str, format: str) -> Any:
@@ -179,23 +227,27 @@ def _decode(data: bytes | str, format: str) -> Any:
         raise ManifestError([Problem("", str(exc))]) from None
 
 
-def parse_manifest(data: bytes | str, *, format: Literal["json", "yaml"] = "json") -> Manifest:
+def parse_manifest(data: bytes | str, *, format: Literal["json", "yaml"] = "json",
+                   strict: bool = False) -> Manifest:
     """A ``Manifest`` from JSON or YAML text.
 
     Raises ``ManifestError`` listing every structural problem (missing keys,
-    wrong types, unknown keys), each with its location. Node types, params,
-    connections, cycles and limits are checked by ``check_manifest``, which
-    ``Pipeline`` runs before anything starts.
+    wrong types), each with its location. Keys actorstage does not use (such
+    as RemoteMedia's ``is_streaming`` or ``metadata.category``) are kept in
+    ``manifest.unused`` and named by ``manifest.warnings()``; ``strict``: they
+    are problems too. Node types, params, connections, cycles and limits are
+    checked by ``check_manifest``, which ``Pipeline`` runs before anything starts.
     """
     problems: list[Problem] = []
-    manifest = _shape(_decode(data, format), problems)
+    manifest = _shape(_decode(data, format), problems, strict)
     if manifest is None:
         raise ManifestError(problems)
     return manifest
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """A ``Manifest`` from a ``.json``, ``.yaml`` or ``.yml`` file."""
+def load_manifest(path: str | Path, *, strict: bool = False) -> Manifest:
+    """A ``Manifest`` from a ``.json``, ``.yaml`` or ``.yml`` file (``strict``: as in
+    ``parse_manifest``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
@@ -207,7 +259,8 @@ def load_manifest(path: str | Path) -> Manifest:
     except OSError as exc:
         raise ManifestError([Problem("", f"cannot read the file: {exc}")], str(path)) from None
     try:
-        return parse_manifest(data, format="json" if suffix == ".json" else "yaml")
+        return parse_manifest(data, format="json" if suffix == ".json" else "yaml",
+                              strict=strict)
     except ManifestError as exc:
         raise ManifestError(exc.problems, str(path)) from None
 

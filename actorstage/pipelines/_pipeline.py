@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from actorstage.pipelines._registry import import_node_modules
 from actorstage.pipelines._session import Output, PipelineResult, PipelineSession
 
 __all__ = ["Pipeline"]
+
+log = logging.getLogger("actorstage.pipelines")
 
 
 class Pipeline:
@@ -39,6 +42,10 @@ class Pipeline:
             manifest = load_manifest(manifest)
         self.runtime = runtime
         self.plan: Plan = check_manifest(manifest, runtime)
+        if manifest.unused:  # reported, never silently ignored
+            log.warning("pipeline %r: %d manifest keys are not used by actorstage (kept): %s",
+                        manifest.metadata.name, len(manifest.unused),
+                        ", ".join(manifest.unused))
 
     @property
     def name(self) -> str:

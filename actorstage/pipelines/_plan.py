@@ -115,6 +115,13 @@ def check_manifest(manifest: Manifest, runtime: RuntimeConfig | None = None) -> 
             if node_id not in seen:
                 problems.append(Problem(f"{where}.{end}", f"no node has the id {node_id!r}"))
                 ends_known = False
+        for end, port in (("from_port", connection.from_port),
+                          ("to_port", connection.to_port)):
+            if port not in ("default", ""):  # every node type here has one input, one output
+                node_id = connection.from_ if end == "from_port" else connection.to
+                problems.append(Problem(f"{where}.{end}", (
+                    f"{port!r} is no {'output' if end == 'from_port' else 'input'} of node "
+                    f"{node_id!r}: its only one is 'default'")))
         pair = (connection.from_, connection.to)
         if pair in pairs:
             problems.append(Problem(where, f"duplicate of connections[{pairs[pair]}] "

@@ -107,8 +107,12 @@ def test_structural_problems_are_all_reported_with_their_place() -> None:
         "connections": [{"from": "a"}],
         "extra": 1,
     }
-    with pytest.raises(ManifestError) as caught:
+    with pytest.raises(ManifestError) as lenient:  # unknown keys are kept, not problems
         parse_manifest(json.dumps(raw))
+    assert len(lenient.value.problems) == 5
+    assert not any(str(problem).startswith("extra") for problem in lenient.value.problems)
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(json.dumps(raw), strict=True)
     found = [str(problem) for problem in caught.value.problems]
     assert found[0].startswith("extra: unknown key")
     assert 'version: must be "v1", got \'v2\'' in found
