@@ -60,8 +60,11 @@ def _clip(value: float) -> int:
 class _ChunkerParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     chunk_ms: float = 20.0
     sample_rate: int = 16000  # for inputs that are bare PCM bytes
+    chunk_size: int | None = None  # RemoteMedia's: Audio chunks of this many samples
 
     def __post_init__(self) -> None:
+        if self.chunk_size is not None and not 1 <= self.chunk_size <= 65536:
+            raise ValueError(f"chunk_size must be between 1 and 65536, got {self.chunk_size}")
         if not 1 <= self.chunk_ms <= 60_000:
             raise ValueError(f"chunk_ms must be between 1 and 60000, got {self.chunk_ms}")
         if not 1000 <= self.sample_rate <= 384_000:
@@ -75,11 +78,19 @@ class AudioChunkerNode(Node):
     Takes ``Audio`` items (stereo and wider is mixed down to mono) or bare
     16-bit mono PCM bytes at ``sample_rate``. Consecutive inputs are one
     stream: a chunk may span two of them.
+
+    With ``chunk_size`` (RemoteMedia's ``AudioChunkerNode``, also spelled
+    ``chunkSize``), it cuts ``Audio`` items instead into ``Audio`` chunks of
+    exactly ``chunk_size`` 32-bit float samples each (interleaved, channels
+    kept); what is left at the end comes out on flush.
     """
 
     Params = _ChunkerParams
+    aliases = {"chunkSize": "chunk_size", "sampleRate": "sample_rate"}
 
     async def setup(self) -> None:
+        self.floats = array("f")  # (chunk_size mode) samples not yet in a chunk
+        self.shape: Audio | None = None  # the stream's rate, channels and metadata
         self.rest = bytearray()
         self.rate: int | None = None
         self.index = 0
@@ -91,8 +102,10 @@ class AudioChunkerNode(Node):
         self.offset += len(pcm) // 2
         return chunk
 
-    async def process(self, item: Any) -> AsyncIterator[AudioChunk]:
+    async def process(self, item: Any) -> AsyncIterator[Any]:
         pcm: Any
+        if self.params.chunk_size is not None:
+            return self._sized(item)
         if isinstance(item, Audio):
             item = item.as_format("i16")
             rate, channels, pcm = item.sample_rate, item.channels, item.pcm
@@ -130,7 +143,35 @@ class AudioChunkerNode(Node):
             start += size
         self.rest += view[start:]
 
-    async def flush(self) -> AudioChunk | None:
+    async def _sized(self, item: Any) -> AsyncIterator[Audio]:
+        if not isinstance(item, Audio):
+            raise TypeError(f"AudioChunkerNode with chunk_size takes Audio items, not "
+                            f"{type(item).__name__}")
+        if self.shape is not None and item.sample_rate != self.shape.sample_rate:
+            raise ValueError(f"the stream changed sample rate from {self.shape.sample_rate} "
+                             f"to {item.sample_rate}")
+        self.shape = item
+        self.floats.extend(item.as_format("f32").samples())
+        size = self.params.chunk_size
+        while len(self.floats) >= size:
+            yield self._floats_chunk(self.floats[:size])
+            del self.floats[:size]
+
+    def _floats_chunk(self, values: array[float]) -> Audio:
+        assert self.shape is not None
+        if _BIG_ENDIAN:  # pragma: no cover
+            values = array("f", values)
+            values.byteswap()
+        return Audio(values.tobytes(), self.shape.sample_rate, self.shape.channels, "f32",
+                     self.shape.metadata)
+
+    async def flush(self) -> Any:
+        if self.params.chunk_size is not None:
+            if not self.floats:
+                return None
+            chunk = self._floats_chunk(self.floats)
+            self.floats = array("f")
+            return chunk
         if len(self.rest) >= 2 and self.rate is not None:
             tail = bytes(self.rest[:len(self.rest) - len(self.rest) % 2])
             self.rest.clear()

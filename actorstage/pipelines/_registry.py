@@ -40,6 +40,9 @@ class Node:
     # Where nodes of this type run when they come in a RemoteMedia manifest, which names
     # no executor (its server places nodes by type): "native" or "process".
     executor: ClassVar[str] = "native"
+    # Other spellings of params keys, such as RemoteMedia's camelCase ones: {"chunkSize":
+    # "chunk_size"}; a key given both ways is a problem.
+    aliases: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Any, node_id: str) -> None:
         self.params = params
@@ -80,6 +83,16 @@ class RegisteredNode:
 
     def params(self, raw: dict[str, Any]) -> Any:
         """The typed params; ``msgspec.ValidationError`` naming the bad field."""
+        aliases = self.cls.aliases
+        if aliases and isinstance(raw, dict) and any(key in aliases for key in raw):
+            spelled = {}
+            for key, value in raw.items():
+                name = aliases.get(key, key)
+                if name in spelled:
+                    raise msgspec.ValidationError(
+                        f"`{name}` is given twice (once as `{key}`) - at `$.{key}`")
+                spelled[name] = value
+            raw = spelled
         if self.cls.Params is None:
             return raw
         return msgspec.convert(raw, self.cls.Params, strict=False)

@@ -3,14 +3,23 @@ names, in this process and in node processes."""
 
 from __future__ import annotations
 
+import math
 from array import array
 
 import msgspec
 import numpy as np
 import pytest
 
-from actorstage.pipelines import Audio, Tensor, VideoFrame
-from actorstage.pipelines._media_nodes import VideoFlipNode
+from actorstage.pipelines import Audio, AudioChunkerNode, Tensor, VideoFrame
+from actorstage.pipelines._media_nodes import (
+    AudioLevelNode,
+    AudioResampleNode,
+    ChannelBalanceNode,
+    ClippingDetectorNode,
+    FastResampleNode,
+    SilenceDetectorNode,
+    VideoFlipNode,
+)
 from tests.pipelines.helpers import node, pipeline
 from tests.pipelines.test_builtin import make
 
@@ -79,3 +88,104 @@ async def test_media_items_cross_into_node_processes_and_large_ones_go_by_shared
     assert [output.item for output in result.outputs] == [big, audio, tensor, "text",
                                                           b"bin", {"json": [1]}]
     assert all(stats.items_in == 6 for stats in result.nodes.values())
+
+
+def sine(frames: int, rate: int, amplitude: float = 1.0, freq: float = 440.0,
+         channels: int = 1, start: int = 0) -> Audio:
+    values = array("f", (amplitude * math.sin(2 * math.pi * freq * (start + i) / rate)
+                         for i in range(frames) for _ in range(channels)))
+    return Audio(values.tobytes(), rate, channels, "f32")
+
+
+def silence(frames: int, rate: int = 16000, channels: int = 1) -> Audio:
+    return Audio(bytes(2 * frames * channels), rate, channels)
+
+
+async def test_audio_level_reports_rms_peak_and_health_as_remotemedias_node() -> None:
+    level = await make(AudioLevelNode)
+    loud = await level.process(sine(1600, 16000))
+    assert loud["_schema"] == "audio_level_event"
+    assert loud["rms_db"] == pytest.approx(-3.01, abs=0.02)
+    assert loud["peak_db"] == pytest.approx(0.0, abs=0.01)
+    assert (loud["is_silence"], loud["is_low_volume"], loud["health"]) == (False, False, 1.0)
+    quiet = await level.process(sine(1600, 16000, amplitude=0.05))
+    assert quiet["rms_db"] == pytest.approx(-29.03, abs=0.05) and quiet["is_low_volume"]
+    assert quiet["health"] == pytest.approx((-29.03 + 60) / 40, abs=0.01)
+    still = await level.process(silence(1600))
+    assert (still["rms_db"], still["is_silence"], still["health"]) == (-120.0, True, 0.0)
+    tagged = Audio(bytes(4), 16000, metadata={"stream_id": "mic", "timestamp_us": "42"})
+    event = await level.process(tagged)
+    assert (event["stream_id"], event["timestamp_us"]) == ("mic", 42)
+    assert await level.process("not audio") == "not audio"  # passed on
+
+
+async def test_silence_detector_follows_silence_and_dropouts_over_the_stream() -> None:
+    detector = await make(SilenceDetectorNode, dropout_count_threshold=2)
+    events = [await detector.process(item) for item in [
+        sine(1600, 16000, 0.5), silence(3200), silence(6400), sine(1600, 16000, 0.5),
+        silence(1600), sine(1600, 16000, 0.5)]]
+    assert [e["is_silent"] for e in events] == [False, True, True, False, True, False]
+    assert [round(e["silence_duration_ms"]) for e in events] == [0, 200, 600, 0, 100, 0]
+    assert [e["is_sustained_silence"] for e in events] == [False, False, True, False,
+                                                           False, False]
+    assert [e["dropout_count"] for e in events] == [0, 1, 1, 1, 2, 2]
+    assert events[4]["has_intermittent_dropouts"] and events[1]["health"] == pytest.approx(0.6)
+
+
+async def test_clipping_detector_measures_saturation_and_crest_factor() -> None:
+    clipping = await make(ClippingDetectorNode)
+    square = Audio(array("f", [1.0, -1.0] * 400).tobytes(), 16000, format="f32")
+    event = await clipping.process(square)
+    assert event["saturation_ratio"] == 100.0 and event["crest_factor_db"] == 0.0
+    assert event["is_clipping"] and event["health"] == 0.0
+    clean = await clipping.process(sine(1600, 16000, 0.5))
+    assert clean["saturation_ratio"] == 0.0 and not clean["is_clipping"]
+    assert clean["crest_factor_db"] == pytest.approx(3.01, abs=0.02)
+    assert (await clipping.process(silence(160)))["crest_factor_db"] == 20.0
+
+
+async def test_channel_balance_finds_a_dead_channel_and_takes_mono_as_balanced() -> None:
+    balance = await make(ChannelBalanceNode)
+    left_only = array("f", [v for i in range(800) for v in (0.5 * math.sin(i / 5), 0.0)])
+    event = await balance.process(Audio(left_only.tobytes(), 16000, 2, "f32"))
+    assert (event["dead_channel"], event["has_dead_channel"], event["health"]) == (
+        "right", True, 0.0)
+    assert event["balance_ratio"] is None and event["right_rms_db"] == -120.0
+    even = await balance.process(sine(800, 16000, 0.5, channels=2))
+    assert even["imbalance_db"] == pytest.approx(0.0) and even["health"] == 1.0
+    mono = await balance.process(sine(800, 16000))
+    assert (mono["balance_ratio"], mono["dead_channel"], mono["health"]) == (1.0, "none", 1.0)
+
+
+async def test_fast_resample_is_continuous_across_items_and_checks_its_rates() -> None:
+    whole = await (await make(FastResampleNode, sourceRate=48000, targetRate=16000)).process(
+        sine(4800, 48000, 0.8, channels=2))
+    node = await make(FastResampleNode, source_rate=48000, target_rate=16000,
+                      quality="High")
+    parts = [await node.process(sine(frames, 48000, 0.8, channels=2, start=start))
+             for start, frames in ((0, 1000), (1000, 1333), (2333, 2467))]
+    joined = array("f")
+    for part in parts:
+        assert (part.sample_rate, part.channels, part.format) == (16000, 2, "f32")
+        joined.extend(part.samples())
+    assert whole.frames == 1600 and len(joined) == len(whole.samples())
+    assert max(abs(a - b) for a, b in zip(joined, whole.samples(), strict=True)) < 1e-5
+    expected = sine(1600, 16000, 0.8, channels=2).samples()
+    assert max(abs(a - b) for a, b in zip(whole.samples(), expected, strict=True)) < 0.01
+    assert await (await make(AudioResampleNode, target_rate="auto")).process(
+        silence(10)) == silence(10).as_format("f32")
+    with pytest.raises(ValueError, match="source_rate is 44100 but the audio comes at "
+                                         "48000 Hz"):
+        await (await make(FastResampleNode, source_rate=44100)).process(sine(10, 48000))
+
+
+async def test_the_chunker_cuts_audio_into_chunk_size_samples_as_remotemedias() -> None:
+    chunker = await make(AudioChunkerNode, chunkSize=256)
+    chunks = []
+    for item in (sine(300, 16000), sine(300, 16000).as_format("i16"), sine(400, 16000)):
+        chunks += [chunk async for chunk in await chunker.process(item)]
+    tail = await chunker.flush()
+    assert [chunk.frames for chunk in chunks] == [256, 256, 256] and tail.frames == 232
+    assert all(chunk.format == "f32" and chunk.sample_rate == 16000 for chunk in chunks)
+    with pytest.raises(msgspec.ValidationError, match="given twice"):
+        await make(AudioChunkerNode, chunkSize=256, chunk_size=128)
