@@ -8,6 +8,7 @@ binary payloads moving through shared memory.
 """
 
 from actorstage.pipelines import _builtin, _media_nodes  # register the built-in node types
+from actorstage.pipelines._adapter import register_remotemedia_node
 from actorstage.pipelines._audio import (
     Audio,
     AudioChunk,
@@ -91,6 +92,7 @@ __all__ = [
     "parse_manifest",
     "read_wav",
     "register_node",
+    "register_remotemedia_node",
     "registered_nodes",
     "write_wav",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from actorstage.pipelines import Node, register_node
+from actorstage.pipelines import Node, register_node, register_remotemedia_node
 
 GATES: dict[str, asyncio.Event] = {}  # native tests open a gate to let a node go on
 TAKEN: dict[str, int] = {}
@@ -175,3 +175,35 @@ class Size(Node):
 
     async def process(self, item: Any) -> list[Any]:
         return [type(item).__name__, len(item), bytes(item[:4])]
+
+
+class RemoteMediaStyleNode:
+    """A node written for RemoteMedia (its Python node shape), untouched: built from a
+    config dict, async initialize, process (here an async generator) and cleanup."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.node_id = config["node_id"]
+        self.node_type = config["node_type"]
+        self.config = config.get("params", {})
+        self.session_id = config.get("session_id") or f"default_{self.node_id}"
+        self.ready = False
+
+    async def initialize(self) -> None:
+        self.ready = True
+        self.repeat = int(self.config.get("repeat", 1))
+        if self.config.get("log"):
+            Path(self.config["log"]).write_text(f"initialized {self.node_id} "
+                                                f"{self.node_type} {self.session_id}\n")
+
+    async def process(self, data: Any) -> AsyncIterator[Any]:
+        assert self.ready, "process before initialize"
+        for _ in range(self.repeat):
+            yield {"node": self.node_id, "got": data}
+
+    async def cleanup(self) -> None:
+        if self.config.get("log"):
+            log = Path(self.config["log"])
+            log.write_text(log.read_text() + "cleaned up\n")
+
+
+register_remotemedia_node("test.RemoteMediaStyle", RemoteMediaStyleNode)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 from array import array
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -20,6 +22,7 @@ from actorstage.pipelines._media_nodes import (
     SilenceDetectorNode,
     VideoFlipNode,
 )
+from tests.pipelines import nodes as test_nodes
 from tests.pipelines.helpers import node, pipeline
 from tests.pipelines.test_builtin import make
 
@@ -189,3 +192,30 @@ async def test_the_chunker_cuts_audio_into_chunk_size_samples_as_remotemedias() 
     assert all(chunk.format == "f32" and chunk.sample_rate == 16000 for chunk in chunks)
     with pytest.raises(msgspec.ValidationError, match="given twice"):
         await make(AudioChunkerNode, chunkSize=256, chunk_size=128)
+
+
+@pytest.mark.parametrize("executor", ["native", "process"])
+async def test_a_node_in_remotemedias_python_shape_runs_unchanged(executor: str,
+                                                                 tmp_path: Path) -> None:
+    assert "RemoteMediaStyleNode" in dir(test_nodes)  # (its module registers it)
+    log = tmp_path / "log"
+    pipe = pipeline([node("rm", "test.RemoteMediaStyle", executor, repeat=2, log=str(log))])
+    result = await pipe.run(["a", Audio(b"\x01\x00", 8000)])
+    assert [output.item for output in result.outputs] == [
+        {"node": "rm", "got": "a"}, {"node": "rm", "got": "a"},
+        {"node": "rm", "got": Audio(b"\x01\x00", 8000)},
+        {"node": "rm", "got": Audio(b"\x01\x00", 8000)}]
+    assert log.read_text() == ("initialized rm test.RemoteMediaStyle default_rm\n"
+                               "cleaned up\n")
+
+
+async def test_register_remotemedia_node_refuses_a_class_of_another_shape() -> None:
+    from actorstage.exceptions import InvalidDefinitionError
+    from actorstage.pipelines import register_remotemedia_node
+
+    class NoCleanup:
+        async def initialize(self) -> None: ...
+        async def process(self, data: Any) -> Any: ...
+
+    with pytest.raises(InvalidDefinitionError, match="has no `cleanup`"):
+        register_remotemedia_node("test.NoCleanup", NoCleanup)
