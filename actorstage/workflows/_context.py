@@ -11,7 +11,7 @@ from typing import Any, TypeVar, overload
 import anyio
 import msgspec
 
-from actorstage.workflows._events import MessageType
+from actorstage.workflows._events import MessageType, canonical
 
 __all__ = ["ActionContext", "ActionLog", "Control", "Store"]
 
@@ -161,9 +161,14 @@ class ActionContext:
         await self._emit(message_type, payload, self.stage_id, self.action_id)
 
     async def send(self, message_type: str, payload: Any) -> None:
-        """Send a message of your own kind (any str) to the broker's handlers."""
+        """Send a message of your own kind (any str) to the broker's handlers.
+
+        gostage's ``store_put`` and ``store_delete`` are actorstage's ``store.put``
+        and ``store.delete``: their payload (``{"key", "value"}``, ``{"key"}``) goes to
+        the parent's copy of the store and to the handlers of either name."""
         if not isinstance(message_type, str) or not message_type:
             raise TypeError(f"a message type is a non-empty str, got {message_type!r}")
+        message_type = canonical(message_type)
         try:
             _encoder.encode(payload)
         except (TypeError, ValueError) as exc:

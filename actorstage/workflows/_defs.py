@@ -5,6 +5,7 @@ from ``actorstage.workflows`` under that module name, so msgspec must not
 have to look their annotations up by name later.
 """
 
+import logging
 import math
 import re
 from pathlib import Path
@@ -15,9 +16,11 @@ import msgspec
 from actorstage._documents import check_json, load, text_of
 from actorstage.exceptions import InvalidDefinitionError
 
-__all__ = ["ActionDef", "StageDef", "WorkflowDef", "load_workflow", "parse_workflow"]
+__all__ = ["ActionDef", "StageDef", "WorkflowDef", "from_gostage", "is_gostage",
+           "load_workflow", "parse_workflow"]
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+log = logging.getLogger("actorstage.workflows")
 
 
 class ActionDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -39,6 +42,9 @@ class ActionDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     max_attempts: int = 1
     backoff: float = 0.0
     max_backoff: float = 30.0
+    name: str = ""
+    description: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -59,6 +65,9 @@ class StageDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     id: str
     actions: list[ActionDef]
     on_error: Literal["fail", "continue"] = "fail"
+    name: str = ""
+    description: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
 
 
 class WorkflowDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,7 +75,8 @@ class WorkflowDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     Attributes:
         id: The workflow's id.
-        name: A label for people.
+        name: A label for people (``description`` and ``tags`` too, on
+            workflows, stages and actions alike).
         stages: Run in order.
         store: The store's initial values.
     """
@@ -75,10 +85,20 @@ class WorkflowDef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     stages: list[StageDef]
     name: str = ""
     store: dict[str, Any] = msgspec.field(default_factory=dict)
+    description: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
 
 
-def parse_workflow(data: bytes | str, *, format: Literal["json", "yaml"] = "json") -> WorkflowDef:
+Dialect = Literal["auto", "actorstage", "gostage"]
+
+
+def parse_workflow(data: bytes | str, *, format: Literal["json", "yaml"] = "json",
+                   dialect: Dialect = "auto") -> WorkflowDef:
     """A ``WorkflowDef`` from JSON or YAML text; ``InvalidDefinitionError`` naming the problem.
+
+    ``dialect``: ``"gostage"`` reads gostage's ``SubWorkflowDef`` (see
+    ``from_gostage``); ``"auto"`` (the default) takes a definition as gostage's
+    when it has ``initialStore`` or an action with no ``action`` key.
 
     The text is untrusted: its size, encoding, nesting and YAML aliases are
     bounded (``actorstage._documents``) before anything is built from it.
@@ -88,15 +108,92 @@ def parse_workflow(data: bytes | str, *, format: Literal["json", "yaml"] = "json
         if format == "json":
             text = text_of(data, what)
             check_json(text, what)
-            defn = msgspec.json.decode(text, type=WorkflowDef)
+            raw = msgspec.json.decode(text)
         else:
-            defn = msgspec.convert(load(data, format, what), WorkflowDef)
+            raw = load(data, format, what)
+        if dialect == "gostage" or (dialect == "auto" and is_gostage(raw)):
+            raw = from_gostage(raw)
+        defn = msgspec.convert(raw, WorkflowDef)
     except msgspec.ValidationError as exc:
         raise InvalidDefinitionError(f"invalid workflow definition: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidDefinitionError(f"workflow definition is not valid JSON: {exc}") from None
     check_shape(defn)
     return defn
+
+
+def is_gostage(raw: Any) -> bool:
+    """Whether a decoded definition is gostage's ``SubWorkflowDef``: it has
+    ``initialStore``, or an action with an ``id`` and no ``action``."""
+    if not isinstance(raw, dict):
+        return False
+    if "initialStore" in raw:
+        return True
+    stages = raw.get("stages")
+    return isinstance(stages, list) and any(
+        isinstance(action, dict) and "action" not in action and "id" in action
+        for stage in stages if isinstance(stage, dict)
+        for action in (stage.get("actions") or []) if isinstance(stage.get("actions"), list))
+
+
+_GOSTAGE_KEYS = {
+    "workflow": {"id", "name", "description", "tags", "stages", "initialStore"},
+    "stage": {"id", "name", "description", "tags", "actions"},
+    "action": {"id", "name", "description", "tags", "params"},
+}
+
+
+def from_gostage(raw: Any) -> Any:
+    """gostage's ``SubWorkflowDef`` as actorstage's definition (decoded, not yet checked).
+
+    As gostage builds it: an action's ``id`` is the registry key of the action
+    to run (a second use of the same action in a stage gets the id
+    ``<id>.2``, and so on: ids are unique here); each action param is also put
+    in the store as ``param:<action id>:<key>``, where gostage's actions read
+    them; ``initialStore`` seeds the store; ``name``, ``description`` and
+    ``tags`` are kept. Keys gostage does not have are logged and dropped.
+    """
+    if not isinstance(raw, dict):
+        return raw
+    _unknown(raw, "workflow", "")
+    store = dict(raw.get("initialStore") or {})
+    stages = []
+    for s_index, stage in enumerate(raw.get("stages") or []):
+        if not isinstance(stage, dict):
+            stages.append(stage)  # (the conversion names what is wrong)
+            continue
+        _unknown(stage, "stage", f"stages[{s_index}]")
+        uses: dict[str, int] = {}
+        actions = []
+        for a_index, action in enumerate(stage.get("actions") or []):
+            if not isinstance(action, dict):
+                actions.append(action)
+                continue
+            _unknown(action, "action", f"stages[{s_index}].actions[{a_index}]")
+            key = action.get("id")
+            params = action.get("params") or {}
+            if isinstance(key, str):
+                uses[key] = uses.get(key, 0) + 1
+                if isinstance(params, dict):
+                    store.update({f"param:{key}:{name}": value
+                                  for name, value in params.items()})
+            count = uses.get(key, 1) if isinstance(key, str) else 1
+            actions.append({**_labels(action), "id": key if count == 1 else f"{key}.{count}",
+                            "action": key, "params": params})
+        stages.append({**_labels(stage), "id": stage.get("id"), "actions": actions})
+    return {**_labels(raw), "id": raw.get("id"), "stages": stages, "store": store}
+
+
+def _labels(part: dict[str, Any]) -> dict[str, Any]:
+    return {key: part[key] for key in ("name", "description", "tags")
+            if part.get(key) is not None}
+
+
+def _unknown(part: dict[str, Any], kind: str, where: str) -> None:
+    extra = sorted(set(part) - _GOSTAGE_KEYS[kind])
+    if extra:
+        log.warning("gostage definition: %s has %s, which gostage's %s does not: not used",
+                    where or "the workflow", ", ".join(extra), kind)
 
 
 def load_workflow(path: str | Path) -> WorkflowDef:

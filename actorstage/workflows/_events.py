@@ -32,6 +32,20 @@ class MessageType(enum.StrEnum):
     PROGRESS = "progress"
 
 
+# gostage's names of the same messages (its broker's MessageType values): handlers may be
+# registered under them, and ctx.send may use them.
+GOSTAGE_TYPES: dict[str, str] = {"store_put": MessageType.STORE_PUT,
+                                 "store_delete": MessageType.STORE_DELETE}
+# ... and gostage's start and result messages: the progress events that say so.
+GOSTAGE_PROGRESS: dict[str, str] = {"workflow_start": "workflow_started",
+                                    "workflow_result": "workflow_finished"}
+
+
+def canonical(message_type: str) -> str:
+    """actorstage's name of a message type given in gostage's spelling (or as it is)."""
+    return GOSTAGE_TYPES.get(message_type, message_type)
+
+
 class Status(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"

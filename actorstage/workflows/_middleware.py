@@ -38,6 +38,7 @@ from actorstage.workflows._events import (
 )
 
 if TYPE_CHECKING:
+    from actorstage.workflows._defs import WorkflowDef
     from actorstage.workflows._runner import Execution
 
 __all__ = ["EncryptPayloads", "LogMessages", "Metrics", "Middleware"]
@@ -63,6 +64,12 @@ class Middleware:
     def check(self) -> None:
         """Raise, naming the problem, if this middleware cannot work (``Broker.use`` asks)."""
 
+    async def spawn_definition(self, defn: WorkflowDef) -> WorkflowDef:
+        """A workflow is to start in a child process: the definition it runs (``defn``,
+        or a changed copy, which is checked again). Raising refuses the spawn, with an
+        ``InvalidDefinitionError`` that names this middleware (gostage's ``BeforeSpawn``)."""
+        return defn
+
     async def before_spawn(self, execution: Execution) -> None:
         """A workflow is about to start in a child process."""
 
@@ -70,7 +77,8 @@ class Middleware:
         """Its child process runs (``execution.pid``)."""
 
     async def on_child_exit(self, execution: Execution, result: WorkflowResult) -> None:
-        """A spawned workflow's child process has ended, with this result."""
+        """A spawned workflow's child process has ended, with this result (its ``error``
+        says why it failed, also when the process died: gostage's ``AfterSpawn``)."""
 
     async def on_error(self, execution: Execution, error: ErrorInfo) -> None:
         """An execution failed (here or in a child)."""

@@ -43,6 +43,7 @@ from actorstage.transport._options import options_for
 from actorstage.workflows._context import ActionContext, Control
 from actorstage.workflows._defs import StageDef, WorkflowDef, valid_id
 from actorstage.workflows._events import (
+    GOSTAGE_PROGRESS,
     ActionResult,
     BrokerMessage,
     ErrorInfo,
@@ -51,6 +52,7 @@ from actorstage.workflows._events import (
     StageResult,
     Status,
     WorkflowResult,
+    canonical,
     typed,
 )
 from actorstage.workflows._middleware import Middleware
@@ -79,6 +81,15 @@ class _Report(Message, frozen=True):
     stage_id: str = ""
     action_id: str = ""
     time: float = 0.0  # when it was made, seconds since the epoch
+
+
+DELIVERY_BOUND = 5.0  # seconds an action waits, at most, for its report to leave a child
+
+
+class _Deliver(Message, frozen=True):
+    """An action's own report in a child process: answered once it is on its way out."""
+
+    report: _Report
 
 
 class _Run(Message, frozen=True):
@@ -187,13 +198,21 @@ class Broker:
                 f"a message type is a MessageType or a non-empty str, got {message_type!r}")
         if not callable(handler):
             raise InvalidDefinitionError(f"a handler must be callable, got {handler!r}")
-        self._handlers.setdefault(str(message_type), []).append(handler)
+        # gostage's names are accepted too: store_put, store_delete, and workflow_start and
+        # workflow_result (the progress messages of a workflow's start and end).
+        self._handlers.setdefault(canonical(str(message_type)), []).append(handler)
 
     async def dispatch(self, message: BrokerMessage) -> None:
         for subscriber in self._subscribers:
             subscriber._offer(message)
         handlers = self._handlers
-        for handler in [*handlers.get(message.message_type, ()), *handlers.get("*", ())]:
+        called = [*handlers.get(message.message_type, ()), *handlers.get("*", ())]
+        if message.message_type == MessageType.PROGRESS and isinstance(
+                message.payload, ProgressEvent):
+            for gostage, kind in GOSTAGE_PROGRESS.items():
+                if message.payload.kind == kind:
+                    called.extend(handlers.get(gostage, ()))
+        for handler in called:
             try:
                 result = handler(message)
                 if inspect.isawaitable(result):
@@ -208,16 +227,27 @@ class Broker:
 
 
 class _Reporter:
-    """Sends reports to the execution actor."""
+    """Sends reports to the execution actor.
 
-    def __init__(self, execution: ActorRef) -> None:
+    In a child process (``delivered``), an action's own reports (its log, its
+    sends, its store changes) are asked, not told: the child's execution actor
+    answers once the report is written on the way to the parent, so what an
+    action reported before its process died (a crash in native code, ``os._exit``)
+    still arrives, as it does with gostage's synchronous sends.
+    """
+
+    def __init__(self, execution: ActorRef, *, delivered: bool = False) -> None:
         self.execution = execution
+        self.delivered = delivered
 
     async def report(self, message_type: str, payload: Any, stage_id: str = "",
                      action_id: str = "") -> None:
+        report = _Report(message_type, payload, stage_id, action_id, time.time())
         with contextlib.suppress(ActorDeadError):  # the execution is closing: it reports
-            await self.execution.tell(_Report(message_type, payload, stage_id, action_id,
-                                              time.time()))
+            if self.delivered and message_type != MessageType.PROGRESS:
+                await self.execution.ask(_Deliver(report))
+            else:
+                await self.execution.tell(report)
 
     async def progress(self, kind: str, *, stage_id: str = "", action_id: str = "",
                        status: str = "", attempt: int = 0, error: ErrorInfo | None = None) -> None:
@@ -342,11 +372,11 @@ class WorkflowActor(Actor):
     _cancel_on_stop = True  # stopping it (its runner or system closing) cancels the run
 
     def __init__(self, workflow: Workflow, execution_id: str, control: Control,
-                 execution: ActorRef) -> None:
+                 execution: ActorRef, delivered: bool = False) -> None:
         self.workflow = workflow
         self.execution_id = execution_id
         self.control = control
-        self.reporter = _Reporter(execution)
+        self.reporter = _Reporter(execution, delivered=delivered)
 
     async def receive(self, message: Any) -> Any:
         assert isinstance(message, _Run)
@@ -390,13 +420,14 @@ class WorkflowActor(Actor):
 
 
 async def _start_workflow(
-    owner: Actor, workflow: Workflow, execution_id: str, store: dict[str, Any]
+    owner: Actor, workflow: Workflow, execution_id: str, store: dict[str, Any], *,
+    delivered: bool = False,
 ) -> tuple[Control, ActorRef]:
     """Start the workflow actor under ``owner`` (which it reports to) and set it running."""
     control = Control()
     context = owner.context
     ref = await context.spawn(WorkflowActor, workflow, execution_id, control, context.self_ref,
-                              name="workflow")
+                              delivered, name="workflow")
     context.watch(ref)
     await ref.tell(_Run(store))
     return control, ref
@@ -547,7 +578,8 @@ class ChildExecution(Actor):
             importlib.import_module(module)
         self.middleware = [CODEC.decode(name, body) for name, body in self.middleware_specs]
         workflow = Workflow.from_def(self.defn)
-        self.control, _ref = await _start_workflow(self, workflow, self.execution_id, self.store)
+        self.control, _ref = await _start_workflow(self, workflow, self.execution_id, self.store,
+                                                   delivered=True)
 
     @property
     def _parent(self) -> ActorRef:
@@ -556,13 +588,13 @@ class ChildExecution(Actor):
         return parent
 
     async def receive(self, message: Any) -> Any:
-        if isinstance(message, _Report):
-            if self.middleware:
-                sent = await self._outgoing(message)
-                if sent is None:
-                    return None
-                message = sent
-            await self._parent.tell(message)
+        if isinstance(message, _Deliver):  # an action's own: answered once it is written
+            await self._forward(message.report)
+            link = self.context.system._node().up
+            if link is not None:
+                await link.flush(DELIVERY_BOUND)
+        elif isinstance(message, _Report):
+            await self._forward(message)
         elif isinstance(message, _Signal):
             if self.control is not None:
                 getattr(self.control, message.kind)()
@@ -577,6 +609,14 @@ class ChildExecution(Actor):
                 store={}, stages=[], started_at=self.started_at,
                 duration=time.monotonic() - self.clock, error=error))
         return None
+
+    async def _forward(self, report: _Report) -> None:
+        if self.middleware:
+            sent = await self._outgoing(report)
+            if sent is None:
+                return
+            report = sent
+        await self._parent.tell(report)
 
     async def _outgoing(self, report: _Report) -> _Report | None:
         """The middlewares' ``outgoing`` steps, here in the child."""
@@ -772,6 +812,23 @@ class Runner:
         if not isinstance(workflow, Workflow):
             raise InvalidDefinitionError(
                 f"Runner.start takes a Workflow or a WorkflowDef, got {workflow!r}")
+        options = options_for(process, self.system.process_defaults)
+        broker = self.broker
+        if options is not None:  # a spawn: middlewares may rewrite the definition first
+            for middleware in broker.middleware:
+                defn = workflow.defn
+                try:
+                    changed = await middleware.spawn_definition(defn)
+                except Exception as exc:
+                    raise InvalidDefinitionError(
+                        f"spawn middleware {type(middleware).__name__} refused the spawn: "
+                        f"{exc}") from exc
+                if changed is not defn:
+                    if not isinstance(changed, WorkflowDef):
+                        raise InvalidDefinitionError(
+                            f"spawn middleware {type(middleware).__name__}.spawn_definition "
+                            f"gave {changed!r}, not a WorkflowDef")
+                    workflow = Workflow.from_def(changed)  # checked again
         initial = {**workflow.defn.store, **(store or {})}
         try:
             msgspec.msgpack.encode(initial)
@@ -781,8 +838,6 @@ class Runner:
             raise InvalidDefinitionError(
                 f"execution id {execution_id!r} must be 1-128 letters, digits or _.:-")
         execution = Execution(execution_id or uuid.uuid4().hex, workflow.id, initial)
-        options = options_for(process, self.system.process_defaults)
-        broker = self.broker
         if options is not None:
             env = {name: value for middleware in broker.middleware
                    for name, value in middleware.child_env().items()}

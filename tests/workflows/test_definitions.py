@@ -59,8 +59,6 @@ def test_a_yaml_file_and_its_json_twin_load_to_the_same_definition(tmp_path: Pat
     ("id: x\nstages: [", "yaml", "not valid YAML"),
     ("{", "json", "not valid JSON"),
     ('{"id": "x", "stages": [], "colour": "red"}', "json", "unknown field `colour`"),
-    ('{"id": "x", "stages": [{"id": "s", "actions": [{"id": "a"}]}]}', "json",
-     "missing required field `action`"),
     ('{"id": "x", "stages": [{"id": "s", "on_error": "shrug", "actions": []}]}', "json",
      "on_error"),
 ])
@@ -68,6 +66,14 @@ def test_malformed_definitions_name_the_problem(text: str, fmt: str, problem: st
     with pytest.raises(InvalidDefinitionError, match=r"invalid|not valid") as caught:
         parse_workflow(text, format=fmt)  # type: ignore[arg-type]
     assert problem in str(caught.value)
+
+
+def test_an_action_without_action_is_gostages_unless_the_dialect_is_declared() -> None:
+    text = '{"id": "x", "stages": [{"id": "s", "actions": [{"id": "log"}]}]}'
+    with pytest.raises(InvalidDefinitionError, match="missing required field `action`"):
+        parse_workflow(text, dialect="actorstage")
+    defn = parse_workflow(text)  # gostage's: the id is the action to run
+    assert (defn.stages[0].actions[0].id, defn.stages[0].actions[0].action) == ("log", "log")
 
 
 def test_every_shape_problem_is_reported_at_once_with_its_place() -> None:
