@@ -7,7 +7,7 @@ Nodes with ``executor: process`` run in child processes, their large
 binary payloads moving through shared memory.
 """
 
-from actorstage.pipelines import _builtin, _media_nodes  # register the built-in node types
+from actorstage.pipelines import _builtin, _media_nodes, _remote  # register the node types
 from actorstage.pipelines._adapter import register_remotemedia_node
 from actorstage.pipelines._audio import (
     Audio,
@@ -99,4 +99,4 @@ __all__ = [
 
 for _name in __all__:
     globals()[_name].__module__ = __name__
-del _builtin, _media_nodes, _name
+del _builtin, _media_nodes, _remote, _name

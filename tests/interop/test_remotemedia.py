@@ -358,3 +358,35 @@ def test_a_remotemedia_deployments_environment_and_runtime_toml_configure_serve(
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     output = "\n".join(served.lines)
     assert "docker_fallback_policy, python_env are RemoteMedia's and not used here" in output
+
+
+def test_a_remote_pipeline_node_on_one_server_calls_a_second_server(
+        remotemedia_stubs: dict[str, ModuleType]) -> None:
+    """Server A runs PassThrough -> RemotePipelineNode; the node streams to server B."""
+    common, pb, stream_pb, stream_grpc = _streaming(remotemedia_stubs)
+    nested = {"version": "v1", "metadata": {"name": "far"},
+              "nodes": [{"id": "flip", "node_type": "VideoFlip",
+                         "params": {"direction": "both"}}], "connections": []}
+    with serve(env={"ACTORSTAGE_TOKEN": "b-token"}) as far, \
+            serve(env={"ACTORSTAGE_TOKEN": TOKEN}) as near, \
+            grpc.insecure_channel(near.address) as channel:
+        manifest = _manifest(pb, [
+            ("in", "PassThrough", {}),
+            ("remote", "RemotePipelineNode", {"transport": "grpc", "endpoint": far.address,
+                                              "manifest": nested, "auth_token": "b-token",
+                                              "timeout_ms": 10000})], [("in", "remote")])
+        stub = stream_grpc.StreamingPipelineServiceStub(channel)
+        frames = [bytes([i, i, i, 0, 0, 0, 9, 9, 9, 1, 2, 3]) for i in range(5)]
+        requests = [stream_pb.StreamRequest(init=stream_pb.StreamInit(manifest=manifest))]
+        requests += [stream_pb.StreamRequest(data_chunk=stream_pb.DataChunk(
+            node_id="in", sequence=sequence, buffer=common.DataBuffer(video=common.VideoFrame(
+                pixel_data=frame, width=2, height=2, format=common.PIXEL_FORMAT_RGB24))))
+            for sequence, frame in enumerate(frames)]
+        requests.append(stream_pb.StreamRequest(control=stream_pb.StreamControl(
+            command=stream_pb.StreamControl.COMMAND_CLOSE)))
+        answers = list(stub.StreamPipeline(iter(requests), metadata=AUTH, timeout=60))
+    assert answers[-1].HasField("closed"), answers[-1]
+    flipped = [answer.result.data_outputs["remote"].video.pixel_data
+               for answer in answers if answer.HasField("result")]
+    # both ways: the last pixel first, then the rest backwards
+    assert flipped == [frame[9:12] + frame[6:9] + frame[3:6] + frame[0:3] for frame in frames]
