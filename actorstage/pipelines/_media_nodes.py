@@ -21,6 +21,7 @@ from actorstage.pipelines._registry import Node, register_node
 from actorstage.pipelines._wire import to_bytes
 
 __all__ = [
+    "AudioChannelSplitterNode",
     "AudioLevelNode",
     "AudioResampleNode",
     "ChannelBalanceNode",
@@ -369,3 +370,97 @@ class FastResampleNode(Node):
 @register_node("AudioResample")
 class AudioResampleNode(FastResampleNode):
     """``FastResampleNode`` under the name RemoteMedia's manifests also use."""
+
+
+# -- speakers ----------------------------------------------------------------------------
+
+
+class _SplitterParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    output_mode: Literal["streams", "channels"] = "streams"
+    max_speakers: int = 8
+    stream_id_prefix: str = "speaker"
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_speakers <= 64:
+            raise ValueError(f"max_speakers must be between 1 and 64, got {self.max_speakers}")
+
+
+@register_node("AudioChannelSplitterNode")
+class AudioChannelSplitterNode(Node):
+    """Routes audio by speaker, after a diarizer's segments (RemoteMedia's node).
+
+    A JSON item (a ``dict``) with ``segments`` (``[{"start", "end", "speaker"}]``,
+    seconds; speakers named ``"0"``, ``"1"``...), ``num_speakers`` and ``time_offset``
+    (the stream time of the next audio's start) sets what follows and gives nothing.
+    Each ``Audio`` item (mixed down to mono) then comes out per speaker
+    (``output_mode: streams``: one mono ``Audio`` per speaker who speaks in it, the
+    others silent, ``stream_id`` ``<stream_id_prefix>_<n>`` in its metadata) or as one
+    ``Audio`` with a channel per speaker (``channels``). Audio before any segments,
+    and anything else, passes through.
+    """
+
+    Params = _SplitterParams
+    aliases = {"outputMode": "output_mode", "maxSpeakers": "max_speakers",
+               "streamIdPrefix": "stream_id_prefix", "sampleRate": "sample_rate"}
+
+    async def setup(self) -> None:
+        self.segments: list[tuple[float, float, str]] = []
+        self.speakers = 0
+        self.offset = 0.0
+
+    async def process(self, item: Any) -> Any:
+        if isinstance(item, dict):
+            if isinstance(item.get("segments"), list):
+                self.segments = [
+                    (float(segment["start"]), float(segment["end"]), str(segment["speaker"]))
+                    for segment in item["segments"]
+                    if isinstance(segment, dict) and {"start", "end", "speaker"} <= set(segment)
+                    and isinstance(segment["start"], int | float)
+                    and isinstance(segment["end"], int | float)]
+            if isinstance(item.get("num_speakers"), int):
+                self.speakers = item["num_speakers"]
+            if isinstance(item.get("time_offset"), int | float):
+                self.offset = float(item["time_offset"])
+            return None
+        if not isinstance(item, Audio) or not self.segments:
+            return item
+        values = item.as_format("f32").samples()
+        channels = max(item.channels, 1)
+        mono = [sum(values[i:i + channels]) / channels
+                for i in range(0, len(values) - len(values) % channels, channels)]
+        count = min(self.speakers, self.params.max_speakers)
+        tracks = [self._speaker(mono, item.sample_rate, str(index)) for index in range(count)]
+        if self.params.output_mode == "channels":
+            wide = array("f", (tracks[c][i] for i in range(len(mono)) for c in range(count)))
+            return _audio(wide, item, count, dict(item.metadata))
+        return _audio_each([
+            _audio(array("f", track), item, 1, {
+                **item.metadata, "stream_id": f"{self.params.stream_id_prefix}_{index}"})
+            for index, track in enumerate(tracks) if any(abs(v) > 0.0001 for v in track)])
+
+    def _speaker(self, mono: list[float], rate: int, speaker: str) -> list[float]:
+        out = [0.0] * len(mono)
+        duration = len(mono) / rate
+        for start, end, who in self.segments:
+            if who != speaker:
+                continue
+            begin, finish = start - self.offset, end - self.offset
+            if finish < 0 or begin > duration:
+                continue
+            first = min(int(max(begin, 0.0) * rate), len(mono))
+            last = min(int(min(finish, duration) * rate), len(mono))
+            out[first:last] = mono[first:last]
+        return out
+
+
+def _audio(values: array[float], like: Audio, channels: int,
+           metadata: dict[str, str]) -> Audio:
+    if sys.byteorder == "big":  # pragma: no cover
+        values.byteswap()
+    return Audio(values.tobytes(), like.sample_rate, channels, "f32", metadata)
+
+
+async def _audio_each(items: list[Audio]) -> Any:
+    for item in items:
+        yield item

@@ -219,3 +219,26 @@ async def test_register_remotemedia_node_refuses_a_class_of_another_shape() -> N
 
     with pytest.raises(InvalidDefinitionError, match="has no `cleanup`"):
         register_remotemedia_node("test.NoCleanup", NoCleanup)
+
+
+async def test_the_channel_splitter_routes_audio_by_the_diarizers_segments() -> None:
+    from actorstage.pipelines._media_nodes import AudioChannelSplitterNode
+
+    splitter = await make(AudioChannelSplitterNode, maxSpeakers=4)
+    loud = Audio(array("f", [0.5] * 1600).tobytes(), 16000, 1, "f32")  # 0.1 s
+    assert await splitter.process(loud) == loud  # no segments yet: as it came
+    assert await splitter.process({"segments": [
+        {"start": 1.0, "end": 1.05, "speaker": "0"}, {"start": 1.05, "end": 1.2, "speaker": "1"},
+        {"start": 1.3, "end": 1.4, "speaker": "2"}, {"bad": 1}],
+        "num_speakers": 3, "time_offset": 1.0}) is None
+    streams = [item async for item in await splitter.process(loud)]
+    assert [item.metadata["stream_id"] for item in streams] == ["speaker_0", "speaker_1"]
+    first, second = (list(item.samples()) for item in streams)
+    assert first == [0.5] * 800 + [0.0] * 800 and second == [0.0] * 800 + [0.5] * 800
+    wide = await make(AudioChannelSplitterNode, output_mode="channels")
+    await wide.process({"segments": [{"start": 0, "end": 0.05, "speaker": "1"}],
+                        "num_speakers": 2})
+    stereo = await wide.process(sine(1600, 16000, 0.5, channels=2))
+    values = stereo.samples()
+    assert stereo.channels == 2 and values[0::2] == array("f", [0.0] * 1600)
+    assert any(values[1:1600:2]) and not any(values[1601::2])
