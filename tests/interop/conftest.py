@@ -97,15 +97,21 @@ def grpcio_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleTy
 
     then imported as ``actorstage_proto.v1.<name>_pb2``, next to the installed actorstage.
     """
-    target = tmp_path_factory.mktemp("grpcio")
+    return _stubs(tmp_path_factory.mktemp("grpcio"), "actorstage_proto.v1",
+                  ("runner", "control", "pipeline"))
+
+
+def _stubs(target: Path, package: str, names: tuple[str, ...]) -> dict[str, ModuleType]:
+    """Generate and import the grpcio modules of ``package``'s ``names``, from the
+    directory that ``actorstage protos`` prints."""
     include = subprocess.run([sys.executable, "-m", "actorstage", "protos"], check=True,
                              capture_output=True, text=True).stdout.strip()
-    names = ("runner", "control", "pipeline")
+    folder = package.replace(".", "/")
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{include}",
                     f"--python_out={target}", f"--grpc_python_out={target}",
-                    *(f"actorstage_proto/v1/{name}.proto" for name in names)],
+                    *(f"{folder}/{name}.proto" for name in names)],
                    check=True, capture_output=True)
-    return {module: _load(target, f"actorstage_proto.v1.{module}")
+    return {module: _load(target, f"{package}.{module}")
             for name in names for module in (f"{name}_pb2", f"{name}_pb2_grpc")}
 
 
@@ -129,13 +135,5 @@ def remotemedia_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Mod
     """grpcio stubs of RemoteMedia's contract, generated from the .proto files actorstage
     ships (``remotemedia/v1/*.proto`` under ``actorstage protos``), as a RemoteMedia
     client's own would be: ``remotemedia.v1.<name>_pb2``."""
-    target = tmp_path_factory.mktemp("remotemedia")
-    include = subprocess.run([sys.executable, "-m", "actorstage", "protos"], check=True,
-                             capture_output=True, text=True).stdout.strip()
-    names = ("common", "execution", "streaming")
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{include}",
-                    f"--python_out={target}", f"--grpc_python_out={target}",
-                    *(f"remotemedia/v1/{name}.proto" for name in names)],
-                   check=True, capture_output=True)
-    return {module: _load(target, f"remotemedia.v1.{module}")
-            for name in names for module in (f"{name}_pb2", f"{name}_pb2_grpc")}
+    return _stubs(tmp_path_factory.mktemp("remotemedia"), "remotemedia.v1",
+                  ("common", "execution", "streaming"))
