@@ -96,7 +96,7 @@ def test_every_graph_problem_is_reported_at_once_with_its_location() -> None:
     assert len(found) == len(expected), found
     for want, got in zip(expected, found, strict=True):
         assert got.startswith(want), (want, got)
-    assert "AudioChunkerNode" in found[1] and "test." in found[1]  # names the registered
+    assert "AudioChunkerNode" in found[1] and "registered: " in found[1]  # names them
 
 
 def test_structural_problems_are_all_reported_with_their_place() -> None:
