@@ -25,7 +25,7 @@ import msgspec
 from grpclib import GRPCError
 from grpclib.const import Status as Code
 
-from actorstage._documents import DocumentError, load
+from actorstage._documents import DocumentError, load, off_loop
 from actorstage._proto.remotemedia.v1 import (
     AudioBuffer,
     AudioFormat,
@@ -271,6 +271,11 @@ def manifest_of(proto: PipelineManifest) -> tuple[Manifest, list[Problem]]:
                     nodes=nodes, connections=connections), problems
 
 
+def manifest_size(proto: PipelineManifest) -> int:
+    """Roughly the bytes of a manifest: what decides whether it is read off the loop."""
+    return sum(len(node.params) + 64 for node in proto.nodes) + 32 * len(proto.connections)
+
+
 def pipeline_of(proto: PipelineManifest, runtime: Any) -> Pipeline:
     """The checked ``Pipeline`` of RemoteMedia's manifest; ``ManifestError`` listing every
     problem."""
@@ -390,7 +395,8 @@ class RemoteMediaExecution(PipelineExecutionServiceBase):
         if message.manifest is None:
             raise GRPCError(Code.INVALID_ARGUMENT, "Manifest is required")
         try:
-            pipeline = pipeline_of(message.manifest, self.pipelines.runtime)
+            pipeline = await off_loop(manifest_size(message.manifest), pipeline_of,
+                                      message.manifest, self.pipelines.runtime)
         except ManifestError as exc:
             return ExecuteResponse(error=validation_error(exc, message.manifest))
         if not message.data_inputs:
@@ -534,7 +540,8 @@ class _Stream:
             yield _stream_error(ErrorType.VALIDATION, "manifest required in StreamInit")
             return
         try:
-            pipeline = pipeline_of(init.manifest, self.pipelines.runtime)
+            pipeline = await off_loop(manifest_size(init.manifest), pipeline_of,
+                                      init.manifest, self.pipelines.runtime)
         except ManifestError as exc:
             yield StreamResponse(error=validation_error(exc, init.manifest))
             return
