@@ -11,6 +11,7 @@ import pytest
 
 import actorstage
 import actorstage.pipelines
+import actorstage.serverless
 import actorstage.service
 import actorstage.web
 import actorstage.workflows
@@ -74,7 +75,8 @@ def test_there_are_examples_to_run() -> None:
 def test_the_reference_names_every_public_object() -> None:
     reference = (ROOT / "docs" / "reference.md").read_text()
     names = [*actorstage.__all__, *actorstage.workflows.__all__, *actorstage.service.__all__,
-             *actorstage.pipelines.__all__, *actorstage.web.__all__]
+             *actorstage.pipelines.__all__, *actorstage.web.__all__,
+             *actorstage.serverless.__all__]
     missing = [name for name in names if f"`{name}" not in reference]
     assert not missing, f"docs/reference.md does not describe {missing}"
 

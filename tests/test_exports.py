@@ -18,6 +18,7 @@ EXPECTED = {
 PUBLIC_MODULES = ["actorstage", "actorstage.actors", "actorstage.supervisors",
                   "actorstage.transport", "actorstage.exceptions", "actorstage.testing",
                   "actorstage.workflows", "actorstage.service", "actorstage.pipelines",
+                  "actorstage.serverless",
                   "actorstage.web"]
 
 # The protobuf messages and stubs that actorstage.service re-exports stay in their generated

@@ -30,22 +30,37 @@ PROTOS = include_dir()  # what `actorstage protos` prints: the documented includ
 
 
 class Served:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+    """A running ``actorstage serve``: a thread reads everything it writes into ``lines``
+    (one reader only: a second one would lose what the first had buffered)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process
-        self.port = port
-        self.address = f"127.0.0.1:{port}"
         self.lines: list[str] = []
+        self.started = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.port = 0
+        self.address = ""
+
+    def _read(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        with stdout:  # closed at the end of the output
+            for line in stdout:
+                self.lines.append(line.rstrip("\n"))
+                self.started.set()
+        self.started.set()  # (it ended before a first line)
 
     def stop(self) -> int:
         """SIGTERM, then the exit status; the server's output is kept in ``lines``."""
         self.process.send_signal(signal.SIGTERM)
         try:
-            out, _ = self.process.communicate(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.communicate()
+            self.process.wait()
             raise AssertionError("actorstage serve did not stop within 30s of SIGTERM") from None
-        self.lines.extend(out.splitlines())
+        self.reader.join(10)
         return self.process.returncode
 
 
@@ -59,19 +74,16 @@ def serve(*flags: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
         [sys.executable, "-m", "actorstage.cli", "serve", *any_port_flag, *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-    stdout = process.stdout
-    assert stdout is not None
-    first: list[str] = []
-    reader = threading.Thread(target=lambda: first.append(stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(30)
-    line = first[0] if first else ""
+    served = Served(process)
+    served.started.wait(30)
+    line = served.lines[0] if served.lines else ""
     if "listening on" not in line:
         process.kill()
-        out, _ = process.communicate()
-        raise AssertionError(f"actorstage serve did not start: {line}{out}")
-    port = int(line.strip().rsplit(":", 1)[1])  # the documented, stable first line
-    served = Served(process, port)
+        process.wait()
+        served.reader.join(10)
+        raise AssertionError("actorstage serve did not start: " + "\n".join(served.lines))
+    served.port = int(line.strip().rsplit(":", 1)[1])  # the documented, stable first line
+    served.address = f"127.0.0.1:{served.port}"
     try:
         yield served
     finally:
@@ -79,7 +91,8 @@ def serve(*flags: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
             status = served.stop()
             assert status == 0, "\n".join(served.lines)
         else:  # the test stopped it: keep what it wrote, close the pipe
-            served.lines.extend(process.communicate()[0].splitlines())
+            process.wait()
+            served.reader.join(10)
 
 
 def _load(directory: Path, name: str) -> ModuleType:
