@@ -3,7 +3,8 @@
 ``parse_definition(text)`` reads and checks a definition (every problem at
 once, each with its JSON pointer); ``await execute(definition, input)`` runs
 it and returns its output, or raises ``WorkflowError`` with the DSL's error.
-Runs so far: ``set``, ``do``, ``switch``, ``for``, ``raise``, ``wait``, with
+Runs so far: ``set``, ``do``, ``switch``, ``for``, ``try`` (catch, retry), ``fork``
+(branches, compete), ``raise``, ``wait``, with
 the DSL's data flow (``input.from``, ``output.as``, ``export.as``,
 ``$context`` and the other arguments) and flow (``if``, ``then``).
 """

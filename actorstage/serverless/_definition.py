@@ -18,7 +18,7 @@ __all__ = ["TASK_KINDS", "Definition", "DefinitionError", "Task", "is_serverless
 
 TASK_KINDS = ("call", "do", "emit", "for", "fork", "listen", "raise", "run", "set", "switch",
               "try", "wait")
-RUNS = frozenset({"do", "for", "raise", "set", "switch", "wait"})  # the kinds run so far
+RUNS = frozenset({"do", "for", "fork", "raise", "set", "switch", "try", "wait"})  # so far
 COMMON = frozenset({"if", "input", "output", "export", "timeout", "then", "metadata"})
 FLOW = frozenset({"continue", "exit", "end"})
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")  # the DSL's names: kebab-case
@@ -207,6 +207,28 @@ def _check_task(task: Task, problems: list[tuple[str, str]]) -> None:
             duration_seconds(value)
         except ValueError as exc:
             problems.append((here, str(exc)))
+    elif kind == "try":
+        _task_list(value, here, problems, required=True)
+        catch = body.get("catch")
+        if not isinstance(catch, dict):
+            problems.append((f"{pointer}/catch", "missing: which errors to catch, and how"))
+            return
+        if "do" in catch:
+            _task_list(catch["do"], f"{pointer}/catch/do", problems, required=True)
+        retry = catch.get("retry")
+        if isinstance(retry, dict):
+            for key in ("delay",):
+                if key in retry:
+                    try:
+                        duration_seconds(retry[key])
+                    except ValueError as exc:
+                        problems.append((f"{pointer}/catch/retry/{key}", str(exc)))
+        elif retry is not None and not isinstance(retry, str):
+            problems.append((f"{pointer}/catch/retry", "a retry policy, or the name of one in "
+                                                      "use.retries"))
+    elif kind == "fork":
+        branches = value.get("branches") if isinstance(value, dict) else None
+        _task_list(branches, f"{here}/branches", problems, required=True)
 
 
 def duration_seconds(value: Any) -> float:

@@ -2,11 +2,12 @@
 
 An execution is a ``RunActor``; every task it runs is a ``TaskActor`` spawned
 for it under the task that contains it (a ``do`` list's tasks under the
-``do``, a ``for`` loop's under the ``for``), asked to run on its input and
-stopped once it has answered. Data flows as the DSL says: a task's raw input
-is filtered by ``input.from``, its output by ``output.as``, and ``export.as``
-sets the workflow's ``$context``; ``then`` says where the flow goes. Pause and
-cancel take effect between tasks and inside ``wait``.
+``do``, a ``for`` loop's under the ``for``, a ``fork``'s branches under the
+``fork``, at once), asked to run on its input and stopped once it has answered.
+Data flows as the DSL says: a task's raw input is filtered by ``input.from``,
+its output by ``output.as``, and ``export.as`` sets the workflow's
+``$context``; ``then`` says where the flow goes. Pause and cancel take effect
+between tasks and inside ``wait``.
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ class Outcome:
 
 
 class TaskActor(Actor):
-    """Runs one task (and, for ``do`` and ``for``, the tasks inside it, as its children)."""
+    """Runs one task (and, for ``do``, ``for``, ``try`` and ``fork``, the tasks inside it,
+    as its children)."""
+
+    _cancel_on_stop = True  # a stopped task (a fork's losing branch) stops at once
 
     def __init__(self, run: Run, task: Task) -> None:
         self.run = run
@@ -186,8 +190,13 @@ class TaskActor(Actor):
             return (evaluate(value, data, arguments) if isinstance(value, str)
                     else render(value, data, arguments)), None
         if kind == "do":
-            output, ended = await self.tasks(_subtasks(task, "do"), data, variables)
+            output, ended = await self.tasks(_subtasks(value, f"{task.pointer}/do"), data,
+                                             variables)
             return output, "end" if ended else None
+        if kind == "try":
+            return await self._try(data, arguments, variables)
+        if kind == "fork":
+            return await self._fork(value, data, variables), None
         if kind == "switch":
             for case in value:
                 [(_name, spec)] = case.items()
@@ -217,7 +226,7 @@ class TaskActor(Actor):
                                               "list to iterate over")
         condition = self.task.body.get("while")
         current = data
-        tasks = _subtasks(self.task, "do")
+        tasks = _subtasks(self.task.body["do"], f"{self.task.pointer}/do")
         for index, item in enumerate(collection):
             scope = {**variables, each: item, at: index}
             if condition is not None and not _truthy(evaluate(
@@ -227,6 +236,104 @@ class TaskActor(Actor):
             if ended:
                 return current, "end"
         return current, None
+
+    async def _try(self, data: Any, arguments: dict[str, Any], variables: dict[str, Any]
+                   ) -> tuple[Any, str | None]:
+        """Run ``try``; an error ``catch`` takes is retried as its policy says, then handed
+        to ``catch.do`` (whose output is the task's), or swallowed (the input is)."""
+        task = self.task
+        catch = task.body["catch"]
+        tasks = _subtasks(task.body["try"], f"{task.pointer}/try")
+        name = catch.get("as", "error")
+        policy = self._retry_policy(catch.get("retry"))
+        attempts = 0
+        began = time.monotonic()
+        while True:
+            try:
+                output, ended = await self.tasks(tasks, data, variables)
+                return output, "end" if ended else None
+            except WorkflowError as exc:
+                scope = {**arguments, name: exc.error}
+                if not self._catches(catch, exc.error, data, scope):
+                    raise
+                if policy is not None and self._retries(policy, exc.error, data, scope,
+                                                        attempts, began):
+                    attempts += 1
+                    await self._wait(_delay(policy, attempts))
+                    continue
+                if "do" not in catch:
+                    return data, None
+                output, ended = await self.tasks(
+                    _subtasks(catch["do"], f"{task.pointer}/catch/do"), data,
+                    {**variables, name: exc.error})
+                return output, "end" if ended else None
+
+    @staticmethod
+    def _catches(catch: dict[str, Any], error: dict[str, Any], data: Any,
+                 arguments: dict[str, Any]) -> bool:
+        wanted = (catch.get("errors") or {}).get("with") or {}
+        if any(error.get(key) != value for key, value in wanted.items()):
+            return False
+        if "when" in catch and not _truthy(evaluate(catch["when"], data, arguments)):
+            return False
+        return not ("exceptWhen" in catch and _truthy(evaluate(catch["exceptWhen"], data,
+                                                                 arguments)))
+
+    def _retry_policy(self, retry: Any) -> dict[str, Any] | None:
+        if isinstance(retry, str):
+            known = (self.run.definition.raw.get("use") or {}).get("retries") or {}
+            if retry not in known:
+                raise WorkflowError({
+                    "type": ERRORS + "configuration", "status": 400,
+                    "title": "Unknown Retry Policy", "instance": self.task.pointer,
+                    "detail": f"catch.retry names {retry!r}, which use.retries does not define"})
+            retry = known[retry]
+        return retry if isinstance(retry, dict) else None
+
+    @staticmethod
+    def _retries(policy: dict[str, Any], error: dict[str, Any], data: Any,
+                 arguments: dict[str, Any], attempts: int, began: float) -> bool:
+        limit = policy.get("limit") or {}
+        count = (limit.get("attempt") or {}).get("count")
+        if count is not None and attempts >= int(count):
+            return False
+        for spent in ((limit.get("attempt") or {}).get("duration"), limit.get("duration")):
+            if spent is not None and time.monotonic() - began >= duration_seconds(spent):
+                return False
+        if "when" in policy and not _truthy(evaluate(policy["when"], data, arguments)):
+            return False
+        return not ("exceptWhen" in policy and _truthy(evaluate(policy["exceptWhen"], data,
+                                                                  arguments)))
+
+    async def _fork(self, spec: dict[str, Any], data: Any, variables: dict[str, Any]) -> Any:
+        """Run the branches at once, each an actor: every output in order, or (``compete``)
+        the first to finish, the others stopped."""
+        branches = _subtasks(spec["branches"], f"{self.task.pointer}/fork/branches")
+        children = [await self.context.spawn(TaskActor, self.run, branch)
+                    for branch in branches]
+        asks = [asyncio.ensure_future(child.ask(_Go(data, variables))) for child in children]
+        try:
+            if spec.get("compete"):
+                for finished in asyncio.as_completed(asks):
+                    outcome: Outcome = await finished
+                    if outcome.error is not None:
+                        raise outcome.error
+                    if outcome.flow != CANCELLED:
+                        return outcome.output
+                raise Cancelled("the execution was cancelled")
+            outputs = []
+            for outcome in await asyncio.gather(*asks):
+                if outcome.error is not None:
+                    raise outcome.error
+                if outcome.flow == CANCELLED:
+                    raise Cancelled("the execution was cancelled")
+                outputs.append(outcome.output)
+            return outputs
+        finally:
+            for pending in asks:
+                pending.cancel()
+            for child in children:
+                await self.context.system.stop(child)
 
     def _raised(self, error: Any, data: Any, arguments: dict[str, Any]) -> WorkflowError:
         if isinstance(error, str):  # a reference to use.errors
@@ -279,13 +386,29 @@ class TaskActor(Actor):
         return current, False
 
 
-def _subtasks(task: Task, key: str) -> list[Task]:
+def _subtasks(value: Any, where: str) -> list[Task]:
+    """The tasks of a list in a definition (checked already), ``where`` its pointer."""
     from actorstage.serverless._definition import _task_list
 
-    problems: list[tuple[str, str]] = []
-    where = f"{task.pointer}/{key}" if key == "do" and task.kind == "for" else \
-        f"{task.pointer}/{task.kind}"
-    return _task_list(task.body[key], where, problems)
+    return _task_list(value, where, [])
+
+
+def _delay(policy: dict[str, Any], attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1-based), after the policy's backoff and
+    jitter."""
+    base = duration_seconds(policy["delay"]) if "delay" in policy else 0.0
+    backoff = policy.get("backoff") or {}
+    if "exponential" in backoff:
+        base *= 2 ** (attempt - 1)
+    elif "linear" in backoff:
+        base *= attempt
+    jitter = policy.get("jitter")
+    if isinstance(jitter, dict) and "from" in jitter and "to" in jitter:
+        import random
+
+        base += random.uniform(duration_seconds(jitter["from"]),
+                               duration_seconds(jitter["to"]))
+    return base
 
 
 def _truthy(value: Any) -> bool:

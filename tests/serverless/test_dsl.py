@@ -217,3 +217,83 @@ do:
             await task
     assert ("started", "/do/1/done") not in cancelled.events
     assert parse_definition(HEAD + "do:\n  - w: {wait: PT1M30S}\n")  # ISO 8601 reads
+
+
+FLAKY = """
+use:
+  errors:
+    unavailable: {type: 'https://example.com/unavailable', status: 503}
+do:
+  - attempt:
+      try:
+        - count: {set: {tries: '${ ($context.tries // 0) + 1 }'},
+                  export: {as: '{ tries: .tries }'}}
+        - failUntil:
+            if: '$context.tries < 3'
+            raise: {error: unavailable}
+        - done: {set: {tries: '${ $context.tries }', ok: true}}
+      catch:
+        errors: {with: {status: 503}}
+        RETRY
+"""
+
+
+async def test_try_retries_a_caught_error_by_its_policy_then_succeeds() -> None:
+    out = await run(FLAKY.replace("RETRY", "retry: {delay: {milliseconds: 10}, "
+                                  "backoff: {exponential: {}}, limit: {attempt: {count: 5}}}"))
+    assert out == {"tries": 3, "ok": True}
+
+
+async def test_a_caught_error_goes_to_catch_do_under_its_name_when_retries_run_out() -> None:
+    out = await run(FLAKY.replace("RETRY", """retry: {limit: {attempt: {count: 1}}}
+        as: err
+        do:
+          - handled: {set: {status: '${ $err.status }', where: '${ $err.instance }'}}"""))
+    assert out == {"status": 503, "where": "/do/0/attempt/try/1/failUntil"}
+    swallowed = await run("""
+do:
+  - quiet:
+      try: [{boom: {raise: {error: {type: 'https://example.com/x', status: 500}}}}]
+      catch: {}
+""", {"kept": 1})
+    assert swallowed == {"kept": 1}  # caught, no do: the task's output is its input
+
+
+async def test_an_error_the_filter_does_not_match_faults_the_workflow() -> None:
+    with pytest.raises(WorkflowError) as caught:
+        await run(FLAKY.replace("RETRY", "").replace("status: 503}}", "status: 404}}", 1))
+    assert caught.value.error["status"] == 503
+    with pytest.raises(WorkflowError):  # `exceptWhen` holds: not caught
+        await run(FLAKY.replace("RETRY", "exceptWhen: '$error.status == 503'"))
+
+
+async def test_fork_runs_branches_as_concurrent_actors_or_lets_them_compete() -> None:
+    both = await run("""
+do:
+  - branch:
+      fork:
+        branches:
+          - slow: {do: [{nap: {wait: {milliseconds: 200}}}, {red: {set: {c: red}}}]}
+          - fast: {set: {c: green}}
+""")
+    assert both == [{"c": "red"}, {"c": "green"}]  # in the order declared
+    began = time.monotonic()
+    won = await run("""
+do:
+  - race:
+      fork:
+        compete: true
+        branches:
+          - slow: {do: [{nap: {wait: PT30S}}, {late: {set: {c: slow}}}]}
+          - fast: {set: {c: fast}}
+""")
+    assert won == {"c": "fast"} and time.monotonic() - began < 10  # the slow one stopped
+    with pytest.raises(WorkflowError, match="status 418"):
+        await run("""
+do:
+  - branch:
+      fork:
+        branches:
+          - ok: {set: {c: 1}}
+          - teapot: {raise: {error: {type: 'https://example.com/teapot', status: 418}}}
+""")
