@@ -4,7 +4,7 @@
 once, each with its JSON pointer); ``await execute(definition, input)`` runs
 it and returns its output, or raises ``WorkflowError`` with the DSL's error.
 Runs so far: ``set``, ``do``, ``switch``, ``for``, ``try`` (catch, retry), ``fork``
-(branches, compete), ``raise``, ``wait``, with
+(branches, compete), ``call: http``, ``raise``, ``wait``, with
 the DSL's data flow (``input.from``, ``output.as``, ``export.as``,
 ``$context`` and the other arguments) and flow (``if``, ``then``).
 """

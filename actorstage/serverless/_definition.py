@@ -18,9 +18,10 @@ __all__ = ["TASK_KINDS", "Definition", "DefinitionError", "Task", "is_serverless
 
 TASK_KINDS = ("call", "do", "emit", "for", "fork", "listen", "raise", "run", "set", "switch",
               "try", "wait")
-RUNS = frozenset({"do", "for", "fork", "raise", "set", "switch", "try", "wait"})  # so far
+RUNS = frozenset({"call", "do", "for", "fork", "raise", "set", "switch", "try", "wait"})
 COMMON = frozenset({"if", "input", "output", "export", "timeout", "then", "metadata"})
 FLOW = frozenset({"continue", "exit", "end"})
+_METHODS = frozenset({"get", "post", "put", "patch", "delete", "head", "options"})
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")  # the DSL's names: kebab-case
 _DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 _UNITS = {"days": 86400.0, "hours": 3600.0, "minutes": 60.0, "seconds": 1.0,
@@ -173,7 +174,19 @@ def _check_task(task: Task, problems: list[tuple[str, str]]) -> None:
                                f"{', '.join(sorted(RUNS))}"))
         return
     value = body[kind]
-    if kind == "set" and not isinstance(value, dict | str):
+    if kind == "call" and value != "http":
+        problems.append((here, f"call {value!r} is not supported by this runtime yet; it "
+                               "calls http"))
+    elif kind == "call":
+        spec = body.get("with")
+        if not isinstance(spec, dict) or "endpoint" not in spec:
+            problems.append((f"{pointer}/with/endpoint", "missing: the URI to call"))
+        elif str(spec.get("method", "get")).lower() not in _METHODS:
+            problems.append((f"{pointer}/with/method", f"{spec.get('method')!r} is not an "
+                                                        "HTTP method"))
+        elif spec.get("output", "content") not in ("content", "response", "raw"):
+            problems.append((f"{pointer}/with/output", "content, response or raw"))
+    elif kind == "set" and not isinstance(value, dict | str):
         problems.append((here, "must be a mapping of values, or an expression"))
     elif kind == "do":
         _task_list(value, here, problems, required=True)

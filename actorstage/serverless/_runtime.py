@@ -195,6 +195,8 @@ class TaskActor(Actor):
             return output, "end" if ended else None
         if kind == "try":
             return await self._try(data, arguments, variables)
+        if kind == "call":
+            return await self._call(data, arguments), None
         if kind == "fork":
             return await self._fork(value, data, variables), None
         if kind == "switch":
@@ -236,6 +238,16 @@ class TaskActor(Actor):
             if ended:
                 return current, "end"
         return current, None
+
+    async def _call(self, data: Any, arguments: dict[str, Any]) -> Any:
+        from actorstage.serverless._http import CallError, call_http
+
+        spec = render(self.task.body.get("with") or {}, data, arguments)
+        known = (self.run.definition.raw.get("use") or {}).get("authentications") or {}
+        try:
+            return await call_http(spec, data, known)
+        except CallError as exc:
+            raise WorkflowError({**exc.error, "instance": self.task.pointer}) from None
 
     async def _try(self, data: Any, arguments: dict[str, Any], variables: dict[str, Any]
                    ) -> tuple[Any, str | None]:

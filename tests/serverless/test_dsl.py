@@ -175,7 +175,8 @@ do:
   - a: {set: {x: 1}, then: nowhere}
   - a: {set: {x: 2}}
   - b: {set: {x: 1}, wait: PT1S}
-  - c: {call: http, with: {method: get}}
+  - c: {call: grpc, with: {method: get}}
+  - g: {call: http, with: {method: fetch}}
   - d: {wait: 'one minute'}
   - e: {for: {each: x}, do: []}
   - f: {raise: {error: {title: no type}}}
@@ -187,9 +188,10 @@ do:
     assert "a second task named 'a'" in found["/do/1/a"]
     assert "set, wait" in found["/do/2/b"]
     assert "not supported by this runtime yet" in found["/do/3/c/call"]
-    assert "ISO 8601" in found["/do/4/d/wait"]
-    assert "/do/5/e/for/in" in found and "/do/5/e/do" in found
-    assert "/do/6/f/raise/error/type" in found and "/do/6/f/raise/error/status" in found
+    assert "/do/4/g/with/endpoint" in found
+    assert "ISO 8601" in found["/do/5/d/wait"]
+    assert "/do/6/e/for/in" in found and "/do/6/e/do" in found
+    assert "/do/7/f/raise/error/type" in found and "/do/7/f/raise/error/status" in found
 
 
 async def test_wait_takes_durations_and_pause_holds_it_and_cancel_ends_it() -> None:
