@@ -54,6 +54,17 @@ class Audio(Message, frozen=True):
         """The samples as an ``array`` of the format's type (interleaved)."""
         return _array(self.pcm, self.format)
 
+    @classmethod
+    def of_samples(cls, samples: Any, sample_rate: int, channels: int = 1,
+                   format: SampleFormat = "f32", metadata: dict[str, str] | None = None
+                   ) -> "Audio":
+        """The ``Audio`` of interleaved samples (an ``array`` or any iterable of numbers)
+        in ``format``: stored little-endian."""
+        values = array(_CODES[format], samples)
+        if sys.byteorder == "big":  # pragma: no cover
+            values.byteswap()
+        return cls(values.tobytes(), sample_rate, channels, format, metadata or {})
+
     def as_format(self, format: SampleFormat) -> "Audio":
         """The same audio in ``format`` (integers scaled, floats clipped to [-1, 1])."""
         if format == self.format:
@@ -64,10 +75,8 @@ class Audio(Message, frozen=True):
         top = _FULL_SCALE[format] - (0.0 if format == "f32" else 1.0)
         bottom = -_FULL_SCALE[format]
         values = [min(max(value * scale, bottom), top) for value in self.samples()]
-        out = array(_CODES[format], values if format == "f32" else map(round, values))
-        if sys.byteorder == "big":  # pragma: no cover
-            out.byteswap()
-        return Audio(out.tobytes(), self.sample_rate, self.channels, format, self.metadata)
+        return Audio.of_samples(values if format == "f32" else map(round, values),
+                                self.sample_rate, self.channels, format, self.metadata)
 
 
 class AudioChunk(Message, frozen=True):

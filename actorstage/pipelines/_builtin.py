@@ -159,11 +159,8 @@ class AudioChunkerNode(Node):
 
     def _floats_chunk(self, values: array[float]) -> Audio:
         assert self.shape is not None
-        if _BIG_ENDIAN:  # pragma: no cover
-            values = array("f", values)
-            values.byteswap()
-        return Audio(values.tobytes(), self.shape.sample_rate, self.shape.channels, "f32",
-                     self.shape.metadata)
+        return Audio.of_samples(values, self.shape.sample_rate, self.shape.channels, "f32",
+                                self.shape.metadata)
 
     async def flush(self) -> Any:
         if self.params.chunk_size is not None:

@@ -9,7 +9,6 @@ format), give one event per ``Audio`` item, and pass anything else on as it came
 from __future__ import annotations
 
 import math
-import sys
 from array import array
 from typing import Any, Literal
 
@@ -17,7 +16,7 @@ import msgspec
 
 from actorstage.pipelines._audio import Audio
 from actorstage.pipelines._media import VideoFrame
-from actorstage.pipelines._registry import Node, register_node
+from actorstage.pipelines._registry import Node, each, register_node
 from actorstage.pipelines._wire import to_bytes
 
 __all__ = [
@@ -362,9 +361,7 @@ class FastResampleNode(Node):
         if frames:
             self.position = position - frames
             self.previous = [values[(frames - 1) * channels + c] for c in range(channels)]
-        if sys.byteorder == "big":  # pragma: no cover
-            out.byteswap()
-        return Audio(out.tobytes(), target, channels, "f32", item.metadata)
+        return Audio.of_samples(out, target, channels, "f32", item.metadata)
 
 
 @register_node("AudioResample")
@@ -431,11 +428,12 @@ class AudioChannelSplitterNode(Node):
                 for i in range(0, len(values) - len(values) % channels, channels)]
         count = min(self.speakers, self.params.max_speakers)
         tracks = [self._speaker(mono, item.sample_rate, str(index)) for index in range(count)]
+        rate = item.sample_rate
         if self.params.output_mode == "channels":
-            wide = array("f", (tracks[c][i] for i in range(len(mono)) for c in range(count)))
-            return _audio(wide, item, count, dict(item.metadata))
-        return _audio_each([
-            _audio(array("f", track), item, 1, {
+            return Audio.of_samples((tracks[c][i] for i in range(len(mono))
+                                     for c in range(count)), rate, count, "f32", item.metadata)
+        return each([
+            Audio.of_samples(track, rate, 1, "f32", {
                 **item.metadata, "stream_id": f"{self.params.stream_id_prefix}_{index}"})
             for index, track in enumerate(tracks) if any(abs(v) > 0.0001 for v in track)])
 
@@ -453,14 +451,3 @@ class AudioChannelSplitterNode(Node):
             out[first:last] = mono[first:last]
         return out
 
-
-def _audio(values: array[float], like: Audio, channels: int,
-           metadata: dict[str, str]) -> Audio:
-    if sys.byteorder == "big":  # pragma: no cover
-        values.byteswap()
-    return Audio(values.tobytes(), like.sample_rate, channels, "f32", metadata)
-
-
-async def _audio_each(items: list[Audio]) -> Any:
-    for item in items:
-        yield item

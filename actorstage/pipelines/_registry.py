@@ -132,6 +132,12 @@ def register_node(name: str) -> Callable[[N], N]:
     return decorate
 
 
+async def each(items: Iterable[Any]) -> Any:
+    """``items`` as the async iterator a node's ``process`` or ``flush`` may give."""
+    for item in items:
+        yield item
+
+
 def _module_of(cls: type) -> str:
     module = cls.__module__
     return "__main__" if module in ("__mp_main__", "__actorstage_main__") else module

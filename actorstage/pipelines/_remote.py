@@ -25,7 +25,7 @@ import msgspec
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
-from actorstage.pipelines._registry import Node, register_node
+from actorstage.pipelines._registry import Node, each, register_node
 
 __all__ = ["RemotePipelineNode"]
 
@@ -233,7 +233,7 @@ class RemotePipelineNode(Node):
         out += self._given()
         if self.problem is not None and not out:
             raise RuntimeError(self.problem)
-        return _each(out) if out else None
+        return each(out) if out else None
 
     async def flush(self) -> Any:
         from actorstage._proto.remotemedia.v1 import (
@@ -249,7 +249,7 @@ class RemotePipelineNode(Node):
         out = self._given()
         if self.problem is not None:
             raise RuntimeError(self.problem)
-        return _each(out) if out else None
+        return each(out) if out else None
 
     async def teardown(self) -> None:
         reader = getattr(self, "reader", None)
@@ -261,8 +261,4 @@ class RemotePipelineNode(Node):
             with contextlib.suppress(Exception):
                 await exits.aclose()
 
-
-async def _each(items: list[Any]) -> Any:
-    for item in items:
-        yield item
 

@@ -1001,6 +1001,7 @@ class PipelineSession:
         """
         inbox = self.output_inbox
         codec = self.codec
+        origins = self.origins
         failed = False
         while not failed:
             try:
@@ -1028,7 +1029,7 @@ class PipelineSession:
                     released[channel] = released.get(channel, 0) + 1
                 else:
                     channel.release(item)
-                if type(value) is Traced:
+                if origins and type(value) is Traced:
                     outputs.append(Output(channel.source, to_bytes(value.item), value.origin))
                 else:
                     outputs.append(Output(channel.source, value))

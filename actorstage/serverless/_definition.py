@@ -41,12 +41,15 @@ class DefinitionError(InvalidDefinitionError):
 
 @dataclass(frozen=True)
 class Task:
-    """One task: its name, its kind, its definition, and where it is (a JSON pointer)."""
+    """One task: its name, its kind, its definition, where it is (a JSON pointer), and the
+    task lists inside it, read once with it: ``do`` (of ``do`` and ``for``), ``try``,
+    ``catch`` (``catch.do``) and ``branches`` (of ``fork``)."""
 
     name: str
     kind: str
     body: dict[str, Any]
     pointer: str
+    lists: dict[str, list[Task]] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,7 +192,7 @@ def _check_task(task: Task, problems: list[tuple[str, str]]) -> None:
     elif kind == "set" and not isinstance(value, dict | str):
         problems.append((here, "must be a mapping of values, or an expression"))
     elif kind == "do":
-        _task_list(value, here, problems, required=True)
+        task.lists["do"] = _task_list(value, here, problems, required=True)
     elif kind == "switch":
         if not isinstance(value, list) or not value:
             problems.append((here, "must be a non-empty list of cases"))
@@ -205,7 +208,8 @@ def _check_task(task: Task, problems: list[tuple[str, str]]) -> None:
     elif kind == "for":
         if not isinstance(value, dict) or not isinstance(value.get("in"), str):
             problems.append((f"{here}/in", "missing: the expression of the collection"))
-        _task_list(body.get("do"), f"{pointer}/do", problems, required=True)
+        task.lists["do"] = _task_list(body.get("do"), f"{pointer}/do", problems,
+                                      required=True)
     elif kind == "raise":
         error = value.get("error") if isinstance(value, dict) else None
         if isinstance(error, dict):
@@ -221,13 +225,14 @@ def _check_task(task: Task, problems: list[tuple[str, str]]) -> None:
         except ValueError as exc:
             problems.append((here, str(exc)))
     elif kind == "try":
-        _task_list(value, here, problems, required=True)
+        task.lists["try"] = _task_list(value, here, problems, required=True)
         catch = body.get("catch")
         if not isinstance(catch, dict):
             problems.append((f"{pointer}/catch", "missing: which errors to catch, and how"))
             return
         if "do" in catch:
-            _task_list(catch["do"], f"{pointer}/catch/do", problems, required=True)
+            task.lists["catch"] = _task_list(catch["do"], f"{pointer}/catch/do", problems,
+                                             required=True)
         retry = catch.get("retry")
         if isinstance(retry, dict):
             for key in ("delay",):
@@ -241,7 +246,8 @@ def _check_task(task: Task, problems: list[tuple[str, str]]) -> None:
                                                       "use.retries"))
     elif kind == "fork":
         branches = value.get("branches") if isinstance(value, dict) else None
-        _task_list(branches, f"{here}/branches", problems, required=True)
+        task.lists["branches"] = _task_list(branches, f"{here}/branches", problems,
+                                            required=True)
 
 
 def duration_seconds(value: Any) -> float:

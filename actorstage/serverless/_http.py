@@ -42,18 +42,11 @@ def _uri(template: str, data: Any) -> str:
     return _PLACEHOLDER.sub(value, template)
 
 
-def _authentication(spec: Any, known: dict[str, Any]) -> tuple[Any, dict[str, str]]:
-    """(httpx auth, extra headers) of an endpoint's ``authentication``."""
+def _authentication(spec: Any) -> tuple[Any, dict[str, str]]:
+    """(httpx auth, extra headers) of an endpoint's ``authentication`` (a name in
+    ``use.authentications`` has been looked up already)."""
     import httpx
 
-    if isinstance(spec, dict) and "use" in spec:
-        spec = spec["use"]
-    if isinstance(spec, str):  # a name in use.authentications
-        if spec not in known:
-            raise CallError({"type": COMMUNICATION, "status": 400,
-                             "title": "Unknown Authentication",
-                             "detail": f"{spec!r} is not in use.authentications"})
-        spec = known[spec]
     if not spec:
         return None, {}
     if "basic" in spec:
@@ -67,8 +60,7 @@ def _authentication(spec: Any, known: dict[str, Any]) -> tuple[Any, dict[str, st
                      "supported here: basic or bearer"})
 
 
-async def call_http(spec: dict[str, Any], data: Any,
-                    authentications: dict[str, Any]) -> Any:
+async def call_http(spec: dict[str, Any], data: Any) -> Any:
     """The output of an HTTP call whose (evaluated) ``with`` is ``spec``."""
     import httpx
 
@@ -81,7 +73,7 @@ async def call_http(spec: dict[str, Any], data: Any,
     method = str(spec.get("method", "get")).upper()
     mode = spec.get("output", "content")
     redirect = bool(spec.get("redirect", False))
-    auth, extra = _authentication(auth_spec, authentications)
+    auth, extra = _authentication(auth_spec)
     headers = {str(key): str(value) for key, value in (spec.get("headers") or {}).items()}
     headers.update(extra)
     query = {str(key): str(value) for key, value in (spec.get("query") or {}).items()}
@@ -129,12 +121,12 @@ async def _read(response: Any) -> bytes:
 
 
 def _parsed(content: bytes, kind: str) -> Any:
-    if "json" in kind.lower():
-        import json
+    if "json" in kind.lower():  # (read with the bounds of any untrusted document)
+        from actorstage._documents import DocumentError, load
 
         try:
-            return json.loads(content)
-        except ValueError:
+            return load(content, "json", "the answer")
+        except DocumentError:
             pass
     try:
         return content.decode()

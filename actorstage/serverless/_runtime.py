@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -97,16 +98,29 @@ class Run:
     events: list[tuple[str, str]] = field(default_factory=list)  # (event, task pointer)
     started_at: float = field(default_factory=time.time)
 
+    @functools.cached_property
+    def workflow(self) -> dict[str, Any]:
+        """``$workflow``: the same for every task of the execution."""
+        return {"id": self.id, "definition": self.definition.raw, "input": self.input,
+                "startedAt": {"epoch": {"seconds": int(self.started_at)}}}
+
     def arguments(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        arguments = {
-            "context": self.context, "secrets": self.secrets, "runtime": RUNTIME,
-            "workflow": {"id": self.id, "definition": self.definition.raw,
-                         "input": self.input, "startedAt": {"epoch": {
-                             "seconds": int(self.started_at)}}},
-        }
+        arguments = {"context": self.context, "secrets": self.secrets, "runtime": RUNTIME,
+                     "workflow": self.workflow}
         if extra:
             arguments.update(extra)
         return arguments
+
+    def used(self, kind: str, name: str, pointer: str) -> dict[str, Any]:
+        """Definition ``name`` of ``use.<kind>`` (``errors``, ``retries``,
+        ``authentications``); the DSL's configuration error when there is none."""
+        known = (self.definition.raw.get("use") or {}).get(kind) or {}
+        if name not in known:
+            raise WorkflowError({
+                "type": ERRORS + "configuration", "status": 400, "instance": pointer,
+                "title": "Unknown Reference",
+                "detail": f"{name!r} is not defined in use.{kind}"})
+        return dict(known[name])
 
 
 @dataclass(frozen=True)
@@ -156,9 +170,7 @@ class TaskActor(Actor):
             data = raw
             spec = body.get("input")
             if isinstance(spec, dict) and "from" in spec:
-                source = spec["from"]
-                data = evaluate(source, raw, arguments) if isinstance(source, str) else \
-                    render(source, raw, arguments)
+                data = self._transform(spec["from"], raw, arguments)
             arguments["input"] = data
             run.events.append(("started", task.pointer))
             output, flow = await self._kind(data, arguments, variables)
@@ -187,11 +199,9 @@ class TaskActor(Actor):
         task = self.task
         kind, value = task.kind, task.body[task.kind]
         if kind == "set":
-            return (evaluate(value, data, arguments) if isinstance(value, str)
-                    else render(value, data, arguments)), None
+            return self._transform(value, data, arguments), None
         if kind == "do":
-            output, ended = await self.tasks(_subtasks(value, f"{task.pointer}/do"), data,
-                                             variables)
+            output, ended = await self.tasks(task.lists["do"], data, variables)
             return output, "end" if ended else None
         if kind == "try":
             return await self._try(data, arguments, variables)
@@ -210,12 +220,9 @@ class TaskActor(Actor):
             return await self._for(value, data, arguments, variables)
         if kind == "raise":
             raise self._raised(value["error"], data, arguments)
-        if kind == "wait":
-            await self._wait(duration_seconds(value))
-            return data, None
-        raise WorkflowError({"type": ERRORS + "runtime", "status": 501,
-                             "title": "Not Supported", "instance": task.pointer,
-                             "detail": f"{kind} tasks are not supported yet"})
+        assert kind == "wait", kind  # (the definition's check refuses any other kind)
+        await self._wait(duration_seconds(value))
+        return data, None
 
     async def _for(self, spec: dict[str, Any], data: Any, arguments: dict[str, Any],
                    variables: dict[str, Any]) -> tuple[Any, str | None]:
@@ -228,7 +235,7 @@ class TaskActor(Actor):
                                               "list to iterate over")
         condition = self.task.body.get("while")
         current = data
-        tasks = _subtasks(self.task.body["do"], f"{self.task.pointer}/do")
+        tasks = self.task.lists["do"]
         for index, item in enumerate(collection):
             scope = {**variables, each: item, at: index}
             if condition is not None and not _truthy(evaluate(
@@ -243,9 +250,16 @@ class TaskActor(Actor):
         from actorstage.serverless._http import CallError, call_http
 
         spec = render(self.task.body.get("with") or {}, data, arguments)
-        known = (self.run.definition.raw.get("use") or {}).get("authentications") or {}
+        endpoint = spec.get("endpoint")
+        if isinstance(endpoint, dict):  # a name in use.authentications, or {use: name}
+            named = endpoint.get("authentication")
+            if isinstance(named, dict) and set(named) == {"use"}:
+                named = named["use"]
+            if isinstance(named, str):
+                endpoint["authentication"] = self.run.used("authentications", named,
+                                                           self.task.pointer)
         try:
-            return await call_http(spec, data, known)
+            return await call_http(spec, data)
         except CallError as exc:
             raise WorkflowError({**exc.error, "instance": self.task.pointer}) from None
 
@@ -255,9 +269,11 @@ class TaskActor(Actor):
         to ``catch.do`` (whose output is the task's), or swallowed (the input is)."""
         task = self.task
         catch = task.body["catch"]
-        tasks = _subtasks(task.body["try"], f"{task.pointer}/try")
+        tasks = task.lists["try"]
         name = catch.get("as", "error")
-        policy = self._retry_policy(catch.get("retry"))
+        policy = catch.get("retry")
+        if isinstance(policy, str):
+            policy = self.run.used("retries", policy, task.pointer)
         attempts = 0
         began = time.monotonic()
         while True:
@@ -266,81 +282,31 @@ class TaskActor(Actor):
                 return output, "end" if ended else None
             except WorkflowError as exc:
                 scope = {**arguments, name: exc.error}
-                if not self._catches(catch, exc.error, data, scope):
+                wanted = (catch.get("errors") or {}).get("with") or {}
+                if any(exc.error.get(key) != value for key, value in wanted.items()) or \
+                        not _allowed(catch, data, scope):
                     raise
-                if policy is not None and self._retries(policy, exc.error, data, scope,
-                                                        attempts, began):
+                if isinstance(policy, dict) and _retries(policy, attempts, began) and \
+                        _allowed(policy, data, scope):
                     attempts += 1
                     await self._wait(_delay(policy, attempts))
                     continue
-                if "do" not in catch:
+                if "catch" not in task.lists:
                     return data, None
-                output, ended = await self.tasks(
-                    _subtasks(catch["do"], f"{task.pointer}/catch/do"), data,
-                    {**variables, name: exc.error})
+                output, ended = await self.tasks(task.lists["catch"], data,
+                                                 {**variables, name: exc.error})
                 return output, "end" if ended else None
-
-    @staticmethod
-    def _catches(catch: dict[str, Any], error: dict[str, Any], data: Any,
-                 arguments: dict[str, Any]) -> bool:
-        wanted = (catch.get("errors") or {}).get("with") or {}
-        if any(error.get(key) != value for key, value in wanted.items()):
-            return False
-        if "when" in catch and not _truthy(evaluate(catch["when"], data, arguments)):
-            return False
-        return not ("exceptWhen" in catch and _truthy(evaluate(catch["exceptWhen"], data,
-                                                                 arguments)))
-
-    def _retry_policy(self, retry: Any) -> dict[str, Any] | None:
-        if isinstance(retry, str):
-            known = (self.run.definition.raw.get("use") or {}).get("retries") or {}
-            if retry not in known:
-                raise WorkflowError({
-                    "type": ERRORS + "configuration", "status": 400,
-                    "title": "Unknown Retry Policy", "instance": self.task.pointer,
-                    "detail": f"catch.retry names {retry!r}, which use.retries does not define"})
-            retry = known[retry]
-        return retry if isinstance(retry, dict) else None
-
-    @staticmethod
-    def _retries(policy: dict[str, Any], error: dict[str, Any], data: Any,
-                 arguments: dict[str, Any], attempts: int, began: float) -> bool:
-        limit = policy.get("limit") or {}
-        count = (limit.get("attempt") or {}).get("count")
-        if count is not None and attempts >= int(count):
-            return False
-        for spent in ((limit.get("attempt") or {}).get("duration"), limit.get("duration")):
-            if spent is not None and time.monotonic() - began >= duration_seconds(spent):
-                return False
-        if "when" in policy and not _truthy(evaluate(policy["when"], data, arguments)):
-            return False
-        return not ("exceptWhen" in policy and _truthy(evaluate(policy["exceptWhen"], data,
-                                                                  arguments)))
 
     async def _fork(self, spec: dict[str, Any], data: Any, variables: dict[str, Any]) -> Any:
         """Run the branches at once, each an actor: every output in order, or (``compete``)
         the first to finish, the others stopped."""
-        branches = _subtasks(spec["branches"], f"{self.task.pointer}/fork/branches")
         children = [await self.context.spawn(TaskActor, self.run, branch)
-                    for branch in branches]
+                    for branch in self.task.lists["branches"]]
         asks = [asyncio.ensure_future(child.ask(_Go(data, variables))) for child in children]
         try:
-            if spec.get("compete"):
-                for finished in asyncio.as_completed(asks):
-                    outcome: Outcome = await finished
-                    if outcome.error is not None:
-                        raise outcome.error
-                    if outcome.flow != CANCELLED:
-                        return outcome.output
-                raise Cancelled("the execution was cancelled")
-            outputs = []
-            for outcome in await asyncio.gather(*asks):
-                if outcome.error is not None:
-                    raise outcome.error
-                if outcome.flow == CANCELLED:
-                    raise Cancelled("the execution was cancelled")
-                outputs.append(outcome.output)
-            return outputs
+            if spec.get("compete"):  # the first to finish wins (a fault ends the race too)
+                return _unwrapped(await next(asyncio.as_completed(asks)))
+            return [_unwrapped(outcome) for outcome in await asyncio.gather(*asks)]
         finally:
             for pending in asks:
                 pending.cancel()
@@ -349,13 +315,7 @@ class TaskActor(Actor):
 
     def _raised(self, error: Any, data: Any, arguments: dict[str, Any]) -> WorkflowError:
         if isinstance(error, str):  # a reference to use.errors
-            known = (self.run.definition.raw.get("use") or {}).get("errors") or {}
-            if error not in known:
-                return WorkflowError({
-                    "type": ERRORS + "configuration", "status": 400,
-                    "title": "Unknown Error Reference", "instance": self.task.pointer,
-                    "detail": f"raise names {error!r}, which use.errors does not define"})
-            error = known[error]
+            error = self.run.used("errors", error, self.task.pointer)
         rendered = render(dict(error), data, arguments)
         rendered.setdefault("instance", self.task.pointer)
         return WorkflowError(rendered)
@@ -384,11 +344,7 @@ class TaskActor(Actor):
                 outcome: Outcome = await child.ask(_Go(current, variables))
             finally:
                 await self.context.system.stop(child)
-            if outcome.error is not None:
-                raise outcome.error
-            if outcome.flow == CANCELLED:
-                raise Cancelled("the execution was cancelled")
-            current = outcome.output
+            current = _unwrapped(outcome)
             flow = outcome.flow
             if flow == "end":
                 return current, True
@@ -398,11 +354,32 @@ class TaskActor(Actor):
         return current, False
 
 
-def _subtasks(value: Any, where: str) -> list[Task]:
-    """The tasks of a list in a definition (checked already), ``where`` its pointer."""
-    from actorstage.serverless._definition import _task_list
+def _unwrapped(outcome: Outcome) -> Any:
+    """A task's output; its fault, or the execution's cancel, raised."""
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.flow == CANCELLED:
+        raise Cancelled("the execution was cancelled")
+    return outcome.output
 
-    return _task_list(value, where, [])
+
+def _allowed(spec: dict[str, Any], data: Any, arguments: dict[str, Any]) -> bool:
+    """A catch's or a retry policy's ``when`` holds and its ``exceptWhen`` does not."""
+    if "when" in spec and not _truthy(evaluate(spec["when"], data, arguments)):
+        return False
+    return not ("exceptWhen" in spec and _truthy(evaluate(spec["exceptWhen"], data,
+                                                              arguments)))
+
+
+def _retries(policy: dict[str, Any], attempts: int, began: float) -> bool:
+    """Whether the policy's limits allow another attempt after ``attempts`` retries."""
+    limit = policy.get("limit") or {}
+    count = (limit.get("attempt") or {}).get("count")
+    if count is not None and attempts >= int(count):
+        return False
+    return all(spent is None or time.monotonic() - began < duration_seconds(spent)
+               for spent in ((limit.get("attempt") or {}).get("duration"),
+                             limit.get("duration")))
 
 
 def _delay(policy: dict[str, Any], attempt: int) -> float:
@@ -471,8 +448,4 @@ async def execute(definition: Definition, input: Any = None, *,
         outcome: Outcome = await actor.ask(_Go(run.input, {}))
     finally:
         await system.stop(actor)
-    if outcome.error is not None:
-        raise outcome.error
-    if outcome.flow == CANCELLED:
-        raise Cancelled(f"execution {run.id} was cancelled")
-    return outcome.output
+    return _unwrapped(outcome)

@@ -251,11 +251,10 @@ def manifest_of(proto: PipelineManifest) -> tuple[Manifest, list[Problem]]:
                 f"{len(text)} bytes of JSON, more than the {MAX_PARAMS} a node's params may "
                 "have")))
         elif text:
-            try:
-                params = json.loads(text)
-            except (ValueError, RecursionError) as exc:
-                problems.append(Problem(f"nodes[{index}].params",
-                                        f"not valid JSON: {exc}"))
+            try:  # (bounded in size and depth, as any untrusted document)
+                params = load(text, "json", "the params")
+            except DocumentError as exc:
+                problems.append(Problem(f"nodes[{index}].params", str(exc)))
                 params = {}
             if not isinstance(params, dict):
                 problems.append(Problem(f"nodes[{index}].params", (

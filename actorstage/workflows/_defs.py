@@ -130,10 +130,11 @@ def is_gostage(raw: Any) -> bool:
     if "initialStore" in raw:
         return True
     stages = raw.get("stages")
-    return isinstance(stages, list) and any(
-        isinstance(action, dict) and "action" not in action and "id" in action
-        for stage in stages if isinstance(stage, dict)
-        for action in (stage.get("actions") or []) if isinstance(stage.get("actions"), list))
+    actions = [action for stage in (stages if isinstance(stages, list) else [])
+               if isinstance(stage, dict) and isinstance(stage.get("actions"), list)
+               for action in stage["actions"]]
+    return any(isinstance(action, dict) and "id" in action and "action" not in action
+               for action in actions)
 
 
 _GOSTAGE_KEYS = {

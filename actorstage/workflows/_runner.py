@@ -84,6 +84,8 @@ class _Report(Message, frozen=True):
 
 
 DELIVERY_BOUND = 5.0  # seconds an action waits, at most, for its report to leave a child
+# Reports a child's actions tell rather than ask (see _Reporter).
+_TOLD = frozenset({MessageType.PROGRESS, MessageType.STORE_PUT, MessageType.STORE_DELETE})
 
 
 class _Deliver(Message, frozen=True):
@@ -229,11 +231,13 @@ class Broker:
 class _Reporter:
     """Sends reports to the execution actor.
 
-    In a child process (``delivered``), an action's own reports (its log, its
-    sends, its store changes) are asked, not told: the child's execution actor
-    answers once the report is written on the way to the parent, so what an
-    action reported before its process died (a crash in native code, ``os._exit``)
-    still arrives, as it does with gostage's synchronous sends.
+    In a child process (``delivered``), an action's log and its own sends are
+    asked, not told: the child's execution actor answers once the report is
+    written on the way to the parent, so what an action logged or sent before
+    its process died (a crash in native code, ``os._exit``) still arrives, as it
+    does with gostage's synchronous sends. Store changes are told (the store
+    goes to the parent whole at the end; waiting for each would cost a put
+    3-4 times as much), and so is the runtime's own progress.
     """
 
     def __init__(self, execution: ActorRef, *, delivered: bool = False) -> None:
@@ -244,7 +248,7 @@ class _Reporter:
                      action_id: str = "") -> None:
         report = _Report(message_type, payload, stage_id, action_id, time.time())
         with contextlib.suppress(ActorDeadError):  # the execution is closing: it reports
-            if self.delivered and message_type != MessageType.PROGRESS:
+            if self.delivered and message_type not in _TOLD:
                 await self.execution.ask(_Deliver(report))
             else:
                 await self.execution.tell(report)
