@@ -86,13 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     flow = _command(
         commands, "run-workflow", "run a workflow definition (JSON or YAML) with live progress",
-        "Prints each progress event, log line and store change as it happens, then\n"
-        "a table of the actions and the final store as JSON.",
+        "Either dialect: stages and actions, or the CNCF Serverless Workflow DSL 1.x\n"
+        "(a definition with document.dsl). Prints each progress event, log line and\n"
+        "store change as it happens, then a table of the actions and the final store\n"
+        "(a Serverless Workflow's output) as JSON.",
         "  actorstage run-workflow flow.yaml\n"
-        "  actorstage run-workflow flow.yaml --spawn --import my_actions", "workflow")
+        "  actorstage run-workflow flow.yaml --spawn --import my_actions\n"
+        "  actorstage run-workflow order.sw.yaml --input '{\"orderId\": 7}'", "workflow")
     flow.add_argument("file", help="the workflow definition: .json, .yaml or .yml")
     flow.add_argument("--spawn", action="store_true",
                       help="run the workflow in a child process")
+    flow.add_argument("--input", metavar="JSON",
+                      help="the initial store (a Serverless Workflow's input): a JSON "
+                           "object, or @FILE")
     _import_flag(flow, "actions")
 
     pipe = _command(
@@ -149,7 +155,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--config TOML file, the defaults. Tokens come from the environment or a file\n"
         "only, never from the command line (where ps would show them).\n\n"
         "The first line printed is always `actorstage serve: listening on HOST:PORT`\n"
-        "(an IPv6 HOST in brackets), once the port accepts calls.",
+        "(an IPv6 HOST in brackets), once the port accepts calls.\n\n"
+        "Environments made for RemoteMedia's server (GRPC_BIND_ADDRESS,\n"
+        "GRPC_REQUIRE_AUTH, GRPC_AUTH_TOKENS) and Stigmer's runner (GRPC_PORT,\n"
+        "STIGMER_SERVICE_ENDPOINT, STIGMER_SERVICE_API_KEY, STIGMER_SERVICE_USE_TLS)\n"
+        "work unchanged.",
         "  actorstage serve --port 50051 --import my_actions\n"
         "  ACTORSTAGE_TOKEN=s3cret actorstage serve --isolate process", "service")
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
@@ -168,6 +178,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--callback-ca", metavar="FILE", help="CA bundle for the callback's TLS")
     serve.add_argument("--callback-token-file", metavar="FILE",
                        help=f"bearer token for the callback (or ${ENV_CALLBACK_TOKEN})")
+    serve.add_argument("--stigmer-endpoint", metavar="HOST:PORT",
+                       help="send Stigmer's updateStatus calls there (or "
+                            "$STIGMER_SERVICE_ENDPOINT; the key: $STIGMER_SERVICE_API_KEY)")
+    serve.add_argument("--stigmer-tls", action=argparse.BooleanOptionalAction, default=None,
+                       help="call the Stigmer endpoint over TLS (default on, as Stigmer's "
+                            "runner; or $STIGMER_SERVICE_USE_TLS=false)")
+    serve.add_argument("--stigmer-ca", metavar="FILE", help="CA bundle for the Stigmer TLS")
     serve.add_argument("--metrics-port", type=int, metavar="N",
                        help="serve Prometheus metrics on http://HOST:N/metrics")
     serve.add_argument("--metrics-host", help="address of the metrics port (default 127.0.0.1)")
@@ -205,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run-workflow":
         from actorstage.workflows._cli import run_workflow_command
 
-        return run_workflow_command(args.file, args.spawn, args.imports)
+        return run_workflow_command(args.file, args.spawn, args.imports, args.input)
     if args.command == "run-pipeline":
         from actorstage.pipelines._cli import run_pipeline_command
 

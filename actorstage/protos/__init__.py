@@ -26,6 +26,11 @@ SERVICES = {
     # RemoteMedia's own contract, served beside actorstage's (docs/guides/compatibility.md).
     "remotemedia.v1.PipelineExecutionService": "remotemedia/v1/execution.proto",
     "remotemedia.v1.StreamingPipelineService": "remotemedia/v1/streaming.proto",
+    # Stigmer's workflow runner contract, and the status callback it calls.
+    "ai.stigmer.agentic.workflowrunner.v1.WorkflowRunnerServiceController":
+        "ai/stigmer/agentic/workflowrunner/v1/interface.proto",
+    "ai.stigmer.agentic.workflowexecution.v1.WorkflowExecutionCommandController":
+        "ai/stigmer/agentic/workflowexecution/v1/command.proto",
 }
 
 

@@ -17,11 +17,10 @@ from actorstage.serverless._definition import (
     parse_definition,
 )
 from actorstage.serverless._expressions import ExpressionError
-from actorstage.serverless._runtime import Cancelled, Control, Run, WorkflowError, execute
+from actorstage.serverless._runtime import Cancelled, Run, WorkflowError, execute
 
 __all__ = [
     "Cancelled",
-    "Control",
     "Definition",
     "DefinitionError",
     "ExpressionError",

@@ -17,15 +17,21 @@ import contextlib
 import functools
 import time
 import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from actorstage.actors._actor import Actor
 from actorstage.actors._system import ActorSystem
 from actorstage.serverless._definition import Definition, Task, duration_seconds
 from actorstage.serverless._expressions import ExpressionError, evaluate, render
+from actorstage.workflows._context import Control
+from actorstage.workflows._events import ErrorInfo
 
-__all__ = ["Cancelled", "Control", "Run", "WorkflowError", "execute"]
+__all__ = ["Cancelled", "Run", "WorkflowError", "execute"]
+
+T = TypeVar("T")
 
 ERRORS = "https://serverlessworkflow.io/spec/1.0.0/errors/"
 CANCELLED = "@cancelled"  # an Outcome's flow when the execution was cancelled
@@ -43,6 +49,12 @@ class WorkflowError(Exception):
         super().__init__(f"{title}{detail} (status {self.error.get('status')}, at "
                          f"{self.error.get('instance', '?')})")
 
+    def info(self) -> ErrorInfo:
+        """The error as a Runner's progress events and results carry it: ``type_name`` is
+        the DSL's error type, ``action_id`` the task's JSON pointer."""
+        return ErrorInfo(type_name=str(self.error.get("type", "error")), message=str(self),
+                         action_id=str(self.error.get("instance", "")))
+
 
 def _expression_error(task: Task, exc: ExpressionError) -> WorkflowError:
     return WorkflowError({"type": ERRORS + "expression", "status": 400,
@@ -51,37 +63,10 @@ def _expression_error(task: Task, exc: ExpressionError) -> WorkflowError:
 
 
 class Cancelled(Exception):
-    """The execution was cancelled (``Control.cancel``)."""
+    """The execution was cancelled (its ``Control.cancel``)."""
 
 
-class Control:
-    """Pause and cancel of one execution: they take effect between tasks and inside
-    ``wait``."""
-
-    def __init__(self) -> None:
-        self.resumed = asyncio.Event()
-        self.resumed.set()
-        self.stopping = asyncio.Event()  # a pause or a cancel was asked for
-        self.cancelled = False
-
-    def pause(self) -> None:
-        self.resumed.clear()
-        self.stopping.set()
-
-    def resume(self) -> None:
-        self.resumed.set()
-        if not self.cancelled:
-            self.stopping.clear()
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.stopping.set()
-        self.resumed.set()
-
-    async def boundary(self) -> None:
-        await self.resumed.wait()
-        if self.cancelled:
-            raise Cancelled("the execution was cancelled")
+Report = Callable[..., Awaitable[None]]
 
 
 @dataclass
@@ -95,8 +80,11 @@ class Run:
     context: Any = field(default_factory=dict)
     secrets: dict[str, Any] = field(default_factory=dict)
     control: Control = field(default_factory=Control)
-    events: list[tuple[str, str]] = field(default_factory=list)  # (event, task pointer)
+    report: Report | None = None  # the progress of a Runner's execution goes out here
+    # (kind, task pointer) of the latest progress events, for a look from Python
+    events: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
     started_at: float = field(default_factory=time.time)
+    _paused: bool = False  # a workflow_paused event went out and no resumed yet
 
     @functools.cached_property
     def workflow(self) -> dict[str, Any]:
@@ -110,6 +98,31 @@ class Run:
         if extra:
             arguments.update(extra)
         return arguments
+
+    async def progress(self, kind: str, task: str = "", *, status: str = "",
+                       error: WorkflowError | None = None, data: Any = None,
+                       attempt: int = 0) -> None:
+        """A progress event: ``task_started``, ``task_finished``, ``task_retry``,
+        ``task_skipped``, ``workflow_paused``, ``workflow_resumed``."""
+        self.events.append((kind, task))
+        if self.report is not None:
+            await self.report(kind, task=task, status=status, attempt=attempt, data=data,
+                              error=None if error is None else error.info())
+
+    async def boundary(self, task: str = "") -> None:
+        """Where a pause lands and a cancel is seen: before each task, and inside ``wait``.
+        Concurrent branches share one paused/resumed pair of events."""
+        control = self.control
+        if control.paused and not control.cancelled:
+            if not self._paused:
+                self._paused = True
+                await self.progress("workflow_paused", task, status="paused")
+            await control.resumed.wait()
+            if self._paused and not control.cancelled:
+                self._paused = False
+                await self.progress("workflow_resumed", task, status="running")
+        if control.cancelled:
+            raise Cancelled("the execution was cancelled")
 
     def used(self, kind: str, name: str, pointer: str) -> dict[str, Any]:
         """Definition ``name`` of ``use.<kind>`` (``errors``, ``retries``,
@@ -165,15 +178,22 @@ class TaskActor(Actor):
         arguments = run.arguments({**variables, "task": descriptor, "input": raw})
         try:
             if "if" in body and not _truthy(evaluate(str(body["if"]), raw, arguments)):
-                run.events.append(("skipped", task.pointer))
+                await run.progress("task_skipped", task.pointer)
                 return Outcome(raw)
             data = raw
             spec = body.get("input")
             if isinstance(spec, dict) and "from" in spec:
                 data = self._transform(spec["from"], raw, arguments)
             arguments["input"] = data
-            run.events.append(("started", task.pointer))
-            output, flow = await self._kind(data, arguments, variables)
+            await run.progress("task_started", task.pointer, status="running", data=data)
+            try:
+                output, flow = await self._timed(self._kind(data, arguments, variables))
+            except WorkflowError as exc:
+                await run.progress("task_finished", task.pointer, status="failed", error=exc)
+                raise
+            except Cancelled:
+                await run.progress("task_finished", task.pointer, status="cancelled")
+                raise
             spec = body.get("output")
             if isinstance(spec, dict) and "as" in spec:
                 output = self._transform(spec["as"], output, {**arguments, "output": output})
@@ -183,8 +203,10 @@ class TaskActor(Actor):
                                               {**arguments, "output": output,
                                                "context": run.context})
         except ExpressionError as exc:
-            raise _expression_error(task, exc) from None
-        run.events.append(("completed", task.pointer))
+            error = _expression_error(task, exc)
+            await run.progress("task_finished", task.pointer, status="failed", error=error)
+            raise error from None
+        await run.progress("task_finished", task.pointer, status="succeeded", data=output)
         if flow is None:  # a task's own `then` (a switch or a list may have chosen)
             flow = body.get("then", "continue")
         return Outcome(output, flow)
@@ -259,7 +281,7 @@ class TaskActor(Actor):
                 endpoint["authentication"] = self.run.used("authentications", named,
                                                            self.task.pointer)
         try:
-            return await call_http(spec, data)
+            return await self._cancellable(call_http(spec, data))
         except CallError as exc:
             raise WorkflowError({**exc.error, "instance": self.task.pointer}) from None
 
@@ -289,6 +311,8 @@ class TaskActor(Actor):
                 if isinstance(policy, dict) and _retries(policy, attempts, began) and \
                         _allowed(policy, data, scope):
                     attempts += 1
+                    await self.run.progress("task_retry", task.pointer, status="failed",
+                                            error=exc, attempt=attempts + 1)
                     await self._wait(_delay(policy, attempts))
                     continue
                 if "catch" not in task.lists:
@@ -321,16 +345,62 @@ class TaskActor(Actor):
         return WorkflowError(rendered)
 
     async def _wait(self, seconds: float) -> None:
-        """Sleep ``seconds`` of running time: a pause holds the rest of it."""
-        control = self.run.control
+        """Sleep ``seconds`` of running time: a pause holds the rest of it, a cancel ends it."""
+        run, control = self.run, self.run.control
         left = seconds
         while left > 0:
-            await control.boundary()
+            await run.boundary(self.task.pointer)
             began = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(control.stopping.wait(), left)
+            watches = [asyncio.ensure_future(control.pause_requested.wait()),
+                       asyncio.ensure_future(control.cancel_requested.wait())]
+            try:
+                await asyncio.wait(watches, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for watch in watches:
+                    watch.cancel()
             left -= time.monotonic() - began
-        await control.boundary()
+        await run.boundary(self.task.pointer)
+
+    async def _timed(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work``, bounded by the task's ``timeout`` (inline, or a name in use.timeouts):
+        past it, the DSL's timeout error."""
+        spec = self.task.body.get("timeout")
+        if spec is None:
+            return await work
+        if isinstance(spec, str):
+            spec = self.run.used("timeouts", spec, self.task.pointer)
+        seconds = duration_seconds(spec["after"])
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await work
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise WorkflowError({
+                "type": ERRORS + "timeout", "status": 408, "title": "Timeout",
+                "detail": f"task {self.task.name!r} ran longer than its timeout ({seconds:g} s)",
+                "instance": self.task.pointer}) from None
+
+    async def _cancellable(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work`` (a call, a process, a listen), ended at once by the execution's cancel."""
+        control = self.run.control
+        if control.cancelled:
+            work.close()
+            raise Cancelled("the execution was cancelled")
+        running = asyncio.ensure_future(work)
+        cancel = asyncio.ensure_future(control.cancel_requested.wait())
+        try:
+            await asyncio.wait([running, cancel], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancel.cancel()
+            if not running.done():
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+        if running.cancelled():
+            raise Cancelled("the execution was cancelled")
+        return running.result()
 
     async def tasks(self, tasks: list[Task], data: Any, variables: dict[str, Any]
                     ) -> tuple[Any, bool]:
@@ -338,7 +408,7 @@ class TaskActor(Actor):
         names = {task.name: index for index, task in enumerate(tasks)}
         index, current = 0, data
         while index < len(tasks):
-            await self.run.control.boundary()
+            await self.run.boundary(tasks[index].pointer)
             child = await self.context.spawn(TaskActor, self.run, tasks[index])
             try:
                 outcome: Outcome = await child.ask(_Go(current, variables))
@@ -408,7 +478,9 @@ class RunActor(TaskActor):
     """An execution: its top-level tasks, the workflow's input and output filters."""
 
     def __init__(self, run: Run) -> None:
-        super().__init__(run, Task(run.definition.name, "workflow", {}, ""))
+        raw = run.definition.raw
+        super().__init__(run, Task(run.definition.name, "workflow",
+                                   {"timeout": raw["timeout"]} if "timeout" in raw else {}, ""))
 
     async def receive(self, message: Any) -> Any:
         run = self.run
@@ -419,7 +491,7 @@ class RunActor(TaskActor):
                 spec = raw.get("input") or {}
                 if "from" in spec:
                     data = self._transform(spec["from"], data, run.arguments({"input": data}))
-                output, _ended = await self.tasks(run.definition.tasks, data, {})
+                output, _ended = await self._timed(self.tasks(run.definition.tasks, data, {}))
                 spec = raw.get("output") or {}
                 if "as" in spec:
                     output = self._transform(spec["as"], output, run.arguments(

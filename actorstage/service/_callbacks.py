@@ -1,10 +1,12 @@
-"""Progress callbacks: every event goes to a ``ProgressControl`` endpoint, in order, retried.
+"""Progress callbacks: every event goes to an endpoint, in order, retried.
 
-One sender task delivers the queued events one by one, in the order they
-were made, so each execution's events arrive in order. A failed call is
-retried with exponential backoff and full jitter until it succeeds: the
+actorstage's own (``ProgressControl.ReportProgress``, one call per event) and
+Stigmer's (``updateStatus``, one call per status snapshot, see ``_stigmer``)
+share the delivery: one sender task delivers the queued calls one by one, in
+the order they were made, so each execution's arrive in order. A failed call
+is retried with exponential backoff and full jitter until it succeeds: the
 endpoint may be down for a while. The queue is bounded: when it is full the
-oldest waiting event is given up, counted in ``lost`` and logged.
+oldest waiting call is given up, counted in ``lost`` and logged.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import random
 import ssl
 from collections import deque
+from typing import Any, Generic, TypeVar
 
 import anyio
 from grpclib import GRPCError
@@ -21,7 +24,9 @@ from grpclib.exceptions import StreamTerminatedError
 
 from actorstage._proto.actorstage.v1 import ProgressControlStub, ProgressEvent
 
-__all__ = ["CallbackSender", "parse_endpoint"]
+__all__ = ["CallbackSender", "Sender", "parse_endpoint"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("actorstage.service.callbacks")
 
@@ -35,14 +40,14 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class CallbackSender:
-    """Delivers progress events to ``ReportProgress`` on ``host:port``.
+class Sender(Generic[T]):
+    """Delivers calls to ``host:port`` in order, retried; ``_call`` makes one.
 
     Args:
         host, port: the endpoint.
         ssl: a client TLS context, or None for plain HTTP/2.
         token: sent as ``authorization: Bearer <token>`` when given.
-        max_pending: events kept while the endpoint is unreachable.
+        max_pending: calls kept while the endpoint is unreachable.
         backoff, max_backoff: the first and the largest retry delay, in seconds.
         timeout: the deadline of one call.
     """
@@ -54,37 +59,42 @@ class CallbackSender:
             raise ValueError(f"max_pending must be at least 1, got {max_pending!r}")
         self.endpoint = f"{host}:{port}"
         self._channel = Channel(host, port, ssl=ssl)
-        self._stub = ProgressControlStub(self._channel)
         self._metadata = {"authorization": f"Bearer {token}"} if token else None
-        self._queue: deque[ProgressEvent] = deque()
+        self._queue: deque[T] = deque()
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
-        self._inflight: ProgressEvent | None = None
+        self._inflight: T | None = None
         self.max_pending = max_pending
         self.backoff, self.max_backoff, self.timeout = backoff, max_backoff, timeout
         self.delivered = 0
         self.failures = 0  # failed calls (each is retried)
-        self.lost = 0  # events given up: the queue was full, or the service stopped
+        self.lost = 0  # calls given up: the queue was full, or the service stopped
         self._failing = False
+
+    async def _call(self, item: T) -> Any:
+        raise NotImplementedError
+
+    def _describe(self, item: T) -> str:
+        """What a lost call was, for the log."""
+        return repr(item)
 
     @property
     def pending(self) -> int:
         """Events not delivered yet, the one being delivered included."""
         return len(self._queue) + (self._inflight is not None)
 
-    def put(self, event: ProgressEvent) -> None:
-        """Queue ``event`` for delivery (never blocks)."""
+    def put(self, item: T) -> None:
+        """Queue ``item`` for delivery (never blocks)."""
         queue = self._queue
         if len(queue) >= self.max_pending:
             oldest = queue.popleft()
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
                 log.warning(
-                    "callback endpoint %s: %d pending events, the limit; gave up event seq %d "
-                    "of execution %s (%d lost so far)", self.endpoint, len(queue) + 1,
-                    oldest.seq, oldest.execution_id, self.lost)
-        queue.append(event)
+                    "callback endpoint %s: %d pending calls, the limit; gave up %s (%d lost "
+                    "so far)", self.endpoint, len(queue) + 1, self._describe(oldest), self.lost)
+        queue.append(item)
         if self._idle.is_set():
             self._idle = anyio.Event()
         self._wakeup.set()
@@ -103,19 +113,18 @@ class CallbackSender:
             self._inflight = None
             self.delivered += 1
 
-    async def _deliver(self, event: ProgressEvent) -> None:
+    async def _deliver(self, item: T) -> None:
         failures = 0
         while True:
             try:
-                await self._stub.report_progress(event, timeout=self.timeout,
-                                                 metadata=self._metadata)
+                await self._call(item)
             except (GRPCError, OSError, StreamTerminatedError, TimeoutError) as exc:
                 failures += 1
                 self.failures += 1
                 if not self._failing:
                     self._failing = True
                     log.warning("callback endpoint %s failed (%s); retrying with backoff",
-                                self.endpoint, _describe(exc))
+                                self.endpoint, _failure(exc))
                 ceiling = min(self.max_backoff, self.backoff * 2 ** min(failures - 1, 30))
                 await anyio.sleep(random.uniform(0, ceiling))  # full jitter
                 continue
@@ -136,14 +145,29 @@ class CallbackSender:
         left = self.pending
         if left:
             self.lost += left
-            log.warning("callback endpoint %s: %d events were not delivered before the "
+            log.warning("callback endpoint %s: %d calls were not delivered before the "
                         "service stopped (%d lost in all)", self.endpoint, left, self.lost)
             self._queue.clear()
             self._inflight = None
         self._channel.close()
 
 
-def _describe(exc: BaseException) -> str:
+class CallbackSender(Sender[ProgressEvent]):
+    """Delivers progress events to ``actorstage.v1.ProgressControl/ReportProgress``."""
+
+    def __init__(self, host: str, port: int, **options: Any) -> None:
+        super().__init__(host, port, **options)
+        self._stub = ProgressControlStub(self._channel)
+
+    async def _call(self, item: ProgressEvent) -> Any:
+        return await self._stub.report_progress(item, timeout=self.timeout,
+                                                metadata=self._metadata)
+
+    def _describe(self, item: ProgressEvent) -> str:
+        return f"event seq {item.seq} of execution {item.execution_id}"
+
+
+def _failure(exc: BaseException) -> str:
     if isinstance(exc, GRPCError):
         return f"{exc.status.name}: {exc.message}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -23,7 +23,8 @@ __all__ = ["serve_command"]
 FILE_KEYS = {"host", "port", "isolate", "imports", "callback", "callback_tls", "callback_ca",
              "callback_token_file", "metrics_port", "metrics_host", "token_file", "tls_cert",
              "tls_key", "shutdown", "grace", "max_finished", "max_pending_callbacks",
-             "pipeline_runtime", "max_pipeline_sessions", "max_message_size"}
+             "pipeline_runtime", "max_pipeline_sessions", "max_message_size",
+             "stigmer_endpoint", "stigmer_tls", "stigmer_ca", "stigmer_api_key_file"}
 
 
 class ConfigError(Exception):
@@ -85,11 +86,40 @@ def _remotemedia_settings(environ: dict[str, str]) -> dict[str, Any]:
     return settings
 
 
+def _stigmer_settings(environ: dict[str, str]) -> dict[str, Any]:
+    """The settings of Stigmer's workflow runner environment: ``GRPC_PORT``, and where
+    its status callback goes, ``STIGMER_SERVICE_ENDPOINT``, ``STIGMER_SERVICE_API_KEY``,
+    ``STIGMER_SERVICE_USE_TLS`` (and the names its code reads, ``STIGMER_BACKEND_ENDPOINT``
+    and ``STIGMER_API_KEY``). ``GRPC_PORT`` sets the port only: the address stays
+    loopback unless ``--host`` (or ``GRPC_BIND_ADDRESS``) says otherwise."""
+    settings: dict[str, Any] = {}
+    port = environ.get("GRPC_PORT", "").strip()
+    if port:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"GRPC_PORT is a port number in 1-65535, got {port!r}")
+        settings["port"] = int(port)
+    for name in ("STIGMER_SERVICE_ENDPOINT", "STIGMER_BACKEND_ENDPOINT"):
+        if environ.get(name, "").strip():
+            settings["stigmer_endpoint"] = environ[name].strip()
+            break
+    for name in ("STIGMER_SERVICE_API_KEY", "STIGMER_API_KEY"):
+        if environ.get(name, "").strip():
+            settings["stigmer_api_key"] = environ[name].strip()
+            break
+    tls = environ.get("STIGMER_SERVICE_USE_TLS", "").strip().lower()
+    if tls:
+        if tls not in _TRUE | _FALSE:
+            raise ConfigError(f"STIGMER_SERVICE_USE_TLS is true or false, got {tls!r}")
+        settings["stigmer_tls"] = tls in _TRUE
+    return settings
+
+
 def build_config(args: argparse.Namespace, environ: dict[str, str]) -> Any:
     """The ``ServiceConfig`` that flags, environment and file make (flags win)."""
     from actorstage.service._server import ServiceConfig
 
     settings = _file_settings(args.config)
+    settings.update(_stigmer_settings(environ))
     settings.update(_remotemedia_settings(environ))
     if "pipeline_runtime" not in settings and Path("runtime.toml").is_file():
         settings["pipeline_runtime"] = "runtime.toml"  # where RemoteMedia's server looks
@@ -112,6 +142,9 @@ def build_config(args: argparse.Namespace, environ: dict[str, str]) -> Any:
         settings["callback_token"] = environ[ENV_CALLBACK_TOKEN]
     if callback_token_file is not None:
         settings["callback_token"] = _read_secret(callback_token_file, "callback token")
+    stigmer_key_file = settings.pop("stigmer_api_key_file", None)
+    if stigmer_key_file is not None:
+        settings["stigmer_api_key"] = _read_secret(stigmer_key_file, "Stigmer API key")
     if "imports" in settings:
         settings["imports"] = tuple(settings["imports"])
     known = {field.name for field in fields(ServiceConfig)}

@@ -34,6 +34,7 @@ class ServiceMetrics:
         self.duration_sum = 0.0
         self.duration_count = 0
         self.callbacks: Any = None  # the CallbackSender, whose counts are read at render
+        self.statuses: Any = None  # the StatusSender (Stigmer's updateStatus), likewise
         self.pipelines: PipelineMetrics | None = None
 
     def started(self) -> None:
@@ -59,27 +60,38 @@ class ServiceMetrics:
         yield "# TYPE actorstage_executions_total counter"
         for status in ("succeeded", "failed", "cancelled"):
             yield f'actorstage_executions_total{{status="{status}"}} {self.ended.get(status, 0)}'
-        yield "# HELP actorstage_execution_duration_seconds How long executions ran."
-        yield "# TYPE actorstage_execution_duration_seconds histogram"
+        yield from self._durations("actorstage_execution_duration_seconds",
+                                   "How long executions ran.")
+        # The same figures under the names Stigmer's workflow runner exports, which its
+        # operators' dashboards and alerts already use.
+        yield ("# HELP workflow_runner_active_executions Executions that have not ended "
+               "(Stigmer's name).")
+        yield "# TYPE workflow_runner_active_executions gauge"
+        yield f"workflow_runner_active_executions {self.active}"
+        yield from self._durations("workflow_runner_execution_duration_seconds",
+                                   "How long executions ran (Stigmer's name).")
+        for name, sender in (("callback", self.callbacks), ("status_callback", self.statuses)):
+            yield (f"# HELP actorstage_{name}_failures_total Calls of the {name.replace('_', ' ')}"
+                   " endpoint that failed (each is retried).")
+            yield f"# TYPE actorstage_{name}_failures_total counter"
+            yield f"actorstage_{name}_failures_total {sender.failures if sender else 0}"
+            yield (f"# HELP actorstage_{name}_events_lost_total Calls of the "
+                   f"{name.replace('_', ' ')} endpoint given up undelivered.")
+            yield f"# TYPE actorstage_{name}_events_lost_total counter"
+            yield f"actorstage_{name}_events_lost_total {sender.lost if sender else 0}"
+        if self.pipelines is not None:
+            yield from self.pipelines.lines()
+
+    def _durations(self, name: str, help: str) -> Iterator[str]:
+        yield f"# HELP {name} {help}"
+        yield f"# TYPE {name} histogram"
         cumulative = 0
         for bound, count in zip(DURATION_BUCKETS, self.buckets, strict=True):
             cumulative += count
-            yield (f'actorstage_execution_duration_seconds_bucket{{le="{_number(bound)}"}} '
-                   f"{cumulative}")
-        yield (f'actorstage_execution_duration_seconds_bucket{{le="+Inf"}} '
-               f"{self.duration_count}")
-        yield f"actorstage_execution_duration_seconds_sum {self.duration_sum!r}"
-        yield f"actorstage_execution_duration_seconds_count {self.duration_count}"
-        yield "# HELP actorstage_callback_failures_total Progress callback calls that failed."
-        yield "# TYPE actorstage_callback_failures_total counter"
-        callbacks = self.callbacks
-        yield f"actorstage_callback_failures_total {callbacks.failures if callbacks else 0}"
-        yield ("# HELP actorstage_callback_events_lost_total Progress events given up "
-               "undelivered.")
-        yield "# TYPE actorstage_callback_events_lost_total counter"
-        yield f"actorstage_callback_events_lost_total {callbacks.lost if callbacks else 0}"
-        if self.pipelines is not None:
-            yield from self.pipelines.lines()
+            yield f'{name}_bucket{{le="{_number(bound)}"}} {cumulative}'
+        yield f'{name}_bucket{{le="+Inf"}} {self.duration_count}'
+        yield f"{name}_sum {self.duration_sum!r}"
+        yield f"{name}_count {self.duration_count}"
 
 
 def _label(value: str) -> str:

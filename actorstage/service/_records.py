@@ -153,7 +153,9 @@ class ExecutionRecord:
             seq=event.seq, kind=event.kind, execution_id=self.id, workflow_id=self.workflow_id,
             stage_id=event.stage_id, action_id=event.action_id, status=status,
             attempt=event.attempt, time=event.time, error=error_of(event.error),
-            store_json=store_json(self.store) if event.kind == "workflow_finished" else ""))
+            store_json=store_json(self.store) if event.kind == "workflow_finished" else "",
+            task=event.task,
+            data_json="" if event.data is None else _json.encode(event.data).decode()))
 
     def _finished(self, result: WorkflowResult) -> None:
         """The execution's result is in: end it, with a terminal event if none came."""

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import msgspec
@@ -41,15 +41,16 @@ from actorstage._proto.actorstage.v1 import (
     ErrorInfo as ProtoError,
 )
 from actorstage.exceptions import ActorCrashedError, InvalidDefinitionError
+from actorstage.serverless._execution import ServerlessWorkflow
 from actorstage.service._callbacks import CallbackSender
 from actorstage.service._metrics import ServiceMetrics
 from actorstage.service._records import ExecutionRecord, Executions, HistoryLost
 from actorstage.transport._options import ProcessOptions
-from actorstage.workflows._defs import WorkflowDef, parse_workflow, valid_id
+from actorstage.workflows._defs import valid_id
 from actorstage.workflows._events import BrokerMessage
 from actorstage.workflows._registry import registered_actions
 from actorstage.workflows._runner import Runner
-from actorstage.workflows._workflow import Workflow
+from actorstage.workflows._workflow import Workflow, defaults_of, read_workflow
 
 __all__ = ["RunnerService"]
 
@@ -65,13 +66,13 @@ def _invalid(message: str) -> GRPCError:
     return GRPCError(Code.INVALID_ARGUMENT, message)
 
 
-def parse_definition(text: str) -> WorkflowDef:
-    """The workflow of a request: JSON when it starts with ``{``, YAML otherwise."""
+def parse_definition(text: str) -> Workflow | ServerlessWorkflow:
+    """The workflow of a request, checked: JSON when it starts with ``{``, YAML otherwise;
+    a Serverless Workflow when it has ``document.dsl``, stages and actions otherwise."""
     if not text.strip():
         raise _invalid("ExecuteRequest.workflow is empty: give the definition as YAML or JSON")
-    fmt: Literal["json", "yaml"] = "json" if text.lstrip().startswith("{") else "yaml"
     try:
-        return parse_workflow(text, format=fmt)
+        return read_workflow(text)
     except InvalidDefinitionError as exc:
         raise _invalid(str(exc)) from None
 
@@ -125,7 +126,7 @@ class RunnerService(RunnerBase):
     # -- executing ---------------------------------------------------------------------------
 
     async def execute(self, message: ExecuteRequest) -> AsyncIterator[ProgressEvent]:
-        record, _attached = await self._start(message)
+        record, _attached = await self.start(message)
         async for event in self._follow(record, 0):
             yield event
 
@@ -153,16 +154,17 @@ class RunnerService(RunnerBase):
             await record.ended_event.wait()
 
     async def execute_async(self, message: ExecuteRequest) -> ExecuteAsyncResponse:
-        record, attached = await self._start(message)
+        record, attached = await self.start(message)
         status = record.status if record.ended else ExecutionStatus.RUNNING
         return ExecuteAsyncResponse(execution_id=record.id, status=status, attached=attached)
 
-    async def _start(self, request: ExecuteRequest) -> tuple[ExecutionRecord, bool]:
-        defn = await off_loop(len(request.workflow), parse_definition, request.workflow)
-        try:
-            workflow = Workflow.from_def(defn)
-        except InvalidDefinitionError as exc:
-            raise _invalid(str(exc)) from None
+    async def start(self, request: ExecuteRequest, *,
+                    prepare: Callable[[ExecutionRecord, Any], None] | None = None,
+                    ) -> tuple[ExecutionRecord, bool]:
+        """Start the execution a request asks for: ``(record, attached)``, where
+        ``attached`` says it existed (the same request again). ``prepare(record,
+        workflow)`` runs before it starts."""
+        workflow = await off_loop(len(request.workflow), parse_definition, request.workflow)
         store = await off_loop(len(request.store_json), parse_store, request.store_json)
         execution_id = request.execution_id or uuid.uuid4().hex
         if not valid_id(execution_id):
@@ -170,8 +172,8 @@ class RunnerService(RunnerBase):
                            "_.:-")
         isolation = request.isolation or self.default_isolation
         metadata = request.metadata or WorkflowMetadata()
-        key = (defn, msgspec.json.encode(store), isolation, metadata.name, metadata.version,
-               sorted(metadata.labels.items()))
+        key = (workflow.defn, msgspec.json.encode(store), isolation, metadata.name,
+               metadata.version, sorted(metadata.labels.items()))
         known = self.executions.get(execution_id)
         if known is not None:
             if known.key != key:
@@ -184,17 +186,19 @@ class RunnerService(RunnerBase):
             raise GRPCError(Code.UNAVAILABLE, "the service is shutting down: it takes no new "
                                               "executions")
         record = ExecutionRecord(
-            execution_id, key=key, workflow_id=defn.id, metadata=metadata, isolation=isolation,
-            store={**defn.store, **store}, max_events=self.max_events,
-            number=self.executions.next_number())
+            execution_id, key=key, workflow_id=workflow.id, metadata=metadata,
+            isolation=isolation, store={**defaults_of(workflow), **store},
+            max_events=self.max_events, number=self.executions.next_number())
         record.on_end = self._ended
         record.on_event = self._event
         self.executions.add(record)
         self.metrics.started()
+        if prepare is not None:
+            prepare(record, workflow)
         await self._launch(record, workflow, store)
         return record, False
 
-    async def _launch(self, record: ExecutionRecord, workflow: Workflow,
+    async def _launch(self, record: ExecutionRecord, workflow: Workflow | ServerlessWorkflow,
                       store: dict[str, Any]) -> None:
         process = self.process if record.isolation == Isolation.PROCESS else None
         try:
@@ -246,9 +250,16 @@ class RunnerService(RunnerBase):
             raise GRPCError(Code.FAILED_PRECONDITION, (
                 f"execution {record.id!r} already ended ({record.status.name.lower()}); "
                 f"there is nothing to {kind}"))
-        record.reason = request.reason
+        await self.control(record, kind, request.reason)
+        return record.info()
+
+    async def control(self, record: ExecutionRecord, kind: str, reason: str = "", *,
+                      wait: bool = True) -> None:
+        """Pause, resume or cancel a running execution; a cancel waits (``wait``) for the
+        end, up to ``CANCEL_ANSWER_WAIT``."""
+        record.reason = reason
         log.info("execution %s: %s requested%s", record.id, kind,
-                 f" ({request.reason})" if request.reason else "")
+                 f" ({reason})" if reason else "")
         if record.execution is None:
             record.pending.append(kind)  # applied once it has started
         else:
@@ -257,11 +268,10 @@ class RunnerService(RunnerBase):
                 record.status = ExecutionStatus.PAUSED
             elif kind == "resume" and record.status == ExecutionStatus.PAUSED:
                 record.status = ExecutionStatus.RUNNING
-        if kind == "cancel":  # answer with the state reached: CANCELLED, in milliseconds
+        if kind == "cancel" and wait:  # answer with the state reached: CANCELLED, in ms
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CANCEL_ANSWER_WAIT):
                     await record.ended_event.wait()
-        return record.info()
 
     async def cancel_execution(self, message: ControlRequest) -> ExecutionInfo:
         return await self._control(message, "cancel")

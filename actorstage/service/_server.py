@@ -23,11 +23,12 @@ from grpclib.reflection.service import ServerReflection
 
 from actorstage.actors._system import ActorSystem
 from actorstage.pipelines._config import load_runtime_config
-from actorstage.service._callbacks import CallbackSender, parse_endpoint
+from actorstage.service._callbacks import CallbackSender, Sender, parse_endpoint
 from actorstage.service._metrics import MetricsServer, PipelineMetrics, ServiceMetrics
 from actorstage.service._pipeline_service import PipelineService
 from actorstage.service._remotemedia import RemoteMediaExecution, RemoteMediaStreaming
 from actorstage.service._runner_service import RunnerService
+from actorstage.service._stigmer import StatusSender, StigmerRunner
 from actorstage.transport._grpc import GrpcServer
 from actorstage.transport._options import ProcessOptions
 from actorstage.workflows._runner import Runner
@@ -59,6 +60,11 @@ class ServiceConfig:
     callback_token: str | None = field(default=None, repr=False)
     callback_tls: bool = False
     callback_ca: str | None = None  # CA bundle that signs the endpoint's certificate
+    # Stigmer's status callback (WorkflowExecutionCommandController/updateStatus), HOST:PORT
+    stigmer_endpoint: str | None = None
+    stigmer_api_key: str | None = field(default=None, repr=False)  # sent as a bearer
+    stigmer_tls: bool = True  # as Stigmer's runner: TLS unless told otherwise
+    stigmer_ca: str | None = None  # CA bundle for the endpoint (default: the system's)
     metrics_port: int | None = None  # serve /metrics there (0: an OS-assigned port)
     metrics_host: str = "127.0.0.1"
     shutdown: Literal["drain", "cancel"] = "cancel"  # what stopping does to executions
@@ -98,6 +104,13 @@ class ServiceConfig:
                 problems.append(str(exc))
         elif self.callback_tls or self.callback_token or self.callback_ca:
             problems.append("callback_tls, callback_token and callback_ca need a callback")
+        if self.stigmer_endpoint is not None:
+            try:
+                parse_endpoint(self.stigmer_endpoint)
+            except ValueError as exc:
+                problems.append(f"stigmer_endpoint: {exc}")
+        elif self.stigmer_api_key or self.stigmer_ca:
+            problems.append("stigmer_api_key and stigmer_ca need a stigmer_endpoint")
         if self.max_pipeline_sessions < 1:
             problems.append(f"max_pipeline_sessions must be >= 1, got "
                             f"{self.max_pipeline_sessions!r}")
@@ -178,6 +191,7 @@ class RunnerServer:
         self.service: RunnerService | None = None
         self.pipelines: PipelineService | None = None
         self.callbacks: CallbackSender | None = None
+        self.statuses: StatusSender | None = None  # Stigmer's updateStatus
 
     async def __aenter__(self) -> RunnerServer:
         config, stack = self.config, self._stack
@@ -206,6 +220,13 @@ class RunnerServer:
         service = self.service = RunnerService(
             Runner(system), isolate=config.isolate, process=config.process,
             callbacks=self.callbacks, metrics=metrics, max_finished=config.max_finished)
+        if config.stigmer_endpoint is not None:
+            host, port = parse_endpoint(config.stigmer_endpoint)
+            self.statuses = StatusSender(
+                host, port, ssl=client_tls(config.stigmer_ca) if config.stigmer_tls else None,
+                token=config.stigmer_api_key, max_pending=config.max_pending_callbacks)
+            metrics.statuses = self.statuses
+        stigmer = StigmerRunner(service, self.statuses)
         runtime = None
         warnings: list[str] = []  # logged once the service listens (its first line says so)
         if config.pipeline_runtime is not None:
@@ -219,8 +240,9 @@ class RunnerServer:
         self._health = ServiceStatus()
         self._health.set(True)
         health = Health({service: [self._health], pipelines: [self._health],
+                         stigmer: [self._health],
                          **{served: [self._health] for served in remotemedia}})
-        services = ServerReflection.extend([service, pipelines, *remotemedia, health],
+        services = ServerReflection.extend([service, pipelines, *remotemedia, stigmer, health],
                                            pool=descriptor_pool())
         server = self._server = GrpcServer(services, max_message_size=config.max_message_size)
         if config.token is not None:
@@ -233,8 +255,8 @@ class RunnerServer:
         self.port = sock.getsockname()[1]
         stack.push_async_callback(server.aclose)
         tasks = self._tasks = await stack.enter_async_context(anyio.create_task_group())
-        if self.callbacks is not None:
-            tasks.start_soon(self.callbacks.run)
+        for sender in self._senders():
+            tasks.start_soon(sender.run)
         if config.metrics_port is not None:
             metrics_server = MetricsServer(metrics, config.metrics_host, config.metrics_port)
             await metrics_server.start()
@@ -245,6 +267,9 @@ class RunnerServer:
         self.warnings = warnings
         if self._log_warnings:
             self.log_warnings()
+
+    def _senders(self) -> list[Sender[Any]]:
+        return [sender for sender in (self.callbacks, self.statuses) if sender is not None]
 
     def log_warnings(self) -> None:
         for warning in self.warnings:
@@ -296,11 +321,14 @@ class RunnerServer:
             await pipelines.wait_idle()  # every session's processes have ended
         with anyio.move_on_after(5):
             await self._server.aclose()
-        if self.callbacks is not None:
+        senders = self._senders()
+        if senders:
             with anyio.move_on_after(max(config.grace, 1.0)):
-                await self.callbacks.wait_flushed()
+                for sender in senders:
+                    await sender.wait_flushed()
             self._tasks.cancel_scope.cancel()
-            self.callbacks.close()
+            for sender in senders:
+                sender.close()
 
 
 def open_service(config: ServiceConfig | None = None, *,

@@ -7,13 +7,14 @@ import contextlib
 import signal
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 
+from actorstage._documents import DocumentError, load
 from actorstage.cli import import_modules
 from actorstage.exceptions import ActorCrashedError, InvalidDefinitionError
-from actorstage.workflows._defs import load_workflow
+from actorstage.workflows._defs import read_definition_file
 from actorstage.workflows._events import (
     BrokerMessage,
     MessageType,
@@ -22,7 +23,7 @@ from actorstage.workflows._events import (
     WorkflowResult,
 )
 from actorstage.workflows._runner import Runner
-from actorstage.workflows._workflow import Workflow
+from actorstage.workflows._workflow import read_workflow
 
 __all__ = ["run_workflow_command"]
 
@@ -52,7 +53,8 @@ class _Display:
             self._line("store delete", where, str(payload.get("key")))
 
     def _progress(self, event: ProgressEvent) -> None:
-        where = "/".join(part for part in (event.stage_id, event.action_id) if part)
+        where = event.task or "/".join(part for part in (event.stage_id, event.action_id)
+                                       if part)
         extra = []
         if event.attempt > 1 or event.kind == "action_retry":
             extra.append(f"attempt {event.attempt}")
@@ -84,14 +86,35 @@ def _table(result: WorkflowResult) -> list[str]:
     return lines
 
 
-async def _run(path: str, spawn: bool, imports: list[str], out: TextIO) -> int:
+def _input(text: str | None) -> dict[str, Any]:
+    """``--input``: a JSON object, given inline or as ``@FILE``."""
+    if text is None:
+        return {}
+    what = "--input"
+    try:
+        if text.startswith("@"):
+            what = text[1:]
+            with open(what, "rb") as file:
+                text = file.read().decode("utf-8", "replace")
+        value = load(text, "json", what)
+    except (OSError, DocumentError) as exc:
+        raise InvalidDefinitionError(f"{what}: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidDefinitionError(f"{what} must be a JSON object, got "
+                                     f"{type(value).__name__}")
+    return value
+
+
+async def _run(path: str, spawn: bool, imports: list[str], out: TextIO,
+               given: str | None = None) -> int:
     try:
         import_modules(imports)
-    except InvalidDefinitionError as exc:
-        print(f"actorstage run-workflow: {exc}", file=sys.stderr)
-        return 2
-    try:
-        workflow = Workflow.from_def(load_workflow(path))
+        data, fmt = read_definition_file(path)
+        try:
+            workflow = read_workflow(data, format=fmt)
+        except InvalidDefinitionError as exc:
+            raise InvalidDefinitionError(f"{path}: {exc}") from None
+        store = _input(given)
     except InvalidDefinitionError as exc:
         print(f"actorstage run-workflow: {exc}", file=sys.stderr)
         return 2
@@ -101,7 +124,8 @@ async def _run(path: str, spawn: bool, imports: list[str], out: TextIO) -> int:
     async with Runner() as runner:
         runner.broker.register_handler("*", _Display(out))
         try:
-            execution = await runner.start(workflow, process=True if spawn else None)
+            execution = await runner.start(workflow, store=store,
+                                           process=True if spawn else None)
         except ActorCrashedError as exc:
             print(f"actorstage run-workflow: the workflow could not start: {exc}",
                   file=sys.stderr)
@@ -121,23 +145,26 @@ async def _run(path: str, spawn: bool, imports: list[str], out: TextIO) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
     out.write(f"\n{result.status} in {result.duration * 1000:.1f} ms\n")
-    out.write("\n".join(_table(result)) + "\n")
+    if result.stages:
+        out.write("\n".join(_table(result)) + "\n")
     if result.error is not None:
         error = result.error
         place = "/".join(part for part in (error.stage_id, error.action_id) if part)
         out.write(f"\nerror{' in ' + place if place else ''}: "
                   f"{error.type_name}: {error.message}\n{error.traceback}")
-    store = msgspec.json.format(msgspec.json.encode(result.store, enc_hook=str), indent=2)
-    out.write(f"\nfinal store:\n{store.decode()}\n")
+    final = msgspec.json.format(msgspec.json.encode(result.store, enc_hook=str), indent=2)
+    out.write(f"\nfinal store:\n{final.decode()}\n")
     return _EXIT.get(result.status, 1)
 
 
-def run_workflow_command(path: str, spawn: bool, imports: list[str]) -> int:
-    """Run the definition at ``path``; the exit status says how it ended."""
+def run_workflow_command(path: str, spawn: bool, imports: list[str],
+                         given: str | None = None) -> int:
+    """Run the definition at ``path`` (either dialect) on ``given`` (``--input``); the exit
+    status says how it ended."""
     from actorstage._run import run
 
     try:
-        return run(_run, path, spawn, imports, sys.stdout)
+        return run(_run, path, spawn, imports, sys.stdout, given)
     except KeyboardInterrupt:  # a second Ctrl-C, while the workflow was being cancelled
         print("actorstage run-workflow: interrupted", file=sys.stderr)
         return 130

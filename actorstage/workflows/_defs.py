@@ -111,13 +111,19 @@ def parse_workflow(data: bytes | str, *, format: Literal["json", "yaml"] = "json
             raw = msgspec.json.decode(text)
         else:
             raw = load(data, format, what)
+    except msgspec.DecodeError as exc:
+        raise InvalidDefinitionError(f"workflow definition is not valid JSON: {exc}") from None
+    return workflow_of(raw, dialect)
+
+
+def workflow_of(raw: Any, dialect: Dialect = "auto") -> WorkflowDef:
+    """A ``WorkflowDef`` from a decoded definition (see ``parse_workflow``)."""
+    try:
         if dialect == "gostage" or (dialect == "auto" and is_gostage(raw)):
             raw = from_gostage(raw)
         defn = msgspec.convert(raw, WorkflowDef)
     except msgspec.ValidationError as exc:
         raise InvalidDefinitionError(f"invalid workflow definition: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidDefinitionError(f"workflow definition is not valid JSON: {exc}") from None
     check_shape(defn)
     return defn
 
@@ -199,19 +205,24 @@ def _unknown(part: dict[str, Any], kind: str, where: str) -> None:
 
 def load_workflow(path: str | Path) -> WorkflowDef:
     """A ``WorkflowDef`` from a ``.json``, ``.yaml`` or ``.yml`` file."""
+    data, fmt = read_definition_file(path)
+    try:
+        return parse_workflow(data, format=fmt)
+    except InvalidDefinitionError as exc:
+        raise InvalidDefinitionError(f"{path}: {exc}") from None
+
+
+def read_definition_file(path: str | Path) -> tuple[bytes, Literal["json", "yaml"]]:
+    """The bytes of a definition file and their format (by its suffix)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
         raise InvalidDefinitionError(
             f"{path}: a workflow file ends in .json, .yaml or .yml, not {suffix or 'nothing'!r}")
     try:
-        data = path.read_bytes()
+        return path.read_bytes(), "json" if suffix == ".json" else "yaml"
     except OSError as exc:
         raise InvalidDefinitionError(f"{path}: cannot read the workflow file: {exc}") from None
-    try:
-        return parse_workflow(data, format="json" if suffix == ".json" else "yaml")
-    except InvalidDefinitionError as exc:
-        raise InvalidDefinitionError(f"{path}: {exc}") from None
 
 
 def valid_id(text: str) -> bool:

@@ -84,6 +84,8 @@ class ProgressEvent(Message, frozen=True, kw_only=True):
     attempt: int = 0
     time: float = 0.0  # seconds since the epoch
     error: ErrorInfo | None = None
+    task: str = ""
+    data: Any = None
 
 
 class BrokerMessage(Message, frozen=True, kw_only=True):
@@ -118,7 +120,8 @@ class StageResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class WorkflowResult(msgspec.Struct, frozen=True, kw_only=True):
-    """How an execution ended: its status, final store, timings, and the error if any."""
+    """How an execution ended: its status, final store, timings, and the error if any;
+    ``output`` is a Serverless Workflow's output."""
 
     execution_id: str
     workflow_id: str
@@ -128,6 +131,7 @@ class WorkflowResult(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float
     duration: float
     error: ErrorInfo | None = None
+    output: Any = None
 
 
 def typed(message: BrokerMessage) -> BrokerMessage:

@@ -59,7 +59,14 @@ from actorstage.workflows._middleware import Middleware
 from actorstage.workflows._workflow import Workflow
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from actorstage.serverless._definition import Definition
+    from actorstage.serverless._execution import ServerlessWorkflow
     from actorstage.transport._options import ProcessOptions
+
+    # What a Runner runs: stages and actions, or a Serverless Workflow.
+    AnyWorkflow: TypeAlias = Workflow | WorkflowDef | Definition | ServerlessWorkflow
 
 __all__ = ["Broker", "Execution", "Runner"]
 
@@ -254,9 +261,12 @@ class _Reporter:
                 await self.execution.tell(report)
 
     async def progress(self, kind: str, *, stage_id: str = "", action_id: str = "",
-                       status: str = "", attempt: int = 0, error: ErrorInfo | None = None) -> None:
+                       status: str = "", attempt: int = 0, error: ErrorInfo | None = None,
+                       task: str = "", data: Any = None) -> None:
         event = {"kind": kind, "stage_id": stage_id, "action_id": action_id, "status": status,
                  "attempt": attempt, "time": time.time(), "error": error}
+        if task:  # a Serverless Workflow's task
+            event["task"], event["data"] = task, data
         await self.report(MessageType.PROGRESS, event, stage_id, action_id)
 
 
@@ -424,13 +434,19 @@ class WorkflowActor(Actor):
 
 
 async def _start_workflow(
-    owner: Actor, workflow: Workflow, execution_id: str, store: dict[str, Any], *,
-    delivered: bool = False,
+    owner: Actor, workflow: Workflow | ServerlessWorkflow, execution_id: str,
+    store: dict[str, Any], *, delivered: bool = False,
 ) -> tuple[Control, ActorRef]:
-    """Start the workflow actor under ``owner`` (which it reports to) and set it running."""
+    """Start the workflow actor under ``owner`` (which it reports to) and set it running:
+    the stages' ``WorkflowActor``, or a Serverless Workflow's ``ServerlessActor``."""
     control = Control()
     context = owner.context
-    ref = await context.spawn(WorkflowActor, workflow, execution_id, control, context.self_ref,
+    actor: type[Actor] = WorkflowActor
+    if not isinstance(workflow, Workflow):
+        from actorstage.serverless._execution import ServerlessActor
+
+        actor = ServerlessActor
+    ref = await context.spawn(actor, workflow, execution_id, control, context.self_ref,
                               delivered, name="workflow")
     context.watch(ref)
     await ref.tell(_Run(store))
@@ -445,8 +461,8 @@ class ExecutionActor(Actor):
     hands on every report to the broker, in order.
     """
 
-    def __init__(self, workflow: Workflow, execution: Execution, broker: Broker,
-                 store: dict[str, Any], process: ProcessOptions | None) -> None:
+    def __init__(self, workflow: Workflow | ServerlessWorkflow, execution: Execution,
+                 broker: Broker, store: dict[str, Any], process: ProcessOptions | None) -> None:
         self.workflow = workflow
         self.execution = execution
         self.broker = broker
@@ -555,10 +571,12 @@ class ChildExecution(Actor):
     arrived before this process exits.
     """
 
-    def __init__(self, defn: WorkflowDef, execution_id: str, store: dict[str, Any],
-                 modules: list[str], main: tuple[str, str] = ("", ""),
+    def __init__(self, defn: WorkflowDef | dict[str, Any], execution_id: str,
+                 store: dict[str, Any], modules: list[str], main: tuple[str, str] = ("", ""),
                  middleware: list[tuple[str, bytes]] | None = None) -> None:
-        self.defn = defn
+        self.defn = defn  # a Serverless Workflow's travels as the mapping it was read as
+        self.workflow_id = defn.id if isinstance(defn, WorkflowDef) else \
+            str(defn["document"]["name"])
         self.main = main
         self.middleware_specs = middleware or []
         self.middleware: list[Middleware] = []
@@ -581,7 +599,13 @@ class ChildExecution(Actor):
         for module in self.modules:  # they register the workflow's actions here
             importlib.import_module(module)
         self.middleware = [CODEC.decode(name, body) for name, body in self.middleware_specs]
-        workflow = Workflow.from_def(self.defn)
+        workflow: Workflow | ServerlessWorkflow
+        if isinstance(self.defn, WorkflowDef):
+            workflow = Workflow.from_def(self.defn)
+        else:
+            from actorstage.serverless._execution import ServerlessWorkflow
+
+            workflow = ServerlessWorkflow.from_raw(self.defn)
         self.control, _ref = await _start_workflow(self, workflow, self.execution_id, self.store,
                                                    delivered=True)
 
@@ -609,7 +633,7 @@ class ChildExecution(Actor):
             error = ErrorInfo(type_name=crash.type_name, message=crash.error_message,
                               traceback=crash.traceback) if crash is not None else None
             await self._end(WorkflowResult(
-                execution_id=self.execution_id, workflow_id=self.defn.id, status=Status.FAILED,
+                execution_id=self.execution_id, workflow_id=self.workflow_id, status=Status.FAILED,
                 store={}, stages=[], started_at=self.started_at,
                 duration=time.monotonic() - self.clock, error=error))
         return None
@@ -626,7 +650,7 @@ class ChildExecution(Actor):
         """The middlewares' ``outgoing`` steps, here in the child."""
         current: BrokerMessage | None = typed(BrokerMessage(
             message_type=report.message_type, payload=report.payload,
-            execution_id=self.execution_id, workflow_id=self.defn.id, stage_id=report.stage_id,
+            execution_id=self.execution_id, workflow_id=self.workflow_id, stage_id=report.stage_id,
             action_id=report.action_id, time=report.time))
         for middleware in self.middleware:
             if current is not None:
@@ -748,6 +772,24 @@ class _ExecutionEvents(Subscription[BrokerMessage]):
         return self
 
 
+def _runnable(workflow: Any) -> Workflow | ServerlessWorkflow:
+    """What ``Runner.start`` runs: a ``Workflow``, or a Serverless Workflow's definition."""
+    if isinstance(workflow, WorkflowDef):
+        return Workflow.from_def(workflow)
+    if isinstance(workflow, Workflow):
+        return workflow
+    from actorstage.serverless._definition import Definition
+    from actorstage.serverless._execution import ServerlessWorkflow
+
+    if isinstance(workflow, Definition):
+        return ServerlessWorkflow(workflow)
+    if isinstance(workflow, ServerlessWorkflow):
+        return workflow
+    raise InvalidDefinitionError(
+        "Runner.start takes a Workflow, a WorkflowDef or a Serverless Workflow Definition, "
+        f"got {workflow!r}")
+
+
 class Runner:
     """Runs workflows as actors in an ``ActorSystem``.
 
@@ -802,38 +844,23 @@ class Runner:
         return self._system
 
     async def start(
-        self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
+        self, workflow: AnyWorkflow, *, execution_id: str | None = None,
         store: dict[str, Any] | None = None, process: bool | ProcessOptions | None = None,
     ) -> Execution:
         """Start ``workflow``; returns its ``Execution`` at once.
 
         It runs in this process, or with ``process=True`` (or a
         ``ProcessOptions``) in a child process of its own, whose reports reach
-        the broker here as they happen.
+        the broker here as they happen. A Serverless Workflow ``Definition``
+        runs too: ``store`` is then its input, and its output the final store.
         """
-        if isinstance(workflow, WorkflowDef):
-            workflow = Workflow.from_def(workflow)
-        if not isinstance(workflow, Workflow):
-            raise InvalidDefinitionError(
-                f"Runner.start takes a Workflow or a WorkflowDef, got {workflow!r}")
+        runnable = _runnable(workflow)
         options = options_for(process, self.system.process_defaults)
         broker = self.broker
-        if options is not None:  # a spawn: middlewares may rewrite the definition first
-            for middleware in broker.middleware:
-                defn = workflow.defn
-                try:
-                    changed = await middleware.spawn_definition(defn)
-                except Exception as exc:
-                    raise InvalidDefinitionError(
-                        f"spawn middleware {type(middleware).__name__} refused the spawn: "
-                        f"{exc}") from exc
-                if changed is not defn:
-                    if not isinstance(changed, WorkflowDef):
-                        raise InvalidDefinitionError(
-                            f"spawn middleware {type(middleware).__name__}.spawn_definition "
-                            f"gave {changed!r}, not a WorkflowDef")
-                    workflow = Workflow.from_def(changed)  # checked again
-        initial = {**workflow.defn.store, **(store or {})}
+        if options is not None and isinstance(runnable, Workflow):
+            runnable = await self._spawn_definition(runnable)  # middlewares may rewrite it
+        defaults = runnable.defn.store if isinstance(runnable, Workflow) else {}
+        initial = {**defaults, **(store or {})}
         try:
             msgspec.msgpack.encode(initial)
         except (TypeError, ValueError) as exc:
@@ -841,7 +868,7 @@ class Runner:
         if execution_id is not None and not valid_id(execution_id):
             raise InvalidDefinitionError(
                 f"execution id {execution_id!r} must be 1-128 letters, digits or _.:-")
-        execution = Execution(execution_id or uuid.uuid4().hex, workflow.id, initial)
+        execution = Execution(execution_id or uuid.uuid4().hex, runnable.id, initial)
         if options is not None:
             env = {name: value for middleware in broker.middleware
                    for name, value in middleware.child_env().items()}
@@ -850,7 +877,7 @@ class Runner:
             await broker.hook("before_spawn", execution)
         try:
             execution._ref = await self.system.spawn(
-                ExecutionActor, workflow, execution, broker, initial, options,
+                ExecutionActor, runnable, execution, broker, initial, options,
                 name=f"execution-{execution.id}")
         except ActorCrashedError as exc:
             inner = exc.__cause__
@@ -865,6 +892,24 @@ class Runner:
             await broker.hook("after_spawn", execution)
         return execution
 
+    async def _spawn_definition(self, workflow: Workflow) -> Workflow:
+        """The definition a spawn runs, after the middlewares' ``spawn_definition``."""
+        for middleware in self.broker.middleware:
+            defn = workflow.defn
+            try:
+                changed = await middleware.spawn_definition(defn)
+            except Exception as exc:
+                raise InvalidDefinitionError(
+                    f"spawn middleware {type(middleware).__name__} refused the spawn: "
+                    f"{exc}") from exc
+            if changed is not defn:
+                if not isinstance(changed, WorkflowDef):
+                    raise InvalidDefinitionError(
+                        f"spawn middleware {type(middleware).__name__}.spawn_definition "
+                        f"gave {changed!r}, not a WorkflowDef")
+                workflow = Workflow.from_def(changed)  # checked again
+        return workflow
+
     async def _outcome(self, execution: Execution) -> WorkflowResult:
         """Its result; cancelling the caller cancels the execution (structured concurrency)."""
         try:
@@ -877,7 +922,7 @@ class Runner:
             raise
 
     async def execute(
-        self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
+        self, workflow: AnyWorkflow, *, execution_id: str | None = None,
         store: dict[str, Any] | None = None,
     ) -> WorkflowResult:
         """Run ``workflow`` in this process to its end and return the result.
@@ -890,7 +935,7 @@ class Runner:
         return await self._outcome(execution)
 
     async def spawn(
-        self, workflow: Workflow | WorkflowDef, *, execution_id: str | None = None,
+        self, workflow: AnyWorkflow, *, execution_id: str | None = None,
         store: dict[str, Any] | None = None, process: bool | ProcessOptions = True,
     ) -> WorkflowResult:
         """Run ``workflow`` in a child process to its end and return the result.

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actorstage._documents import DocumentError, load
 from actorstage._suggest import unknown_name
 from actorstage.exceptions import InvalidDefinitionError
-from actorstage.workflows._defs import ActionDef, WorkflowDef, check_shape
+from actorstage.workflows._defs import ActionDef, WorkflowDef, check_shape, workflow_of
 from actorstage.workflows._registry import Action, Registered, lookup, registered_actions
 
-__all__ = ["Workflow"]
+if TYPE_CHECKING:
+    from actorstage.serverless._execution import ServerlessWorkflow
+
+__all__ = ["Workflow", "defaults_of", "read_workflow"]
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,30 @@ class Workflow:
     def modules(self) -> list[str]:
         """The modules that register this workflow's actions (a child imports them)."""
         return sorted({step.registered.module for step in self._steps.values()})
+
+
+def read_workflow(data: bytes | str, *, format: str | None = None
+                  ) -> Workflow | ServerlessWorkflow:
+    """A checked workflow of either dialect from YAML or JSON text (JSON when it starts
+    with ``{``, unless ``format`` says): a Serverless Workflow when it has
+    ``document.dsl``, stages and actions (actorstage's or gostage's) otherwise.
+    ``InvalidDefinitionError`` names every problem."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    fmt = format or ("json" if text.lstrip().startswith("{") else "yaml")
+    try:
+        raw = load(data, fmt, "the workflow definition")
+    except DocumentError as exc:
+        raise InvalidDefinitionError(str(exc)) from None
+    from actorstage.serverless._definition import is_serverless
+
+    if is_serverless(raw):
+        from actorstage.serverless._definition import parse_definition
+        from actorstage.serverless._execution import ServerlessWorkflow
+
+        return ServerlessWorkflow(parse_definition(raw))
+    return Workflow.from_def(workflow_of(raw))
+
+
+def defaults_of(workflow: Workflow | ServerlessWorkflow) -> dict[str, Any]:
+    """The store a workflow starts with before the caller's values: its definition's."""
+    return dict(workflow.defn.store) if isinstance(workflow, Workflow) else {}

@@ -114,15 +114,16 @@ def grpcio_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleTy
                   ("runner", "control", "pipeline"))
 
 
-def _stubs(target: Path, package: str, names: tuple[str, ...]) -> dict[str, ModuleType]:
+def _stubs(target: Path, package: str, names: tuple[str, ...],
+           also: tuple[str, ...] = ()) -> dict[str, ModuleType]:
     """Generate and import the grpcio modules of ``package``'s ``names``, from the
-    directory that ``actorstage protos`` prints."""
+    directory that ``actorstage protos`` prints (``also``: more files they import)."""
     include = subprocess.run([sys.executable, "-m", "actorstage", "protos"], check=True,
                              capture_output=True, text=True).stdout.strip()
     folder = package.replace(".", "/")
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{include}",
                     f"--python_out={target}", f"--grpc_python_out={target}",
-                    *(f"{folder}/{name}.proto" for name in names)],
+                    *(f"{folder}/{name}.proto" for name in names), *also],
                    check=True, capture_output=True)
     return {module: _load(target, f"{package}.{module}")
             for name in names for module in (f"{name}_pb2", f"{name}_pb2_grpc")}
@@ -150,3 +151,28 @@ def remotemedia_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Mod
     client's own would be: ``remotemedia.v1.<name>_pb2``."""
     return _stubs(tmp_path_factory.mktemp("remotemedia"), "remotemedia.v1",
                   ("common", "execution", "streaming"))
+
+
+@pytest.fixture(scope="session")
+def stigmer_stubs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
+    """grpcio stubs of Stigmer's runner contract and of its status callback, generated from
+    the .proto files actorstage ships (``ai/stigmer/...`` under ``actorstage protos``), as
+    Stigmer's own would be: ``ai.stigmer.agentic.workflowrunner.v1.interface_pb2``..."""
+    target = tmp_path_factory.mktemp("stigmer")
+    dependencies = ("ai/stigmer/commons/apiresource/metadata.proto",
+                    "ai/stigmer/commons/apiresource/enum.proto",
+                    "ai/stigmer/commons/apiresource/status.proto",
+                    "ai/stigmer/commons/apiresource/io.proto",
+                    "ai/stigmer/agentic/executioncontext/v1/spec.proto",
+                    "ai/stigmer/agentic/workflowexecution/v1/api.proto",
+                    "ai/stigmer/agentic/workflowexecution/v1/enum.proto",
+                    "ai/stigmer/agentic/workflowexecution/v1/spec.proto",
+                    "ai/stigmer/agentic/workflowexecution/v1/command.proto")
+    stubs = _stubs(target, "ai.stigmer.agentic.workflowrunner.v1", ("interface", "io"),
+                   also=dependencies)
+    for name in ("api", "enum", "command"):
+        stubs[f"execution_{name}_pb2"] = _load(
+            target, f"ai.stigmer.agentic.workflowexecution.v1.{name}_pb2")
+    stubs["execution_command_pb2_grpc"] = _load(
+        target, "ai.stigmer.agentic.workflowexecution.v1.command_pb2_grpc")
+    return stubs

@@ -96,7 +96,7 @@ do:
     state = Run(definition, {})
     assert await execute(definition, system=None, run=state) == {
         "colors": ["red", "green", "blue"]}
-    assert [where for event, where in state.events if event == "started"] == [
+    assert [where for event, where in state.events if event == "task_started"] == [
         "/do/0/setRed", "/do/2/setGreen", "/do/1/setBlue"]
 
 
@@ -217,7 +217,7 @@ do:
         cancelled.control.cancel()
         with pytest.raises(Cancelled, match="was cancelled"):
             await task
-    assert ("started", "/do/1/done") not in cancelled.events
+    assert ("task_started", "/do/1/done") not in cancelled.events
     assert parse_definition(HEAD + "do:\n  - w: {wait: PT1M30S}\n")  # ISO 8601 reads
 
 

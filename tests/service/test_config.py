@@ -25,6 +25,8 @@ from tests.interop.conftest import ROOT
     ({"isolate": "elsewhere"}, "isolate is"),
     ({"token": " "}, "the token is empty"),
     ({"max_pipeline_sessions": 0}, "max_pipeline_sessions must be >= 1"),
+    ({"stigmer_endpoint": "stigmer"}, "stigmer_endpoint: a callback endpoint is HOST:PORT"),
+    ({"stigmer_api_key": "k"}, "need a stigmer_endpoint"),
 ])
 def test_bad_settings_are_refused_naming_them(settings: dict[str, object], text: str) -> None:
     with pytest.raises(ValueError, match=text):
@@ -59,6 +61,36 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path) -> None
     assert from_flags.host == "::1"  # what no flag sets still comes from the file
     defaults = build_config(_args(), {})
     assert defaults == ServiceConfig()
+
+
+def test_stigmer_runner_environment_configures_the_port_and_the_status_callback(
+        tmp_path: Path) -> None:
+    environ = {"GRPC_PORT": "9090", "STIGMER_SERVICE_ENDPOINT": "stigmer.internal:443",
+               "STIGMER_SERVICE_API_KEY": "key-1"}
+    config = build_config(_args(), environ)
+    assert (config.host, config.port) == ("127.0.0.1", 9090)  # the address stays loopback
+    assert (config.stigmer_endpoint, config.stigmer_api_key, config.stigmer_tls) == (
+        "stigmer.internal:443", "key-1", True)  # TLS unless told otherwise, as Stigmer's
+    # The names Stigmer's runner code reads work too; flags beat the environment.
+    config = build_config(_args("--no-stigmer-tls", "--port", "7000"), {
+        "GRPC_PORT": "9090", "STIGMER_BACKEND_ENDPOINT": "backend:8080",
+        "STIGMER_API_KEY": "key-2", "STIGMER_SERVICE_USE_TLS": "true"})
+    assert (config.port, config.stigmer_endpoint, config.stigmer_api_key,
+            config.stigmer_tls) == (7000, "backend:8080", "key-2", False)
+    assert build_config(_args(), {"STIGMER_SERVICE_ENDPOINT": "s:1",
+                                  "STIGMER_SERVICE_USE_TLS": "false"}).stigmer_tls is False
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file\n")
+    settings = tmp_path / "serve.toml"
+    settings.write_text(f'stigmer_endpoint = "s:1"\nstigmer_api_key_file = "{key_file}"\n')
+    assert build_config(_args("--config", str(settings)), {}).stigmer_api_key == "from-file"
+    for environ, text in (({"GRPC_PORT": "http"}, "GRPC_PORT is a port number"),
+                          ({"GRPC_PORT": "0"}, "GRPC_PORT is a port number"),
+                          ({"STIGMER_SERVICE_ENDPOINT": "s:1",
+                            "STIGMER_SERVICE_USE_TLS": "maybe"}, "STIGMER_SERVICE_USE_TLS"),
+                          ({"STIGMER_SERVICE_API_KEY": "k"}, "need a stigmer_endpoint")):
+        with pytest.raises(ConfigError, match=text):
+            build_config(_args(), environ)
 
 
 def test_a_token_comes_from_the_environment_or_a_file_never_a_flag(tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ from tests.service.helpers import SHORT, run, serving, workflow
 pytestmark = pytest.mark.anyio
 
 
+STIGMER = "ai.stigmer.agentic.workflowrunner.v1.WorkflowRunnerServiceController"
+
+
 async def test_a_token_is_required_when_configured_but_not_for_health() -> None:
     async with serving(token="s3cret") as (server, stub):
         for metadata, text in [(None, "missing credentials"),
@@ -51,6 +54,9 @@ async def test_a_token_is_required_when_configured_but_not_for_health() -> None:
         async with Channel("127.0.0.1", server.port) as channel:
             health = await HealthStub(channel).Check(HealthCheckRequest(service=""))
             assert health.status == HealthCheckResponse.SERVING
+            for name in ("actorstage.v1.Runner", STIGMER):  # each service by its name too
+                health = await HealthStub(channel).Check(HealthCheckRequest(service=name))
+                assert health.status == HealthCheckResponse.SERVING
 
 
 def _certificate(directory: Path) -> tuple[str, str]:
@@ -105,7 +111,7 @@ async def test_reflection_describes_the_runner_service() -> None:
                 listed = await stream.recv_message()
                 assert listed is not None
                 names = {service.name for service in listed.list_services_response.service}
-                assert {"actorstage.v1.Runner", "grpc.health.v1.Health"} <= names
+                assert {"actorstage.v1.Runner", "grpc.health.v1.Health", STIGMER} <= names
                 await stream.send_message(ServerReflectionRequest(
                     file_containing_symbol="actorstage.v1.Runner"))
                 found = await stream.recv_message()

@@ -824,7 +824,7 @@ class ProgressEvent(betterproto2.Message):
     """
     workflow_started, workflow_paused, workflow_resumed, workflow_finished,
     stage_started, stage_finished, action_started, action_retry,
-    action_finished, or log.
+    action_finished, task_started, task_finished, task_retry, task_skipped, or log.
     """
 
     execution_id: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
@@ -856,6 +856,17 @@ class ProgressEvent(betterproto2.Message):
     store_json: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
     """
     On workflow_finished: the final store, a JSON object.
+    """
+
+    task: "str" = betterproto2.field(13, betterproto2.TYPE_STRING)
+    """
+    A Serverless Workflow's task events (task_started, task_finished, task_retry,
+    task_skipped): the task's JSON pointer, such as "/do/0/fetch".
+    """
+
+    data_json: "str" = betterproto2.field(14, betterproto2.TYPE_STRING)
+    """
+    On task_started the task's input, on task_finished its output, as JSON.
     """
 
 
