@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--input", metavar="JSON",
                       help="the initial store (a Serverless Workflow's input): a JSON "
                            "object, or @FILE")
+    _allow_run_flag(flow)
     _import_flag(flow, "actions")
 
     pipe = _command(
@@ -205,6 +206,29 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--max-message-size", type=int, metavar="BYTES",
                        help="the largest request message any RPC accepts; larger ones get "
                             "RESOURCE_EXHAUSTED (default 67108864, 64 MiB)")
+    _allow_run_flag(serve)
+
+
+def _allow_run_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-run", metavar="KINDS", type=_run_kinds,
+                        help="let Serverless Workflows run processes: shell, script or "
+                             "shell,script (off by default; or $ACTORSTAGE_SERVERLESS_RUN)")
+
+
+def _run_kinds(text: str) -> str:
+    kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in ("shell", "script")]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"{text!r}: give shell, script or shell,script")
+    return ",".join(kinds)
+
+
+def allow_runs(kinds: str | None) -> None:
+    """``--allow-run``: set for this process and the child processes it starts."""
+    if kinds:
+        from actorstage.serverless._process import RUN_ENV
+
+        os.environ[RUN_ENV] = kinds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run-workflow":
         from actorstage.workflows._cli import run_workflow_command
 
+        allow_runs(args.allow_run)
         return run_workflow_command(args.file, args.spawn, args.imports, args.input)
     if args.command == "run-pipeline":
         from actorstage.pipelines._cli import run_pipeline_command

@@ -18,7 +18,6 @@ __all__ = ["TASK_KINDS", "Definition", "DefinitionError", "Task", "is_serverless
 
 TASK_KINDS = ("call", "do", "emit", "for", "fork", "listen", "raise", "run", "set", "switch",
               "try", "wait")
-RUNS = frozenset({"call", "do", "for", "fork", "raise", "set", "switch", "try", "wait"})
 COMMON = frozenset({"if", "input", "output", "export", "timeout", "then", "metadata"})
 FLOW = frozenset({"continue", "exit", "end"})
 _METHODS = frozenset({"get", "post", "put", "patch", "delete", "head", "options"})
@@ -93,6 +92,8 @@ def parse_definition(data: bytes | str | dict[str, Any], *, format: str = "yaml"
     for key in ("input", "output"):
         if key in raw and not isinstance(raw[key], dict):
             problems.append((f"/{key}", "must be a mapping"))
+        elif key in raw:
+            _check_schema(raw[key].get("schema"), f"/{key}/schema", problems)
     if problems:
         raise DefinitionError(problems)
     return Definition(raw, tasks)
@@ -151,6 +152,9 @@ def _task_list(value: Any, where: str, problems: list[tuple[str, str]], *,
         for key in unknown:
             problems.append((f"{pointer}/{key}", f"unknown property of a {kind} task"))
         task = Task(str(name), kind, body, pointer)
+        for key in ("input", "output", "export"):
+            if isinstance(body.get(key), dict):
+                _check_schema(body[key].get("schema"), f"{pointer}/{key}/schema", problems)
         _check_task(task, problems)
         tasks.append(task)
     for task in tasks:  # a `then` names a task of the same list
@@ -172,23 +176,9 @@ def _belongs(kinds: list[str], key: str) -> bool:
 def _check_task(task: Task, problems: list[tuple[str, str]]) -> None:
     kind, body, pointer = task.kind, task.body, task.pointer
     here = f"{pointer}/{kind}"
-    if kind not in RUNS:
-        problems.append((here, f"{kind} tasks are not supported by this runtime yet; it runs "
-                               f"{', '.join(sorted(RUNS))}"))
-        return
     value = body[kind]
-    if kind == "call" and value != "http":
-        problems.append((here, f"call {value!r} is not supported by this runtime yet; it "
-                               "calls http"))
-    elif kind == "call":
-        spec = body.get("with")
-        if not isinstance(spec, dict) or "endpoint" not in spec:
-            problems.append((f"{pointer}/with/endpoint", "missing: the URI to call"))
-        elif str(spec.get("method", "get")).lower() not in _METHODS:
-            problems.append((f"{pointer}/with/method", f"{spec.get('method')!r} is not an "
-                                                        "HTTP method"))
-        elif spec.get("output", "content") not in ("content", "response", "raw"):
-            problems.append((f"{pointer}/with/output", "content, response or raw"))
+    if kind == "call":
+        _check_call(value, body.get("with"), pointer, problems)
     elif kind == "set" and not isinstance(value, dict | str):
         problems.append((here, "must be a mapping of values, or an expression"))
     elif kind == "do":
@@ -248,6 +238,111 @@ def _check_task(task: Task, problems: list[tuple[str, str]]) -> None:
         branches = value.get("branches") if isinstance(value, dict) else None
         task.lists["branches"] = _task_list(branches, f"{here}/branches", problems,
                                             required=True)
+    elif kind == "emit":
+        event = value.get("event") if isinstance(value, dict) else None
+        attributes = event.get("with") if isinstance(event, dict) else None
+        if not isinstance(attributes, dict):
+            problems.append((f"{here}/event/with", "missing: the event's attributes"))
+            return
+        for key in ("source", "type"):
+            if not attributes.get(key):
+                problems.append((f"{here}/event/with/{key}", "missing: an emitted event has "
+                                                             "a source and a type"))
+    elif kind == "listen":
+        _check_listen(task, value, here, problems)
+    elif kind == "run":
+        _check_run(value, body, here, problems)
+
+
+def _check_schema(schema: Any, where: str, problems: list[tuple[str, str]]) -> None:
+    """A data schema: JSON Schema, given inline as ``document`` (checked as a schema)."""
+    if schema is None:
+        return
+    if not isinstance(schema, dict) or schema.get("format", "json") != "json" or \
+            not isinstance(schema.get("document"), dict):
+        problems.append((where, "a schema here is {format: json, document: <a JSON Schema>}"
+                                " (schemas by reference, resource, are not read)"))
+        return
+    try:
+        from jsonschema import Draft202012Validator, SchemaError
+    except ImportError:  # checked when it runs, with the extra installed
+        return
+    try:
+        Draft202012Validator.check_schema(schema["document"])
+    except SchemaError as exc:
+        problems.append((f"{where}/document", f"not a valid JSON Schema: {exc.message}"))
+
+
+CALLS = ("grpc", "http", "openapi")
+
+
+def _check_call(value: Any, spec: Any, pointer: str, problems: list[tuple[str, str]]) -> None:
+    if value not in CALLS:
+        problems.append((f"{pointer}/call", f"call {value!r} is not supported by this runtime;"
+                                            f" it calls {', '.join(CALLS)}"))
+        return
+    if not isinstance(spec, dict):
+        problems.append((f"{pointer}/with", "missing: the call's arguments"))
+        return
+    needs = {"http": ("endpoint",), "openapi": ("document", "operationId"),
+             "grpc": ("proto", "service", "method")}[value]
+    for key in needs:
+        if key not in spec:
+            problems.append((f"{pointer}/with/{key}", f"missing: a {value} call needs "
+                                                      f"{', '.join(needs)}"))
+    if value == "http" and "endpoint" in spec and \
+            str(spec.get("method", "get")).lower() not in _METHODS:
+        problems.append((f"{pointer}/with/method", f"{spec.get('method')!r} is not an "
+                                                    "HTTP method"))
+    if spec.get("output", "content") not in ("content", "response", "raw"):
+        problems.append((f"{pointer}/with/output", "content, response or raw"))
+
+
+def _check_run(value: Any, body: dict[str, Any], here: str,
+               problems: list[tuple[str, str]]) -> None:
+    processes = [key for key in ("container", "script", "shell", "workflow")
+                 if isinstance(value, dict) and key in value]
+    if len(processes) != 1:
+        problems.append((here, "a run task runs one of container, script, shell or workflow"))
+        return
+    which, spec = processes[0], value[processes[0]]
+    if which in ("container", "workflow"):
+        problems.append((f"{here}/{which}", f"run: {which} is not supported by this runtime: "
+                                            "it runs shell commands and python or js scripts "
+                                            "(where the runner allows them)"))
+    elif not isinstance(spec, dict):
+        problems.append((f"{here}/{which}", "must be a mapping"))
+    elif which == "shell" and not isinstance(spec.get("command"), str):
+        problems.append((f"{here}/shell/command", "missing: the command to run"))
+    elif which == "script":
+        if spec.get("language") not in ("python", "js", "javascript"):
+            problems.append((f"{here}/script/language", f"{spec.get('language')!r}: scripts "
+                                                        "are python or js"))
+        if "code" not in spec and "source" not in spec:
+            problems.append((f"{here}/script", "missing: code, or its source"))
+    returned = value.get("return", "stdout") if isinstance(value, dict) else "stdout"
+    if returned not in ("stdout", "stderr", "code", "all", "none"):
+        problems.append((f"{here}/return", f"{returned!r} is not stdout, stderr, code, all or "
+                                           "none"))
+
+
+def _check_listen(task: Task, value: Any, here: str, problems: list[tuple[str, str]]) -> None:
+    to = value.get("to") if isinstance(value, dict) else None
+    if not isinstance(to, dict) or not {"all", "any", "one"} & set(to):
+        problems.append((f"{here}/to", "missing: the events to wait for (all, any or one)"))
+        return
+    for key, filters in to.items():
+        if key in ("all", "any") and not isinstance(filters, list):
+            problems.append((f"{here}/to/{key}", "must be a list of event filters"))
+        elif key == "one" and not isinstance(filters, dict):
+            problems.append((f"{here}/to/one", "must be an event filter (with)"))
+    read = value.get("read", "data")
+    if read not in ("data", "envelope", "raw"):
+        problems.append((f"{here}/read", f"{read!r} is not data, envelope or raw"))
+    foreach = task.body.get("foreach")
+    if isinstance(foreach, dict) and "do" in foreach:
+        task.lists["foreach"] = _task_list(foreach["do"], f"{task.pointer}/foreach/do",
+                                           problems, required=True)
 
 
 def duration_seconds(value: Any) -> float:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from actorstage.actors._actor import Actor
 from actorstage.actors._system import ActorSystem
+from actorstage.serverless._bus import EventBus, default_bus, matches
 from actorstage.serverless._definition import Definition, Task, duration_seconds
 from actorstage.serverless._expressions import ExpressionError, evaluate, render
 from actorstage.workflows._context import Control
@@ -81,6 +82,7 @@ class Run:
     secrets: dict[str, Any] = field(default_factory=dict)
     control: Control = field(default_factory=Control)
     report: Report | None = None  # the progress of a Runner's execution goes out here
+    bus: EventBus = field(default_factory=default_bus)  # where emit and listen meet
     # (kind, task pointer) of the latest progress events, for a look from Python
     events: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
     started_at: float = field(default_factory=time.time)
@@ -182,8 +184,10 @@ class TaskActor(Actor):
                 return Outcome(raw)
             data = raw
             spec = body.get("input")
-            if isinstance(spec, dict) and "from" in spec:
-                data = self._transform(spec["from"], raw, arguments)
+            if isinstance(spec, dict):
+                self._validated(spec, raw, "input")
+                if "from" in spec:
+                    data = self._transform(spec["from"], raw, arguments)
             arguments["input"] = data
             await run.progress("task_started", task.pointer, status="running", data=data)
             try:
@@ -195,13 +199,17 @@ class TaskActor(Actor):
                 await run.progress("task_finished", task.pointer, status="cancelled")
                 raise
             spec = body.get("output")
-            if isinstance(spec, dict) and "as" in spec:
-                output = self._transform(spec["as"], output, {**arguments, "output": output})
+            if isinstance(spec, dict):
+                if "as" in spec:
+                    output = self._transform(spec["as"], output,
+                                             {**arguments, "output": output})
+                self._validated(spec, output, "output")
             spec = body.get("export")
             if isinstance(spec, dict) and "as" in spec:
                 run.context = self._transform(spec["as"], output,
                                               {**arguments, "output": output,
                                                "context": run.context})
+                self._validated(spec, run.context, "exported context")
         except ExpressionError as exc:
             error = _expression_error(task, exc)
             await run.progress("task_finished", task.pointer, status="failed", error=error)
@@ -210,6 +218,26 @@ class TaskActor(Actor):
         if flow is None:  # a task's own `then` (a switch or a list may have chosen)
             flow = body.get("then", "continue")
         return Outcome(output, flow)
+
+    def _validated(self, spec: dict[str, Any], value: Any, what: str) -> None:
+        """``value`` checked against ``spec.schema`` (a JSON Schema document), if any: the
+        DSL's validation error names every problem."""
+        schema = spec.get("schema")
+        if schema is None:
+            return
+        from jsonschema import Draft202012Validator
+
+        document = schema.get("document", {}) if isinstance(schema, dict) else {}
+        problems = sorted(Draft202012Validator(document).iter_errors(value),
+                          key=lambda error: list(error.absolute_path))
+        if problems:
+            listed = "; ".join(f"{'/' + '/'.join(map(str, error.absolute_path))}: "
+                               f"{error.message}" for error in problems[:10])
+            raise WorkflowError({"type": ERRORS + "validation", "status": 400,
+                                 "title": "Validation Error",
+                                 "detail": f"the {what} of {self.task.name!r} does not match "
+                                           f"its schema: {listed}",
+                                 "instance": self.task.pointer or "/"})
 
     @staticmethod
     def _transform(spec: Any, data: Any, arguments: dict[str, Any]) -> Any:
@@ -242,6 +270,17 @@ class TaskActor(Actor):
             return await self._for(value, data, arguments, variables)
         if kind == "raise":
             raise self._raised(value["error"], data, arguments)
+        if kind == "emit":
+            try:
+                return self.run.bus.publish(render(value["event"]["with"], data, arguments)), None
+            except ValueError as exc:
+                raise WorkflowError({"type": ERRORS + "validation", "status": 400,
+                                     "title": "Bad Event", "detail": str(exc),
+                                     "instance": task.pointer}) from None
+        if kind == "listen":
+            return await self._listen(value, data, arguments, variables), None
+        if kind == "run":
+            return await self._process(value, data, arguments), None
         assert kind == "wait", kind  # (the definition's check refuses any other kind)
         await self._wait(duration_seconds(value))
         return data, None
@@ -268,22 +307,91 @@ class TaskActor(Actor):
                 return current, "end"
         return current, None
 
+    async def _process(self, value: dict[str, Any], data: Any, arguments: dict[str, Any]
+                       ) -> Any:
+        """``run: shell`` or ``run: script``, where this runner allows it."""
+        from actorstage.serverless._process import ProcessError, run_process
+
+        which = next(key for key in ("shell", "script") if key in value)
+        wait = value.get("await", True) is not False
+        try:
+            output = await self._cancellable(run_process(
+                which, render(value[which], data, arguments), wait=wait,
+                returns=value.get("return", "stdout")))
+        except ProcessError as exc:
+            kind = "authorization" if exc.status == 403 else "runtime"
+            raise WorkflowError({"type": ERRORS + kind, "status": exc.status,
+                                 "title": exc.title, "detail": exc.detail,
+                                 "instance": self.task.pointer}) from None
+        return output if wait else data
+
+    async def _listen(self, spec: dict[str, Any], data: Any, arguments: dict[str, Any],
+                      variables: dict[str, Any]) -> Any:
+        """Wait on the bus for the events ``to`` asks for; their data (``read``), or each
+        one's ``foreach`` output."""
+        read = spec.get("read", "data")
+
+        def shaped(event: dict[str, Any]) -> Any:
+            return event if read == "envelope" else event.get("data")
+
+        def check(expression: str, value: Any) -> Any:
+            return evaluate(expression, value, arguments)
+
+        with self.run.bus.listen() as queue:
+            events = await self._cancellable(_consume(queue, spec["to"], check, shaped,
+                                                      arguments))
+        items = [shaped(event) for event in events]
+        foreach = self.task.body.get("foreach")
+        if not isinstance(foreach, dict):
+            return items
+        name, at = foreach.get("item", "item"), foreach.get("at", "index")
+        outputs = []
+        for index, item in enumerate(items):
+            scope = {**variables, name: item, at: index}
+            output: Any = item
+            if "foreach" in self.task.lists:
+                output, _ended = await self.tasks(self.task.lists["foreach"], item, scope)
+            shape = foreach.get("output")
+            if isinstance(shape, dict) and "as" in shape:
+                output = self._transform(shape["as"], output, {**arguments, **scope,
+                                                                "output": output})
+            shape = foreach.get("export")
+            if isinstance(shape, dict) and "as" in shape:
+                self.run.context = self._transform(shape["as"], output, {
+                    **arguments, **scope, "output": output, "context": self.run.context})
+            outputs.append(output)
+        return outputs
+
     async def _call(self, data: Any, arguments: dict[str, Any]) -> Any:
+        """``call: http``, ``openapi`` or ``grpc``, with its evaluated ``with``; a failure
+        is the DSL's communication error, at this task."""
         from actorstage.serverless._http import CallError, call_http
 
         spec = render(self.task.body.get("with") or {}, data, arguments)
-        endpoint = spec.get("endpoint")
-        if isinstance(endpoint, dict):  # a name in use.authentications, or {use: name}
-            named = endpoint.get("authentication")
-            if isinstance(named, dict) and set(named) == {"use"}:
-                named = named["use"]
-            if isinstance(named, str):
-                endpoint["authentication"] = self.run.used("authentications", named,
-                                                           self.task.pointer)
+        for holder in (spec, spec.get("endpoint"), spec.get("document"), spec.get("service")):
+            if isinstance(holder, dict):  # a name in use.authentications, or {use: name}
+                self._authentication(holder)
+        kind = self.task.body["call"]
         try:
+            if kind == "openapi":
+                from actorstage.serverless._openapi import call_openapi
+
+                return await self._cancellable(call_openapi(spec))
+            if kind == "grpc":
+                from actorstage.serverless._grpc import call_grpc
+
+                return await self._cancellable(call_grpc(spec))
             return await self._cancellable(call_http(spec, data))
         except CallError as exc:
             raise WorkflowError({**exc.error, "instance": self.task.pointer}) from None
+
+    def _authentication(self, holder: dict[str, Any]) -> None:
+        named = holder.get("authentication")
+        if isinstance(named, dict) and set(named) == {"use"}:
+            named = named["use"]
+        if isinstance(named, str):
+            holder["authentication"] = self.run.used("authentications", named,
+                                                     self.task.pointer)
 
     async def _try(self, data: Any, arguments: dict[str, Any], variables: dict[str, Any]
                    ) -> tuple[Any, str | None]:
@@ -424,6 +532,63 @@ class TaskActor(Actor):
         return current, False
 
 
+class _Strategy:
+    """One event consumption strategy (``one``, ``any`` or ``all`` of event filters)."""
+
+    def __init__(self, spec: dict[str, Any], check: Any) -> None:
+        self.check = check
+        if "all" in spec:
+            self.kind, self.filters = "all", list(spec["all"] or [])
+        elif "one" in spec:
+            self.kind, self.filters = "one", [spec["one"]]
+        else:
+            self.kind, self.filters = "any", list(spec.get("any") or [])
+        self.pending = list(range(len(self.filters)))
+
+    def _passes(self, spec: Any, event: dict[str, Any]) -> bool:
+        wanted = spec.get("with") if isinstance(spec, dict) else None
+        return all(key in event and matches(value, event[key], self.check)
+                   for key, value in (wanted or {}).items())
+
+    def offer(self, event: dict[str, Any]) -> tuple[bool, bool]:
+        """(the event is one this strategy takes, the strategy is satisfied)"""
+        if self.kind == "all":
+            for index in self.pending:
+                if self._passes(self.filters[index], event):
+                    self.pending.remove(index)
+                    return True, not self.pending
+            return False, False
+        taken = not self.filters or any(self._passes(spec, event) for spec in self.filters)
+        return taken, taken
+
+
+async def _consume(queue: asyncio.Queue[dict[str, Any]], to: dict[str, Any], check: Any,
+                   shaped: Any, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events a ``listen`` consumes, in order; those that satisfy a strategy ``until``
+    end it and are not among them."""
+    main = _Strategy(to, check)
+    until = to.get("until") if main.kind == "any" else None
+    stop = _Strategy(until, check) if isinstance(until, dict) else None
+    consumed: list[dict[str, Any]] = []
+    while True:
+        event = await queue.get()
+        if stop is not None:
+            taken, done = stop.offer(event)
+            if taken:
+                if done:
+                    return consumed
+                continue
+        taken, done = main.offer(event)
+        if not taken:
+            continue
+        consumed.append(event)
+        if isinstance(until, str):
+            if _truthy(evaluate(until, [shaped(one) for one in consumed], arguments)):
+                return consumed
+        elif until is None and done:
+            return consumed
+
+
 def _unwrapped(outcome: Outcome) -> Any:
     """A task's output; its fault, or the execution's cancel, raised."""
     if outcome.error is not None:
@@ -489,6 +654,7 @@ class RunActor(TaskActor):
             try:
                 data = run.input
                 spec = raw.get("input") or {}
+                self._validated(spec, data, "input")
                 if "from" in spec:
                     data = self._transform(spec["from"], data, run.arguments({"input": data}))
                 output, _ended = await self._timed(self.tasks(run.definition.tasks, data, {}))
@@ -496,6 +662,7 @@ class RunActor(TaskActor):
                 if "as" in spec:
                     output = self._transform(spec["as"], output, run.arguments(
                         {"input": data, "output": output}))
+                self._validated(spec, output, "output")
             except ExpressionError as exc:
                 raise WorkflowError({"type": ERRORS + "expression", "status": 400,
                                      "title": "Expression Error", "detail": str(exc),

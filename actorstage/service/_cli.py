@@ -189,8 +189,10 @@ async def _serve(config: Any) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     """Run the service until SIGTERM or SIGINT; 0 after a clean stop, 2 for bad settings."""
     from actorstage._run import run
+    from actorstage.cli import allow_runs
     from actorstage.exceptions import InvalidDefinitionError
 
+    allow_runs(args.allow_run)
     try:
         config = build_config(args, dict(os.environ))
     except ConfigError as exc:

@@ -4,7 +4,9 @@ do, switch, for, raise, data flow and flow (written anew), and the definition ch
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -175,11 +177,16 @@ do:
   - a: {set: {x: 1}, then: nowhere}
   - a: {set: {x: 2}}
   - b: {set: {x: 1}, wait: PT1S}
-  - c: {call: grpc, with: {method: get}}
+  - c: {call: asyncapi, with: {method: get}}
   - g: {call: http, with: {method: fetch}}
   - d: {wait: 'one minute'}
   - e: {for: {each: x}, do: []}
   - f: {raise: {error: {title: no type}}}
+  - h: {run: {container: {image: alpine}}}
+  - i: {run: {script: {language: ruby, code: puts}, return: everything}}
+  - j: {listen: {to: {some: []}}}
+  - k: {emit: {event: {with: {type: x}}}}
+  - l: {set: {x: 1}, output: {schema: {format: json, document: {type: 12}}}}
 """)
     found = dict(caught.value.problems)
     assert "DSL 1.x" in found["/document/dsl"]
@@ -187,11 +194,17 @@ do:
     assert "nowhere" in found["/do/0/a/then"]
     assert "a second task named 'a'" in found["/do/1/a"]
     assert "set, wait" in found["/do/2/b"]
-    assert "not supported by this runtime yet" in found["/do/3/c/call"]
+    assert "it calls grpc, http, openapi" in found["/do/3/c/call"]
     assert "/do/4/g/with/endpoint" in found
     assert "ISO 8601" in found["/do/5/d/wait"]
     assert "/do/6/e/for/in" in found and "/do/6/e/do" in found
     assert "/do/7/f/raise/error/type" in found and "/do/7/f/raise/error/status" in found
+    assert "run: container is not supported" in found["/do/8/h/run/container"]
+    assert "python or js" in found["/do/9/i/run/script/language"]
+    assert "/do/9/i/run/return" in found
+    assert "all, any or one" in found["/do/10/j/listen/to"]
+    assert "/do/11/k/emit/event/with/source" in found
+    assert "not a valid JSON Schema" in found["/do/12/l/output/schema/document"]
 
 
 async def test_wait_takes_durations_and_pause_holds_it_and_cancel_ends_it() -> None:
@@ -299,3 +312,103 @@ do:
           - ok: {set: {c: 1}}
           - teapot: {raise: {error: {type: 'https://example.com/teapot', status: 418}}}
 """)
+
+
+async def test_schemas_check_inputs_outputs_and_exports_with_every_problem() -> None:
+    schema = "{format: json, document: {type: object, required: [order], " \
+             "properties: {order: {type: integer, minimum: 1}}}}"
+    body = f"""
+input: {{schema: {schema}}}
+do:
+  - checked:
+      input: {{schema: {schema}}}
+      set: {{order: '${{ .order + 1 }}', lines: '${{ .lines }}'}}
+      output:
+        as: '{{order: .order, count: (.lines | length)}}'
+        schema: {{format: json, document: {{type: object, properties: {{count: {{maximum: 2}}}}}}}}
+      export:
+        as: '{{last: .order}}'
+        schema: {{format: json, document: {{required: [last]}}}}
+"""
+    assert await run(body, {"order": 1, "lines": [1, 2]}) == {"order": 2, "count": 2}
+    with pytest.raises(WorkflowError) as caught:
+        await run(body, {"order": 0})
+    error = caught.value.error
+    assert error["type"].endswith("/errors/validation") and error["status"] == 400
+    assert error["instance"] == "/" and "/order: 0 is less than the minimum of 1" in \
+        error["detail"]
+    with pytest.raises(WorkflowError, match="count: 3 is greater than the maximum of 2") as \
+            caught:
+        await run(body, {"order": 1, "lines": [1, 2, 3]})
+    assert caught.value.error["instance"] == "/do/0/checked"
+
+
+async def test_run_shell_and_script_only_where_the_runner_allows_them(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from actorstage.serverless._process import RUN_ENV
+
+    shell = """
+do:
+  - greet:
+      input: {from: '${ .message }'}
+      run:
+        shell:
+          stdin: '${ . }'
+          command: 'input=$(cat); echo "STDIN was: $input"; echo "ARGS are $1 $2" >&2; exit 3'
+          arguments: [Foo, Bar]
+          environment: {GREETING: hi}
+        return: all
+"""
+    monkeypatch.delenv(RUN_ENV, raising=False)
+    with pytest.raises(WorkflowError, match="--allow-run shell") as caught:
+        await run(shell, {"message": "Hello World"})
+    assert caught.value.error["type"].endswith("/errors/authorization")
+    monkeypatch.setenv(RUN_ENV, "shell,script")
+    assert await run(shell, {"message": "Hello World"}) == {
+        "code": 3, "stdout": "STDIN was: Hello World\n", "stderr": "ARGS are Foo Bar\n"}
+    with pytest.raises(WorkflowError, match="exited with code 3") as caught:
+        await run(shell.replace("return: all", "return: stdout"), {"message": "x"})
+    assert caught.value.error["type"].endswith("/errors/runtime")
+    source = tmp_path / "script.py"
+    source.write_text("import os, sys\nprint(os.environ['GREETING'], *sys.argv[1:])\n")
+    assert await run(f"""
+do:
+  - py:
+      run:
+        script: {{language: python, source: {{endpoint: "file://{source}"}},
+                 arguments: ['${{ .who }}'], environment: {{GREETING: hello}}}}
+  - code:
+      run:
+        script: {{language: python, code: 'import sys; sys.exit(int(sys.argv[1]))',
+                 arguments: ['4']}}
+        return: code
+      output: {{as: '{{said: $input, code: .}}'}}
+""", {"who": "Ada"}) == {"said": "hello Ada\n", "code": 4}
+
+
+async def test_a_cancel_kills_the_process_a_task_runs(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    from actorstage.serverless._process import RUN_ENV
+
+    monkeypatch.setenv(RUN_ENV, "shell")
+    marker = tmp_path / "pid"
+    definition = parse_definition(HEAD + f"""
+do:
+  - sleepy: {{run: {{shell: {{command: 'echo $$ > {marker}; exec sleep 60'}}}}}}
+""")
+    state = Run(definition, {})
+    task = asyncio.ensure_future(execute(definition, run=state))
+    while not marker.exists() or not marker.read_text().strip():
+        await asyncio.sleep(0.01)
+    pid = int(marker.read_text())
+    state.control.cancel()
+    with pytest.raises(Cancelled):
+        await asyncio.wait_for(task, 5)
+    for _ in range(100):  # the process we started is gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError(f"process {pid} outlived the cancel")
