@@ -95,3 +95,14 @@ def test_the_workflows_guide_yaml_is_the_same_definition_as_its_python() -> None
     expected = eval(flow.group(1), {"WorkflowDef": WorkflowDef, "StageDef": StageDef,
                                     "ActionDef": ActionDef})
     assert parse_workflow(yaml_text.group(1), format="yaml") == expected
+
+
+def test_the_serverless_guide_definitions_are_valid() -> None:
+    """Every definition the Serverless Workflow guide shows passes the definition checks."""
+    from actorstage.serverless import parse_definition
+
+    guide = (ROOT / "docs" / "guides" / "serverless.md").read_text()
+    blocks = re.findall(r"^```yaml\n(.*?)^```", guide, re.S | re.M)
+    assert len(blocks) == 14  # one per task kind (call: http, openapi and grpc)
+    for block in blocks:
+        assert parse_definition(block).tasks, block

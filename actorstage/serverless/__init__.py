@@ -3,12 +3,15 @@
 ``parse_definition(text)`` reads and checks a definition (every problem at
 once, each with its JSON pointer); ``await execute(definition, input)`` runs
 it and returns its output, or raises ``WorkflowError`` with the DSL's error.
-Runs so far: ``set``, ``do``, ``switch``, ``for``, ``try`` (catch, retry), ``fork``
-(branches, compete), ``call: http``, ``raise``, ``wait``, with
-the DSL's data flow (``input.from``, ``output.as``, ``export.as``,
-``$context`` and the other arguments) and flow (``if``, ``then``).
+Every task kind runs (``call`` over http, openapi and grpc; ``run`` shell and
+script only where the runner allows them; ``emit``/``listen`` over an
+in-process ``EventBus``), with the DSL's data flow, schemas and flow. A
+``Runner`` (``actorstage.workflows``) runs a ``Definition`` as it runs a
+stages workflow: in this process or in a child process, with progress
+events, pause, resume and cancel.
 """
 
+from actorstage.serverless._bus import EventBus, default_bus
 from actorstage.serverless._definition import (
     Definition,
     DefinitionError,
@@ -23,10 +26,12 @@ __all__ = [
     "Cancelled",
     "Definition",
     "DefinitionError",
+    "EventBus",
     "ExpressionError",
     "Run",
     "Task",
     "WorkflowError",
+    "default_bus",
     "execute",
     "is_serverless",
     "parse_definition",

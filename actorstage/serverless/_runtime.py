@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
 import uuid
 from collections import deque
@@ -87,6 +88,12 @@ class Run:
     events: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
     started_at: float = field(default_factory=time.time)
     _paused: bool = False  # a workflow_paused event went out and no resumed yet
+
+    def __post_init__(self) -> None:
+        if not self.secrets:  # the secrets the definition uses, from the environment
+            names = (self.definition.raw.get("use") or {}).get("secrets") or []
+            self.secrets = {str(name): os.environ[str(name)] for name in names
+                            if str(name) in os.environ}
 
     @functools.cached_property
     def workflow(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from actorstage.workflows._events import (
 from actorstage.workflows._middleware import EncryptPayloads, LogMessages, Metrics, Middleware
 from actorstage.workflows._registry import Action, register_action, registered_actions
 from actorstage.workflows._runner import Broker, Execution, Runner
-from actorstage.workflows._workflow import Workflow
+from actorstage.workflows._workflow import Workflow, read_workflow
 
 __all__ = [
     "Action",
@@ -50,6 +50,7 @@ __all__ = [
     "WorkflowResult",
     "load_workflow",
     "parse_workflow",
+    "read_workflow",
     "register_action",
     "registered_actions",
 ]

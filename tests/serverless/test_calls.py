@@ -292,8 +292,11 @@ do:
 async def _listening(run: Run, pointer: str) -> None:
     """Until the task at ``pointer`` has started and its listener is on the bus (the one
     before it has left: it leaves before its task finishes)."""
-    while ("task_started", pointer) not in run.events or not run.bus.listeners:
+    for _ in range(2000):
+        if ("task_started", pointer) in run.events and run.bus.listeners:
+            return
         await asyncio.sleep(0.005)
+    raise AssertionError(f"{pointer} is not listening after 10 s")
 
 
 async def test_listen_waits_for_the_events_it_asks_for() -> None:

@@ -398,7 +398,9 @@ do:
 """)
     state = Run(definition, {})
     task = asyncio.ensure_future(execute(definition, run=state))
-    while not marker.exists() or not marker.read_text().strip():
+    for _ in range(1000):  # (the shell writes its pid first)
+        if marker.exists() and marker.read_text().strip():
+            break
         await asyncio.sleep(0.01)
     pid = int(marker.read_text())
     state.control.cancel()
