@@ -18,6 +18,10 @@ __all__ = ["TASK_KINDS", "Definition", "DefinitionError", "Task", "is_serverless
 
 TASK_KINDS = ("call", "do", "emit", "for", "fork", "listen", "raise", "run", "set", "switch",
               "try", "wait")
+# A workflow's properties (schedule is read, not acted on: executions start when asked).
+TOP = ("document", "input", "use", "do", "timeout", "output", "schedule", "evaluate")
+USES = ("authentications", "errors", "extensions", "functions", "retries", "secrets",
+        "timeouts", "catalogs")
 COMMON = frozenset({"if", "input", "output", "export", "timeout", "then", "metadata"})
 FLOW = frozenset({"continue", "exit", "end"})
 _METHODS = frozenset({"get", "post", "put", "patch", "delete", "head", "options"})
@@ -88,6 +92,22 @@ def parse_definition(data: bytes | str | dict[str, Any], *, format: str = "yaml"
     if not isinstance(raw, dict):
         raise DefinitionError([("", f"a definition is a mapping, got {type(raw).__name__}")])
     _document(raw.get("document"), problems)
+    for key in raw:
+        if key not in TOP:
+            problems.append((f"/{key}", f"unknown property of a workflow: it has "
+                                        f"{', '.join(TOP)}"))
+    use = raw.get("use")
+    if use is not None and not isinstance(use, dict):
+        problems.append(("/use", "must be a mapping"))
+    elif isinstance(use, dict):
+        for key, value in use.items():
+            if key not in USES:
+                problems.append((f"/use/{key}", f"unknown: use has {', '.join(USES)}"))
+            elif key == "secrets" and not (isinstance(value, list) and
+                                           all(isinstance(name, str) for name in value)):
+                problems.append(("/use/secrets", "a list of secret names"))
+            elif key != "secrets" and not isinstance(value, dict):
+                problems.append((f"/use/{key}", "a mapping of names to definitions"))
     tasks = _task_list(raw.get("do"), "/do", problems, required=True)
     for key in ("input", "output"):
         if key in raw and not isinstance(raw[key], dict):

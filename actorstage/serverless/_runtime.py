@@ -184,7 +184,9 @@ class TaskActor(Actor):
         body = task.body
         descriptor = {"name": task.name, "reference": task.pointer, "definition": body,
                       "input": raw, "startedAt": {"epoch": {"seconds": int(time.time())}}}
-        arguments = run.arguments({**variables, "task": descriptor, "input": raw})
+        # $data: the loop variables in scope, as Zigflow (Stigmer's engine) names them
+        arguments = run.arguments({"data": dict(variables), **variables, "task": descriptor,
+                                   "input": raw})
         try:
             if "if" in body and not _truthy(evaluate(str(body["if"]), raw, arguments)):
                 await run.progress("task_skipped", task.pointer)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -72,12 +73,17 @@ class Statuses:
 
 
 @contextmanager
-def status_endpoint(stubs: dict[str, ModuleType]) -> Iterator[tuple[Statuses, int]]:
+def status_endpoint(stubs: dict[str, ModuleType], tls: tuple[str, str] | None = None
+                    ) -> Iterator[tuple[Statuses, int]]:
     statuses = Statuses(stubs["execution_api_pb2"], stubs["execution_command_pb2_grpc"])
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     stubs["execution_command_pb2_grpc"].add_WorkflowExecutionCommandControllerServicer_to_server(
         statuses.servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        cert, key = (Path(name).read_bytes() for name in tls)
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
     server.start()
     try:
         yield statuses, port
@@ -235,12 +241,13 @@ def _tasks(status: Any, pb: ModuleType) -> dict[str, str]:
 
 
 @contextmanager
-def stigmer(stubs: dict[str, ModuleType], statuses_port: int,
+def stigmer(stubs: dict[str, ModuleType], statuses_port: int, *flags: str,
             **extra_env: str) -> Iterator[tuple[Any, Any]]:
     port = _free_port()
     env = {"GRPC_PORT": str(port), "STIGMER_SERVICE_ENDPOINT": f"127.0.0.1:{statuses_port}",
            "STIGMER_SERVICE_API_KEY": API_KEY, "STIGMER_SERVICE_USE_TLS": "false", **extra_env}
-    with serve("--host", "127.0.0.1", "--metrics-port", "0", env=env, any_port=False) as served, \
+    with serve("--host", "127.0.0.1", "--metrics-port", "0", *flags, env=env,
+               any_port=False) as served, \
             grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         assert served.port == port  # GRPC_PORT was honoured
         runner = stubs["interface_pb2_grpc"].WorkflowRunnerServiceControllerStub(channel)
@@ -382,3 +389,24 @@ def test_pause_holds_at_a_task_boundary_resume_goes_on_and_cancel_ends_it(
         assert phases == sorted(phases)  # in order, though the first calls were refused
         runner.cancelExecution(io.CancelExecutionRequest(execution_id="wex-slow"),
                                timeout=10)  # again: still OK
+
+
+def test_status_updates_travel_over_tls_by_default(stigmer_stubs: dict[str, ModuleType],
+                                                   tmp_path: Path) -> None:
+    """As Stigmer's runner: TLS unless STIGMER_SERVICE_USE_TLS=false; here the endpoint's
+    certificate is vouched for by --stigmer-ca."""
+    from tests.service.test_operations import _certificate
+
+    io, pb = stigmer_stubs["io_pb2"], stigmer_stubs["execution_enum_pb2"]
+    cert, key = _certificate(tmp_path)
+    with status_endpoint(stigmer_stubs, tls=(cert, key)) as (statuses, port), \
+            stigmer(stigmer_stubs, port, "--stigmer-ca", cert,
+                    STIGMER_SERVICE_USE_TLS="") as (runner, _served):
+        runner.executeAsync(io.WorkflowExecuteInput(
+            workflow_execution_id="wex-tls", workflow_yaml=(
+                "document: {dsl: '1.0.0', namespace: t, name: tls, version: '1.0.0'}\n"
+                "do:\n  - first: {set: {a: 1}}\n")), timeout=10)
+        final = statuses.wait("wex-tls", lambda status: status.phase >= _phase(
+            pb, "EXECUTION_COMPLETED"))
+        assert final.phase == _phase(pb, "EXECUTION_COMPLETED")
+        assert dict(final.output) == {"a": 1}

@@ -414,3 +414,26 @@ do:
         await asyncio.sleep(0.02)
     else:
         raise AssertionError(f"process {pid} outlived the cancel")
+
+
+async def test_unknown_workflow_properties_and_uses_are_problems() -> None:
+    with pytest.raises(DefinitionError) as caught:
+        parse_definition(HEAD + """
+use: {secrets: API_KEY, retry: {}}
+states: []
+do:
+  - a: {set: {x: 1}}
+""")
+    found = dict(caught.value.problems)
+    assert "a list of secret names" in found["/use/secrets"]
+    assert "/use/retry" in found and "unknown property of a workflow" in found["/states"]
+
+
+async def test_loop_variables_are_also_under_data_as_stigmer_workflows_use_them() -> None:
+    assert await run("""
+do:
+  - loop:
+      for: {each: item, in: .items}
+      do:
+        - keep: {set: {seen: '${ [.seen[], $data.item] }'}}
+""", {"items": [1, 2], "seen": []}) == {"seen": [1, 2]}
