@@ -17,7 +17,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from actorstage.serverless._http import COMMUNICATION, TIMEOUT, CallError, _read
+from actorstage.serverless._http import COMMUNICATION, TIMEOUT, CallError, fetch
 
 __all__ = ["call_grpc"]
 
@@ -48,20 +48,9 @@ async def _proto_text(uri: str) -> tuple[str, bytes]:
         return path.name, content
     if parsed.scheme not in ("http", "https"):
         raise _problem("Bad Proto File", f"{uri}: a proto file is file://, http:// or https://")
-    import httpx
-
-    try:
-        async with httpx.AsyncClient(follow_redirects=True, timeout=TIMEOUT) as client:
-            response = await client.send(client.build_request("GET", uri), stream=True)
-            try:
-                content = await _read(response)
-            finally:
-                await response.aclose()
-    except httpx.HTTPError as exc:
-        raise _problem("Bad Proto File", f"GET {uri}: {exc}", 500) from None
-    if response.status_code != 200 or len(content) > MAX_PROTO:
-        raise _problem("Bad Proto File", f"GET {uri} answered {response.status_code} "
-                                         f"({len(content)} bytes)")
+    content = await fetch(uri, "Proto File")
+    if len(content) > MAX_PROTO:
+        raise _problem("Bad Proto File", f"{uri} is larger than {MAX_PROTO} bytes")
     return Path(parsed.path).name or "service.proto", content
 
 

@@ -109,6 +109,29 @@ async def call_http(spec: dict[str, Any], data: Any) -> Any:
     return parsed
 
 
+async def fetch(uri: str, what: str, *, auth: Any = None) -> bytes:
+    """The body of ``GET uri`` (redirects followed, read up to ``MAX_BODY``); a
+    ``CallError`` titled after ``what`` when it cannot be had or is not a 200."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(follow_redirects=True, timeout=TIMEOUT) as client:
+            response = await client.send(client.build_request("GET", uri), auth=auth,
+                                         stream=True)
+            try:
+                content = await _read(response)
+            finally:
+                await response.aclose()
+    except httpx.HTTPError as exc:
+        raise CallError({"type": COMMUNICATION, "status": 500, "title": f"{what} Unreachable",
+                         "detail": f"GET {uri}: {exc or type(exc).__name__}"}) from None
+    if response.status_code != 200:
+        raise CallError({"type": COMMUNICATION, "status": response.status_code,
+                         "title": f"{what} Unreachable",
+                         "detail": f"GET {uri} answered {response.status_code}"})
+    return content
+
+
 async def _read(response: Any) -> bytes:
     chunks, size = [], 0
     async for chunk in response.aiter_bytes():

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from actorstage.serverless._http import COMMUNICATION, TIMEOUT, CallError, _read, call_http
+from actorstage.serverless._http import COMMUNICATION, CallError, call_http, fetch
 
 __all__ = ["call_openapi"]
 
@@ -31,26 +31,12 @@ def _problem(title: str, detail: str, status: int = 400) -> CallError:
 
 
 async def _document(uri: str, auth: Any) -> dict[str, Any]:
-    import httpx
-
     from actorstage._documents import DocumentError, load
 
     cached = _cache.get(uri)
     if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
-    try:
-        async with httpx.AsyncClient(follow_redirects=True, timeout=TIMEOUT) as client:
-            response = await client.send(client.build_request("GET", uri), auth=auth,
-                                         stream=True)
-            try:
-                content = await _read(response)
-            finally:
-                await response.aclose()
-    except httpx.HTTPError as exc:
-        raise _problem("OpenAPI Document Unreachable", f"GET {uri}: {exc}", 500) from None
-    if response.status_code != 200:
-        raise _problem("OpenAPI Document Unreachable",
-                       f"GET {uri} answered {response.status_code}", response.status_code)
+    content = await fetch(uri, "OpenAPI Document", auth=auth)
     text = content.lstrip()
     try:
         document = load(content, "json" if text.startswith(b"{") else "yaml",
