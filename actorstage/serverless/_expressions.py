@@ -15,6 +15,8 @@ import functools
 import re
 from typing import Any
 
+import msgspec
+
 __all__ = ["ExpressionError", "evaluate", "is_expression", "render"]
 
 MAX_EXPRESSION = 64 * 1024  # characters of one expression
@@ -61,18 +63,71 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+_ARGUMENT = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_encode = msgspec.json.Encoder(enc_hook=str).encode
+
+
+@functools.lru_cache(maxsize=4096)
+def _referenced(text: str) -> frozenset[str]:
+    """The ``$names`` an expression mentions: only those go in with its data."""
+    return frozenset(_ARGUMENT.findall(text))
+
+
+# A plain path (``.``, ``.a.b``, ``$name``, ``$name.a``), the most common expression: read
+# here, as jq reads it, without handing the data to jq (whose JSON parser is slow).
+_PATH = re.compile(r"^(?:\.|(\$[A-Za-z_][A-Za-z0-9_]*)|(?=\.[A-Za-z_]))"
+                   r"((?:\.[A-Za-z_][A-Za-z0-9_]*)*)$")
+_TYPES = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _path(text: str) -> tuple[str | None, tuple[str, ...]] | None:
+    """``(argument or None, keys)`` of a plain path; ``None`` for any other expression."""
+    match = _PATH.match(text)
+    if match is None:
+        return None
+    keys = tuple(key for key in match.group(2).split(".") if key)
+    return (match.group(1)[1:] if match.group(1) else None), keys
+
+
+def _walk(text: str, value: Any, keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            kind = _TYPES.get(type(value), type(value).__name__)
+            raise ExpressionError(text, f"Cannot index {kind} with string (\"{key}\")")
+        value = value.get(key)
+    return value
+
+
 def evaluate(expression: str, data: Any, arguments: dict[str, Any]) -> Any:
     """The first result of ``expression`` (with or without ``${ }``) on ``data``, or ``None``
-    when it gives none. ``ExpressionError`` names the expression and what went wrong."""
+    when it gives none. ``ExpressionError`` names the expression and what went wrong.
+
+    A plain path is read here; any other expression runs in jq, which gets the data and
+    only the arguments the expression mentions (as JSON made by msgspec): ``$workflow``
+    and the rest cost nothing where they are not used.
+    """
     text = _inner(expression)
-    names = tuple(sorted(name for name in arguments if _NAME.match(name)))
+    path = _path(text)
+    if path is not None:
+        name, keys = path
+        if name is None:
+            return _walk(text, data, keys)
+        if name in arguments:
+            return _walk(text, arguments[name], keys)
+    referenced = _referenced(text)
+    names = tuple(sorted(name for name in arguments if name in referenced))
     program = _compiled(text, names)
     try:
-        return next(iter(program.input_value({"v": arguments, "d": data})), None)
+        document = _encode({"v": {name: arguments[name] for name in names}, "d": data})
+    except (TypeError, ValueError) as exc:  # a value that is not JSON
+        raise ExpressionError(text, f"the data is not JSON: {exc}") from None
+    try:
+        return next(iter(program.input_text(document.decode())), None)
     except ValueError as exc:
         raise ExpressionError(text, _first_line(exc)) from None
-    except TypeError as exc:  # a value jq cannot take (not JSON)
-        raise ExpressionError(text, f"the data is not JSON: {exc}") from None
 
 
 def render(value: Any, data: Any, arguments: dict[str, Any]) -> Any:

@@ -437,3 +437,33 @@ do:
       do:
         - keep: {set: {seen: '${ [.seen[], $data.item] }'}}
 """, {"items": [1, 2], "seen": []}) == {"seen": [1, 2]}
+
+
+async def test_plain_paths_read_as_jq_reads_them() -> None:
+    """Plain paths (`.a.b`, `$x.y`) are read without jq: the same results and errors."""
+    import jq
+
+    from actorstage.serverless._expressions import ExpressionError, _path, evaluate
+
+    data = {"a": {"b": [1, 2]}, "n": 5, "s": "text", "z": None}
+    arguments = {"x": {"y": {"z": True}}, "input": data}
+    for text in (".", ".a", ".a.b", ".missing.deeper", ".z.k", "$x", "$x.y.z", "$input.a",
+                 ".n.b", ".s.b", ".a.b.c"):
+        assert _path(text) is not None, text
+        program = jq.compile("".join(f".v.{name} as ${name} | " for name in sorted(arguments))
+                             + f".d | ({text})")
+        expected: Any
+        try:
+            expected = program.input_value({"v": arguments, "d": data}).first()
+        except ValueError as exc:
+            expected = ExpressionError(text, str(exc))
+        try:
+            found: Any = evaluate(text, data, arguments)
+        except ExpressionError as exc:
+            found = exc
+        if isinstance(expected, ExpressionError):
+            assert isinstance(found, ExpressionError) and found.problem == expected.problem
+        else:
+            assert found == expected, text
+    for text in (".a[0]", ". | length", "$x + 1", ".a .b", "..", ".a?"):
+        assert _path(text) is None, text
