@@ -206,6 +206,14 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--max-message-size", type=int, metavar="BYTES",
                        help="the largest request message any RPC accepts; larger ones get "
                             "RESOURCE_EXHAUSTED (default 67108864, 64 MiB)")
+    serve.add_argument("--state", metavar="URL",
+                       help="where executions are kept so that they survive the service: "
+                            "sqlite:///PATH, or memory (default: a SQLite file in "
+                            "$ACTORSTAGE_STATE_DIR or ~/.local/state/actorstage; also "
+                            "$ACTORSTAGE_STATE)")
+    serve.add_argument("--retention", type=float, metavar="SECONDS",
+                       help="how long ended executions stay in the state (default 604800, "
+                            "7 days; at most 10000 of them, the file key retention_count)")
     _allow_run_flag(serve)
 
 

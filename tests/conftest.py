@@ -4,7 +4,8 @@ Each test process (one per pytest-xdist worker) keeps to itself: it is a
 child subreaper, so the processes its tests start stay its descendants even
 when their parent dies, and it gives itself (and so every process it starts)
 a private temporary folder and shared-memory folder, so socket directories
-and segments are its own. Other actorstage programs on the machine, and
+and segments are its own (and `actorstage serve` keeps no state file unless a
+test asks for one). Other actorstage programs on the machine, and
 other workers, neither disturb it nor are judged by it.
 """
 
@@ -41,6 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TMPDIR"] = tempfile.tempdir = temp
     os.environ["ACTORSTAGE_SHM_DIR"] = shm
     _shm.SHM_DIR = Path(shm)  # imported already: it read the variable before it was set
+    # `actorstage serve` keeps executions in a state file by default: the tests' servers
+    # keep them in memory unless a test gives them a state of their own.
+    os.environ["ACTORSTAGE_STATE"] = "memory"
+    os.environ["ACTORSTAGE_STATE_DIR"] = str(Path(temp) / "state")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -69,16 +69,22 @@ class ServerlessActor(Actor):
     _cancel_on_stop = True
 
     def __init__(self, workflow: ServerlessWorkflow, execution_id: str, control: Control,
-                 execution: ActorRef, delivered: bool = False) -> None:
+                 execution: ActorRef, delivered: bool = False, resume: Any = None,
+                 durable: bool = False) -> None:
         from actorstage.workflows._runner import _Reporter
 
+        self.resume = resume  # a recovered execution's Resume: its next top-level task
         self.workflow = workflow
         self.execution_id = execution_id
         self.control = control
-        self.reporter = _Reporter(execution, delivered=delivered)
+        self.reporter = _Reporter(execution, delivered=delivered, durable=durable)
 
     async def _progress(self, kind: str, **fields: Any) -> None:
         await self.reporter.progress(kind, **fields)
+
+    async def _checkpoint(self, step: int, data: Any, context: Any) -> None:
+        await self.reporter.report(MessageType.CHECKPOINT, {"step": step, "data": data,
+                                                            "context": context})
 
     async def receive(self, message: Any) -> Any:
         from actorstage.workflows._runner import _Finished
@@ -86,9 +92,14 @@ class ServerlessActor(Actor):
         reporter = self.reporter
         started, clock = time.time(), time.monotonic()
         data = dict(message.store)
-        await reporter.progress("workflow_started", status=Status.RUNNING)
+        resume = self.resume
+        await reporter.progress("workflow_recovered" if resume else "workflow_started",
+                                status=Status.RUNNING)
         run = Run(self.workflow.definition, data, id=self.execution_id, control=self.control,
-                  report=self._progress)
+                  report=self._progress, checkpoint=self._checkpoint,
+                  first=resume.step if resume else 0)
+        if resume is not None and resume.context is not None:
+            run.context = resume.context
         runner = await self.context.spawn(RunActor, run, name="run")
         error: ErrorInfo | None = None
         output: Any = None

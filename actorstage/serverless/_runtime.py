@@ -83,6 +83,9 @@ class Run:
     secrets: dict[str, Any] = field(default_factory=dict)
     control: Control = field(default_factory=Control)
     report: Report | None = None  # the progress of a Runner's execution goes out here
+    # A durable Runner's: called at each top-level task boundary (next index, data, context)
+    checkpoint: Report | None = None
+    first: int = 0  # the top-level task to start at (a recovered execution's next one)
     bus: EventBus = field(default_factory=default_bus)  # where emit and listen meet
     # (kind, task pointer) of the latest progress events, for a look from Python
     events: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
@@ -523,7 +526,8 @@ class TaskActor(Actor):
                     ) -> tuple[Any, bool]:
         """Run a list of tasks in order (as ``then`` directs); ``(output, ended)``."""
         names = {task.name: index for index, task in enumerate(tasks)}
-        index, current = 0, data
+        top = self.task.kind == "workflow"  # the workflow's own list: checkpointed
+        index, current = (self.run.first if top else 0), data
         while index < len(tasks):
             await self.run.boundary(tasks[index].pointer)
             child = await self.context.spawn(TaskActor, self.run, tasks[index])
@@ -538,6 +542,8 @@ class TaskActor(Actor):
             if flow == "exit":
                 break
             index = index + 1 if flow == "continue" else names[flow]
+            if top and self.run.checkpoint is not None:
+                await self.run.checkpoint(index, current, self.run.context)
         return current, False
 
 
@@ -662,7 +668,7 @@ class RunActor(TaskActor):
         try:
             try:
                 data = run.input
-                spec = raw.get("input") or {}
+                spec = (raw.get("input") or {}) if not run.first else {}  # (recovered: done)
                 self._validated(spec, data, "input")
                 if "from" in spec:
                     data = self._transform(spec["from"], data, run.arguments({"input": data}))

@@ -24,7 +24,8 @@ FILE_KEYS = {"host", "port", "isolate", "imports", "callback", "callback_tls", "
              "callback_token_file", "metrics_port", "metrics_host", "token_file", "tls_cert",
              "tls_key", "shutdown", "grace", "max_finished", "max_pending_callbacks",
              "pipeline_runtime", "max_pipeline_sessions", "max_message_size",
-             "stigmer_endpoint", "stigmer_tls", "stigmer_ca", "stigmer_api_key_file"}
+             "stigmer_endpoint", "stigmer_tls", "stigmer_ca", "stigmer_api_key_file",
+             "state", "retention", "retention_count"}
 
 
 class ConfigError(Exception):
@@ -123,6 +124,8 @@ def build_config(args: argparse.Namespace, environ: dict[str, str]) -> Any:
     settings.update(_remotemedia_settings(environ))
     if "pipeline_runtime" not in settings and Path("runtime.toml").is_file():
         settings["pipeline_runtime"] = "runtime.toml"  # where RemoteMedia's server looks
+    if environ.get("ACTORSTAGE_STATE"):
+        settings["state"] = environ["ACTORSTAGE_STATE"]
     if environ.get(ENV_IMPORTS):
         settings["imports"] = [name.strip() for name in environ[ENV_IMPORTS].split(",")
                                if name.strip()]
@@ -147,6 +150,10 @@ def build_config(args: argparse.Namespace, environ: dict[str, str]) -> Any:
         settings["stigmer_api_key"] = _read_secret(stigmer_key_file, "Stigmer API key")
     if "imports" in settings:
         settings["imports"] = tuple(settings["imports"])
+    if "state" not in settings:  # the command line keeps its executions by default
+        from actorstage.workflows._state import state_directory
+
+        settings["state"] = f"sqlite:///{state_directory() / 'runner.db'}"
     known = {field.name for field in fields(ServiceConfig)}
     config = ServiceConfig(**{key: value for key, value in settings.items() if key in known})
     try:

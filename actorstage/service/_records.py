@@ -145,7 +145,8 @@ class ExecutionRecord:
         status = status_of(event.status)
         if event.kind == "workflow_finished":
             self._end(status, error_of(event.error))
-        elif event.kind in ("workflow_started", "workflow_resumed") and not self.ended:
+        elif event.kind in ("workflow_started", "workflow_resumed", "workflow_recovered") \
+                and not self.ended:
             self.status = ExecutionStatus.RUNNING
         elif event.kind == "workflow_paused" and not self.ended:
             self.status = ExecutionStatus.PAUSED
@@ -224,6 +225,7 @@ class Executions:
     def __init__(self, max_finished: int = 1000) -> None:
         self._records: OrderedDict[str, ExecutionRecord] = OrderedDict()
         self._numbers = itertools.count(1)
+        self._next = 1  # the least number not given out yet (after restored ones)
         self.max_finished = max_finished
 
     def __len__(self) -> int:
@@ -233,7 +235,16 @@ class Executions:
         return self._records.get(execution_id)
 
     def next_number(self) -> int:
-        return next(self._numbers)
+        number = next(self._numbers)
+        self._next = number + 1
+        return number
+
+    def restored(self, number: int) -> int:
+        """``number``, a restored execution's; new ones are numbered after it."""
+        if number >= self._next:
+            self._numbers = itertools.count(number + 1)
+            self._next = number + 1
+        return number
 
     def add(self, record: ExecutionRecord) -> None:
         self._records[record.id] = record

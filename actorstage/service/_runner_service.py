@@ -44,7 +44,7 @@ from actorstage.exceptions import ActorCrashedError, InvalidDefinitionError
 from actorstage.serverless._execution import ServerlessWorkflow
 from actorstage.service._callbacks import CallbackSender
 from actorstage.service._metrics import ServiceMetrics
-from actorstage.service._records import ExecutionRecord, Executions, HistoryLost
+from actorstage.service._records import ExecutionRecord, Executions, HistoryLost, status_of
 from actorstage.transport._options import ProcessOptions
 from actorstage.workflows._defs import valid_id
 from actorstage.workflows._events import BrokerMessage
@@ -118,6 +118,7 @@ class RunnerService(RunnerBase):
         self.executions = Executions(max_finished)
         self.max_events = max_events
         self.accepting = True
+        self.suspended = False  # a durable service stopping: its executions wait in the state
         self._streams = 0
         self._streams_done = asyncio.Event()
         self._streams_done.set()
@@ -202,8 +203,10 @@ class RunnerService(RunnerBase):
                       store: dict[str, Any]) -> None:
         process = self.process if record.isolation == Isolation.PROCESS else None
         try:
-            execution = await self.runner.start(workflow, execution_id=record.id, store=store,
-                                                process=process)
+            execution = await self.runner.start(
+                workflow, execution_id=record.id, store=store, process=process,
+                annotations={"metadata": record.metadata.to_dict(), "given": store,
+                             "isolation": int(record.isolation)})
         except InvalidDefinitionError as exc:  # e.g. a store value it cannot encode
             record.fail(ExecutionStatus.FAILED, ProtoError(
                 type_name="InvalidDefinitionError", message=str(exc)))
@@ -221,9 +224,53 @@ class RunnerService(RunnerBase):
     def _observe(self, message: BrokerMessage) -> None:
         """The broker's handler: every message of every execution, in order."""
         record = self.executions.get(message.execution_id)
-        if record is None:
+        if record is None or self.suspended:
             return
         record.observe(message)
+
+    async def restore(self) -> None:
+        """A durable runner's executions back (their records rebuilt from its state, in their
+        order, each from its messages), then the unfinished ones run again."""
+        from actorstage.workflows._runner import _from_saved
+
+        state = self.runner.state
+        if state is None:
+            return
+        await self.runner.open(recover=False)
+        for saved in await state.load():
+            annotations = saved.request.get("annotations") or {}
+            metadata = WorkflowMetadata.from_dict(annotations.get("metadata") or {})
+            isolation = Isolation(annotations.get("isolation") or Isolation.INLINE)
+            try:
+                defn: Any = _from_saved(saved).defn
+            except Exception:  # (it cannot run here any more: kept as it ended)
+                defn = saved.definition
+            key = (defn, msgspec.json.encode(annotations.get("given") or {}), isolation,
+                   metadata.name, metadata.version, sorted(metadata.labels.items()))
+            record = ExecutionRecord(
+                saved.id, key=key, workflow_id=saved.workflow_id, metadata=metadata,
+                isolation=isolation, store=saved.request.get("store") or {},
+                max_events=self.max_events, number=self.executions.restored(saved.number))
+            record.created_at = saved.created_at
+            for message in await state.events(saved.id):
+                record.observe(message)
+            if saved.ended and not record.ended:  # ended without its messages (not recovered)
+                error = saved.error or {}
+                record.fail(status_of(saved.status), ProtoError(
+                    type_name=str(error.get("type_name", "")),
+                    message=str(error.get("message", ""))))
+            record.on_end = self._ended
+            record.on_event = self._event
+            self.executions.add(record)
+            if not record.ended:
+                self.metrics.started()
+        for execution in await self.runner.recover():
+            known = self.executions.get(execution.id)
+            if known is not None:
+                for kind in known.attach(execution):
+                    await getattr(execution, kind)()
+        log.info("restored %d executions from the state (%d running)", len(self.executions),
+                 len(self.executions.running()))
 
     def _event(self, event: ProgressEvent) -> None:
         if self.callbacks is not None:

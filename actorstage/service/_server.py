@@ -32,6 +32,7 @@ from actorstage.service._stigmer import StatusSender, StigmerRunner
 from actorstage.transport._grpc import GrpcServer
 from actorstage.transport._options import ProcessOptions
 from actorstage.workflows._runner import Runner
+from actorstage.workflows._state import StateError, open_state
 
 __all__ = ["RunnerServer", "ServiceConfig", "open_service"]
 
@@ -75,6 +76,11 @@ class ServiceConfig:
     pipeline_runtime: str | None = None  # a runtime.toml: defaults under every manifest
     max_pipeline_sessions: int = 16  # pipeline sessions running at once
     max_message_size: int = 64 * 1024 * 1024  # the largest request message of any RPC
+    # Where executions are kept: "memory", or "sqlite:///PATH" (the command line's default
+    # is a SQLite file in actorstage's state directory), so that they survive the service.
+    state: str = "memory"
+    retention: float = 7 * 86400.0  # seconds an ended execution stays in the state
+    retention_count: int = 10_000  # ended executions the state keeps at most
 
     def check(self) -> None:
         """``ValueError`` naming the first setting that is wrong."""
@@ -117,6 +123,14 @@ class ServiceConfig:
         if self.max_message_size < 1024:
             problems.append(f"max_message_size must be >= 1024 bytes, got "
                             f"{self.max_message_size!r}")
+        try:
+            open_state(self.state)
+        except StateError as exc:
+            problems.append(str(exc))
+        if not (math.isfinite(self.retention) and self.retention > 0) or \
+                self.retention_count < 0:
+            problems.append("retention must be a number of seconds > 0 and retention_count "
+                            ">= 0")
         if self.max_finished < 0 or self.max_pending_callbacks < 1:
             problems.append("max_finished must be >= 0 and max_pending_callbacks >= 1")
         if problems:
@@ -218,8 +232,9 @@ class RunnerServer:
                 token=config.callback_token, max_pending=config.max_pending_callbacks)
             metrics.callbacks = self.callbacks
         service = self.service = RunnerService(
-            Runner(system), isolate=config.isolate, process=config.process,
-            callbacks=self.callbacks, metrics=metrics, max_finished=config.max_finished)
+            Runner(system, state=config.state), isolate=config.isolate,
+            process=config.process, callbacks=self.callbacks, metrics=metrics,
+            max_finished=config.max_finished)
         if config.stigmer_endpoint is not None:
             host, port = parse_endpoint(config.stigmer_endpoint)
             self.statuses = StatusSender(
@@ -227,6 +242,11 @@ class RunnerServer:
                 token=config.stigmer_api_key, max_pending=config.max_pending_callbacks)
             metrics.statuses = self.statuses
         stigmer = StigmerRunner(service, self.statuses)
+        state = service.runner.state
+        if state is not None:  # executions from before: their history, and the unfinished
+            stack.push_async_callback(service.runner.close)  # ones run again
+            await service.restore()
+            await state.prune(max_age=config.retention, max_count=config.retention_count)
         runtime = None
         warnings: list[str] = []  # logged once the service listens (its first line says so)
         if config.pipeline_runtime is not None:
@@ -293,17 +313,24 @@ class RunnerServer:
         mode = mode or config.shutdown
         service.accepting = pipelines.accepting = False
         self._health.set(False)
+        durable = service.runner.state is not None
         running = service.executions.running()
         if running or pipelines.running:
             log.info("stopping: %s %d running executions and %d pipeline sessions (grace "
                      "%.1fs)", "cancelling" if mode == "cancel" else "draining",
                      len(running), len(pipelines.running), config.grace)
         if mode == "cancel":
-            await service.cancel_all("the service is stopping")
+            if not durable:
+                await service.cancel_all("the service is stopping")
             pipelines.cancel_all("the service is stopping")
-        with anyio.move_on_after(config.grace):
+        with anyio.move_on_after(0 if durable and mode == "cancel" else config.grace):
             await service.wait_ended()
             await pipelines.wait_idle()
+        if durable and service.executions.running():  # they wait in the state for the next
+            log.info("stopping: %d executions stay in the state and resume when the service "
+                     "starts again", len(service.executions.running()))
+            service.suspended = True
+            await service.runner.close()
         if pipelines.running:
             log.warning("stopping: %d pipeline sessions still running after the grace "
                         "period; cancelling them", len(pipelines.running))

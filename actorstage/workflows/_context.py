@@ -143,13 +143,15 @@ class ActionContext:
     def __init__(
         self, *, execution_id: str, workflow_id: str, stage_id: str, action_id: str,
         attempt: int, values: dict[str, Any], pause_point: Callable[[], Awaitable[None]],
-        emit: Emit, control: Control | None = None,
+        emit: Emit, control: Control | None = None, timers: dict[str, float] | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.workflow_id = workflow_id
         self.stage_id = stage_id
         self.action_id = action_id
         self.attempt = attempt  # 1 for the first attempt
+        self._timers = timers if timers is not None else {}  # sleeps' ends, by sleep
+        self._sleeps = 0
         self._pause_point = pause_point
         self._emit = emit
         self._control = control if control is not None else Control()
@@ -180,15 +182,30 @@ class ActionContext:
         await asyncio.sleep(0)
         await self._pause_point()
 
+    @property
+    def attempt_key(self) -> str:
+        """A key that names this attempt of this action of this execution, the same when a
+        durable runner runs the attempt again after a crash: for idempotent side effects
+        (an idempotency key of a payment API, a row's unique key)."""
+        return f"{self.execution_id}/{self.stage_id}/{self.action_id}/{self.attempt}"
+
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of running time: a pause holds the sleep, a cancel ends it.
 
         A pause requested during the sleep takes effect at once (as at a
-        checkpoint); the rest of the sleep runs after the resume.
+        checkpoint); the rest of the sleep runs after the resume. Under a durable
+        runner, a sleep interrupted by a crash sleeps only what was left of it.
         """
+        key = f"{self.stage_id}/{self.action_id}/{self._sleeps}"
+        self._sleeps += 1
         remaining = float(seconds)
+        if key in self._timers:  # resumed after a crash: what is left of it
+            remaining = max(0.0, self._timers[key] - time.time())
         requested = self._control.pause_requested
         while remaining > 0:
+            self._timers[key] = time.time() + remaining
+            await self._emit(MessageType.TIMER, {"timers": dict(self._timers)},
+                             self.stage_id, self.action_id)
             started = time.monotonic()
             with anyio.move_on_after(remaining):
                 await requested.wait()

@@ -30,6 +30,10 @@ class MessageType(enum.StrEnum):
     STORE_DELETE = "store.delete"
     FINAL_STORE = "final_store"
     PROGRESS = "progress"
+    # For a durable runner's state: the end of a running sleep, and a Serverless Workflow's
+    # step boundaries (its next top-level task, its data and context).
+    TIMER = "timer"
+    CHECKPOINT = "checkpoint"
 
 
 # gostage's names of the same messages (its broker's MessageType values): handlers may be

@@ -56,6 +56,7 @@ from actorstage.workflows._events import (
     typed,
 )
 from actorstage.workflows._middleware import Middleware
+from actorstage.workflows._state import StateStore, open_state
 from actorstage.workflows._workflow import Workflow
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from actorstage.serverless._definition import Definition
     from actorstage.serverless._execution import ServerlessWorkflow
     from actorstage.transport._options import ProcessOptions
+    from actorstage.workflows._state import Saved
 
     # What a Runner runs: stages and actions, or a Serverless Workflow.
     AnyWorkflow: TypeAlias = Workflow | WorkflowDef | Definition | ServerlessWorkflow
@@ -92,7 +94,8 @@ class _Report(Message, frozen=True):
 
 DELIVERY_BOUND = 5.0  # seconds an action waits, at most, for its report to leave a child
 # Reports a child's actions tell rather than ask (see _Reporter).
-_TOLD = frozenset({MessageType.PROGRESS, MessageType.STORE_PUT, MessageType.STORE_DELETE})
+_TOLD = frozenset({MessageType.PROGRESS, MessageType.STORE_PUT, MessageType.STORE_DELETE,
+                   MessageType.TIMER, MessageType.CHECKPOINT})
 
 
 class _Deliver(Message, frozen=True):
@@ -103,6 +106,25 @@ class _Deliver(Message, frozen=True):
 
 class _Run(Message, frozen=True):
     store: dict[str, Any]
+
+
+class _Durable(Message, frozen=True):
+    """A step boundary of a durable execution: answered once its checkpoint is written, so
+    that no completed step runs again after a crash."""
+
+    report: _Report
+
+
+class Resume(Message, frozen=True):
+    """Where an execution that a durable runner recovers goes on: its next step (an action,
+    in order over the stages; a Serverless Workflow's top-level task), the seq after which
+    its messages are numbered, paused or not, and its running sleep's end."""
+
+    step: int = 0
+    seq: int = 0
+    paused: bool = False
+    timers: dict[str, float] = {}
+    context: Any = None  # a Serverless Workflow's $context
 
 
 class _RunStage(Message, frozen=True):
@@ -247,15 +269,19 @@ class _Reporter:
     3-4 times as much), and so is the runtime's own progress.
     """
 
-    def __init__(self, execution: ActorRef, *, delivered: bool = False) -> None:
+    def __init__(self, execution: ActorRef, *, delivered: bool = False,
+                 durable: bool = False) -> None:
         self.execution = execution
         self.delivered = delivered
+        self.durable = durable  # a durable runner's: step boundaries wait to be written
 
     async def report(self, message_type: str, payload: Any, stage_id: str = "",
                      action_id: str = "") -> None:
         report = _Report(message_type, payload, stage_id, action_id, time.time())
         with contextlib.suppress(ActorDeadError):  # the execution is closing: it reports
-            if self.delivered and message_type not in _TOLD:
+            if self.durable and _boundary(message_type, payload):
+                await self.execution.ask(_Durable(report))
+            elif self.delivered and message_type not in _TOLD:
                 await self.execution.ask(_Deliver(report))
             else:
                 await self.execution.tell(report)
@@ -270,13 +296,23 @@ class _Reporter:
         await self.report(MessageType.PROGRESS, event, stage_id, action_id)
 
 
+def _boundary(message_type: str, payload: Any) -> bool:
+    """Whether a report ends a step (an action; a Serverless Workflow's top-level task)."""
+    return message_type == MessageType.CHECKPOINT or (
+        message_type == MessageType.PROGRESS and isinstance(payload, dict)
+        and payload.get("kind") == "action_finished")
+
+
 class StageActor(Actor):
     """Runs one stage's actions in order, with retries; returns its ``StageResult``."""
 
     _cancel_on_stop = True  # stopping it cancels the running action, as a cancel does
 
     def __init__(self, workflow: Workflow, stage: StageDef, execution_id: str,
-                 values: dict[str, Any], control: Control, reporter: _Reporter) -> None:
+                 values: dict[str, Any], control: Control, reporter: _Reporter,
+                 first: int = 0, timers: dict[str, float] | None = None) -> None:
+        self.first = first  # the action to start at (a recovered execution's next step)
+        self.timers = timers or {}
         self.workflow = workflow
         self.stage = stage
         self.execution_id = execution_id
@@ -290,7 +326,7 @@ class StageActor(Actor):
         await reporter.progress("stage_started", stage_id=stage.id, status=Status.RUNNING)
         results: list[ActionResult] = []
         status = Status.SUCCEEDED
-        for action_def in stage.actions:
+        for action_def in stage.actions[self.first:]:
             await self._wait_if_paused()
             if control.cancelled:
                 status = Status.CANCELLED
@@ -329,11 +365,13 @@ class StageActor(Actor):
             attempt += 1
             await reporter.progress("action_started", stage_id=stage.id, action_id=action_id,
                                     status=Status.RUNNING, attempt=attempt)
+            prefix = f"{stage.id}/{action_id}/"
             ctx = ActionContext(
                 execution_id=self.execution_id, workflow_id=self.workflow.id,
                 stage_id=stage.id, action_id=action_id, attempt=attempt, values=self.values,
                 pause_point=partial(self._wait_if_paused, action_id), emit=reporter.report,
-                control=control,
+                control=control, timers={key: end for key, end in self.timers.items()
+                                         if key.startswith(prefix)},
             )
             outcome = await self._attempt(step, ctx)
             if outcome is None:
@@ -386,27 +424,35 @@ class WorkflowActor(Actor):
     _cancel_on_stop = True  # stopping it (its runner or system closing) cancels the run
 
     def __init__(self, workflow: Workflow, execution_id: str, control: Control,
-                 execution: ActorRef, delivered: bool = False) -> None:
+                 execution: ActorRef, delivered: bool = False,
+                 resume: Resume | None = None, durable: bool = False) -> None:
         self.workflow = workflow
         self.execution_id = execution_id
         self.control = control
-        self.reporter = _Reporter(execution, delivered=delivered)
+        self.reporter = _Reporter(execution, delivered=delivered, durable=durable)
+        self.resume = resume
 
     async def receive(self, message: Any) -> Any:
         assert isinstance(message, _Run)
-        workflow, reporter = self.workflow, self.reporter
+        workflow, reporter, resume = self.workflow, self.reporter, self.resume
         started, clock = time.time(), time.monotonic()
         values = dict(message.store)
-        await reporter.progress("workflow_started", status=Status.RUNNING)
+        await reporter.progress("workflow_recovered" if resume else "workflow_started",
+                                status=Status.RUNNING)
         stages: list[StageResult] = []
         status, error = Status.SUCCEEDED, None
+        skip = resume.step if resume else 0  # actions done before a crash
         for stage in workflow.defn.stages:
+            if skip >= len(stage.actions):
+                skip -= len(stage.actions)
+                continue
             if self.control.cancelled:
                 status = Status.CANCELLED
                 break
             ref = await self.context.spawn(
                 StageActor, workflow, stage, self.execution_id, values, self.control, reporter,
-                name=f"stage-{stage.id}")
+                skip, resume.timers if resume else None, name=f"stage-{stage.id}")
+            skip = 0
             try:
                 result: StageResult = await ref.ask(_RunStage())
             except ActorCrashedError as exc:  # a bug of ours: the stage actor itself crashed
@@ -435,11 +481,15 @@ class WorkflowActor(Actor):
 
 async def _start_workflow(
     owner: Actor, workflow: Workflow | ServerlessWorkflow, execution_id: str,
-    store: dict[str, Any], *, delivered: bool = False,
+    store: dict[str, Any], *, delivered: bool = False, resume: Resume | None = None,
+    durable: bool = False,
 ) -> tuple[Control, ActorRef]:
     """Start the workflow actor under ``owner`` (which it reports to) and set it running:
-    the stages' ``WorkflowActor``, or a Serverless Workflow's ``ServerlessActor``."""
+    the stages' ``WorkflowActor``, or a Serverless Workflow's ``ServerlessActor``; a
+    recovered one (``resume``) from its next step, paused if it was."""
     control = Control()
+    if resume is not None and resume.paused:
+        control.pause()
     context = owner.context
     actor: type[Actor] = WorkflowActor
     if not isinstance(workflow, Workflow):
@@ -447,7 +497,7 @@ async def _start_workflow(
 
         actor = ServerlessActor
     ref = await context.spawn(actor, workflow, execution_id, control, context.self_ref,
-                              delivered, name="workflow")
+                              delivered, resume, durable, name="workflow")
     context.watch(ref)
     await ref.tell(_Run(store))
     return control, ref
@@ -462,7 +512,9 @@ class ExecutionActor(Actor):
     """
 
     def __init__(self, workflow: Workflow | ServerlessWorkflow, execution: Execution,
-                 broker: Broker, store: dict[str, Any], process: ProcessOptions | None) -> None:
+                 broker: Broker, store: dict[str, Any], process: ProcessOptions | None,
+                 resume: Resume | None = None, state: StateStore | None = None) -> None:
+        self.state = state  # a durable runner's: step boundaries are written before going on
         self.workflow = workflow
         self.execution = execution
         self.broker = broker
@@ -470,7 +522,8 @@ class ExecutionActor(Actor):
         self.process = process
         self.control: Control | None = None
         self.child: ActorRef | None = None
-        self.seq = 0
+        self.resume = resume
+        self.seq = resume.seq if resume is not None else 0  # numbered on after a recovery
 
     def _policy(self) -> TemporaryPolicy:
         return TEMPORARY_POLICY
@@ -478,7 +531,8 @@ class ExecutionActor(Actor):
     async def on_start(self) -> None:
         if self.process is None:
             self.control, self.child = await _start_workflow(
-                self, self.workflow, self.execution.id, self.store)
+                self, self.workflow, self.execution.id, self.store, resume=self.resume,
+                durable=self.state is not None)
             return
         from actorstage.transport._host import main_location
 
@@ -487,12 +541,17 @@ class ExecutionActor(Actor):
         self.child = await self.context.spawn(
             ChildExecution, self.workflow.defn, self.execution.id, self.store,
             [module for module in modules if module != "__main__"], main,
-            self.broker.child_middleware(), name="workflow", process=self.process)
+            self.broker.child_middleware(), self.resume, self.state is not None,
+            name="workflow", process=self.process)
         self.context.watch(self.child)
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, _Report):
             await self._report(message)
+        elif isinstance(message, _Durable):
+            await self._report(message.report)
+            if self.state is not None:
+                await self.state.flush()
         elif isinstance(message, _Signal):
             if self.control is not None:
                 getattr(self.control, message.kind)()
@@ -573,7 +632,10 @@ class ChildExecution(Actor):
 
     def __init__(self, defn: WorkflowDef | dict[str, Any], execution_id: str,
                  store: dict[str, Any], modules: list[str], main: tuple[str, str] = ("", ""),
-                 middleware: list[tuple[str, bytes]] | None = None) -> None:
+                 middleware: list[tuple[str, bytes]] | None = None,
+                 resume: Resume | None = None, durable: bool = False) -> None:
+        self.resume = resume
+        self.durable = durable
         self.defn = defn  # a Serverless Workflow's travels as the mapping it was read as
         self.workflow_id = defn.id if isinstance(defn, WorkflowDef) else \
             str(defn["document"]["name"])
@@ -607,7 +669,8 @@ class ChildExecution(Actor):
 
             workflow = ServerlessWorkflow.from_raw(self.defn)
         self.control, _ref = await _start_workflow(self, workflow, self.execution_id, self.store,
-                                                   delivered=True)
+                                                   delivered=True, resume=self.resume,
+                                                   durable=self.durable)
 
     @property
     def _parent(self) -> ActorRef:
@@ -623,6 +686,12 @@ class ChildExecution(Actor):
                 await link.flush(DELIVERY_BOUND)
         elif isinstance(message, _Report):
             await self._forward(message)
+        elif isinstance(message, _Durable):  # answered once the parent has written it
+            report: _Report | None = message.report
+            if self.middleware:
+                report = await self._outgoing(message.report)
+            if report is not None:
+                await self._parent.ask(_Durable(report))
         elif isinstance(message, _Signal):
             if self.control is not None:
                 getattr(self.control, message.kind)()
@@ -739,7 +808,7 @@ class Execution:
         self._done.add_done_callback(lambda done: callback(done.result()))
 
     def _progress(self, event: ProgressEvent) -> None:
-        if event.kind == "workflow_started":
+        if event.kind in ("workflow_started", "workflow_recovered"):
             self.status = Status.RUNNING
         elif event.kind == "workflow_paused":
             self.status = Status.PAUSED
@@ -772,6 +841,16 @@ class _ExecutionEvents(Subscription[BrokerMessage]):
         return self
 
 
+def _from_saved(saved: Saved) -> Workflow | ServerlessWorkflow:
+    """The workflow of an execution the state holds, checked again."""
+    raw = msgspec.json.decode(saved.definition)
+    if saved.dialect == "serverless":
+        from actorstage.serverless._execution import ServerlessWorkflow
+
+        return ServerlessWorkflow.from_raw(raw)
+    return Workflow.from_def(msgspec.convert(raw, WorkflowDef))
+
+
 def _runnable(workflow: Any) -> Workflow | ServerlessWorkflow:
     """What ``Runner.start`` runs: a ``Workflow``, or a Serverless Workflow's definition."""
     if isinstance(workflow, WorkflowDef):
@@ -798,26 +877,61 @@ class Runner:
     what running workflows send.
     """
 
-    def __init__(self, system: ActorSystem | None = None, *, broker: Broker | None = None) -> None:
+    def __init__(self, system: ActorSystem | None = None, *, broker: Broker | None = None,
+                 state: str | StateStore | None = None) -> None:
         self._system = system
         self._owned: ActorSystem | None = None
         self.broker = broker if broker is not None else Broker()
         self._running: set[Execution] = set()
+        self.state = open_state(state)  # None: in memory only
+        self._state_open = False
+        self._journaled: dict[str, tuple[Execution, Workflow | ServerlessWorkflow]] = {}
+        if self.state is not None:
+            self.broker.register_handler("*", self._journal)
 
     async def __aenter__(self) -> Runner:
         if self._system is None:
             self._owned = self._system = ActorSystem("workflows")
             await self._owned.__aenter__()
+        try:
+            await self.open()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:
             with anyio.CancelScope(shield=True):
-                await self.cancel_all()
+                await self.close()
         finally:
             if self._owned is not None:
                 owned, self._owned, self._system = self._owned, None, None
                 await owned.__aexit__(*exc_info)
+
+    async def open(self, *, recover: bool = True) -> list[Execution]:
+        """Open a durable runner's state and (``recover``) run again the executions it holds
+        that had not ended (``async with Runner(state=...)`` does this); those executions."""
+        if self.state is None or self._state_open:
+            return []
+        await self.state.open()
+        self._state_open = True
+        return await self.recover() if recover else []
+
+    async def close(self) -> None:
+        """Leave: a durable runner keeps its running executions in its state (the next runner
+        on it resumes them) and stops them here; an in-memory one cancels them."""
+        state = self.state
+        if state is None or not self._state_open:
+            await self.cancel_all()
+            return
+        await state.flush()
+        self._state_open = False  # from here on, nothing more is written: a suspend
+        try:
+            await self.cancel_all()
+        finally:
+            self._journaled.clear()
+            await state.close()
 
     def subscribe(self, max_buffer: int = 1000) -> Subscription[BrokerMessage]:
         """Every execution's messages from now on; see ``Broker.subscribe``."""
@@ -846,6 +960,7 @@ class Runner:
     async def start(
         self, workflow: AnyWorkflow, *, execution_id: str | None = None,
         store: dict[str, Any] | None = None, process: bool | ProcessOptions | None = None,
+        annotations: dict[str, Any] | None = None,
     ) -> Execution:
         """Start ``workflow``; returns its ``Execution`` at once.
 
@@ -853,8 +968,17 @@ class Runner:
         ``ProcessOptions``) in a child process of its own, whose reports reach
         the broker here as they happen. A Serverless Workflow ``Definition``
         runs too: ``store`` is then its input, and its output the final store.
+        A durable runner writes the execution to its state before it starts (with
+        ``annotations``, the caller's own notes, kept with it); an id its state already
+        has is refused (``StateError``).
         """
-        runnable = _runnable(workflow)
+        return await self._start(_runnable(workflow), execution_id, store, process,
+                                 annotations=annotations)
+
+    async def _start(self, runnable: Workflow | ServerlessWorkflow, execution_id: str | None,
+                     store: dict[str, Any] | None, process: bool | ProcessOptions | None,
+                     resume: Resume | None = None, *,
+                     annotations: dict[str, Any] | None = None) -> Execution:
         options = options_for(process, self.system.process_defaults)
         broker = self.broker
         if options is not None and isinstance(runnable, Workflow):
@@ -869,6 +993,12 @@ class Runner:
             raise InvalidDefinitionError(
                 f"execution id {execution_id!r} must be 1-128 letters, digits or _.:-")
         execution = Execution(execution_id or uuid.uuid4().hex, runnable.id, initial)
+        if resume is not None and resume.paused:
+            execution.status = Status.PAUSED
+        if self.state is not None and self._state_open and resume is None:
+            await self._save(execution, runnable, initial, options, annotations or {})
+        if self.state is not None and self._state_open:
+            self._journaled[execution.id] = (execution, runnable)
         if options is not None:
             env = {name: value for middleware in broker.middleware
                    for name, value in middleware.child_env().items()}
@@ -877,8 +1007,8 @@ class Runner:
             await broker.hook("before_spawn", execution)
         try:
             execution._ref = await self.system.spawn(
-                ExecutionActor, runnable, execution, broker, initial, options,
-                name=f"execution-{execution.id}")
+                ExecutionActor, runnable, execution, broker, initial, options, resume,
+                self.state if self._state_open else None, name=f"execution-{execution.id}")
         except ActorCrashedError as exc:
             inner = exc.__cause__
             if isinstance(inner, ActorCrashedError):  # the workflow's own start failed: say so
@@ -891,6 +1021,81 @@ class Runner:
             execution.pid = node.pid if node is not None else None
             await broker.hook("after_spawn", execution)
         return execution
+
+    # -- durability ----------------------------------------------------------------------
+
+    async def _save(self, execution: Execution, runnable: Workflow | ServerlessWorkflow,
+                    store: dict[str, Any], options: ProcessOptions | None,
+                    annotations: dict[str, Any]) -> None:
+        from actorstage.workflows._state import Saved, StateError
+
+        assert self.state is not None
+        if isinstance(runnable, Workflow):
+            dialect, definition = "stages", msgspec.json.encode(runnable.defn).decode()
+        else:
+            dialect = "serverless"
+            definition = msgspec.json.encode(runnable.definition.raw).decode()
+        saved = Saved(id=execution.id, workflow_id=runnable.id, dialect=dialect,
+                      definition=definition, store=dict(store), request={
+                          "store": store, "annotations": annotations,
+                          "process": None if options is None else
+                          msgspec.to_builtins(options)})
+        known = await self.state.create(saved)
+        if known is not None:
+            raise StateError(f"execution {execution.id!r} exists in the state already "
+                             f"({known.status}); an id runs once")
+
+    def _journal(self, message: BrokerMessage) -> None:
+        """The broker's handler of a durable runner: every message into the state, with a
+        checkpoint at each step boundary."""
+        entry = self._journaled.get(message.execution_id)
+        state = self.state
+        if entry is None or state is None or not self._state_open:
+            return
+        execution, runnable = entry
+        payload = message.payload
+        step: int | None = None
+        store = execution.store
+        if isinstance(payload, ProgressEvent) and payload.kind == "action_finished" and \
+                payload.status in (Status.SUCCEEDED, Status.FAILED) and \
+                isinstance(runnable, Workflow):
+            step = runnable.position(payload.stage_id, payload.action_id) + 1
+        elif message.message_type == MessageType.CHECKPOINT and isinstance(payload, dict):
+            step = int(payload["step"])
+            store = {"data": payload.get("data"), "context": payload.get("context")}
+        state.note(message, dict(store), step)
+        if isinstance(payload, ProgressEvent) and payload.kind == "workflow_finished":
+            self._journaled.pop(message.execution_id, None)
+
+    async def recover(self) -> list[Execution]:
+        """Run again every execution of the state that had not ended, from its next step
+        (paused if it was); one that cannot run here (its actions are not registered) is
+        ended ``failed`` in the state, saying why."""
+        from actorstage.transport._options import ProcessOptions
+
+        assert self.state is not None
+        recovered = []
+        for saved in await self.state.load(unfinished=True):
+            try:
+                runnable = _from_saved(saved)
+                process = saved.request.get("process")
+                options = None if process is None else ProcessOptions(**process)
+                store, context = saved.store, None
+                if saved.dialect == "serverless" and saved.next_step:
+                    store, context = saved.store.get("data") or {}, saved.store.get("context")
+                resume = Resume(step=saved.next_step, seq=saved.last_seq, paused=saved.paused,
+                                timers=saved.timers, context=context)
+                execution = await self._start(runnable, saved.id, store,
+                                              options or None, resume)
+            except Exception as exc:  # it cannot run here: say so, in the state too
+                log.exception("execution %s could not be recovered", saved.id)
+                self.state.update(saved.id, status="failed", ended_at=time.time(), error={
+                    "type_name": type(exc).__name__, "message": f"not recovered: {exc}"})
+                continue
+            recovered.append(execution)
+        if recovered:
+            log.info("recovered %d executions from the state", len(recovered))
+        return recovered
 
     async def _spawn_definition(self, workflow: Workflow) -> Workflow:
         """The definition a spawn runs, after the middlewares' ``spawn_definition``."""

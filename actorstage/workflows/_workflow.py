@@ -78,6 +78,15 @@ class Workflow:
     def step(self, stage_id: str, action_id: str) -> _Step:
         return self._steps[(stage_id, action_id)]
 
+    def position(self, stage_id: str, action_id: str) -> int:
+        """Where an action stands in the order of all the workflow's actions (0-based)."""
+        order = self.__dict__.get("_order")
+        if order is None:
+            order = self._order = {(stage.id, action.id): index for index, (stage, action) in
+                                   enumerate((stage, action) for stage in self.defn.stages
+                                             for action in stage.actions)}
+        return int(order[(stage_id, action_id)])
+
     def modules(self) -> list[str]:
         """The modules that register this workflow's actions (a child imports them)."""
         return sorted({step.registered.module for step in self._steps.values()})

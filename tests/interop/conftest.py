@@ -73,7 +73,8 @@ def serve(*flags: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
     process = subprocess.Popen(
         [sys.executable, "-m", "actorstage.cli", "serve", *any_port_flag, *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        env={**os.environ, "PYTHONPATH": str(ROOT), "ACTORSTAGE_STATE": "memory",
+             **(env or {})})
     served = Served(process)
     served.started.wait(30)
     line = served.lines[0] if served.lines else ""

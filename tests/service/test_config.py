@@ -27,6 +27,9 @@ from tests.interop.conftest import ROOT
     ({"max_pipeline_sessions": 0}, "max_pipeline_sessions must be >= 1"),
     ({"stigmer_endpoint": "stigmer"}, "stigmer_endpoint: a callback endpoint is HOST:PORT"),
     ({"stigmer_api_key": "k"}, "need a stigmer_endpoint"),
+    ({"state": "mysql://db"}, "unknown state 'mysql://db'"),
+    ({"state": "sqlite://relative.db"}, "three slashes"),
+    ({"retention": 0.0}, "retention must be"),
 ])
 def test_bad_settings_are_refused_naming_them(settings: dict[str, object], text: str) -> None:
     with pytest.raises(ValueError, match=text):
@@ -60,7 +63,13 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path) -> None
         7002, ("e",), "inline", 1.0)
     assert from_flags.host == "::1"  # what no flag sets still comes from the file
     defaults = build_config(_args(), {})
-    assert defaults == ServiceConfig()
+    from actorstage.workflows._state import state_directory
+
+    state = f"sqlite:///{state_directory() / 'runner.db'}"  # the command line keeps state
+    assert defaults == ServiceConfig(state=state)
+    assert build_config(_args("--state", "memory"), {}).state == "memory"
+    assert build_config(_args(), {"ACTORSTAGE_STATE": "sqlite:///x.db"}).state == \
+        "sqlite:///x.db"
 
 
 def test_stigmer_runner_environment_configures_the_port_and_the_status_callback(

@@ -1,0 +1,205 @@
+"""Durable executions: a runner killed with SIGKILL in the middle of running, sleeping,
+paused and spawned executions; a runner on the same SQLite state runs each on from its
+last completed step, with its store, its sleep's remaining time and its history."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from actorstage.serverless import parse_definition
+from actorstage.workflows import ProgressEvent, Runner, Status
+from actorstage.workflows._state import SCHEMA_VERSION, SqliteState, StateError
+from tests.durable import actions  # noqa: F401 - registers durable.mark
+from tests.service.helpers import alive
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Killable:
+    """``tests.durable.runner_script`` in a process of its own; ``wait_for`` a line of its
+    output, then ``kill`` it (SIGKILL, the way a machine or the OOM killer ends it)."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.durable.runner_script", *args], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout:
+            for line in self.process.stdout:
+                with self.changed:
+                    self.lines.append(line.rstrip("\n"))
+                    self.changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                found = [line for line in self.lines if text in line]
+                if found:
+                    return found[0]
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise AssertionError(f"no {text!r} in:\n" + "\n".join(self.lines))
+                self.changed.wait(0.1)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self.reader.join(10)
+
+
+@contextmanager
+def killable(*args: str) -> Iterator[Killable]:
+    runner = Killable(*args)
+    try:
+        yield runner
+    finally:
+        if runner.process.poll() is None:
+            runner.kill()
+
+
+def _workflow(journal: Path, nap: float = 3.0) -> str:
+    def mark(name: str, seconds: float = 0.0) -> dict[str, Any]:
+        return {"id": name, "action": "durable.mark",
+                "params": {"journal": str(journal), "name": name, "seconds": seconds}}
+
+    return json.dumps({"id": "durable", "stages": [
+        {"id": "one", "actions": [mark("a"), mark("nap", nap)]},
+        {"id": "two", "actions": [mark("b")]}]})
+
+
+def _runs(journal: Path) -> list[str]:
+    return [line.split()[0] for line in journal.read_text().splitlines()]
+
+
+async def _history(state: str) -> list[tuple[int, str]]:
+    store = SqliteState(state.removeprefix("sqlite:///"))
+    await store.open()
+    try:
+        messages = await store.events("e1")
+    finally:
+        await store.close()
+    return [(message.seq, message.payload.kind if isinstance(message.payload, ProgressEvent)
+             else message.message_type) for message in messages]
+
+
+async def test_a_killed_runner_s_execution_resumes_after_its_last_completed_action(
+        tmp_path: Path) -> None:
+    journal, state = tmp_path / "journal", f"sqlite:///{tmp_path / 'state.db'}"
+    with killable(state, "start", _workflow(journal)) as first:
+        first.wait_for("action_started nap")
+        await anyio.sleep(1.0)  # a third of the nap
+        first.kill()
+    assert _runs(journal) == ["a", "nap"]
+    began = time.monotonic()
+    async with Runner(state=state) as runner:
+        [execution] = list(runner._running)
+        result = await execution.result()
+    took = time.monotonic() - began
+    assert result.status == Status.SUCCEEDED
+    assert result.store == {"given": 1, "a": 1, "nap": 2, "b": 3, "count": 3}
+    assert _runs(journal) == ["a", "nap", "nap", "b"]  # the interrupted one ran again, once
+    keys = [line.split()[1] for line in journal.read_text().splitlines()]
+    assert keys[1] == keys[2] == "e1/one/nap/1"  # the same attempt key: for idempotency
+    assert took < 2.8, f"the nap started over ({took:.2f}s): it should sleep what was left"
+    history = await _history(state)
+    assert [seq for seq, _kind in history] == list(range(1, len(history) + 1))
+    kinds = [kind for _seq, kind in history]
+    assert kinds.count("workflow_started") == 1 and kinds.count("workflow_recovered") == 1
+    assert kinds[-1] == "workflow_finished"
+    async with Runner(state=state) as runner:  # ended: nothing to recover
+        assert not runner._running
+
+
+async def test_a_paused_execution_stays_paused_across_a_crash(tmp_path: Path) -> None:
+    journal, state = tmp_path / "journal", f"sqlite:///{tmp_path / 'state.db'}"
+    with killable(state, "start", _workflow(journal, nap=1.0), "--pause-after", "0.4") as first:
+        first.wait_for("written: paused")
+        first.kill()
+    async with Runner(state=state) as runner:
+        [execution] = list(runner._running)
+        assert execution.status == Status.PAUSED
+        await anyio.sleep(1.5)  # longer than the nap: paused, it does not end
+        assert not execution.done and _runs(journal) == ["a", "nap"]  # held before it
+        await execution.resume()
+        with anyio.fail_after(10):
+            result = await execution.result()
+    assert result.status == Status.SUCCEEDED and _runs(journal) == ["a", "nap", "nap", "b"]
+
+
+async def test_a_spawned_execution_resumes_in_a_new_child(tmp_path: Path) -> None:
+    journal, state = tmp_path / "journal", f"sqlite:///{tmp_path / 'state.db'}"
+    with killable(state, "start", _workflow(journal, nap=2.0), "--process") as first:
+        child = int(first.wait_for("ready").split()[1])
+        first.wait_for("action_started nap")
+        first.kill()
+    assert child
+    for _ in range(200):  # the child sees its parent die and ends too
+        if not alive(child):
+            break
+        await anyio.sleep(0.05)
+    assert not alive(child)
+    async with Runner(state=state) as runner:
+        [execution] = list(runner._running)
+        assert execution.pid is not None and execution.pid != child
+        result = await execution.result()
+    assert result.status == Status.SUCCEEDED
+    assert _runs(journal) == ["a", "nap", "nap", "b"]
+
+
+async def test_a_serverless_workflow_resumes_after_its_last_top_level_task(
+        tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    definition = {
+        "document": {"dsl": "1.0.0", "namespace": "t", "name": "slow", "version": "1"},
+        "do": [{"first": {"set": {"given": "${ .given }", "n": 1},
+                          "export": {"as": "{seen: .n}"}}},
+               {"nap": {"wait": {"seconds": 2}}},
+               {"last": {"set": {"n": "${ .n + 1 }", "seen": "${ $context.seen }"}}}]}
+    parse_definition(definition)
+    with killable(state, "start", json.dumps(definition)) as first:
+        first.wait_for("task_started /do/1/nap")
+        await anyio.sleep(0.5)
+        first.kill()
+    async with Runner(state=state) as runner:
+        [execution] = list(runner._running)
+        result = await execution.result()
+    assert result.status == Status.SUCCEEDED
+    assert result.output == {"n": 2, "seen": 1}  # its data and $context came back
+    kinds = [kind for _seq, kind in await _history(state) if kind != "checkpoint"]
+    assert kinds.count("task_started") == 4  # first, nap, then (recovered) nap and last
+
+
+async def test_a_newer_schema_is_refused_and_migrations_are_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteState(str(path))
+    await store.open()
+    await store.close()
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                          ).fetchone() == (str(SCHEMA_VERSION),)
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StateError, match="schema version 99, newer than this actorstage"):
+        await SqliteState(str(path)).open()
