@@ -71,13 +71,38 @@ class Sender(Generic[T]):
         self.failures = 0  # failed calls (each is retried)
         self.lost = 0  # calls given up: the queue was full, or the service stopped
         self._failing = False
+        self._outbox: Any = None  # a durable service's state: calls wait there until done
+        self._sink = ""
 
-    async def _call(self, item: T) -> Any:
+    async def _call(self, item: T, metadata: dict[str, str] | None) -> Any:
         raise NotImplementedError
 
     def _describe(self, item: T) -> str:
         """What a lost call was, for the log."""
         return repr(item)
+
+    def key(self, item: T) -> tuple[str, int]:
+        """(execution id, seq): what the receiver sees once (``x-idempotency-key``)."""
+        raise NotImplementedError
+
+    def encode(self, item: T) -> bytes:
+        return bytes(item)  # type: ignore[call-overload,no-any-return]
+
+    def decode(self, body: bytes) -> T:
+        raise NotImplementedError
+
+    async def keep_in(self, state: Any, sink: str) -> None:
+        """Keep every call in ``state``'s outbox under ``sink`` until it is delivered, so
+        that none is lost to a crash; the ones a previous run left there are queued first.
+        A call goes out only once it is written (with the event it reports)."""
+        self._outbox, self._sink = state, sink
+        for execution_id, seq, body in await state.outbox(sink):
+            self._queue.append(self.decode(body))
+            log.debug("callback %s of execution %s (seq %d) was left undelivered; sending it",
+                      sink, execution_id, seq)
+        if self._queue:
+            self._idle = anyio.Event()
+            self._wakeup.set()
 
     @property
     def pending(self) -> int:
@@ -95,6 +120,9 @@ class Sender(Generic[T]):
                     "callback endpoint %s: %d pending calls, the limit; gave up %s (%d lost "
                     "so far)", self.endpoint, len(queue) + 1, self._describe(oldest), self.lost)
         queue.append(item)
+        if self._outbox is not None:
+            execution_id, seq = self.key(item)
+            self._outbox.outbox_add(self._sink, execution_id, seq, self.encode(item))
         if self._idle.is_set():
             self._idle = anyio.Event()
         self._wakeup.set()
@@ -109,15 +137,21 @@ class Sender(Generic[T]):
                 await self._wakeup.wait()
                 continue
             self._inflight = queue.popleft()
+            if self._outbox is not None:
+                await self._outbox.flush()  # written, with the event it reports, first
             await self._deliver(self._inflight)
+            if self._outbox is not None:
+                self._outbox.outbox_done(self._sink, *self.key(self._inflight))
             self._inflight = None
             self.delivered += 1
 
     async def _deliver(self, item: T) -> None:
         failures = 0
+        execution_id, seq = self.key(item)
+        metadata = {**(self._metadata or {}), "x-idempotency-key": f"{execution_id}:{seq}"}
         while True:
             try:
-                await self._call(item)
+                await self._call(item, metadata)
             except (GRPCError, OSError, StreamTerminatedError, TimeoutError) as exc:
                 failures += 1
                 self.failures += 1
@@ -159,12 +193,17 @@ class CallbackSender(Sender[ProgressEvent]):
         super().__init__(host, port, **options)
         self._stub = ProgressControlStub(self._channel)
 
-    async def _call(self, item: ProgressEvent) -> Any:
-        return await self._stub.report_progress(item, timeout=self.timeout,
-                                                metadata=self._metadata)
+    async def _call(self, item: ProgressEvent, metadata: dict[str, str] | None) -> Any:
+        return await self._stub.report_progress(item, timeout=self.timeout, metadata=metadata)
 
     def _describe(self, item: ProgressEvent) -> str:
         return f"event seq {item.seq} of execution {item.execution_id}"
+
+    def key(self, item: ProgressEvent) -> tuple[str, int]:
+        return item.execution_id, item.seq
+
+    def decode(self, body: bytes) -> ProgressEvent:
+        return ProgressEvent.parse(body)
 
 
 def _failure(exc: BaseException) -> str:

@@ -119,6 +119,9 @@ class RunnerService(RunnerBase):
         self.max_events = max_events
         self.accepting = True
         self.suspended = False  # a durable service stopping: its executions wait in the state
+        # Called for each execution restored from a durable state, with its messages: the
+        # services an execution came through (its origin) rebuild their own view of it.
+        self.restorers: list[Callable[[Any, Any, list[BrokerMessage]], None]] = []
         self._streams = 0
         self._streams_done = asyncio.Event()
         self._streams_done.set()
@@ -161,10 +164,11 @@ class RunnerService(RunnerBase):
 
     async def start(self, request: ExecuteRequest, *,
                     prepare: Callable[[ExecutionRecord, Any], None] | None = None,
-                    ) -> tuple[ExecutionRecord, bool]:
+                    origin: str = "") -> tuple[ExecutionRecord, bool]:
         """Start the execution a request asks for: ``(record, attached)``, where
         ``attached`` says it existed (the same request again). ``prepare(record,
-        workflow)`` runs before it starts."""
+        workflow)`` runs before it starts; ``origin`` names the service it came through,
+        kept with it in a durable state (see ``restorers``)."""
         workflow = await off_loop(len(request.workflow), parse_definition, request.workflow)
         store = await off_loop(len(request.store_json), parse_store, request.store_json)
         execution_id = request.execution_id or uuid.uuid4().hex
@@ -196,17 +200,17 @@ class RunnerService(RunnerBase):
         self.metrics.started()
         if prepare is not None:
             prepare(record, workflow)
-        await self._launch(record, workflow, store)
+        await self._launch(record, workflow, store, origin)
         return record, False
 
     async def _launch(self, record: ExecutionRecord, workflow: Workflow | ServerlessWorkflow,
-                      store: dict[str, Any]) -> None:
+                      store: dict[str, Any], origin: str = "") -> None:
         process = self.process if record.isolation == Isolation.PROCESS else None
         try:
             execution = await self.runner.start(
                 workflow, execution_id=record.id, store=store, process=process,
                 annotations={"metadata": record.metadata.to_dict(), "given": store,
-                             "isolation": int(record.isolation)})
+                             "isolation": int(record.isolation), "origin": origin})
         except InvalidDefinitionError as exc:  # e.g. a store value it cannot encode
             record.fail(ExecutionStatus.FAILED, ProtoError(
                 type_name="InvalidDefinitionError", message=str(exc)))
@@ -252,8 +256,11 @@ class RunnerService(RunnerBase):
                 isolation=isolation, store=saved.request.get("store") or {},
                 max_events=self.max_events, number=self.executions.restored(saved.number))
             record.created_at = saved.created_at
-            for message in await state.events(saved.id):
+            messages = await state.events(saved.id)
+            for message in messages:
                 record.observe(message)
+            for restorer in self.restorers:
+                restorer(saved, record, messages)
             if saved.ended and not record.ended:  # ended without its messages (not recovered)
                 error = saved.error or {}
                 record.fail(status_of(saved.status), ProtoError(

@@ -245,6 +245,12 @@ class RunnerServer:
         state = service.runner.state
         if state is not None:  # executions from before: their history, and the unfinished
             stack.push_async_callback(service.runner.close)  # ones run again
+            await service.runner.open(recover=False)
+            sinks: list[tuple[str, Sender[Any] | None]] = [
+                ("progress", self.callbacks), ("stigmer", self.statuses)]
+            for sink, kept in sinks:
+                if kept is not None:  # callbacks kept until delivered, across restarts
+                    await kept.keep_in(state, sink)
             await service.restore()
             await state.prune(max_age=config.retention, max_count=config.retention_count)
         runtime = None

@@ -52,7 +52,7 @@ from actorstage.service._records import ExecutionRecord
 from actorstage.service._runner_service import RunnerService
 from actorstage.workflows._events import BrokerMessage, MessageType, ProgressEvent
 
-__all__ = ["StatusSender", "StigmerRunner"]
+__all__ = ["StatusSender", "StatusUpdate", "StigmerRunner"]
 
 log = logging.getLogger("actorstage.service.stigmer")
 
@@ -186,19 +186,37 @@ class _Snapshot:
         return True
 
 
-class StatusSender(Sender[WorkflowExecutionUpdateStatusInput]):
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One ``updateStatus`` call: the status after the execution's message ``seq``."""
+
+    seq: int
+    call: WorkflowExecutionUpdateStatusInput
+
+
+class StatusSender(Sender[StatusUpdate]):
     """Delivers status snapshots to Stigmer's ``updateStatus``, in order, retried."""
 
     def __init__(self, host: str, port: int, **options: Any) -> None:
         super().__init__(host, port, **options)
         self._stub = WorkflowExecutionCommandControllerStub(self._channel)
 
-    async def _call(self, item: WorkflowExecutionUpdateStatusInput) -> Any:
-        return await self._stub.update_status(item, timeout=self.timeout,
-                                              metadata=self._metadata)
+    async def _call(self, item: StatusUpdate, metadata: dict[str, str] | None) -> Any:
+        return await self._stub.update_status(item.call, timeout=self.timeout,
+                                              metadata=metadata)
 
-    def _describe(self, item: WorkflowExecutionUpdateStatusInput) -> str:
-        return f"a status of execution {item.execution_id}"
+    def _describe(self, item: StatusUpdate) -> str:
+        return f"the status of execution {item.call.execution_id} after seq {item.seq}"
+
+    def key(self, item: StatusUpdate) -> tuple[str, int]:
+        return item.call.execution_id, item.seq
+
+    def encode(self, item: StatusUpdate) -> bytes:
+        return item.seq.to_bytes(8, "big") + bytes(item.call)
+
+    def decode(self, body: bytes) -> StatusUpdate:
+        return StatusUpdate(int.from_bytes(body[:8], "big"),
+                            WorkflowExecutionUpdateStatusInput.parse(body[8:]))
 
 
 class StigmerRunner(WorkflowRunnerServiceControllerBase):
@@ -214,6 +232,7 @@ class StigmerRunner(WorkflowRunnerServiceControllerBase):
         self.status = status
         self._snapshots: dict[str, _Snapshot] = {}  # executions started here, until they end
         service.runner.broker.register_handler("*", self._observe)
+        service.restorers.append(self._restore)
 
     async def execute_async(self, message: WorkflowExecuteInput) -> WorkflowExecuteResponse:
         execution_id = message.workflow_execution_id
@@ -229,7 +248,8 @@ class StigmerRunner(WorkflowRunnerServiceControllerBase):
         if fresh:
             self._snapshots[execution_id] = snapshot
         try:
-            record, attached = await self.service.start(request, prepare=self._prepare)
+            record, attached = await self.service.start(request, prepare=self._prepare,
+                                                        origin="stigmer")
         except BaseException:
             if fresh:
                 self._snapshots.pop(execution_id, None)
@@ -250,13 +270,30 @@ class StigmerRunner(WorkflowRunnerServiceControllerBase):
             for task in _every_task(workflow.definition.tasks):
                 snapshot.tasks[task.pointer] = _TaskState(task.name, task.kind)
 
+    def _restore(self, saved: Any, record: ExecutionRecord, messages: list[BrokerMessage]
+                 ) -> None:
+        """An execution of ours from a durable state that had not ended: its status, rebuilt
+        from its messages, so that its updates go on from there after it is recovered."""
+        if (saved.request.get("annotations") or {}).get("origin") != "stigmer" or \
+                record.ended:
+            return
+        from actorstage.workflows._runner import _from_saved
+
+        snapshot = self._snapshots[record.id] = _Snapshot()
+        try:
+            self._prepare(record, _from_saved(saved))
+        except Exception:  # (it cannot run here: its status comes from its messages alone)
+            log.warning("execution %s: its definition cannot be read again", record.id)
+        for message in messages:
+            snapshot.take(message)
+
     def _observe(self, message: BrokerMessage) -> None:
         snapshot = self._snapshots.get(message.execution_id)
         if snapshot is None or not snapshot.take(message):
             return
         if self.status is not None:
-            self.status.put(WorkflowExecutionUpdateStatusInput(
-                execution_id=message.execution_id, status=snapshot.status()))
+            self.status.put(StatusUpdate(message.seq, WorkflowExecutionUpdateStatusInput(
+                execution_id=message.execution_id, status=snapshot.status())))
         if snapshot.phase in (ExecutionPhase.EXECUTION_COMPLETED, ExecutionPhase.EXECUTION_FAILED,
                               ExecutionPhase.EXECUTION_CANCELLED):
             del self._snapshots[message.execution_id]

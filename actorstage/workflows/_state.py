@@ -174,6 +174,17 @@ class StateStore:
     async def prune(self, *, max_age: float | None, max_count: int | None) -> int:
         raise NotImplementedError
 
+    def outbox_add(self, sink: str, execution_id: str, seq: int, body: bytes) -> None:
+        """Keep a callback until it is delivered (written with the next batch)."""
+        raise NotImplementedError
+
+    def outbox_done(self, sink: str, execution_id: str, seq: int) -> None:
+        raise NotImplementedError
+
+    async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
+        """The callbacks of ``sink`` not delivered yet, in the order they were kept."""
+        raise NotImplementedError
+
 
 class SqliteState(StateStore):
     """The state in a SQLite file, written by one thread of its own.
@@ -416,6 +427,20 @@ class SqliteState(StateStore):
         self._updates.setdefault(execution_id, {}).update(fields)  # one UPDATE per batch
         self._queued += 1
         self._soon()
+
+    def outbox_add(self, sink: str, execution_id: str, seq: int, body: bytes) -> None:
+        self._queue("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
+                    (sink, execution_id, seq, body))
+
+    def outbox_done(self, sink: str, execution_id: str, seq: int) -> None:
+        self._queue("DELETE FROM outbox WHERE sink = ? AND execution_id = ? AND seq = ?",
+                    (sink, execution_id, seq))
+
+    async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
+        await self.flush()
+        rows = await self._run(self._select, "SELECT execution_id, seq, body FROM outbox "
+                               "WHERE sink = ? ORDER BY rowid", (sink,))
+        return [(execution_id, seq, bytes(body)) for execution_id, seq, body in rows]
 
     # -- reading ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ snapshots. Configured by Stigmer's environment; the workflows call a local HTTP 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -410,3 +411,26 @@ def test_status_updates_travel_over_tls_by_default(stigmer_stubs: dict[str, Modu
             pb, "EXECUTION_COMPLETED"))
         assert final.phase == _phase(pb, "EXECUTION_COMPLETED")
         assert dict(final.output) == {"a": 1}
+
+
+def test_a_killed_runner_s_stigmer_execution_reports_on_after_it_restarts(
+        stigmer_stubs: dict[str, ModuleType], tmp_path: Path) -> None:
+    io, pb = stigmer_stubs["io_pb2"], stigmer_stubs["execution_enum_pb2"]
+    state = ("--state", f"sqlite:///{tmp_path / 'runner.db'}")
+    with status_endpoint(stigmer_stubs) as (statuses, port):
+        with stigmer(stigmer_stubs, port, *state) as (runner, served):
+            runner.executeAsync(io.WorkflowExecuteInput(
+                workflow_execution_id="wex-durable", workflow_yaml=SLOW.replace(
+                    "  - long: {wait: {seconds: 60}}\n", "")), timeout=10)
+            statuses.wait("wex-durable", lambda status: _tasks(status, pb)["/do/1/nap"] ==
+                          "WORKFLOW_TASK_IN_PROGRESS")
+            served.process.send_signal(signal.SIGKILL)
+            served.process.wait(10)
+        with stigmer(stigmer_stubs, port, *state):
+            final = statuses.wait("wex-durable", lambda status: status.phase >= _phase(
+                pb, "EXECUTION_COMPLETED"))
+    assert final.phase == _phase(pb, "EXECUTION_COMPLETED")
+    assert _tasks(final, pb) == {"/do/0/before": "WORKFLOW_TASK_COMPLETED",
+                                 "/do/1/nap": "WORKFLOW_TASK_COMPLETED",
+                                 "/do/2/after": "WORKFLOW_TASK_COMPLETED"}
+    assert dict(final.output) == {"step": 2}

@@ -39,6 +39,7 @@ class Receiver(ProgressControlBase):
         self.events: list[ProgressEvent] = []
         self.token = token
         self.headers: list[str | None] = []
+        self.keys: list[str | None] = []  # x-idempotency-key, as each call carried it
         self.changed = anyio.Event()
 
     async def __rpc_report_progress(self, stream: Stream[ProgressEvent, ProgressAck]) -> None:
@@ -46,6 +47,8 @@ class Receiver(ProgressControlBase):
         assert event is not None
         given = stream.metadata.get("authorization") if stream.metadata else None
         self.headers.append(given if isinstance(given, str) else None)
+        key = stream.metadata.get("x-idempotency-key") if stream.metadata else None
+        self.keys.append(key if isinstance(key, str) else None)
         if self.token is not None and given != f"Bearer {self.token}":
             raise GRPCError(Code.UNAUTHENTICATED, "wrong token")
         self.events.append(event)
