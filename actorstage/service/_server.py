@@ -39,6 +39,7 @@ __all__ = ["RunnerServer", "ServiceConfig", "open_service"]
 log = logging.getLogger("actorstage.service")
 
 UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/",)  # probes carry no token
+PRUNE_EVERY = 600.0  # seconds between removals of ended executions past the retention
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +284,8 @@ class RunnerServer:
         tasks = self._tasks = await stack.enter_async_context(anyio.create_task_group())
         for sender in self._senders():
             tasks.start_soon(sender.run)
+        if service.runner.state is not None:
+            tasks.start_soon(self._prune, service.runner.state)
         if config.metrics_port is not None:
             metrics_server = MetricsServer(metrics, config.metrics_host, config.metrics_port)
             await metrics_server.start()
@@ -293,6 +296,20 @@ class RunnerServer:
         self.warnings = warnings
         if self._log_warnings:
             self.log_warnings()
+
+    async def _prune(self, state: Any) -> None:
+        """Remove ended executions past the retention from the state, every ten minutes."""
+        config = self.config
+        while True:
+            await anyio.sleep(PRUNE_EVERY)
+            try:
+                removed = await state.prune(max_age=config.retention,
+                                            max_count=config.retention_count)
+            except StateError as exc:
+                log.warning("pruning the state failed: %s", exc)
+                continue
+            if removed:
+                log.info("removed %d ended executions past the retention", removed)
 
     def _senders(self) -> list[Sender[Any]]:
         return [sender for sender in (self.callbacks, self.statuses) if sender is not None]

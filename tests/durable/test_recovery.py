@@ -203,3 +203,22 @@ async def test_a_newer_schema_is_refused_and_migrations_are_recorded(tmp_path: P
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StateError, match="schema version 99, newer than this actorstage"):
         await SqliteState(str(path)).open()
+
+
+async def test_ended_executions_past_the_retention_are_removed(tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    journal = tmp_path / "journal"
+    definition = json.loads(_workflow(journal, nap=0.0))
+    import msgspec
+
+    from actorstage.workflows import WorkflowDef
+
+    async with Runner(state=state) as runner:
+        for number in range(3):
+            await runner.execute(msgspec.convert(definition, WorkflowDef),
+                                 execution_id=f"old-{number}")
+        assert runner.state is not None
+        assert await runner.state.prune(max_age=None, max_count=1) == 2
+        assert [saved.id for saved in await runner.state.load()] == ["old-2"]
+        assert await runner.state.events("old-0") == []
+        assert await runner.state.prune(max_age=0.0, max_count=None) == 1
