@@ -95,6 +95,18 @@ TARGETS = [
     Target("pipeline_native_chain", "Cost per item through a chain of 4 native nodes",
            "local tell cost per message (the tell_throughput subject)",
            "ratio <= 4", lambda r: r["ratio"] <= 4),
+    Target("durable_overhead",
+           "A 100-action no-op workflow with a SQLite state (each step written before the next)",
+           "the same workflow on the in-memory runner, same run",
+           "ratio <= 2", lambda r: r["ratio"] <= 2),
+    Target("durable_throughput",
+           "Executions per second of a 3-action no-op workflow, 200 at once, SQLite state",
+           "the same on the in-memory runner, same run",
+           "reported", lambda r: True),
+    Target("durable_recovery",
+           "Recovery: opening a SQLite state with 1,000 interrupted executions until all run",
+           "starting 1,000 fresh executions on the in-memory runner, same run",
+           "reported", lambda r: True),
 ]
 
 
@@ -102,6 +114,8 @@ def measure(name: str, loop: str, transport: str = "") -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.local", name, loop]
     if name.startswith("pipeline_"):
         command = [sys.executable, "-m", "benchmarks.pipelines", name, loop]
+    elif name.startswith("durable_"):
+        command = [sys.executable, "-m", "benchmarks.durable", name, loop]
     elif transport:
         command = [sys.executable, "-m", "benchmarks.process", name, loop, transport]
     done = subprocess.run(
@@ -121,6 +135,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:,.0f} MiB/s"
     if unit == "bytes":
         return f"{value / 1e6:,.1f} MB"
+    if unit == "exec/s":
+        return f"{value:,.0f} exec/s"
     if value >= 10_000:
         return f"{value / 1000:,.0f} ms"
     return f"{value:,.1f} us"

@@ -207,6 +207,7 @@ class RunnerServer:
         self.pipelines: PipelineService | None = None
         self.callbacks: CallbackSender | None = None
         self.statuses: StatusSender | None = None  # Stigmer's updateStatus
+        self._scopes: list[anyio.CancelScope] = []
 
     async def __aenter__(self) -> RunnerServer:
         config, stack = self.config, self._stack
@@ -281,11 +282,11 @@ class RunnerServer:
         await server.start(sock=sock, ssl=tls)
         self.port = sock.getsockname()[1]
         stack.push_async_callback(server.aclose)
-        tasks = self._tasks = await stack.enter_async_context(anyio.create_task_group())
+        tasks = await stack.enter_async_context(anyio.create_task_group())
         for sender in self._senders():
-            tasks.start_soon(sender.run)
+            tasks.start_soon(self._background, sender.run)
         if service.runner.state is not None:
-            tasks.start_soon(self._prune, service.runner.state)
+            tasks.start_soon(self._background, self._prune, service.runner.state)
         if config.metrics_port is not None:
             metrics_server = MetricsServer(metrics, config.metrics_host, config.metrics_port)
             await metrics_server.start()
@@ -296,6 +297,12 @@ class RunnerServer:
         self.warnings = warnings
         if self._log_warnings:
             self.log_warnings()
+
+    async def _background(self, function: Any, *args: Any) -> None:
+        """A task of the service's own, which ``stop`` ends (and nothing else with it)."""
+        with anyio.CancelScope() as scope:
+            self._scopes.append(scope)
+            await function(*args)
 
     async def _prune(self, state: Any) -> None:
         """Remove ended executions past the retention from the state, every ten minutes."""
@@ -376,9 +383,10 @@ class RunnerServer:
             with anyio.move_on_after(max(config.grace, 1.0)):
                 for sender in senders:
                     await sender.wait_flushed()
-            self._tasks.cancel_scope.cancel()
-            for sender in senders:
-                sender.close()
+        for scope in self._scopes:  # the senders, the state's pruning
+            scope.cancel()
+        for sender in senders:
+            sender.close()
 
 
 def open_service(config: ServiceConfig | None = None, *,

@@ -205,7 +205,10 @@ class SqliteState(StateStore):
         self._written = 0  # ... and written
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._writing = False
+        # One connection, used by one thread at a time: whoever holds the lock (a short
+        # write or a start on the event loop, without awaiting; anything longer in the
+        # state's thread, awaited).
+        self._lock = asyncio.Lock()
         self._failure: BaseException | None = None
 
     async def _run(self, function: Any, *args: Any) -> Any:
@@ -257,7 +260,8 @@ class SqliteState(StateStore):
                 await self._writer
             self._writer = None
         if self._db is not None:
-            await self._run(self._db.close)
+            async with self._lock:
+                await self._run(self._db.close)
             self._db = None
         if self._thread is not None:
             self._thread.shutdown(wait=True)
@@ -296,19 +300,17 @@ class SqliteState(StateStore):
                 self._timer.cancel()
                 self._timer = None
             await asyncio.sleep(0)  # let the rest of this turn's messages join the batch
-            batch, upto = self._take()
-            if batch:
-                self._writing = True
-                try:
-                    if _small(batch):
-                        self._write(batch)
-                    else:
-                        await self._run(self._write, batch)
-                except Exception as exc:  # kept: flush raises it
-                    self._failure = exc
-                finally:
-                    self._writing = False
-            self._done(upto)
+            async with self._lock:
+                batch, upto = self._take()
+                if batch:
+                    try:
+                        if _small(batch):
+                            self._write(batch)
+                        else:
+                            await self._run(self._write, batch)
+                    except Exception as exc:  # kept: flush raises it
+                        self._failure = exc
+                self._done(upto)
 
     def _take(self) -> tuple[list[tuple[str, tuple[Any, ...]]], int]:
         """What is noted and not written yet, as one batch; and how far it goes."""
@@ -348,8 +350,8 @@ class SqliteState(StateStore):
         """Wait until everything noted so far is written (a small batch is written here and
         now, when no other write is under way: a step boundary costs one commit)."""
         target = self._queued
-        if self._written < target and not self._writing and self._db is not None and \
-                not self._waiters:
+        if self._written < target and not self._lock.locked() and self._db is not None and \
+                not self._waiters:  # (nothing else uses the connection: write it here)
             batch, upto = self._take()
             if _small(batch):
                 try:
@@ -371,7 +373,8 @@ class SqliteState(StateStore):
 
     async def create(self, saved: Saved) -> Saved | None:
         await self.flush()
-        return await self._run(self._create, saved)  # type: ignore[no-any-return]
+        async with self._lock:
+            return self._create(saved)  # (a few statements: here, not in the thread)
 
     def _create(self, saved: Saved) -> Saved | None:
         db = self._db
@@ -438,8 +441,9 @@ class SqliteState(StateStore):
 
     async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
         await self.flush()
-        rows = await self._run(self._select, "SELECT execution_id, seq, body FROM outbox "
-                               "WHERE sink = ? ORDER BY rowid", (sink,))
+        async with self._lock:
+            rows = await self._run(self._select, "SELECT execution_id, seq, body FROM outbox "
+                                   "WHERE sink = ? ORDER BY rowid", (sink,))
         return [(execution_id, seq, bytes(body)) for execution_id, seq, body in rows]
 
     # -- reading ------------------------------------------------------------------------
@@ -447,8 +451,9 @@ class SqliteState(StateStore):
     async def load(self, *, unfinished: bool = False) -> list[Saved]:
         await self.flush()
         where = f"WHERE status NOT IN {ENDED!r}" if unfinished else ""
-        rows = await self._run(self._select, f"SELECT * FROM executions {where} ORDER BY number",
-                               ())
+        async with self._lock:
+            rows = await self._run(self._select,
+                                   f"SELECT * FROM executions {where} ORDER BY number", ())
         return [_saved(row) for row in rows]
 
     def _select(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -458,15 +463,18 @@ class SqliteState(StateStore):
 
     async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
         await self.flush()
-        rows = await self._run(self._select, "SELECT message FROM events WHERE execution_id = ?"
-                               " AND seq > ? ORDER BY seq", (execution_id, after_seq))
+        async with self._lock:
+            rows = await self._run(self._select, "SELECT message FROM events WHERE "
+                                   "execution_id = ? AND seq > ? ORDER BY seq",
+                                   (execution_id, after_seq))
         return [typed(_message.decode(row[0])) for row in rows]
 
     async def prune(self, *, max_age: float | None, max_count: int | None) -> int:
         """Remove ended executions older than ``max_age`` seconds, and beyond the newest
         ``max_count`` ended ones; how many went."""
         await self.flush()
-        return await self._run(self._prune, max_age, max_count)  # type: ignore[no-any-return]
+        async with self._lock:
+            return await self._run(self._prune, max_age, max_count)  # type: ignore[no-any-return]
 
     def _prune(self, max_age: float | None, max_count: int | None) -> int:
         db = self._db
