@@ -49,7 +49,7 @@ from actorstage.transport._options import ProcessOptions
 from actorstage.workflows._defs import valid_id
 from actorstage.workflows._events import BrokerMessage
 from actorstage.workflows._registry import registered_actions
-from actorstage.workflows._runner import Runner
+from actorstage.workflows._runner import Execution, Runner
 from actorstage.workflows._workflow import Workflow, defaults_of, read_workflow
 
 __all__ = ["RunnerService"]
@@ -126,6 +126,7 @@ class RunnerService(RunnerBase):
         self._streams_done = asyncio.Event()
         self._streams_done.set()
         runner.broker.register_handler("*", self._observe)
+        runner.recovered.append(self._adopt)
 
     # -- executing ---------------------------------------------------------------------------
 
@@ -180,6 +181,11 @@ class RunnerService(RunnerBase):
         key = (workflow.defn, msgspec.json.encode(store), isolation, metadata.name,
                metadata.version, sorted(metadata.labels.items()))
         known = self.executions.get(execution_id)
+        state = self.runner.state
+        if known is None and state is not None and state.shared:
+            saved = await state.get(execution_id)  # started through another runner
+            if saved is not None:
+                known = await self._restore_one(saved)
         if known is not None:
             if known.key != key:
                 raise GRPCError(Code.ALREADY_EXISTS, (
@@ -234,50 +240,70 @@ class RunnerService(RunnerBase):
 
     async def restore(self) -> None:
         """A durable runner's executions back (their records rebuilt from its state, in their
-        order, each from its messages), then the unfinished ones run again."""
-        from actorstage.workflows._runner import _from_saved
-
+        order, each from its messages), then the unfinished ones run again here (of a shared
+        state: those nobody else runs)."""
         state = self.runner.state
         if state is None:
             return
         await self.runner.open(recover=False)
         for saved in await state.load():
-            annotations = saved.request.get("annotations") or {}
-            metadata = WorkflowMetadata.from_dict(annotations.get("metadata") or {})
-            isolation = Isolation(annotations.get("isolation") or Isolation.INLINE)
-            try:
-                defn: Any = _from_saved(saved).defn
-            except Exception:  # (it cannot run here any more: kept as it ended)
-                defn = saved.definition
-            key = (defn, msgspec.json.encode(annotations.get("given") or {}), isolation,
-                   metadata.name, metadata.version, sorted(metadata.labels.items()))
-            record = ExecutionRecord(
-                saved.id, key=key, workflow_id=saved.workflow_id, metadata=metadata,
-                isolation=isolation, store=saved.request.get("store") or {},
-                max_events=self.max_events, number=self.executions.restored(saved.number))
-            record.created_at = saved.created_at
-            messages = await state.events(saved.id)
-            for message in messages:
-                record.observe(message)
-            for restorer in self.restorers:
-                restorer(saved, record, messages)
-            if saved.ended and not record.ended:  # ended without its messages (not recovered)
-                error = saved.error or {}
-                record.fail(status_of(saved.status), ProtoError(
-                    type_name=str(error.get("type_name", "")),
-                    message=str(error.get("message", ""))))
-            record.on_end = self._ended
-            record.on_event = self._event
-            self.executions.add(record)
-            if not record.ended:
-                self.metrics.started()
-        for execution in await self.runner.recover():
-            known = self.executions.get(execution.id)
-            if known is not None:
-                for kind in known.attach(execution):
-                    await getattr(execution, kind)()
+            await self._restore_one(saved)
+        await self.runner.recover()  # (each is attached by _adopt)
         log.info("restored %d executions from the state (%d running)", len(self.executions),
                  len(self.executions.running()))
+
+    async def _restore_one(self, saved: Any) -> ExecutionRecord:
+        from actorstage.workflows._runner import _from_saved
+
+        state = self.runner.state
+        assert state is not None
+        annotations = saved.request.get("annotations") or {}
+        metadata = WorkflowMetadata.from_dict(annotations.get("metadata") or {})
+        isolation = Isolation(annotations.get("isolation") or Isolation.INLINE)
+        try:
+            defn: Any = _from_saved(saved).defn
+        except Exception:  # (it cannot run here any more: kept as it ended)
+            defn = saved.definition
+        key = (defn, msgspec.json.encode(annotations.get("given") or {}), isolation,
+               metadata.name, metadata.version, sorted(metadata.labels.items()))
+        record = ExecutionRecord(
+            saved.id, key=key, workflow_id=saved.workflow_id, metadata=metadata,
+            isolation=isolation, store=saved.request.get("store") or {},
+            max_events=self.max_events, number=self.executions.restored(saved.number))
+        record.created_at = saved.created_at
+        messages = await state.events(saved.id)
+        for message in messages:
+            record.observe(message)
+        for restorer in self.restorers:
+            restorer(saved, record, messages)
+        if saved.ended and not record.ended:  # ended without its messages (not recovered)
+            error = saved.error or {}
+            record.fail(status_of(saved.status), ProtoError(
+                type_name=str(error.get("type_name", "")),
+                message=str(error.get("message", ""))))
+        record.on_end = self._ended
+        record.on_event = self._event
+        self.executions.add(record)
+        if not record.ended:
+            self.metrics.started()
+        return record
+
+    async def _adopt(self, execution: Execution) -> None:
+        """An execution the runner recovered (at start, or taken over from a runner that
+        died): its record, made from the state if this service has none, follows it."""
+        record = self.executions.get(execution.id)
+        state = self.runner.state
+        if record is not None and record.execution is None and state is not None and \
+                state.shared:  # another runner ran it since: its history from the state
+            record = None
+        if record is None and state is not None:
+            saved = await state.get(execution.id)
+            if saved is None:
+                return
+            record = await self._restore_one(saved)
+        if record is not None and record.execution is None:
+            for kind in record.attach(execution):
+                await getattr(execution, kind)()
 
     def _event(self, event: ProgressEvent) -> None:
         if self.callbacks is not None:

@@ -22,7 +22,7 @@ from actorstage.workflows._events import (
 from actorstage.workflows._middleware import EncryptPayloads, LogMessages, Metrics, Middleware
 from actorstage.workflows._registry import Action, register_action, registered_actions
 from actorstage.workflows._runner import Broker, Execution, Runner
-from actorstage.workflows._state import SqliteState, StateError, StateStore
+from actorstage.workflows._state import PostgresState, SqliteState, StateError, StateStore
 from actorstage.workflows._workflow import Workflow, read_workflow
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "MessageType",
     "Metrics",
     "Middleware",
+    "PostgresState",
     "ProgressEvent",
     "Runner",
     "SqliteState",

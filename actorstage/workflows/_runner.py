@@ -886,6 +886,9 @@ class Runner:
         self.state = open_state(state)  # None: in memory only
         self._state_open = False
         self._journaled: dict[str, tuple[Execution, Workflow | ServerlessWorkflow]] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+        # Called with each execution recovered from the state (the service adopts it).
+        self.recovered: list[Callable[[Execution], Awaitable[None]]] = []
         if self.state is not None:
             self.broker.register_handler("*", self._journal)
 
@@ -916,6 +919,8 @@ class Runner:
             return []
         await self.state.open()
         self._state_open = True
+        if self.state.shared:
+            self._lease_task = asyncio.ensure_future(self._leases())
         return await self.recover() if recover else []
 
     async def close(self) -> None:
@@ -925,6 +930,11 @@ class Runner:
         if state is None or not self._state_open:
             await self.cancel_all()
             return
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
         await state.flush()
         self._state_open = False  # from here on, nothing more is written: a suspend
         try:
@@ -1068,14 +1078,15 @@ class Runner:
             self._journaled.pop(message.execution_id, None)
 
     async def recover(self) -> list[Execution]:
-        """Run again every execution of the state that had not ended, from its next step
-        (paused if it was); one that cannot run here (its actions are not registered) is
-        ended ``failed`` in the state, saying why."""
+        """Run again every execution of the state that had not ended (of a shared state:
+        those whose owner's lease ran out), from its next step (paused if it was); one that
+        cannot run here (its actions are not registered) is ended ``failed`` in the state,
+        saying why. ``recovered`` hooks are called with each."""
         from actorstage.transport._options import ProcessOptions
 
         assert self.state is not None
         recovered = []
-        for saved in await self.state.load(unfinished=True):
+        for saved in await self.state.claim():
             try:
                 runnable = _from_saved(saved)
                 process = saved.request.get("process")
@@ -1095,7 +1106,23 @@ class Runner:
             recovered.append(execution)
         if recovered:
             log.info("recovered %d executions from the state", len(recovered))
+        for execution in recovered:
+            for hook in self.recovered:
+                await hook(execution)
         return recovered
+
+    async def _leases(self) -> None:
+        """A shared state: renew this runner's leases, and take over the executions of
+        runners whose lease ran out (they died), every third of the lease."""
+        state = self.state
+        assert state is not None
+        while True:
+            await asyncio.sleep(state.lease / 3)
+            try:
+                await state.renew()
+                await self.recover()
+            except Exception:
+                log.exception("renewing the leases of the state failed")
 
     async def _spawn_definition(self, workflow: Workflow) -> Workflow:
         """The definition a spawn runs, after the middlewares' ``spawn_definition``."""

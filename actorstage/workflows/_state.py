@@ -1,6 +1,7 @@
 """Durable executions: what a ``Runner`` keeps of its executions, so they survive it.
 
-A ``Runner(state="sqlite:///path/runner.db")`` writes each execution when it
+A ``Runner(state="sqlite:///path/runner.db")`` (or ``postgresql://...``, which
+several runners may share) writes each execution when it
 starts (definition, initial store, how it runs), every broker message with
 its seq, and a checkpoint at every action boundary: the store after the last
 completed action, the next step, paused or not, the running ``sleep``'s end.
@@ -14,7 +15,12 @@ transaction, written by one thread of its own, in order. A start is written
 before it is answered. What was not yet written when the process died is
 what runs again.
 
-``"memory"`` (or ``None``) keeps nothing. PostgreSQL comes in a later step.
+``"memory"`` (or ``None``) keeps nothing.
+
+With PostgreSQL, several runners share the work: each execution is owned by
+one runner at a time, under a lease its owner renews (``LEASE`` seconds); a
+runner takes over the unfinished executions whose lease ran out (their owner
+died) and recovers them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import os
 import sqlite3
 import time
 import urllib.parse
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +43,11 @@ import msgspec
 from actorstage.exceptions import ActorstageError
 from actorstage.workflows._events import BrokerMessage, MessageType, ProgressEvent, typed
 
-__all__ = ["SCHEMA_VERSION", "Saved", "SqliteState", "StateError", "StateStore", "open_state",
-           "state_directory"]
+__all__ = ["SCHEMA_VERSION", "PostgresState", "Saved", "SqliteState", "StateError",
+           "StateStore", "open_state", "state_directory"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LEASE = 15.0  # seconds an owner's lease on its executions lasts without a renewal
 ENDED = ("succeeded", "failed", "cancelled")
 
 _json = msgspec.json.Encoder(enc_hook=str)
@@ -78,7 +87,16 @@ MIGRATIONS: list[tuple[str, ...]] = [(
         body BLOB NOT NULL,
         PRIMARY KEY (sink, execution_id, seq)
     )""",
+), (
+    "ALTER TABLE executions ADD COLUMN owner TEXT",
+    "ALTER TABLE executions ADD COLUMN lease_until REAL",
 )]
+# The same schema in PostgreSQL's words.
+PG_MIGRATIONS: list[tuple[str, ...]] = [tuple(
+    statement.replace("REAL", "DOUBLE PRECISION").replace("BLOB", "BYTEA")
+    .replace("number INTEGER", "number BIGINT").replace("seq INTEGER", "seq BIGINT")
+    .replace("(\n        sink", "(\n        id BIGSERIAL,\n        sink")
+    for statement in step) for step in MIGRATIONS]
 
 
 class StateError(ActorstageError):
@@ -105,6 +123,7 @@ class Saved:
     error: dict[str, Any] | None = None
     reason: str = ""
     number: int = 0
+    owner: str | None = None  # the runner that runs it (a shared state's lease)
 
     @property
     def ended(self) -> bool:
@@ -135,12 +154,18 @@ def open_state(url: str | StateStore | None) -> StateStore | None:
                              f"path), got {url!r}")
         return SqliteState(":memory:" if path == "/:memory:" else path)
     if parsed.scheme in ("postgresql", "postgres"):
-        raise StateError("PostgreSQL state is not available yet; use sqlite:///PATH")
-    raise StateError(f"unknown state {url!r}: memory, or sqlite:///PATH")
+        return PostgresState(url)
+    raise StateError(f"unknown state {url!r}: memory, sqlite:///PATH or postgresql://...")
 
 
 class StateStore:
-    """Where a Runner keeps its executions. ``SqliteState`` is the one there is."""
+    """Where a Runner keeps its executions: ``SqliteState`` or ``PostgresState``.
+
+    ``shared``: several runners may use it at once (executions are leased to one).
+    """
+
+    shared = False
+    lease = LEASE
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -171,6 +196,9 @@ class StateStore:
     async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
         raise NotImplementedError
 
+    async def get(self, execution_id: str) -> Saved | None:
+        raise NotImplementedError
+
     async def prune(self, *, max_age: float | None, max_count: int | None) -> int:
         raise NotImplementedError
 
@@ -185,72 +213,61 @@ class StateStore:
         """The callbacks of ``sink`` not delivered yet, in the order they were kept."""
         raise NotImplementedError
 
+    async def claim(self) -> list[Saved]:
+        """Take the unfinished executions nobody runs (all of them, for a state of one
+        runner; those whose lease ran out, for a shared one): this runner owns them now."""
+        raise NotImplementedError
 
-class SqliteState(StateStore):
-    """The state in a SQLite file, written by one thread of its own.
+    async def renew(self) -> None:
+        """Renew this runner's lease on the executions it owns (a shared state)."""
 
-    WAL journal, ``synchronous=NORMAL``: a killed process loses nothing written; a machine
-    that loses power may lose the last batches (whose actions then run again).
-    """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+Op = tuple[str, tuple[Any, ...]]  # (event | outbox_add | outbox_done | update, params)
+
+
+class _Batched(StateStore):
+    """What both databases share: messages noted in memory, written in batches by one writer
+    task, in order (a step's messages with its boundary); ``flush`` waits for them."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where  # for messages: the path or the URL without its password
+        self.owner = uuid.uuid4().hex  # this runner, as the executions it owns name it
+        self.lease = LEASE
+        self._pending: list[Op] = []
         self._updates: dict[str, dict[str, Any]] = {}  # per execution, merged until written
         self._wakeup: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._queued = 0  # statements and updates noted so far
+        self._queued = 0  # operations noted so far
         self._written = 0  # ... and written
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        # One connection, used by one thread at a time: whoever holds the lock (a short
-        # write or a start on the event loop, without awaiting; anything longer in the
-        # state's thread, awaited).
-        self._lock = asyncio.Lock()
         self._failure: BaseException | None = None
+        # The connection is used by one at a time: whoever holds the lock (a short write or
+        # a start on the event loop, without awaiting; anything longer awaited).
+        self._lock = asyncio.Lock()
 
-    async def _run(self, function: Any, *args: Any) -> Any:
-        if self._thread is None:
-            raise StateError(f"the state {self.path!r} is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, function, *args)
+    # -- what a database gives -------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    async def _write(self, ops: list[Op]) -> None:
+        """Write ``ops`` in one transaction."""
+        raise NotImplementedError
+
+    def _write_here(self, ops: list[Op]) -> bool:
+        """Write ``ops`` now, without awaiting, if this database can; whether it did."""
+        return False
+
+    # -- opening and closing -------------------------------------------------------------
 
     async def open(self) -> None:
-        self._thread = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="actorstage-state")
-        await self._run(self._open)
+        await self._connect()
         self._wakeup = asyncio.Event()
         self._writer = asyncio.ensure_future(self._write_loop())
-
-    def _open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open the state {self.path!r}: {exc}") from None
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            db.close()
-            raise StateError(
-                f"the state {self.path!r} has schema version {version}, newer than this "
-                f"actorstage understands ({SCHEMA_VERSION}): run a newer actorstage on it, "
-                "or give another state")
-        for step in range(version, SCHEMA_VERSION):  # each migration in a transaction
-            db.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[step]:
-                db.execute(statement)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                       (str(step + 1),))
-            db.execute("COMMIT")
-        self._db = db
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -259,18 +276,13 @@ class SqliteState(StateStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
-        if self._db is not None:
-            async with self._lock:
-                await self._run(self._db.close)
-            self._db = None
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
+        async with self._lock:
+            await self._disconnect()
 
-    # -- writing ------------------------------------------------------------------------
+    # -- writing -----------------------------------------------------------------------
 
-    def _queue(self, sql: str, params: tuple[Any, ...]) -> None:
-        self._pending.append((sql, params))
+    def _queue(self, kind: str, params: tuple[Any, ...]) -> None:
+        self._pending.append((kind, params))
         self._queued += 1
         self._soon()
 
@@ -290,8 +302,6 @@ class SqliteState(StateStore):
             self._wakeup.set()
 
     async def _write_loop(self) -> None:
-        """One batch at a time, in order: a small one written here at once (a commit in WAL
-        mode takes microseconds), a large one by the state's thread."""
         assert self._wakeup is not None
         while True:
             await self._wakeup.wait()
@@ -304,19 +314,18 @@ class SqliteState(StateStore):
                 batch, upto = self._take()
                 if batch:
                     try:
-                        if _small(batch):
-                            self._write(batch)
-                        else:
-                            await self._run(self._write, batch)
+                        if not self._write_here(batch):
+                            await self._write(batch)
                     except Exception as exc:  # kept: flush raises it
                         self._failure = exc
                 self._done(upto)
 
-    def _take(self) -> tuple[list[tuple[str, tuple[Any, ...]]], int]:
+    def _take(self) -> tuple[list[Op], int]:
         """What is noted and not written yet, as one batch; and how far it goes."""
         batch, self._pending = self._pending, []
         updates, self._updates = self._updates, {}
-        batch.extend(_update(execution_id, fields) for execution_id, fields in updates.items())
+        batch.extend(("update", (execution_id, fields)) for execution_id, fields in
+                     updates.items())
         return batch, self._queued
 
     def _done(self, upto: int) -> None:
@@ -330,34 +339,17 @@ class SqliteState(StateStore):
                 else:
                     self._waiters.append((target, waiter))
 
-    def _write(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
-        db = self._db
-        assert db is not None
-        db.execute("BEGIN")
-        try:
-            run: list[tuple[Any, ...]] = []  # consecutive rows of one statement: executemany
-            for index, (sql, params) in enumerate(batch):
-                run.append(params)
-                if index + 1 == len(batch) or batch[index + 1][0] != sql:
-                    db.executemany(sql, run)
-                    run = []
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
     async def flush(self) -> None:
         """Wait until everything noted so far is written (a small batch is written here and
-        now, when no other write is under way: a step boundary costs one commit)."""
+        now when the database can and nothing else uses it: a step costs one commit)."""
         target = self._queued
-        if self._written < target and not self._lock.locked() and self._db is not None and \
-                not self._waiters:  # (nothing else uses the connection: write it here)
+        if self._written < target and not self._lock.locked() and not self._waiters:
             batch, upto = self._take()
-            if _small(batch):
-                try:
-                    self._write(batch)
-                except Exception as exc:
-                    self._failure = exc
+            try:
+                written = self._write_here(batch)
+            except Exception as exc:  # (raised below, as the writer's)
+                self._failure, written = exc, True
+            if written:
                 self._done(upto)
             else:  # (back in line: the writer takes it)
                 self._pending[:0] = batch
@@ -369,42 +361,11 @@ class SqliteState(StateStore):
             await waiter
         if self._failure is not None:
             failure, self._failure = self._failure, None
-            raise StateError(f"writing the state {self.path!r} failed: {failure}")
-
-    async def create(self, saved: Saved) -> Saved | None:
-        await self.flush()
-        async with self._lock:
-            return self._create(saved)  # (a few statements: here, not in the thread)
-
-    def _create(self, saved: Saved) -> Saved | None:
-        db = self._db
-        assert db is not None
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute("SELECT * FROM executions WHERE id = ?", (saved.id,)).fetchone()
-            if row is not None:
-                db.execute("COMMIT")
-                return _saved(row)
-            number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM executions"
-                                ).fetchone()[0]
-            saved.number = number
-            db.execute(
-                "INSERT INTO executions (id, number, workflow_id, dialect, definition, "
-                "request, status, store, next_step, last_seq, paused, timers, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (saved.id, number, saved.workflow_id, saved.dialect, saved.definition,
-                 _text(saved.request), saved.status, _text(saved.store), saved.next_step,
-                 saved.last_seq, int(saved.paused), _text(saved.timers), saved.created_at))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return None
+            raise StateError(f"writing the state {self.where} failed: {failure}")
 
     def note(self, message: BrokerMessage, store: dict[str, Any], next_step: int | None
              ) -> None:
-        self._queue("INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
-                    (message.execution_id, message.seq, _text(message)))
+        self._queue("event", (message.execution_id, message.seq, _text(message)))
         fields: dict[str, Any] = {"last_seq": message.seq}
         payload = message.payload
         if message.message_type == MessageType.TIMER and isinstance(payload, dict):
@@ -412,7 +373,7 @@ class SqliteState(StateStore):
         elif message.message_type == MessageType.FINAL_STORE and isinstance(payload, dict):
             fields["store"] = payload
         if isinstance(payload, ProgressEvent):
-            if payload.kind == "workflow_started":
+            if payload.kind in ("workflow_started", "workflow_recovered"):
                 fields["status"] = "running"
             elif payload.kind == "workflow_paused":
                 fields["paused"] = 1
@@ -432,42 +393,172 @@ class SqliteState(StateStore):
         self._soon()
 
     def outbox_add(self, sink: str, execution_id: str, seq: int, body: bytes) -> None:
-        self._queue("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
-                    (sink, execution_id, seq, body))
+        self._queue("outbox_add", (sink, execution_id, seq, body))
 
     def outbox_done(self, sink: str, execution_id: str, seq: int) -> None:
-        self._queue("DELETE FROM outbox WHERE sink = ? AND execution_id = ? AND seq = ?",
-                    (sink, execution_id, seq))
+        self._queue("outbox_done", (sink, execution_id, seq))
 
-    async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
+
+class SqliteState(_Batched):
+    """The state in a SQLite file, for one runner at a time.
+
+    WAL journal, ``synchronous=NORMAL``: a killed process loses nothing written; a machine
+    that loses power may lose the last batches (whose steps then run again). A small
+    batch is written on the event loop (a commit takes tens of microseconds), anything
+    larger by a thread of its own.
+    """
+
+    SQL = {"event": "INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
+           "outbox_add": "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
+           "outbox_done": "DELETE FROM outbox WHERE sink = ? AND execution_id = ? AND seq = ?"}
+
+    def __init__(self, path: str) -> None:
+        super().__init__(repr(path))
+        self.path = path
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, function: Any, *args: Any) -> Any:
+        if self._thread is None:
+            raise StateError(f"the state {self.where} is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, function, *args)
+
+    async def _connect(self) -> None:
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="actorstage-state")
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the state {self.where}: {exc}") from None
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StateError(_newer(self.where, version))
+        for step in range(version, SCHEMA_VERSION):  # each migration in a transaction
+            db.execute("BEGIN IMMEDIATE")
+            for statement in MIGRATIONS[step]:
+                db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                       (str(step + 1),))
+            db.execute("COMMIT")
+        db.row_factory = sqlite3.Row
+        self._db = db
+
+    async def _disconnect(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+
+    def _write_here(self, ops: list[Op]) -> bool:
+        if self._db is None or not _small(ops):
+            return False
+        self._write_now(ops)
+        return True
+
+    async def _write(self, ops: list[Op]) -> None:
+        await self._run(self._write_now, ops)
+
+    def _write_now(self, ops: list[Op]) -> None:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN")
+        try:
+            for kind, rows in _runs(ops):
+                if kind == "update":
+                    for execution_id, fields in rows:
+                        sql, params = _update(execution_id, fields, "?")
+                        db.execute(sql, params)
+                else:
+                    db.executemany(self.SQL[kind], rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def create(self, saved: Saved) -> Saved | None:
         await self.flush()
         async with self._lock:
-            rows = await self._run(self._select, "SELECT execution_id, seq, body FROM outbox "
-                                   "WHERE sink = ? ORDER BY rowid", (sink,))
-        return [(execution_id, seq, bytes(body)) for execution_id, seq, body in rows]
+            return self._create(saved)  # (a few statements: here, not in the thread)
 
-    # -- reading ------------------------------------------------------------------------
-
-    async def load(self, *, unfinished: bool = False) -> list[Saved]:
-        await self.flush()
-        where = f"WHERE status NOT IN {ENDED!r}" if unfinished else ""
-        async with self._lock:
-            rows = await self._run(self._select,
-                                   f"SELECT * FROM executions {where} ORDER BY number", ())
-        return [_saved(row) for row in rows]
+    def _create(self, saved: Saved) -> Saved | None:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT * FROM executions WHERE id = ?", (saved.id,)).fetchone()
+            if row is not None:
+                db.execute("COMMIT")
+                return _saved(row)
+            saved.number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM executions"
+                                      ).fetchone()[0]
+            saved.owner = self.owner
+            db.execute(*_insert(saved, time.time() + self.lease, "?"))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return None
 
     def _select(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         db = self._db
         assert db is not None
         return db.execute(sql, params).fetchall()
 
-    async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
+    async def _query(self, sql: str, *params: Any) -> list[Any]:
         await self.flush()
         async with self._lock:
-            rows = await self._run(self._select, "SELECT message FROM events WHERE "
-                                   "execution_id = ? AND seq > ? ORDER BY seq",
-                                   (execution_id, after_seq))
+            return await self._run(self._select, sql, params)  # type: ignore[no-any-return]
+
+    async def load(self, *, unfinished: bool = False) -> list[Saved]:
+        where = f"WHERE status NOT IN {ENDED!r}" if unfinished else ""
+        return [_saved(row) for row in await self._query(
+            f"SELECT * FROM executions {where} ORDER BY number")]
+
+    async def get(self, execution_id: str) -> Saved | None:
+        rows = await self._query("SELECT * FROM executions WHERE id = ?", execution_id)
+        return _saved(rows[0]) if rows else None
+
+    async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
+        rows = await self._query("SELECT message FROM events WHERE execution_id = ? AND "
+                                 "seq > ? ORDER BY seq", execution_id, after_seq)
         return [typed(_message.decode(row[0])) for row in rows]
+
+    async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
+        rows = await self._query("SELECT execution_id, seq, body FROM outbox WHERE sink = ? "
+                                 "ORDER BY rowid", sink)
+        return [(execution_id, seq, bytes(body)) for execution_id, seq, body in rows]
+
+    async def claim(self) -> list[Saved]:
+        """Every unfinished execution: a SQLite state has one runner at a time."""
+        await self.flush()
+        async with self._lock:
+            return await self._run(self._claim)  # type: ignore[no-any-return]
+
+    def _claim(self) -> list[Saved]:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        rows = db.execute(f"SELECT * FROM executions WHERE status NOT IN {ENDED!r} AND "
+                          "(owner IS NULL OR owner != ?) ORDER BY number",
+                          (self.owner,)).fetchall()
+        db.execute(f"UPDATE executions SET owner = ?, lease_until = ? WHERE status NOT IN "
+                   f"{ENDED!r}", (self.owner, time.time() + self.lease))
+        db.execute("COMMIT")
+        return [_saved(row) for row in rows]
 
     async def prune(self, *, max_age: float | None, max_count: int | None) -> int:
         """Remove ended executions older than ``max_age`` seconds, and beyond the newest
@@ -498,21 +589,203 @@ class SqliteState(StateStore):
         return len(doomed)
 
 
-SMALL_BATCH = 64 * 1024  # bytes of parameters a batch written on the event loop may have
+class PostgresState(_Batched):
+    """The state in a PostgreSQL database, which several runners may share (asyncpg).
+
+    Each execution is owned by one runner, under a lease (``LEASE`` seconds, or the URL's
+    ``?lease=SECONDS``) it renews every third of it; another runner takes over the
+    unfinished executions whose lease ran out, within a third of a lease after that.
+    """
+
+    shared = True
+    SQL = {"event": "INSERT INTO events VALUES ($1, $2, $3) ON CONFLICT (execution_id, seq) "
+                    "DO UPDATE SET message = EXCLUDED.message",
+           "outbox_add": "INSERT INTO outbox (sink, execution_id, seq, body) VALUES "
+                         "($1, $2, $3, $4) ON CONFLICT (sink, execution_id, seq) DO UPDATE "
+                         "SET body = EXCLUDED.body",
+           "outbox_done": "DELETE FROM outbox WHERE sink = $1 AND execution_id = $2 AND "
+                          "seq = $3"}
+    _LOCK_KEY = 0x61637473  # the advisory lock that orders migrations and starts
+
+    def __init__(self, url: str) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(parsed.query)
+        lease = [float(value) for key, value in query if key == "lease"]
+        parsed = parsed._replace(query=urllib.parse.urlencode(
+            [(key, value) for key, value in query if key != "lease"]))
+        super().__init__(parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl())
+        self.url = parsed.geturl()  # (what asyncpg is given: without lease=)
+        if lease:
+            if not lease[0] > 0:
+                raise StateError(f"lease= is a number of seconds > 0, got {lease[0]!r}")
+            self.lease = lease[0]
+        self._pool: Any = None
+
+    async def _connect(self) -> None:
+        try:
+            import asyncpg
+        except ImportError:
+            raise StateError("a PostgreSQL state needs asyncpg: pip install "
+                             "'actorstage[postgres]'") from None
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StateError(f"cannot open the state {self.where}: {exc}") from None
+        async with self._pool.acquire() as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", self._LOCK_KEY)
+            await db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
+                             "value TEXT)")
+            value = await db.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+            version = int(value) if value else 0
+            if version > SCHEMA_VERSION:
+                await self._pool.close()
+                raise StateError(_newer(self.where, version))
+            for step in range(version, SCHEMA_VERSION):
+                for statement in PG_MIGRATIONS[step]:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO meta VALUES ('schema_version', $1) ON CONFLICT "
+                                 "(key) DO UPDATE SET value = EXCLUDED.value", str(step + 1))
+
+    async def _disconnect(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _write(self, ops: list[Op]) -> None:
+        async with self._pool.acquire() as db, db.transaction():
+            for kind, rows in _runs(ops):
+                if kind == "update":
+                    for execution_id, fields in rows:
+                        await db.execute(*_update(execution_id, fields, "$"))
+                else:
+                    await db.executemany(self.SQL[kind], rows)
+
+    async def create(self, saved: Saved) -> Saved | None:
+        await self.flush()
+        async with self._pool.acquire() as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", self._LOCK_KEY)
+            row = await db.fetchrow("SELECT * FROM executions WHERE id = $1", saved.id)
+            if row is not None:
+                return _saved(row)
+            saved.number = await db.fetchval("SELECT COALESCE(MAX(number), 0) + 1 FROM "
+                                             "executions")
+            saved.owner = self.owner
+            await db.execute(*_insert(saved, time.time() + self.lease, "$"))
+        return None
+
+    async def _query(self, sql: str, *params: Any) -> list[Any]:
+        await self.flush()
+        async with self._pool.acquire() as db:
+            return list(await db.fetch(sql, *params))
+
+    async def load(self, *, unfinished: bool = False) -> list[Saved]:
+        where = f"WHERE status NOT IN {ENDED!r}" if unfinished else ""
+        return [_saved(row) for row in await self._query(
+            f"SELECT * FROM executions {where} ORDER BY number")]
+
+    async def get(self, execution_id: str) -> Saved | None:
+        rows = await self._query("SELECT * FROM executions WHERE id = $1", execution_id)
+        return _saved(rows[0]) if rows else None
+
+    async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
+        rows = await self._query("SELECT message FROM events WHERE execution_id = $1 AND "
+                                 "seq > $2 ORDER BY seq", execution_id, after_seq)
+        return [typed(_message.decode(row[0])) for row in rows]
+
+    async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
+        rows = await self._query("SELECT execution_id, seq, body FROM outbox WHERE sink = $1 "
+                                 "ORDER BY id", sink)
+        return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+    async def claim(self) -> list[Saved]:
+        """The unfinished executions nobody owns, or whose owner's lease ran out."""
+        await self.flush()
+        now = time.time()
+        async with self._pool.acquire() as db:
+            rows = await db.fetch(
+                f"UPDATE executions SET owner = $1, lease_until = $2 WHERE status NOT IN "
+                f"{ENDED!r} AND (owner IS NULL OR (owner <> $1 AND lease_until < $3)) "
+                "RETURNING *", self.owner, now + self.lease, now)
+        return sorted((_saved(row) for row in rows), key=lambda saved: saved.number)
+
+    async def renew(self) -> None:
+        async with self._pool.acquire() as db:
+            await db.execute(f"UPDATE executions SET lease_until = $1 WHERE owner = $2 AND "
+                             f"status NOT IN {ENDED!r}", time.time() + self.lease, self.owner)
+
+    async def prune(self, *, max_age: float | None, max_count: int | None) -> int:
+        await self.flush()
+        async with self._pool.acquire() as db, db.transaction():
+            doomed: set[str] = set()
+            if max_age is not None:
+                doomed.update(row[0] for row in await db.fetch(
+                    "SELECT id FROM executions WHERE ended_at IS NOT NULL AND ended_at < $1",
+                    time.time() - max_age))
+            if max_count is not None:
+                doomed.update(row[0] for row in await db.fetch(
+                    "SELECT id FROM executions WHERE ended_at IS NOT NULL ORDER BY ended_at "
+                    "DESC OFFSET $1", max_count))
+            for table, column in (("events", "execution_id"), ("outbox", "execution_id"),
+                                  ("executions", "id")):
+                await db.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::text[])",
+                                 list(doomed))
+        return len(doomed)
+
+
 LINGER = 0.02  # seconds a message waits for its step's boundary before it is written anyway
-MAX_BATCH = 1000  # statements that are written at once, boundary or not
+MAX_BATCH = 1000  # operations written at once, boundary or not
+SMALL_BATCH = 64 * 1024  # bytes of text a batch SQLite writes on the event loop may have
+_COLUMNS = ("id", "number", "workflow_id", "dialect", "definition", "request", "status",
+            "store", "next_step", "last_seq", "paused", "timers", "created_at", "owner",
+            "lease_until")
 
 
-def _small(batch: list[tuple[str, tuple[Any, ...]]]) -> bool:
-    return sum(len(value) for _sql, params in batch for value in params
-               if isinstance(value, str)) < SMALL_BATCH
+def _newer(where: str, version: int) -> str:
+    return (f"the state {where} has schema version {version}, newer than this actorstage "
+            f"understands ({SCHEMA_VERSION}): run a newer actorstage on it, or give another "
+            "state")
 
 
-def _update(execution_id: str, fields: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    names = ", ".join(f"{name} = ?" for name in fields)
+def _runs(ops: list[Op]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """Consecutive operations of one kind, together (one executemany each)."""
+    kind, rows = "", list[tuple[Any, ...]]()
+    for op_kind, params in ops:
+        if op_kind != kind and rows:
+            yield kind, rows
+            rows = []
+        kind = op_kind
+        rows.append(params)
+    if rows:
+        yield kind, rows
+
+
+def _small(ops: list[Op]) -> bool:
+    return sum(len(value) for _kind, params in ops for value in params
+               if isinstance(value, str | bytes)) < SMALL_BATCH
+
+
+def _placeholder(style: str, number: int) -> str:
+    return "?" if style == "?" else f"${number}"
+
+
+def _update(execution_id: str, fields: dict[str, Any], style: str) -> tuple[Any, ...]:
+    names = ", ".join(f"{name} = {_placeholder(style, index)}"
+                      for index, name in enumerate(fields, 1))
     values = tuple(_text(value) if isinstance(value, dict | list) else value
                    for value in fields.values())
-    return f"UPDATE executions SET {names} WHERE id = ?", (*values, execution_id)
+    return (f"UPDATE executions SET {names} WHERE id = {_placeholder(style, len(fields) + 1)}",
+            *values, execution_id) if style == "$" else (
+        f"UPDATE executions SET {names} WHERE id = ?", (*values, execution_id))
+
+
+def _insert(saved: Saved, lease_until: float, style: str) -> tuple[Any, ...]:
+    values = (saved.id, saved.number, saved.workflow_id, saved.dialect, saved.definition,
+              _text(saved.request), saved.status, _text(saved.store), saved.next_step,
+              saved.last_seq, int(saved.paused), _text(saved.timers), saved.created_at,
+              saved.owner, lease_until)
+    marks = ", ".join(_placeholder(style, index) for index in range(1, len(values) + 1))
+    sql = f"INSERT INTO executions ({', '.join(_COLUMNS)}) VALUES ({marks})"
+    return (sql, *values) if style == "$" else (sql, values)
 
 
 def _text(value: Any) -> str:
@@ -520,11 +793,12 @@ def _text(value: Any) -> str:
 
 
 def _saved(row: Any) -> Saved:
-    (execution_id, number, workflow_id, dialect, definition, request, status, store,
-     next_step, last_seq, paused, timers, created_at, ended_at, error, reason) = row
-    return Saved(id=execution_id, number=number, workflow_id=workflow_id, dialect=dialect,
-                 definition=definition, request=msgspec.json.decode(request), status=status,
-                 store=msgspec.json.decode(store), next_step=next_step, last_seq=last_seq,
-                 paused=bool(paused), timers=msgspec.json.decode(timers),
-                 created_at=created_at, ended_at=ended_at,
-                 error=msgspec.json.decode(error) if error else None, reason=reason)
+    error = row["error"]
+    return Saved(id=row["id"], number=row["number"], workflow_id=row["workflow_id"],
+                 dialect=row["dialect"], definition=row["definition"],
+                 request=msgspec.json.decode(row["request"]), status=row["status"],
+                 store=msgspec.json.decode(row["store"]), next_step=row["next_step"],
+                 last_seq=row["last_seq"], paused=bool(row["paused"]),
+                 timers=msgspec.json.decode(row["timers"]), created_at=row["created_at"],
+                 ended_at=row["ended_at"], error=msgspec.json.decode(error) if error else None,
+                 reason=row["reason"], owner=row["owner"])

@@ -20,8 +20,8 @@ import anyio
 import pytest
 
 from actorstage.serverless import parse_definition
-from actorstage.workflows import ProgressEvent, Runner, Status
-from actorstage.workflows._state import SCHEMA_VERSION, SqliteState, StateError
+from actorstage.workflows import Execution, ProgressEvent, Runner, Status
+from actorstage.workflows._state import SCHEMA_VERSION, SqliteState, StateError, open_state
 from tests.durable import actions  # noqa: F401 - registers durable.mark
 from tests.service.helpers import alive
 
@@ -88,12 +88,24 @@ def _workflow(journal: Path, nap: float = 3.0) -> str:
         {"id": "two", "actions": [mark("b")]}]})
 
 
+async def _recovered(runner: Runner) -> Execution:
+    """The one execution the runner recovers (of a shared state: once the killed runner's
+    lease has run out)."""
+    for _ in range(500):
+        if runner._running:
+            [execution] = list(runner._running)
+            return execution
+        await anyio.sleep(0.02)
+    raise AssertionError("nothing was recovered within 10 s")
+
+
 def _runs(journal: Path) -> list[str]:
     return [line.split()[0] for line in journal.read_text().splitlines()]
 
 
 async def _history(state: str) -> list[tuple[int, str]]:
-    store = SqliteState(state.removeprefix("sqlite:///"))
+    store = open_state(state)
+    assert store is not None
     await store.open()
     try:
         messages = await store.events("e1")
@@ -104,16 +116,16 @@ async def _history(state: str) -> list[tuple[int, str]]:
 
 
 async def test_a_killed_runner_s_execution_resumes_after_its_last_completed_action(
-        tmp_path: Path) -> None:
-    journal, state = tmp_path / "journal", f"sqlite:///{tmp_path / 'state.db'}"
+        tmp_path: Path, state_url: str) -> None:
+    journal, state = tmp_path / "journal", state_url
     with killable(state, "start", _workflow(journal)) as first:
         first.wait_for("action_started nap")
         await anyio.sleep(1.0)  # a third of the nap
         first.kill()
     assert _runs(journal) == ["a", "nap"]
-    began = time.monotonic()
     async with Runner(state=state) as runner:
-        [execution] = list(runner._running)
+        execution = await _recovered(runner)
+        began = time.monotonic()
         result = await execution.result()
     took = time.monotonic() - began
     assert result.status == Status.SUCCEEDED
@@ -131,13 +143,14 @@ async def test_a_killed_runner_s_execution_resumes_after_its_last_completed_acti
         assert not runner._running
 
 
-async def test_a_paused_execution_stays_paused_across_a_crash(tmp_path: Path) -> None:
-    journal, state = tmp_path / "journal", f"sqlite:///{tmp_path / 'state.db'}"
+async def test_a_paused_execution_stays_paused_across_a_crash(
+        tmp_path: Path, state_url: str) -> None:
+    journal, state = tmp_path / "journal", state_url
     with killable(state, "start", _workflow(journal, nap=1.0), "--pause-after", "0.4") as first:
         first.wait_for("written: paused")
         first.kill()
     async with Runner(state=state) as runner:
-        [execution] = list(runner._running)
+        execution = await _recovered(runner)
         assert execution.status == Status.PAUSED
         await anyio.sleep(1.5)  # longer than the nap: paused, it does not end
         assert not execution.done and _runs(journal) == ["a", "nap"]  # held before it
@@ -147,8 +160,9 @@ async def test_a_paused_execution_stays_paused_across_a_crash(tmp_path: Path) ->
     assert result.status == Status.SUCCEEDED and _runs(journal) == ["a", "nap", "nap", "b"]
 
 
-async def test_a_spawned_execution_resumes_in_a_new_child(tmp_path: Path) -> None:
-    journal, state = tmp_path / "journal", f"sqlite:///{tmp_path / 'state.db'}"
+async def test_a_spawned_execution_resumes_in_a_new_child(
+        tmp_path: Path, state_url: str) -> None:
+    journal, state = tmp_path / "journal", state_url
     with killable(state, "start", _workflow(journal, nap=2.0), "--process") as first:
         child = int(first.wait_for("ready").split()[1])
         first.wait_for("action_started nap")
@@ -160,7 +174,7 @@ async def test_a_spawned_execution_resumes_in_a_new_child(tmp_path: Path) -> Non
         await anyio.sleep(0.05)
     assert not alive(child)
     async with Runner(state=state) as runner:
-        [execution] = list(runner._running)
+        execution = await _recovered(runner)
         assert execution.pid is not None and execution.pid != child
         result = await execution.result()
     assert result.status == Status.SUCCEEDED
@@ -168,8 +182,8 @@ async def test_a_spawned_execution_resumes_in_a_new_child(tmp_path: Path) -> Non
 
 
 async def test_a_serverless_workflow_resumes_after_its_last_top_level_task(
-        tmp_path: Path) -> None:
-    state = f"sqlite:///{tmp_path / 'state.db'}"
+        state_url: str) -> None:
+    state = state_url
     definition = {
         "document": {"dsl": "1.0.0", "namespace": "t", "name": "slow", "version": "1"},
         "do": [{"first": {"set": {"given": "${ .given }", "n": 1},
@@ -182,7 +196,7 @@ async def test_a_serverless_workflow_resumes_after_its_last_top_level_task(
         await anyio.sleep(0.5)
         first.kill()
     async with Runner(state=state) as runner:
-        [execution] = list(runner._running)
+        execution = await _recovered(runner)
         result = await execution.result()
     assert result.status == Status.SUCCEEDED
     assert result.output == {"n": 2, "seen": 1}  # its data and $context came back
@@ -205,8 +219,9 @@ async def test_a_newer_schema_is_refused_and_migrations_are_recorded(tmp_path: P
         await SqliteState(str(path)).open()
 
 
-async def test_ended_executions_past_the_retention_are_removed(tmp_path: Path) -> None:
-    state = f"sqlite:///{tmp_path / 'state.db'}"
+async def test_ended_executions_past_the_retention_are_removed(
+        tmp_path: Path, state_url: str) -> None:
+    state = state_url
     journal = tmp_path / "journal"
     definition = json.loads(_workflow(journal, nap=0.0))
     import msgspec
