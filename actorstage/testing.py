@@ -9,12 +9,15 @@ for a message instead of sleeping::
 
 ``wait_until`` waits for a condition no event announces, and
 ``leftover_tasks`` helps a test assert that nothing kept running.
+``postgres_server()`` runs a throwaway PostgreSQL server, for testing a durable
+runner on a real database.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from actorstage.actors._actor import Actor
@@ -22,7 +25,7 @@ from actorstage.actors._message import Terminated
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._system import ActorSystem
 
-__all__ = ["Probe", "leftover_tasks", "wait_until"]
+__all__ = ["Probe", "leftover_tasks", "postgres_server", "wait_until"]
 
 T = TypeVar("T")
 
@@ -114,3 +117,72 @@ def leftover_tasks(before: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
     """Tasks that are running now and were not in ``before`` (other than the caller)."""
     current = asyncio.current_task()
     return [t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()]
+
+
+@contextlib.contextmanager
+def postgres_server(options: dict[str, str] | None = None) -> Iterator[str]:
+    """A throwaway PostgreSQL server: ``with postgres_server() as url:`` gives
+    ``postgresql://postgres@127.0.0.1:PORT`` (add ``/DATABASE``; ``postgres`` exists).
+
+    It runs the binaries of Debian's ``postgresql`` package (or ``initdb`` on the
+    PATH) on a free loopback port and a private socket folder, with fsync off, as the
+    ``postgres`` user when run as root; it is stopped (by its pid) and its files removed
+    on leaving. ``FileNotFoundError`` when PostgreSQL is not installed.
+    """
+    import glob
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or \
+        [path for path in [shutil.which("initdb")] if path]
+    if not found:
+        raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
+    bindir = Path(found[-1]).resolve().parent
+    user = "postgres" if os.geteuid() == 0 else None
+    home = Path(tempfile.mkdtemp(prefix="actorstage-pg-", dir="/tmp"))
+    data, sockets, log = home / "data", home / "sockets", home / "postgres.log"
+    sockets.mkdir()
+    if user is not None:
+        shutil.chown(home, user, user)
+        shutil.chown(sockets, user, user)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                        "--auth=trust", "-E", "UTF8", "--no-sync"], check=True,
+                       capture_output=True, user=user, timeout=120)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings = {"listen_addresses": "127.0.0.1", "fsync": "off", "autovacuum": "off",
+                    "max_connections": "200", **(options or {})}
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k",
+                 str(sockets), *(part for name, value in settings.items()
+                                 for part in ("-c", f"{name}={value}"))],
+                stdout=subprocess.DEVNULL, stderr=output, user=user)
+        for _ in range(300):
+            if subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port),
+                               "-U", "postgres"], capture_output=True).returncode == 0:
+                break
+            if server.poll() is not None:
+                raise RuntimeError(f"postgres did not start: {log.read_text()!r}")
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("postgres did not accept connections within 30 s")
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGINT)  # a fast shutdown
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        shutil.rmtree(home, ignore_errors=True)

@@ -103,6 +103,11 @@ TARGETS = [
            "Executions per second of a 3-action no-op workflow, 200 at once, SQLite state",
            "the same on the in-memory runner, same run",
            "reported", lambda r: True),
+    Target("durable_throughput_postgres",
+           "Executions per second of a 3-action no-op workflow, 200 at once, PostgreSQL state "
+           "(a local server, fsync off)",
+           "the same on the in-memory runner, same run",
+           "reported", lambda r: True),
     Target("durable_recovery",
            "Recovery: opening a SQLite state with 1,000 interrupted executions until all run",
            "starting 1,000 fresh executions on the in-memory runner, same run",

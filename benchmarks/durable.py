@@ -66,7 +66,7 @@ async def _throughput(state: str | None, defn: WorkflowDef) -> float:
 
 
 async def durable_throughput() -> dict[str, Any]:
-    """Executions per second of a 3-action no-op workflow, 200 at once."""
+    """Executions per second of a 3-action no-op workflow, 200 at once, SQLite state."""
     folder = Path(tempfile.mkdtemp(prefix="actorstage-bench-"))
     defn = _noop(3, "three")
     durable, memory = [], []
@@ -76,6 +76,26 @@ async def durable_throughput() -> dict[str, Any]:
             memory.append(await _throughput(None, defn))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    value, baseline = statistics.median(durable), statistics.median(memory)
+    return {"value": value, "baseline": baseline, "ratio": value / baseline,
+            "unit": "exec/s"}
+
+
+async def durable_throughput_postgres() -> dict[str, Any]:
+    """The same on a PostgreSQL state (a server of its own, on loopback, fsync off)."""
+    import asyncpg
+
+    from actorstage.testing import postgres_server
+
+    defn = _noop(3, "three")
+    durable, memory = [], []
+    with postgres_server() as url:
+        for number in range(ROUNDS):
+            admin = await asyncpg.connect(f"{url}/postgres")
+            await admin.execute(f"CREATE DATABASE bench_{number}")
+            await admin.close()
+            durable.append(await _throughput(f"{url}/bench_{number}", defn))
+            memory.append(await _throughput(None, defn))
     value, baseline = statistics.median(durable), statistics.median(memory)
     return {"value": value, "baseline": baseline, "ratio": value / baseline,
             "unit": "exec/s"}
@@ -115,6 +135,7 @@ async def durable_recovery() -> dict[str, Any]:
 BENCHMARKS: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
     "durable_overhead": durable_overhead,
     "durable_throughput": durable_throughput,
+    "durable_throughput_postgres": durable_throughput_postgres,
     "durable_recovery": durable_recovery,
 }
 

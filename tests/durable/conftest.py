@@ -6,13 +6,8 @@ counts it as already there (its connections' backends end with them)."""
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from actorstage.testing import postgres_server
 from tests.transport.conftest import descendants, socket_dirs
 
 __all__ = ["_no_leftover_processes", "postgres", "postgres_db", "state_url"]
@@ -45,63 +41,16 @@ def _no_leftover_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not socket_dirs() - dirs, f"socket directories left: {socket_dirs() - dirs}"
 
 
-def _bindir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).resolve().parent if initdb else None
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
     """The URL of a PostgreSQL server of this test process's own (no database in it)."""
-    bindir = _bindir()
-    if bindir is None:
+    try:
+        with postgres_server() as url:
+            yield url
+    except FileNotFoundError:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL (Debian's postgresql) is required in CI")
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    root = os.geteuid() == 0
-    user = "postgres" if root else None
-    home = Path(tempfile.mkdtemp(prefix="actorstage-pg-", dir="/tmp"))
-    data, sockets = home / "data", home / "sockets"
-    sockets.mkdir()
-    if root:
-        shutil.chown(home, "postgres", "postgres")
-        shutil.chown(sockets, "postgres", "postgres")
-    subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                    "--auth=trust", "-E", "UTF8", "--no-sync"], check=True,
-                   capture_output=True, user=user, timeout=120)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = home / "postgres.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-             "-c", "max_connections=200", "-c", "autovacuum=off"],
-            stdout=subprocess.DEVNULL, stderr=output, user=user)
-    try:
-        for _ in range(300):
-            ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p",
-                                    str(port), "-U", "postgres"], capture_output=True)
-            if ready.returncode == 0:
-                break
-            if server.poll() is not None:
-                raise RuntimeError(f"postgres did not start: {log.read_text()!r}")
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("postgres did not accept connections within 30 s")
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        server.send_signal(signal.SIGINT)  # a fast shutdown, of the server we started
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
