@@ -432,6 +432,7 @@ class SqliteState(_Batched):
     def _open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
@@ -439,6 +440,8 @@ class SqliteState(_Batched):
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
             raise StateError(f"cannot open the state {self.where}: {exc}") from None
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = int(row[0]) if row else 0

@@ -4,6 +4,7 @@ last completed step, with its store, its sleep's remaining time and its history.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -211,7 +212,7 @@ async def test_a_newer_schema_is_refused_and_migrations_are_recorded(tmp_path: P
     await store.close()
     import sqlite3
 
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'"
                           ).fetchone() == (str(SCHEMA_VERSION),)
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
