@@ -60,6 +60,7 @@ MAX_PAGE = 1000
 # CancelExecution answers once the execution has ended (milliseconds), or after this long
 # with the state then (RUNNING: an action that takes its time to honour the cancel).
 CANCEL_ANSWER_WAIT = 5.0
+STATE_POLL = 0.2  # seconds between reads of a shared state, watching another runner's
 
 
 def _invalid(message: str) -> GRPCError:
@@ -324,8 +325,43 @@ class RunnerService(RunnerBase):
                                             "here, or ended long enough ago to be forgotten)")
         return record
 
+    async def _lookup(self, execution_id: str) -> ExecutionRecord:
+        """The record of an execution: this service's, or (a shared state) one read from
+        the state, of an execution started through another runner."""
+        state = self.runner.state
+        if self.executions.get(execution_id) is None and execution_id and \
+                state is not None and state.shared:
+            saved = await state.get(execution_id)
+            if saved is not None:
+                return await self._restore_one(saved)
+        return self._record(execution_id)
+
+    def _elsewhere(self, record: ExecutionRecord) -> bool:
+        """Whether another runner of a shared state runs it (this service's record of it is
+        what the state said when it was read)."""
+        state = self.runner.state
+        return state is not None and state.shared and record.execution is None and \
+            not record.ended
+
+    async def _refreshed(self, record: ExecutionRecord) -> ExecutionRecord:
+        """The record of an execution another runner runs, read again from the state."""
+        state = self.runner.state
+        if not self._elsewhere(record) or state is None:
+            return record
+        saved = await state.get(record.id)
+        return record if saved is None else await self._restore_one(saved)
+
     async def _control(self, request: ControlRequest, kind: str) -> ExecutionInfo:
-        record = self._record(request.execution_id)
+        record = await self._refreshed(await self._lookup(request.execution_id))
+        if self._elsewhere(record):  # the runner that owns it does it
+            await self.runner.control(record.id, kind)
+            log.info("execution %s: %s sent to the runner that runs it", record.id, kind)
+            for _ in range(int(CANCEL_ANSWER_WAIT / 0.1) if kind == "cancel" else 3):
+                await asyncio.sleep(0.1)
+                record = await self._refreshed(record)
+                if record.ended:
+                    break
+            return record.info()
         if record.ended:
             raise GRPCError(Code.FAILED_PRECONDITION, (
                 f"execution {record.id!r} already ended ({record.status.name.lower()}); "
@@ -374,7 +410,7 @@ class RunnerService(RunnerBase):
     # -- reading ---------------------------------------------------------------------------
 
     async def get_execution(self, message: GetExecutionRequest) -> ExecutionInfo:
-        return self._record(message.execution_id).info()
+        return (await self._refreshed(await self._lookup(message.execution_id))).info()
 
     async def list_executions(self, message: ListExecutionsRequest) -> ListExecutionsResponse:
         size = message.page_size or 100
@@ -393,9 +429,32 @@ class RunnerService(RunnerBase):
 
     async def watch_execution(self, message: WatchExecutionRequest) -> AsyncIterator[
             ProgressEvent]:
-        record = self._record(message.execution_id)
+        record = await self._lookup(message.execution_id)
+        if self._elsewhere(record):  # its events, as the runner that runs it writes them
+            async for event in self._follow_state(record, message.after_seq):
+                yield event
+            return
         async for event in self._follow(record, message.after_seq):
             yield event
+
+    async def _follow_state(self, record: ExecutionRecord, after_seq: int) -> AsyncIterator[
+            ProgressEvent]:
+        """An execution's events read from a shared state, up to its end (polled)."""
+        state = self.runner.state
+        assert state is not None
+        scratch = ExecutionRecord(record.id, key=None, workflow_id=record.workflow_id,
+                                  metadata=record.metadata, isolation=record.isolation,
+                                  store={}, max_events=1, number=0)
+        seen = 0
+        while True:
+            for message in await state.events(record.id, seen):
+                seen = message.seq
+                event = scratch.observe(message)
+                if event is not None and event.seq > after_seq:
+                    yield event
+                    if event.kind == "workflow_finished":
+                        return
+            await asyncio.sleep(STATE_POLL)
 
     async def list_actions(self, message: ListActionsRequest) -> ListActionsResponse:
         actions = []

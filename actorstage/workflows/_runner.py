@@ -887,6 +887,7 @@ class Runner:
         self._state_open = False
         self._journaled: dict[str, tuple[Execution, Workflow | ServerlessWorkflow]] = {}
         self._lease_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
         # Called with each execution recovered from the state (the service adopts it).
         self.recovered: list[Callable[[Execution], Awaitable[None]]] = []
         if self.state is not None:
@@ -921,6 +922,7 @@ class Runner:
         self._state_open = True
         if self.state.shared:
             self._lease_task = asyncio.ensure_future(self._leases())
+            await self.state.listen(self._controlled)
         return await self.recover() if recover else []
 
     async def close(self) -> None:
@@ -1110,6 +1112,27 @@ class Runner:
             for hook in self.recovered:
                 await hook(execution)
         return recovered
+
+    def _controlled(self, execution_id: str, kind: str) -> None:
+        """A control another runner sent through the shared state: applied if it is ours."""
+        entry = self._journaled.get(execution_id)
+        if entry is not None and kind in ("pause", "resume", "cancel"):
+            task = asyncio.ensure_future(getattr(entry[0], kind)())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def control(self, execution_id: str, kind: str) -> bool:
+        """Pause, resume or cancel an execution by id: here if it runs here, else (a shared
+        state) by the runner that owns it; whether it runs here."""
+        if kind not in ("pause", "resume", "cancel"):
+            raise ValueError(f"a control is pause, resume or cancel, got {kind!r}")
+        entry = self._journaled.get(execution_id)
+        if entry is not None:
+            await getattr(entry[0], kind)()
+            return True
+        if self.state is not None and self.state.shared:
+            await self.state.send_control(execution_id, kind)
+        return False
 
     async def _leases(self) -> None:
         """A shared state: renew this runner's leases, and take over the executions of

@@ -33,7 +33,7 @@ import sqlite3
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,14 @@ class StateStore:
 
     async def renew(self) -> None:
         """Renew this runner's lease on the executions it owns (a shared state)."""
+
+    async def listen(self, handler: Callable[[str, str], Any]) -> None:
+        """Call ``handler(execution_id, kind)`` for each control (pause, resume, cancel) that
+        another runner sends for an execution (a shared state)."""
+
+    async def send_control(self, execution_id: str, kind: str) -> None:
+        """Have the runner that owns ``execution_id`` pause, resume or cancel it."""
+        raise StateError("controls are sent to other runners through a shared state only")
 
 
 Op = tuple[str, tuple[Any, ...]]  # (event | outbox_add | outbox_done | update, params)
@@ -623,6 +631,7 @@ class PostgresState(_Batched):
                 raise StateError(f"lease= is a number of seconds > 0, got {lease[0]!r}")
             self.lease = lease[0]
         self._pool: Any = None
+        self._listener: Any = None  # the connection that LISTENs for controls
 
     async def _connect(self) -> None:
         try:
@@ -650,9 +659,28 @@ class PostgresState(_Batched):
                                  "(key) DO UPDATE SET value = EXCLUDED.value", str(step + 1))
 
     async def _disconnect(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def listen(self, handler: Callable[[str, str], Any]) -> None:
+        import asyncpg
+
+        def delivered(_connection: Any, _pid: int, _channel: str, payload: str) -> None:
+            execution_id, _, kind = payload.rpartition(":")
+            handler(execution_id, kind)
+
+        self._listener = await asyncpg.connect(self.url)
+        await self._listener.add_listener(CONTROL_CHANNEL, delivered)
+
+    async def send_control(self, execution_id: str, kind: str) -> None:
+        async with self._pool.acquire() as db:
+            await db.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL,
+                             f"{execution_id}:{kind}")
 
     async def _write(self, ops: list[Op]) -> None:
         async with self._pool.acquire() as db, db.transaction():
@@ -735,6 +763,7 @@ class PostgresState(_Batched):
         return len(doomed)
 
 
+CONTROL_CHANNEL = "actorstage_control"  # NOTIFY channel of controls between runners
 LINGER = 0.02  # seconds a message waits for its step's boundary before it is written anyway
 MAX_BATCH = 1000  # operations written at once, boundary or not
 SMALL_BATCH = 64 * 1024  # bytes of text a batch SQLite writes on the event loop may have

@@ -40,3 +40,49 @@ async def test_a_second_runner_takes_over_when_the_first_is_killed(
     assert taken_over < 1.0 + 1.0 / 3 + 1.0, f"took {taken_over:.2f}s to take it over"
     assert result.status == Status.SUCCEEDED
     assert _runs(journal) == ["a", "nap", "nap", "b"]
+
+
+async def test_two_services_on_one_database_share_executions_and_controls(
+        postgres_db: str) -> None:
+    from grpclib.client import Channel
+
+    from actorstage.service import (
+        ControlRequest,
+        ExecuteRequest,
+        ExecutionStatus,
+        GetExecutionRequest,
+        RunnerStub,
+    )
+    from tests.durable.test_service import LONG, _watch
+    from tests.interop.conftest import serve
+
+    state = ("--state", f"{postgres_db}?lease=1")
+    with serve(*state) as first, serve(*state) as second:
+        async with Channel("127.0.0.1", first.port) as one, \
+                Channel("127.0.0.1", second.port) as two:
+            a, b = RunnerStub(one), RunnerStub(two)
+            await a.execute_async(ExecuteRequest(execution_id="shared-1", workflow=LONG))
+            await _watch(a, "shared-1", until="action_started")
+            again = await b.execute_async(ExecuteRequest(execution_id="shared-1",
+                                                         workflow=LONG))
+            assert again.attached  # never a second run, whichever runner is asked
+            paused = await b.pause_execution(ControlRequest("shared-1", "from the second"))
+            assert paused.status == ExecutionStatus.PAUSED  # the first did it, told by NOTIFY
+            await anyio.sleep(2.5)  # longer than the nap: paused, it has not ended
+            assert (await a.get_execution(GetExecutionRequest("shared-1"))).status == \
+                ExecutionStatus.PAUSED
+            await b.resume_execution(ControlRequest("shared-1"))
+            events = await _watch(b, "shared-1")  # read from the state, as the first writes
+            assert events[-1].kind == "workflow_finished"
+            assert events[-1].status == ExecutionStatus.SUCCEEDED
+            kinds = [event.kind for event in events]
+            assert "workflow_paused" in kinds and "workflow_resumed" in kinds
+            await a.execute_async(ExecuteRequest(execution_id="shared-2", workflow=LONG))
+            await _watch(a, "shared-2", until="action_started")
+        first.process.kill()  # SIGKILL: the second takes shared-2 over
+        first.process.wait(10)
+        async with Channel("127.0.0.1", second.port) as two:
+            b = RunnerStub(two)
+            events = await _watch(b, "shared-2")
+            assert events[-1].status == ExecutionStatus.SUCCEEDED
+            assert [event.kind for event in events].count("workflow_recovered") == 1
