@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-from pathlib import Path
 
 import anyio
 import pytest
@@ -45,8 +44,8 @@ async def _watch(stub: RunnerStub, execution_id: str, after_seq: int = 0,
     return events
 
 
-async def test_a_killed_service_comes_back_with_its_executions(tmp_path: Path) -> None:
-    state = ("--state", f"sqlite:///{tmp_path / 'runner.db'}")
+async def test_a_killed_service_comes_back_with_its_executions(state_url: str) -> None:
+    state = ("--state", state_url)
     with serve(*state) as first:
         async with Channel("127.0.0.1", first.port) as channel:
             stub = RunnerStub(channel)
@@ -98,9 +97,9 @@ async def test_a_killed_service_comes_back_with_its_executions(tmp_path: Path) -
 
 
 async def test_callbacks_a_killed_service_left_undelivered_arrive_after_it_restarts(
-        tmp_path: Path) -> None:
+        state_url: str) -> None:
     port = _free_port()
-    flags = ("--state", f"sqlite:///{tmp_path / 'runner.db'}", "--callback", f"127.0.0.1:{port}")
+    flags = ("--state", state_url, "--callback", f"127.0.0.1:{port}")
     with serve(*flags) as first:  # the endpoint is down: the events wait in the outbox
         async with Channel("127.0.0.1", first.port) as channel:
             stub = RunnerStub(channel)
