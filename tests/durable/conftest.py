@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from actorstage.testing import postgres_server
-from tests.transport.conftest import descendants, socket_dirs
+from tests.transport.conftest import no_leftovers
 
 __all__ = ["_no_leftover_processes", "postgres", "postgres_db", "state_url"]
 
@@ -29,16 +28,8 @@ def _no_leftover_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     if "postgres" in request.fixturenames or (
             callspec is not None and callspec.params.get("state_url") == "postgresql"):
         request.getfixturevalue("postgres")
-    processes, dirs = descendants(), socket_dirs()
-    yield
-    deadline = time.monotonic() + 5.0  # a backend of a closed connection may still be going
-    while True:
-        left = descendants() - processes
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not left, f"child processes left behind: {sorted(left)}"
-    assert not socket_dirs() - dirs, f"socket directories left: {socket_dirs() - dirs}"
+    with no_leftovers():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ Other actorstage programs on the machine are none of its business.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import tempfile
@@ -44,8 +45,9 @@ def socket_dirs() -> set[str]:
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "actorstage-*")))
 
 
-@pytest.fixture(autouse=True)
-def _no_leftover_processes() -> Iterator[None]:
+@contextlib.contextmanager
+def no_leftovers() -> Iterator[None]:
+    """Fails unless every process and socket directory started inside is gone after it."""
     processes, dirs = descendants(), socket_dirs()
     yield
     deadline = time.monotonic() + 5.0  # an orphaned grandchild may still be on its way out
@@ -56,3 +58,9 @@ def _no_leftover_processes() -> Iterator[None]:
         time.sleep(0.05)
     assert not left, f"child processes left behind: {sorted(left)}"
     assert not socket_dirs() - dirs, f"socket directories left: {socket_dirs() - dirs}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    with no_leftovers():
+        yield
