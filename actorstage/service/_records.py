@@ -85,6 +85,7 @@ class ExecutionRecord:
         self.last_seq = 0
         self.execution: Execution | None = None
         self.pending: list[str] = []  # signals that came before the execution started
+        self.disowned = False  # another runner took it over: what ends here is not its end
         self._events: list[ProgressEvent] = []
         self._max_events = max_events
         self._discarded_through = 0  # the seq of the latest discarded event
@@ -158,8 +159,15 @@ class ExecutionRecord:
             task=event.task,
             data_json="" if event.data is None else _json.encode(event.data).decode()))
 
+    def disown(self) -> None:
+        """Another runner runs it now (a shared state): nothing here ends it any more."""
+        self.disowned = True
+        self.execution = None
+
     def _finished(self, result: WorkflowResult) -> None:
         """The execution's result is in: end it, with a terminal event if none came."""
+        if self.disowned:
+            return
         if result.store:  # empty when a child crashed: the copy here is all there is
             self.store = dict(result.store)
         if not self.ended:  # it ended without its workflow reporting (a crash, a stop)

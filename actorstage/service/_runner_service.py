@@ -128,6 +128,7 @@ class RunnerService(RunnerBase):
         self._streams_done.set()
         runner.broker.register_handler("*", self._observe)
         runner.recovered.append(self._adopt)
+        runner.lost.append(self._disown)
 
     # -- executing ---------------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class RunnerService(RunnerBase):
     def _observe(self, message: BrokerMessage) -> None:
         """The broker's handler: every message of every execution, in order."""
         record = self.executions.get(message.execution_id)
-        if record is None or self.suspended:
+        if record is None or self.suspended or record.disowned:
             return
         record.observe(message)
 
@@ -288,6 +289,13 @@ class RunnerService(RunnerBase):
         if not record.ended:
             self.metrics.started()
         return record
+
+    def _disown(self, execution_id: str) -> None:
+        """Another runner took the execution over: this service's record no longer follows
+        it here (reads go to the state)."""
+        record = self.executions.get(execution_id)
+        if record is not None:
+            record.disown()
 
     async def _adopt(self, execution: Execution) -> None:
         """An execution the runner recovered (at start, or taken over from a runner that

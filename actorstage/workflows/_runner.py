@@ -552,6 +552,11 @@ class ExecutionActor(Actor):
             await self._report(message.report)
             if self.state is not None:
                 await self.state.flush()
+            if self.execution.lost:  # taken over elsewhere: no next step here
+                if self.control is not None:
+                    self.control.cancel()
+                elif self.child is not None:
+                    await self.child.tell(_Signal("cancel"))
         elif isinstance(message, _Signal):
             if self.control is not None:
                 getattr(self.control, message.kind)()
@@ -749,6 +754,7 @@ class Execution:
         self.started_at = time.time()
         self.clock = time.monotonic()
         self.pid: int | None = None  # the child process's, for a spawned execution
+        self.lost = False  # another runner took it over (a shared state)
         self._ref: ActorRef | None = None
         self._done: asyncio.Future[WorkflowResult] = asyncio.get_running_loop().create_future()
         self._history: deque[BrokerMessage] = deque(maxlen=_HISTORY)
@@ -888,8 +894,10 @@ class Runner:
         self._journaled: dict[str, tuple[Execution, Workflow | ServerlessWorkflow]] = {}
         self._lease_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        # Called with each execution recovered from the state (the service adopts it).
+        # Called with each execution recovered from the state (the service adopts it), and
+        # with the id of each one another runner took over from this one.
         self.recovered: list[Callable[[Execution], Awaitable[None]]] = []
+        self.lost: list[Callable[[str], None]] = []
         if self.state is not None:
             self.broker.register_handler("*", self._journal)
 
@@ -922,6 +930,7 @@ class Runner:
         self._state_open = True
         if self.state.shared:
             self._lease_task = asyncio.ensure_future(self._leases())
+            self.state.on_lost = self._lost
             await self.state.listen(self._controlled)
         return await self.recover() if recover else []
 
@@ -1112,6 +1121,21 @@ class Runner:
             for hook in self.recovered:
                 await hook(execution)
         return recovered
+
+    def _lost(self, execution_id: str) -> None:
+        """Another runner took this execution over (our lease ran out: we stalled): stop
+        running it here, writing nothing more of it."""
+        entry = self._journaled.pop(execution_id, None)
+        if entry is None:
+            return
+        entry[0].lost = True
+        log.warning("execution %s was taken over by another runner (this runner's lease ran "
+                    "out); stopping it here", execution_id)
+        for hook in self.lost:
+            hook(execution_id)
+        task = asyncio.ensure_future(entry[0].cancel())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _controlled(self, execution_id: str, kind: str) -> None:
         """A control another runner sent through the shared state: applied if it is ours."""

@@ -161,11 +161,14 @@ def open_state(url: str | StateStore | None) -> StateStore | None:
 class StateStore:
     """Where a Runner keeps its executions: ``SqliteState`` or ``PostgresState``.
 
-    ``shared``: several runners may use it at once (executions are leased to one).
+    ``shared``: several runners may use it at once (executions are leased to one);
+    ``on_lost(execution_id)`` is called when this runner finds that another took one of
+    its executions over (its lease ran out while it still ran it).
     """
 
     shared = False
     lease = LEASE
+    on_lost: Callable[[str], None] | None = None
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -609,11 +612,14 @@ class PostgresState(_Batched):
     """
 
     shared = True
-    SQL = {"event": "INSERT INTO events VALUES ($1, $2, $3) ON CONFLICT (execution_id, seq) "
-                    "DO UPDATE SET message = EXCLUDED.message",
-           "outbox_add": "INSERT INTO outbox (sink, execution_id, seq, body) VALUES "
-                         "($1, $2, $3, $4) ON CONFLICT (sink, execution_id, seq) DO UPDATE "
-                         "SET body = EXCLUDED.body",
+    # Writes are fenced: a runner that lost an execution's lease (another took it over)
+    # writes nothing more of it, and learns so from its updates (``on_lost``).
+    SQL = {"event": "INSERT INTO events SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM "
+                    "executions WHERE id = $1 AND owner = $4) ON CONFLICT (execution_id, seq) "
+                    "DO NOTHING",
+           "outbox_add": "INSERT INTO outbox (sink, execution_id, seq, body) SELECT $1, $2, "
+                         "$3, $4 WHERE EXISTS (SELECT 1 FROM executions WHERE id = $2 AND "
+                         "owner = $5) ON CONFLICT (sink, execution_id, seq) DO NOTHING",
            "outbox_done": "DELETE FROM outbox WHERE sink = $1 AND execution_id = $2 AND "
                           "seq = $3"}
     _LOCK_KEY = 0x61637473  # the advisory lock that orders migrations and starts
@@ -683,13 +689,23 @@ class PostgresState(_Batched):
                              f"{execution_id}:{kind}")
 
     async def _write(self, ops: list[Op]) -> None:
+        lost = []
         async with self._pool.acquire() as db, db.transaction():
             for kind, rows in _runs(ops):
                 if kind == "update":
                     for execution_id, fields in rows:
-                        await db.execute(*_update(execution_id, fields, "$"))
+                        sql, *params = _update(execution_id, fields, "$")
+                        done = await db.execute(f"{sql} AND owner = ${len(params) + 1}",
+                                                *params, self.owner)
+                        if done == "UPDATE 0":
+                            lost.append(execution_id)
+                elif kind in ("event", "outbox_add"):
+                    await db.executemany(self.SQL[kind], [(*row, self.owner) for row in rows])
                 else:
                     await db.executemany(self.SQL[kind], rows)
+        for execution_id in lost:
+            if self.on_lost is not None:
+                self.on_lost(execution_id)
 
     async def create(self, saved: Saved) -> Saved | None:
         await self.flush()

@@ -86,3 +86,29 @@ async def test_two_services_on_one_database_share_executions_and_controls(
             events = await _watch(b, "shared-2")
             assert events[-1].status == ExecutionStatus.SUCCEEDED
             assert [event.kind for event in events].count("workflow_recovered") == 1
+
+
+async def test_a_runner_that_stalls_past_its_lease_stops_what_another_took_over(
+        tmp_path: Path, postgres_db: str) -> None:
+    """Fencing: the stalled runner writes nothing more of the execution and starts no next
+    step of it; the runner that took it over finishes it."""
+    state = f"{postgres_db}?lease=1"
+    journal = tmp_path / "journal"
+    definition = msgspec.convert(json.loads(_workflow(journal, nap=2.5)), WorkflowDef)
+    async with Runner(state=state) as stalled:
+        execution = await stalled.start(definition, execution_id="e1")
+        for _ in range(500):
+            if journal.exists() and _runs(journal) == ["a", "nap"]:
+                break
+            await anyio.sleep(0.01)
+        assert stalled._lease_task is not None
+        stalled._lease_task.cancel()  # it stops renewing, as a frozen process would
+        async with Runner(state=state) as other:
+            taken = await _recovered(other)  # once the lease has run out
+            result = await taken.result()
+            with anyio.fail_after(10):
+                await execution.result()  # stopped where it was, its nap over
+    assert result.status == Status.SUCCEEDED
+    assert execution.lost
+    runs = _runs(journal)
+    assert runs.count("a") == 1 and runs.count("b") == 1  # b ran once: on the other runner
