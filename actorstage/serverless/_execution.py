@@ -82,9 +82,8 @@ class ServerlessActor(Actor):
     async def _progress(self, kind: str, **fields: Any) -> None:
         await self.reporter.progress(kind, **fields)
 
-    async def _checkpoint(self, step: int, data: Any, context: Any) -> None:
-        await self.reporter.report(MessageType.CHECKPOINT, {"step": step, "data": data,
-                                                            "context": context})
+    async def _checkpoint(self, position: dict[str, Any]) -> None:
+        await self.reporter.report(MessageType.CHECKPOINT, position)
 
     async def receive(self, message: Any) -> Any:
         from actorstage.workflows._runner import _Finished
@@ -96,10 +95,14 @@ class ServerlessActor(Actor):
         await reporter.progress("workflow_recovered" if resume else "workflow_started",
                                 status=Status.RUNNING)
         run = Run(self.workflow.definition, data, id=self.execution_id, control=self.control,
-                  report=self._progress, checkpoint=self._checkpoint,
-                  first=resume.step if resume else 0)
-        if resume is not None and resume.context is not None:
-            run.context = resume.context
+                  report=self._progress,
+                  checkpoint=self._checkpoint if self.reporter.durable else None)
+        if resume is not None:  # where every task list stood, the waits' ends, $context
+            run.resume = {**resume.cursors, **resume.timers}
+            if resume.context is not None:
+                run.context = resume.context
+            if "" in resume.cursors:
+                data = resume.cursors[""]["data"]
         runner = await self.context.spawn(RunActor, run, name="run")
         error: ErrorInfo | None = None
         output: Any = None

@@ -83,9 +83,13 @@ class Run:
     secrets: dict[str, Any] = field(default_factory=dict)
     control: Control = field(default_factory=Control)
     report: Report | None = None  # the progress of a Runner's execution goes out here
-    # A durable Runner's: called at each top-level task boundary (next index, data, context)
+    # A durable Runner's: called with the execution's position at each task boundary
     checkpoint: Report | None = None
-    first: int = 0  # the top-level task to start at (a recovered execution's next one)
+    # Where each task list in progress stands ({key: {"index", "data"}}, loops' and forks'
+    # own entries too), and the ends of the waits under way: what a checkpoint holds.
+    cursors: dict[str, Any] = field(default_factory=dict)
+    timers: dict[str, float] = field(default_factory=dict)
+    resume: dict[str, Any] = field(default_factory=dict)  # a recovered one's, used once
     bus: EventBus = field(default_factory=default_bus)  # where emit and listen meet
     # (kind, task pointer) of the latest progress events, for a look from Python
     events: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=10_000))
@@ -121,6 +125,14 @@ class Run:
             await self.report(kind, task=task, status=status, attempt=attempt, data=data,
                               error=None if error is None else error.info())
 
+    async def save(self) -> None:
+        """A durable execution's checkpoint: where every task list in progress stands."""
+        if self.checkpoint is not None:
+            await self.checkpoint({"cursors": {key: dict(value) if isinstance(value, dict)
+                                               else value for key, value in
+                                               self.cursors.items()},
+                                   "context": self.context, "timers": dict(self.timers)})
+
     async def boundary(self, task: str = "") -> None:
         """Where a pause lands and a cancel is seen: before each task, and inside ``wait``.
         Concurrent branches share one paused/resumed pair of events."""
@@ -154,6 +166,7 @@ class _Go:
 
     input: Any
     variables: dict[str, Any]
+    scope: str = ""  # the key of the task list it runs in (see Run.cursors)
 
 
 @dataclass(frozen=True)
@@ -172,9 +185,15 @@ class TaskActor(Actor):
     def __init__(self, run: Run, task: Task) -> None:
         self.run = run
         self.task = task
+        self.scope = ""
+
+    def _key(self, suffix: str) -> str:
+        """The key of a task list (or loop, fork, wait) of this task, in this run of it."""
+        return f"{self.scope}>{self.task.pointer}{suffix}"
 
     async def receive(self, message: Any) -> Any:
         assert isinstance(message, _Go)
+        self.scope = message.scope
         try:
             return await self._run(message.input, message.variables)
         except WorkflowError as exc:
@@ -263,7 +282,8 @@ class TaskActor(Actor):
         if kind == "set":
             return self._transform(value, data, arguments), None
         if kind == "do":
-            output, ended = await self.tasks(task.lists["do"], data, variables)
+            output, ended = await self.tasks(task.lists["do"], data, variables,
+                                             self._key("/do"))
             return output, "end" if ended else None
         if kind == "try":
             return await self._try(data, arguments, variables)
@@ -309,15 +329,28 @@ class TaskActor(Actor):
         condition = self.task.body.get("while")
         current = data
         tasks = self.task.lists["do"]
-        for index, item in enumerate(collection):
-            scope = {**variables, each: item, at: index}
-            if condition is not None and not _truthy(evaluate(
-                    condition, current, {**arguments, **scope})):
-                break
-            current, ended = await self.tasks(tasks, current, scope)
-            if ended:
-                return current, "end"
-        return current, None
+        loop = self._key("#for")
+        first = 0
+        resumed = self.run.resume.pop(loop, None)
+        if resumed is not None:  # recovered: the iterations done are done
+            first, current = resumed["iteration"], resumed["data"]
+        try:
+            for index, item in enumerate(collection):
+                if index < first:
+                    continue
+                scope = {**variables, each: item, at: index}
+                if condition is not None and not _truthy(evaluate(
+                        condition, current, {**arguments, **scope})):
+                    break
+                current, ended = await self.tasks(tasks, current, scope,
+                                                  self._key(f"/do#{index}"))
+                if ended:
+                    return current, "end"
+                self.run.cursors[loop] = {"iteration": index + 1, "data": current}
+                await self.run.save()
+            return current, None
+        finally:
+            self.run.cursors.pop(loop, None)
 
     async def _process(self, value: dict[str, Any], data: Any, arguments: dict[str, Any]
                        ) -> Any:
@@ -362,7 +395,8 @@ class TaskActor(Actor):
             scope = {**variables, name: item, at: index}
             output: Any = item
             if "foreach" in self.task.lists:
-                output, _ended = await self.tasks(self.task.lists["foreach"], item, scope)
+                output, _ended = await self.tasks(self.task.lists["foreach"], item, scope,
+                                                  self._key(f"/foreach#{index}"))
             shape = foreach.get("output")
             if isinstance(shape, dict) and "as" in shape:
                 output = self._transform(shape["as"], output, {**arguments, **scope,
@@ -420,7 +454,7 @@ class TaskActor(Actor):
         began = time.monotonic()
         while True:
             try:
-                output, ended = await self.tasks(tasks, data, variables)
+                output, ended = await self.tasks(tasks, data, variables, self._key("/try"))
                 return output, "end" if ended else None
             except WorkflowError as exc:
                 scope = {**arguments, name: exc.error}
@@ -438,23 +472,41 @@ class TaskActor(Actor):
                 if "catch" not in task.lists:
                     return data, None
                 output, ended = await self.tasks(task.lists["catch"], data,
-                                                 {**variables, name: exc.error})
+                                                 {**variables, name: exc.error},
+                                                 self._key("/catch"))
                 return output, "end" if ended else None
 
     async def _fork(self, spec: dict[str, Any], data: Any, variables: dict[str, Any]) -> Any:
         """Run the branches at once, each an actor: every output in order, or (``compete``)
         the first to finish, the others stopped."""
-        children = [await self.context.spawn(TaskActor, self.run, branch)
-                    for branch in self.task.lists["branches"]]
-        asks = [asyncio.ensure_future(child.ask(_Go(data, variables))) for child in children]
+        key = self._key("#fork")
+        branches = self.task.lists["branches"]
+        done: dict[str, Any] = dict((self.run.resume.pop(key, None) or {}).get("done", {}))
+        compete = bool(spec.get("compete"))
+        if compete and done:  # recovered: the race was won before the crash
+            return next(iter(done.values()))
+        children = {index: await self.context.spawn(TaskActor, self.run, branch)
+                    for index, branch in enumerate(branches) if str(index) not in done}
+        asks = {asyncio.ensure_future(child.ask(_Go(data, variables,
+                                                    self._key(f"/branches/{index}")))): index
+                for index, child in children.items()}
         try:
-            if spec.get("compete"):  # the first to finish wins (a fault ends the race too)
-                return _unwrapped(await next(asyncio.as_completed(asks)))
-            return [_unwrapped(outcome) for outcome in await asyncio.gather(*asks)]
+            waiting = set(asks)
+            while waiting:  # as each branch ends: its output kept, the fork's checkpoint
+                finished, waiting = await asyncio.wait(waiting,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                for ask in finished:
+                    done[str(asks[ask])] = _unwrapped(ask.result())
+                    if compete:
+                        return done[str(asks[ask])]
+                self.run.cursors[key] = {"done": dict(done)}
+                await self.run.save()
+            return [done[str(index)] for index in range(len(branches))]
         finally:
+            self.run.cursors.pop(key, None)
             for pending in asks:
                 pending.cancel()
-            for child in children:
+            for child in children.values():
                 await self.context.system.stop(child)
 
     def _raised(self, error: Any, data: Any, arguments: dict[str, Any]) -> WorkflowError:
@@ -465,11 +517,18 @@ class TaskActor(Actor):
         return WorkflowError(rendered)
 
     async def _wait(self, seconds: float) -> None:
-        """Sleep ``seconds`` of running time: a pause holds the rest of it, a cancel ends it."""
+        """Sleep ``seconds`` of running time: a pause holds the rest of it, a cancel ends it;
+        under a durable runner, one a crash interrupted waits what was left of it."""
         run, control = self.run, self.run.control
+        key = self._key("#wait")
         left = seconds
+        if key in run.resume:
+            left = max(0.0, float(run.resume.pop(key)) - time.time())
         while left > 0:
             await run.boundary(self.task.pointer)
+            if run.checkpoint is not None:
+                run.timers[key] = time.time() + left
+                await run.save()
             began = time.monotonic()
             watches = [asyncio.ensure_future(control.pause_requested.wait()),
                        asyncio.ensure_future(control.cancel_requested.wait())]
@@ -479,6 +538,7 @@ class TaskActor(Actor):
                 for watch in watches:
                     watch.cancel()
             left -= time.monotonic() - began
+        run.timers.pop(key, None)
         await run.boundary(self.task.pointer)
 
     async def _timed(self, work: Coroutine[Any, Any, T]) -> T:
@@ -522,17 +582,27 @@ class TaskActor(Actor):
             raise Cancelled("the execution was cancelled")
         return running.result()
 
-    async def tasks(self, tasks: list[Task], data: Any, variables: dict[str, Any]
-                    ) -> tuple[Any, bool]:
+    async def tasks(self, tasks: list[Task], data: Any, variables: dict[str, Any],
+                    key: str = "") -> tuple[Any, bool]:
         """Run a list of tasks in order (as ``then`` directs); ``(output, ended)``."""
         names = {task.name: index for index, task in enumerate(tasks)}
-        top = self.task.kind == "workflow"  # the workflow's own list: checkpointed
-        index, current = (self.run.first if top else 0), data
+        run = self.run
+        index, current = 0, data
+        resumed = run.resume.pop(key, None)
+        if resumed is not None:  # recovered: its tasks done before the crash are done
+            index, current = resumed["index"], resumed["data"]
+        try:
+            return await self._tasks(tasks, names, index, current, variables, key)
+        finally:
+            run.cursors.pop(key, None)
+
+    async def _tasks(self, tasks: list[Task], names: dict[str, int], index: int, current: Any,
+                     variables: dict[str, Any], key: str) -> tuple[Any, bool]:
         while index < len(tasks):
             await self.run.boundary(tasks[index].pointer)
             child = await self.context.spawn(TaskActor, self.run, tasks[index])
             try:
-                outcome: Outcome = await child.ask(_Go(current, variables))
+                outcome: Outcome = await child.ask(_Go(current, variables, key))
             finally:
                 await self.context.system.stop(child)
             current = _unwrapped(outcome)
@@ -542,8 +612,9 @@ class TaskActor(Actor):
             if flow == "exit":
                 break
             index = index + 1 if flow == "continue" else names[flow]
-            if top and self.run.checkpoint is not None:
-                await self.run.checkpoint(index, current, self.run.context)
+            if self.run.checkpoint is not None:  # a durable runner's: the next task's place
+                self.run.cursors[key] = {"index": index, "data": current}
+                await self.run.save()
         return current, False
 
 
@@ -668,7 +739,7 @@ class RunActor(TaskActor):
         try:
             try:
                 data = run.input
-                spec = (raw.get("input") or {}) if not run.first else {}  # (recovered: done)
+                spec = (raw.get("input") or {}) if "" not in run.resume else {}  # (recovered)
                 self._validated(spec, data, "input")
                 if "from" in spec:
                     data = self._transform(spec["from"], data, run.arguments({"input": data}))

@@ -125,6 +125,7 @@ class Resume(Message, frozen=True):
     paused: bool = False
     timers: dict[str, float] = {}
     context: Any = None  # a Serverless Workflow's $context
+    cursors: dict[str, Any] = {}  # ... and where each of its task lists in progress stood
 
 
 class _RunStage(Message, frozen=True):
@@ -1082,8 +1083,8 @@ class Runner:
                 isinstance(runnable, Workflow):
             step = runnable.position(payload.stage_id, payload.action_id) + 1
         elif message.message_type == MessageType.CHECKPOINT and isinstance(payload, dict):
-            step = int(payload["step"])
-            store = {"data": payload.get("data"), "context": payload.get("context")}
+            step = int((payload.get("cursors") or {}).get("", {}).get("index", 0))
+            store = payload  # a Serverless Workflow's position: its cursors, $context, waits
         state.note(message, dict(store), step)
         if isinstance(payload, ProgressEvent) and payload.kind == "workflow_finished":
             self._journaled.pop(message.execution_id, None)
@@ -1102,11 +1103,15 @@ class Runner:
                 runnable = _from_saved(saved)
                 process = saved.request.get("process")
                 options = None if process is None else ProcessOptions(**process)
-                store, context = saved.store, None
-                if saved.dialect == "serverless" and saved.next_step:
-                    store, context = saved.store.get("data") or {}, saved.store.get("context")
+                store, context, cursors, timers = saved.store, None, {}, saved.timers
+                if saved.dialect == "serverless":  # its position, if a checkpoint was made
+                    store = saved.request.get("store") or {}
+                    if "cursors" in saved.store:
+                        cursors = saved.store["cursors"]
+                        context, timers = saved.store.get("context"), saved.store.get(
+                            "timers") or {}
                 resume = Resume(step=saved.next_step, seq=saved.last_seq, paused=saved.paused,
-                                timers=saved.timers, context=context)
+                                timers=timers, context=context, cursors=cursors)
                 execution = await self._start(runnable, saved.id, store,
                                               options or None, resume)
             except Exception as exc:  # it cannot run here: say so, in the state too

@@ -238,3 +238,77 @@ async def test_ended_executions_past_the_retention_are_removed(
         assert [saved.id for saved in await runner.state.load()] == ["old-2"]
         assert await runner.state.events("old-0") == []
         assert await runner.state.prune(max_age=0.0, max_count=None) == 1
+
+
+async def test_a_serverless_workflow_resumes_inside_a_loop_without_redoing_a_task(
+        tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash in the middle of a `for` loop's third iteration: the recovered execution goes
+    on at that iteration's interrupted task (a `wait`, which waits what was left of it);
+    no task that had completed runs again, at any depth."""
+    from actorstage.serverless._process import RUN_ENV
+
+    monkeypatch.setenv(RUN_ENV, "shell")  # (the tasks mark their runs with a shell line)
+    journal = tmp_path / "journal"
+
+    def mark(what: str, **environment: str) -> dict[str, Any]:
+        return {"run": {"shell": {"command": f'echo "{what}" >> {journal}',
+                                  "environment": environment}}}
+
+    definition = {
+        "document": {"dsl": "1.0.0", "namespace": "t", "name": "nested", "version": "1"},
+        "do": [
+            {"prepare": {"set": {"items": [1, 2, 3, 4], "total": 0}}},
+            {"sum": {"for": {"each": "n", "in": ".items"}, "do": [
+                {"add": {"set": {"items": "${ .items }", "total": "${ .total + $n }"}}},
+                {"mark": {**mark("add $N", N="${ $n | tostring }"),
+                          "output": {"as": "$input"}}},
+                {"nap": {"wait": {"milliseconds": 600}}}]}},
+            {"both": {"fork": {"branches": [
+                {"quick": {"do": [{"q": mark("quick")}]}},
+                {"slow": {"do": [{"zz": {"wait": {"seconds": 1}}}, {"s": mark("slow")}]}}]},
+                "output": {"as": "{done: true}"}, "export": {"as": "{forked: true}"}}},
+            {"last": {"set": {"total": "${ $context.forked }"}}}]}
+    with killable(state_url, "start", json.dumps(definition)) as first:
+        for _ in range(500):
+            if journal.exists() and "add 3" in journal.read_text():
+                break
+            await anyio.sleep(0.02)
+        await anyio.sleep(0.2)  # in the third iteration's nap
+        first.kill()
+    assert journal.read_text().split("\n")[:3] == ["add 1", "add 2", "add 3"]
+    async with Runner(state=state_url) as runner:
+        execution = await _recovered(runner)
+        began = time.monotonic()
+        result = await execution.result()
+    assert result.status == Status.SUCCEEDED, result.error
+    assert result.output == {"total": True}
+    assert sorted(journal.read_text().splitlines()) == [  # each task ran once
+        "add 1", "add 2", "add 3", "add 4", "quick", "slow"]
+    assert time.monotonic() - began < 0.6 + 0.6 + 1.0 + 1.5  # (the rest of a nap, not all)
+
+
+async def test_a_fork_s_finished_branch_is_not_run_again(
+        tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from actorstage.serverless._process import RUN_ENV
+
+    monkeypatch.setenv(RUN_ENV, "shell")
+    journal = tmp_path / "journal"
+    definition = {
+        "document": {"dsl": "1.0.0", "namespace": "t", "name": "forked", "version": "1"},
+        "do": [{"both": {"fork": {"branches": [
+            {"quick": {"run": {"shell": {"command": f"echo quick >> {journal}; echo 1"}}}},
+            {"slow": {"do": [{"zz": {"wait": {"seconds": 1.5}}},
+                             {"s": {"set": {"slow": True}}}]}}]}}}]}
+    with killable(state_url, "start", json.dumps(definition)) as first:
+        for _ in range(500):
+            if journal.exists() and journal.read_text():
+                break
+            await anyio.sleep(0.02)
+        await anyio.sleep(0.4)  # the quick branch has ended; the slow one waits
+        first.kill()
+    async with Runner(state=state_url) as runner:
+        execution = await _recovered(runner)
+        result = await execution.result()
+    assert result.status == Status.SUCCEEDED, result.error
+    assert result.output == ["1\n", {"slow": True}]  # the quick one's output, kept
+    assert journal.read_text() == "quick\n"  # it ran once
