@@ -198,6 +198,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from actorstage._run import run
     from actorstage.cli import allow_runs
     from actorstage.exceptions import InvalidDefinitionError
+    from actorstage.workflows._state import StateError
 
     allow_runs(args.allow_run)
     try:
@@ -212,7 +213,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         return run(_serve, config)
-    except InvalidDefinitionError as exc:  # the pipeline runtime.toml
+    except (InvalidDefinitionError, StateError) as exc:  # runtime.toml; the state
         print(f"actorstage serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a busy port or an address not here: a setting to change

@@ -428,6 +428,7 @@ class SqliteState(_Batched):
         self.path = path
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        self._lock_file: Any = None
 
     async def _run(self, function: Any, *args: Any) -> Any:
         if self._thread is None:
@@ -436,9 +437,43 @@ class SqliteState(_Batched):
         return await loop.run_in_executor(self._thread, function, *args)
 
     async def _connect(self) -> None:
+        self._claim_file()
         self._thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="actorstage-state")
-        await self._run(self._open)
+        try:
+            await self._run(self._open)
+        except BaseException:
+            self._release_file()
+            raise
+
+    def _claim_file(self) -> None:
+        """One runner at a time on a SQLite state: a second one (which would take the
+        first's executions for its own) is refused while the first holds the lock."""
+        if self.path == ":memory:":
+            return
+        import fcntl
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{self.path}.lock", "a+")  # noqa: SIM115 (held until close)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            lock.close()
+            raise StateError(
+                f"the state {self.where} is in use by another runner ({holder or 'a process'})"
+                "; a SQLite state has one runner at a time: give this one its own state, or "
+                "share a PostgreSQL database") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        self._lock_file = lock
+
+    def _release_file(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # (closing releases the lock)
+            self._lock_file = None
 
     def _open(self) -> None:
         if self.path != ":memory:":
@@ -476,6 +511,7 @@ class SqliteState(_Batched):
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
+        self._release_file()
 
     def _write_here(self, ops: list[Op]) -> bool:
         if self._db is None or not _small(ops):

@@ -312,3 +312,18 @@ async def test_a_fork_s_finished_branch_is_not_run_again(
     assert result.status == Status.SUCCEEDED, result.error
     assert result.output == ["1\n", {"slow": True}]  # the quick one's output, kept
     assert journal.read_text() == "quick\n"  # it ran once
+
+
+async def test_a_sqlite_state_has_one_runner_at_a_time(tmp_path: Path) -> None:
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    async with Runner(state=state):
+        with pytest.raises(StateError, match=rf"in use by another runner \(pid {os.getpid()}\)"):
+            async with Runner(state=state):
+                pass
+        done = await anyio.run_process(  # a second service on it: refused, with the reason
+            [sys.executable, "-m", "actorstage", "serve", "--port", "0", "--state", state],
+            check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 2
+        assert "is in use by another runner" in done.stderr.decode()
+    async with Runner(state=state):  # free again once the first has left
+        pass
