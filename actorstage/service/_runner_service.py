@@ -184,9 +184,9 @@ class RunnerService(RunnerBase):
                metadata.version, sorted(metadata.labels.items()))
         known = self.executions.get(execution_id)
         state = self.runner.state
-        if known is None and state is not None and state.shared:
-            saved = await state.get(execution_id)  # started through another runner
-            if saved is not None:
+        if known is None and state is not None:
+            saved = await state.get(execution_id)  # started through another runner, or
+            if saved is not None:  # long enough ago to be gone from memory: kept there
                 known = await self._restore_one(saved)
         if known is not None:
             if known.key != key:
@@ -334,11 +334,11 @@ class RunnerService(RunnerBase):
         return record
 
     async def _lookup(self, execution_id: str) -> ExecutionRecord:
-        """The record of an execution: this service's, or (a shared state) one read from
-        the state, of an execution started through another runner."""
+        """The record of an execution: this service's, or one read from the state (started
+        through another runner, or ended long enough ago to be gone from memory)."""
         state = self.runner.state
         if self.executions.get(execution_id) is None and execution_id and \
-                state is not None and state.shared:
+                state is not None:  # (another runner's, or one gone from memory)
             saved = await state.get(execution_id)
             if saved is not None:
                 return await self._restore_one(saved)

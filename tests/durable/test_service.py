@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import anyio
 import pytest
@@ -115,3 +116,19 @@ async def test_callbacks_a_killed_service_left_undelivered_arrive_after_it_resta
                 event.kind == "workflow_finished" for event in got))
     assert [event.seq for event in receiver.events] == [event.seq for event in events]
     assert receiver.keys == [f"cb-1:{event.seq}" for event in events]  # once each, in order
+
+
+async def test_an_execution_gone_from_memory_is_still_answered_from_the_state(
+        tmp_path: Path) -> None:
+    from actorstage.service import ServiceConfig, open_service
+
+    config = ServiceConfig(port=0, state=f"sqlite:///{tmp_path / 'runner.db'}", max_finished=0)
+    async with open_service(config) as server, Channel("127.0.0.1", server.port) as channel:
+        stub = RunnerStub(channel)
+        await stub.execute_async(ExecuteRequest(execution_id="old", workflow=SHORT))
+        await _watch(stub, "old")
+        assert server.service is not None and server.service.executions.get("old") is None
+        info = await stub.get_execution(GetExecutionRequest("old"))  # (kept in the state)
+        assert info.status == ExecutionStatus.SUCCEEDED
+        again = await stub.execute_async(ExecuteRequest(execution_id="old", workflow=SHORT))
+        assert again.attached and again.status == ExecutionStatus.SUCCEEDED
