@@ -73,7 +73,7 @@ class ServerlessActor(Actor):
                  durable: bool = False) -> None:
         from actorstage.workflows._runner import _Reporter
 
-        self.resume = resume  # a recovered execution's Resume: its next top-level task
+        self.resume = resume  # a recovered execution's Resume: where its task lists stood
         self.workflow = workflow
         self.execution_id = execution_id
         self.control = control

@@ -286,8 +286,6 @@ class RunnerService(RunnerBase):
         record.on_end = self._ended
         record.on_event = self._event
         self.executions.add(record)
-        if not record.ended:
-            self.metrics.started()
         return record
 
     def _disown(self, execution_id: str) -> None:
@@ -311,6 +309,7 @@ class RunnerService(RunnerBase):
                 return
             record = await self._restore_one(saved)
         if record is not None and record.execution is None:
+            self.metrics.started()  # (it runs here now)
             for kind in record.attach(execution):
                 await getattr(execution, kind)()
 
@@ -364,11 +363,16 @@ class RunnerService(RunnerBase):
         if self._elsewhere(record):  # the runner that owns it does it
             await self.runner.control(record.id, kind)
             log.info("execution %s: %s sent to the runner that runs it", record.id, kind)
-            for _ in range(int(CANCEL_ANSWER_WAIT / 0.1) if kind == "cancel" else 3):
-                await asyncio.sleep(0.1)
-                record = await self._refreshed(record)
-                if record.ended:
-                    break
+            def reached() -> bool:
+                if kind == "cancel":
+                    return record.ended
+                return (record.status == ExecutionStatus.PAUSED) == (kind == "pause")
+
+            with contextlib.suppress(TimeoutError):  # answer with what the state says then
+                async with asyncio.timeout(CANCEL_ANSWER_WAIT):
+                    while not reached():
+                        await asyncio.sleep(STATE_POLL)
+                        record = await self._refreshed(record)
             return record.info()
         if record.ended:
             raise GRPCError(Code.FAILED_PRECONDITION, (

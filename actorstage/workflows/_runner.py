@@ -116,9 +116,9 @@ class _Durable(Message, frozen=True):
 
 
 class Resume(Message, frozen=True):
-    """Where an execution that a durable runner recovers goes on: its next step (an action,
-    in order over the stages; a Serverless Workflow's top-level task), the seq after which
-    its messages are numbered, paused or not, and its running sleep's end."""
+    """Where an execution that a durable runner recovers goes on: its next action (in order
+    over the stages) or, for a Serverless Workflow, where each of its task lists stood; the
+    seq after which its messages are numbered; paused or not; its running sleeps' ends."""
 
     step: int = 0
     seq: int = 0
@@ -163,6 +163,7 @@ class Broker:
 
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
+        self._by_kind: dict[str, list[Handler]] = {}  # gostage's start and result handlers
         self.middleware: list[Middleware] = []
         self.handler_errors = 0
         self.dropped = 0  # messages a middleware dropped
@@ -231,19 +232,21 @@ class Broker:
         if not callable(handler):
             raise InvalidDefinitionError(f"a handler must be callable, got {handler!r}")
         # gostage's names are accepted too: store_put, store_delete, and workflow_start and
-        # workflow_result (the progress messages of a workflow's start and end).
-        self._handlers.setdefault(canonical(str(message_type)), []).append(handler)
+        # workflow_result (the progress messages of a workflow's start and end, kept by the
+        # progress kind they stand for).
+        name = canonical(str(message_type))
+        if name in GOSTAGE_PROGRESS:
+            self._by_kind.setdefault(GOSTAGE_PROGRESS[name], []).append(handler)
+        else:
+            self._handlers.setdefault(name, []).append(handler)
 
     async def dispatch(self, message: BrokerMessage) -> None:
         for subscriber in self._subscribers:
             subscriber._offer(message)
         handlers = self._handlers
         called = [*handlers.get(message.message_type, ()), *handlers.get("*", ())]
-        if message.message_type == MessageType.PROGRESS and isinstance(
-                message.payload, ProgressEvent):
-            for gostage, kind in GOSTAGE_PROGRESS.items():
-                if message.payload.kind == kind:
-                    called.extend(handlers.get(gostage, ()))
+        if self._by_kind and isinstance(message.payload, ProgressEvent):
+            called.extend(self._by_kind.get(message.payload.kind, ()))
         for handler in called:
             try:
                 result = handler(message)
@@ -298,7 +301,7 @@ class _Reporter:
 
 
 def _boundary(message_type: str, payload: Any) -> bool:
-    """Whether a report ends a step (an action; a Serverless Workflow's top-level task)."""
+    """Whether a report ends a step (an action; a Serverless Workflow's task)."""
     return message_type == MessageType.CHECKPOINT or (
         message_type == MessageType.PROGRESS and isinstance(payload, dict)
         and payload.get("kind") == "action_finished")
@@ -1021,6 +1024,7 @@ class Runner:
             await self._save(execution, runnable, initial, options, annotations or {})
         if self.state is not None and self._state_open:
             self._journaled[execution.id] = (execution, runnable)
+            execution.add_done_callback(partial(self._ended, execution.id))
         if options is not None:
             env = {name: value for middleware in broker.middleware
                    for name, value in middleware.child_env().items()}
@@ -1077,17 +1081,29 @@ class Runner:
         execution, runnable = entry
         payload = message.payload
         step: int | None = None
-        store = execution.store
+        store: dict[str, Any] | None = None  # (copied only where it is written)
+        finished = isinstance(payload, ProgressEvent) and payload.kind == "workflow_finished"
         if isinstance(payload, ProgressEvent) and payload.kind == "action_finished" and \
                 payload.status in (Status.SUCCEEDED, Status.FAILED) and \
                 isinstance(runnable, Workflow):
             step = runnable.position(payload.stage_id, payload.action_id) + 1
+            store = dict(execution.store)
         elif message.message_type == MessageType.CHECKPOINT and isinstance(payload, dict):
             step = int((payload.get("cursors") or {}).get("", {}).get("index", 0))
             store = payload  # a Serverless Workflow's position: its cursors, $context, waits
-        state.note(message, dict(store), step)
-        if isinstance(payload, ProgressEvent) and payload.kind == "workflow_finished":
+        state.note(message, store, step)  # (at the end, the store is final_store's)
+        if finished:
             self._journaled.pop(message.execution_id, None)
+
+    def _ended(self, execution_id: str, result: WorkflowResult) -> None:
+        """An execution ended without its workflow saying so (its child process died, its
+        start failed): the state records the end, so it is not run again."""
+        entry = self._journaled.pop(execution_id, None)
+        if entry is None or self.state is None or not self._state_open:
+            return
+        self.state.update(execution_id, status=str(result.status), ended_at=time.time(),
+                          store=dict(result.store), error=None if result.error is None else
+                          msgspec.to_builtins(result.error))
 
     async def recover(self) -> list[Execution]:
         """Run again every execution of the state that had not ended (of a shared state:
@@ -1138,17 +1154,19 @@ class Runner:
                     "out); stopping it here", execution_id)
         for hook in self.lost:
             hook(execution_id)
-        task = asyncio.ensure_future(entry[0].cancel())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._later(entry[0].cancel())
 
     def _controlled(self, execution_id: str, kind: str) -> None:
         """A control another runner sent through the shared state: applied if it is ours."""
         entry = self._journaled.get(execution_id)
         if entry is not None and kind in ("pause", "resume", "cancel"):
-            task = asyncio.ensure_future(getattr(entry[0], kind)())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._later(getattr(entry[0], kind)())
+
+    def _later(self, work: Awaitable[None]) -> None:
+        """Run ``work`` on its own, kept until it ends (from a callback that cannot await)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def control(self, execution_id: str, kind: str) -> bool:
         """Pause, resume or cancel an execution by id: here if it runs here, else (a shared

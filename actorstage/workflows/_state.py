@@ -180,10 +180,11 @@ class StateStore:
         """Write a new execution (at once); the one already there under its id, if any."""
         raise NotImplementedError
 
-    def note(self, message: BrokerMessage, store: dict[str, Any], next_step: int | None
-             ) -> None:
+    def note(self, message: BrokerMessage, store: dict[str, Any] | None,
+             next_step: int | None) -> None:
         """Take in one broker message of an execution: kept, and (with ``next_step``) a
-        checkpoint of the store after it. Written with the next batch."""
+        checkpoint of ``store`` after it (given at a step boundary). Written with the next
+        batch."""
         raise NotImplementedError
 
     def update(self, execution_id: str, **fields: Any) -> None:
@@ -193,7 +194,7 @@ class StateStore:
     async def flush(self) -> None:
         raise NotImplementedError
 
-    async def load(self, *, unfinished: bool = False) -> list[Saved]:
+    async def load(self) -> list[Saved]:
         raise NotImplementedError
 
     async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
@@ -237,6 +238,7 @@ Op = tuple[str, tuple[Any, ...]]  # (event | outbox_add | outbox_done | update, 
 
 
 class _Batched(StateStore):
+    _OUTBOX_ORDER = "rowid"  # the order callbacks were kept in
     """What both databases share: messages noted in memory, written in batches by one writer
     task, in order (a step's messages with its boundary); ``flush`` waits for them."""
 
@@ -272,6 +274,30 @@ class _Batched(StateStore):
     def _write_here(self, ops: list[Op]) -> bool:
         """Write ``ops`` now, without awaiting, if this database can; whether it did."""
         return False
+
+    async def _query(self, sql: str, *params: Any) -> list[Any]:
+        """The rows of ``sql`` (its parameters as ``?``), once what is noted is written."""
+        raise NotImplementedError
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def load(self) -> list[Saved]:
+        return [_saved(row) for row in await self._query(
+            "SELECT * FROM executions ORDER BY number")]
+
+    async def get(self, execution_id: str) -> Saved | None:
+        rows = await self._query("SELECT * FROM executions WHERE id = ?", execution_id)
+        return _saved(rows[0]) if rows else None
+
+    async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
+        rows = await self._query("SELECT message FROM events WHERE execution_id = ? AND "
+                                 "seq > ? ORDER BY seq", execution_id, after_seq)
+        return [typed(_message.decode(row[0])) for row in rows]
+
+    async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
+        rows = await self._query("SELECT execution_id, seq, body FROM outbox WHERE sink = ? "
+                                 f"ORDER BY {self._OUTBOX_ORDER}", sink)
+        return [(row[0], row[1], bytes(row[2])) for row in rows]
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -374,8 +400,8 @@ class _Batched(StateStore):
             failure, self._failure = self._failure, None
             raise StateError(f"writing the state {self.where} failed: {failure}")
 
-    def note(self, message: BrokerMessage, store: dict[str, Any], next_step: int | None
-             ) -> None:
+    def note(self, message: BrokerMessage, store: dict[str, Any] | None,
+             next_step: int | None) -> None:
         self._queue("event", (message.execution_id, message.seq, _text(message)))
         fields: dict[str, Any] = {"last_seq": message.seq}
         payload = message.payload
@@ -391,7 +417,7 @@ class _Batched(StateStore):
             elif payload.kind == "workflow_resumed":
                 fields["paused"] = 0
             elif payload.kind == "workflow_finished":
-                fields.update(status=str(payload.status), ended_at=time.time(), store=store,
+                fields.update(status=str(payload.status), ended_at=time.time(),
                               error=None if payload.error is None else
                               msgspec.to_builtins(payload.error))
         if next_step is not None:
@@ -530,8 +556,7 @@ class SqliteState(_Batched):
             for kind, rows in _runs(ops):
                 if kind == "update":
                     for execution_id, fields in rows:
-                        sql, params = _update(execution_id, fields, "?")
-                        db.execute(sql, params)
+                        db.execute(*_update(execution_id, fields))
                 else:
                     db.executemany(self.SQL[kind], rows)
         except BaseException:
@@ -556,7 +581,7 @@ class SqliteState(_Batched):
             saved.number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM executions"
                                       ).fetchone()[0]
             saved.owner = self.owner
-            db.execute(*_insert(saved, time.time() + self.lease, "?"))
+            db.execute(*_insert(saved, time.time() + self.lease))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -573,24 +598,6 @@ class SqliteState(_Batched):
         async with self._lock:
             return await self._run(self._select, sql, params)  # type: ignore[no-any-return]
 
-    async def load(self, *, unfinished: bool = False) -> list[Saved]:
-        where = f"WHERE status NOT IN {ENDED!r}" if unfinished else ""
-        return [_saved(row) for row in await self._query(
-            f"SELECT * FROM executions {where} ORDER BY number")]
-
-    async def get(self, execution_id: str) -> Saved | None:
-        rows = await self._query("SELECT * FROM executions WHERE id = ?", execution_id)
-        return _saved(rows[0]) if rows else None
-
-    async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
-        rows = await self._query("SELECT message FROM events WHERE execution_id = ? AND "
-                                 "seq > ? ORDER BY seq", execution_id, after_seq)
-        return [typed(_message.decode(row[0])) for row in rows]
-
-    async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
-        rows = await self._query("SELECT execution_id, seq, body FROM outbox WHERE sink = ? "
-                                 "ORDER BY rowid", sink)
-        return [(execution_id, seq, bytes(body)) for execution_id, seq, body in rows]
 
     async def claim(self) -> list[Saved]:
         """Every unfinished execution: a SQLite state has one runner at a time."""
@@ -648,6 +655,7 @@ class PostgresState(_Batched):
     """
 
     shared = True
+    _OUTBOX_ORDER = "id"
     # Writes are fenced: a runner that lost an execution's lease (another took it over)
     # writes nothing more of it, and learns so from its updates (``on_lost``).
     SQL = {"event": "INSERT INTO events SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM "
@@ -730,9 +738,9 @@ class PostgresState(_Batched):
             for kind, rows in _runs(ops):
                 if kind == "update":
                     for execution_id, fields in rows:
-                        sql, *params = _update(execution_id, fields, "$")
-                        done = await db.execute(f"{sql} AND owner = ${len(params) + 1}",
-                                                *params, self.owner)
+                        sql, params = _update(execution_id, fields)
+                        done = await db.execute(_numbered(f"{sql} AND owner = ?"), *params,
+                                                self.owner)
                         if done == "UPDATE 0":
                             lost.append(execution_id)
                 elif kind in ("event", "outbox_add"):
@@ -753,32 +761,15 @@ class PostgresState(_Batched):
             saved.number = await db.fetchval("SELECT COALESCE(MAX(number), 0) + 1 FROM "
                                              "executions")
             saved.owner = self.owner
-            await db.execute(*_insert(saved, time.time() + self.lease, "$"))
+            sql, values = _insert(saved, time.time() + self.lease)
+            await db.execute(_numbered(sql), *values)
         return None
 
     async def _query(self, sql: str, *params: Any) -> list[Any]:
         await self.flush()
         async with self._pool.acquire() as db:
-            return list(await db.fetch(sql, *params))
+            return list(await db.fetch(_numbered(sql), *params))
 
-    async def load(self, *, unfinished: bool = False) -> list[Saved]:
-        where = f"WHERE status NOT IN {ENDED!r}" if unfinished else ""
-        return [_saved(row) for row in await self._query(
-            f"SELECT * FROM executions {where} ORDER BY number")]
-
-    async def get(self, execution_id: str) -> Saved | None:
-        rows = await self._query("SELECT * FROM executions WHERE id = $1", execution_id)
-        return _saved(rows[0]) if rows else None
-
-    async def events(self, execution_id: str, after_seq: int = 0) -> list[BrokerMessage]:
-        rows = await self._query("SELECT message FROM events WHERE execution_id = $1 AND "
-                                 "seq > $2 ORDER BY seq", execution_id, after_seq)
-        return [typed(_message.decode(row[0])) for row in rows]
-
-    async def outbox(self, sink: str) -> list[tuple[str, int, bytes]]:
-        rows = await self._query("SELECT execution_id, seq, body FROM outbox WHERE sink = $1 "
-                                 "ORDER BY id", sink)
-        return [(row[0], row[1], bytes(row[2])) for row in rows]
 
     async def claim(self) -> list[Saved]:
         """The unfinished executions nobody owns, or whose owner's lease ran out."""
@@ -848,28 +839,27 @@ def _small(ops: list[Op]) -> bool:
                if isinstance(value, str | bytes)) < SMALL_BATCH
 
 
-def _placeholder(style: str, number: int) -> str:
-    return "?" if style == "?" else f"${number}"
+def _numbered(sql: str) -> str:
+    """SQL with ``?`` parameters in PostgreSQL's words (``$1``, ``$2``...)."""
+    parts = sql.split("?")
+    return "".join(part + (f"${index}" if index < len(parts) else "")
+                   for index, part in enumerate(parts, 1))
 
 
-def _update(execution_id: str, fields: dict[str, Any], style: str) -> tuple[Any, ...]:
-    names = ", ".join(f"{name} = {_placeholder(style, index)}"
-                      for index, name in enumerate(fields, 1))
+def _update(execution_id: str, fields: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    names = ", ".join(f"{name} = ?" for name in fields)
     values = tuple(_text(value) if isinstance(value, dict | list) else value
                    for value in fields.values())
-    return (f"UPDATE executions SET {names} WHERE id = {_placeholder(style, len(fields) + 1)}",
-            *values, execution_id) if style == "$" else (
-        f"UPDATE executions SET {names} WHERE id = ?", (*values, execution_id))
+    return f"UPDATE executions SET {names} WHERE id = ?", (*values, execution_id)
 
 
-def _insert(saved: Saved, lease_until: float, style: str) -> tuple[Any, ...]:
+def _insert(saved: Saved, lease_until: float) -> tuple[str, tuple[Any, ...]]:
     values = (saved.id, saved.number, saved.workflow_id, saved.dialect, saved.definition,
               _text(saved.request), saved.status, _text(saved.store), saved.next_step,
               saved.last_seq, int(saved.paused), _text(saved.timers), saved.created_at,
               saved.owner, lease_until)
-    marks = ", ".join(_placeholder(style, index) for index in range(1, len(values) + 1))
-    sql = f"INSERT INTO executions ({', '.join(_COLUMNS)}) VALUES ({marks})"
-    return (sql, *values) if style == "$" else (sql, values)
+    marks = ", ".join("?" for _ in values)
+    return f"INSERT INTO executions ({', '.join(_COLUMNS)}) VALUES ({marks})", values
 
 
 def _text(value: Any) -> str:

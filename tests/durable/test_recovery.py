@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from actorstage.serverless import parse_definition
-from actorstage.workflows import Execution, ProgressEvent, Runner, Status
+from actorstage.workflows import Execution, ProgressEvent, Runner, Status, WorkflowDef
 from actorstage.workflows._state import SCHEMA_VERSION, SqliteState, StateError, open_state
 from tests.durable import actions  # noqa: F401 - registers durable.mark
 from tests.service.helpers import alive
@@ -225,9 +226,6 @@ async def test_ended_executions_past_the_retention_are_removed(
     state = state_url
     journal = tmp_path / "journal"
     definition = json.loads(_workflow(journal, nap=0.0))
-    import msgspec
-
-    from actorstage.workflows import WorkflowDef
 
     async with Runner(state=state) as runner:
         for number in range(3):
@@ -327,3 +325,26 @@ async def test_a_sqlite_state_has_one_runner_at_a_time(tmp_path: Path) -> None:
         assert "is in use by another runner" in done.stderr.decode()
     async with Runner(state=state):  # free again once the first has left
         pass
+
+
+async def test_an_execution_whose_child_died_stays_failed(tmp_path: Path) -> None:
+    """Its workflow could not say how it ended; the state records the end all the same, so
+    the next runner does not run it again."""
+    journal, state = tmp_path / "journal", f"sqlite:///{tmp_path / 'state.db'}"
+    defn = msgspec.convert(json.loads(_workflow(journal, nap=30.0)), WorkflowDef)
+    async with Runner(state=state) as runner:
+        execution = await runner.start(defn, execution_id="e1", process=True)
+        for _ in range(500):
+            if journal.exists() and "nap" in journal.read_text():
+                break
+            await anyio.sleep(0.02)
+        assert execution.pid is not None
+        os.kill(execution.pid, signal.SIGKILL)  # the child we started
+        with anyio.fail_after(10):
+            result = await execution.result()
+        assert result.status == Status.FAILED
+    async with Runner(state=state) as runner:
+        assert not runner._running
+        assert runner.state is not None
+        saved = await runner.state.get("e1")
+    assert saved is not None and saved.status == "failed" and saved.ended
