@@ -1081,13 +1081,13 @@ class Runner:
         execution, runnable = entry
         payload = message.payload
         step: int | None = None
-        store: dict[str, Any] | None = None  # (copied only where it is written)
+        store: dict[str, Any] | None = None  # (taken as JSON text at once: not copied)
         finished = isinstance(payload, ProgressEvent) and payload.kind == "workflow_finished"
         if isinstance(payload, ProgressEvent) and payload.kind == "action_finished" and \
                 payload.status in (Status.SUCCEEDED, Status.FAILED) and \
                 isinstance(runnable, Workflow):
             step = runnable.position(payload.stage_id, payload.action_id) + 1
-            store = dict(execution.store)
+            store = execution.store
         elif message.message_type == MessageType.CHECKPOINT and isinstance(payload, dict):
             step = int((payload.get("cursors") or {}).get("", {}).get("index", 0))
             store = payload  # a Serverless Workflow's position: its cursors, $context, waits

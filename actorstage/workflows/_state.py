@@ -10,10 +10,10 @@ had not ended: it runs again from its next step with its checkpointed store
 (the action that was running when the runner died runs again: at least
 once), paused ones stay paused, ended ones stay ended.
 
-Writes are batched: the messages of one turn of the event loop go in one
-transaction, written by one thread of its own, in order. A start is written
-before it is answered. What was not yet written when the process died is
-what runs again.
+Writes are batched (within ``LINGER`` seconds) and in order; a step boundary
+waits until its step is durable (``flush``: committed, or appended to a
+SQLite state's step log). A start is written before it is answered. What was
+not yet durable when the process died is what runs again.
 
 ``"memory"`` (or ``None``) keeps nothing.
 
@@ -30,9 +30,11 @@ import concurrent.futures
 import contextlib
 import os
 import sqlite3
+import struct
 import time
 import urllib.parse
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,8 @@ ENDED = ("succeeded", "failed", "cancelled")
 
 _json = msgspec.json.Encoder(enc_hook=str)
 _message = msgspec.json.Decoder(BrokerMessage)
+_log_encoder = msgspec.msgpack.Encoder(enc_hook=str)
+_log_decoder = msgspec.msgpack.Decoder()
 
 # Schema migrations: MIGRATIONS[n] takes a database from version n to n + 1.
 MIGRATIONS: list[tuple[str, ...]] = [(
@@ -183,8 +187,8 @@ class StateStore:
     def note(self, message: BrokerMessage, store: dict[str, Any] | None,
              next_step: int | None) -> None:
         """Take in one broker message of an execution: kept, and (with ``next_step``) a
-        checkpoint of ``store`` after it (given at a step boundary). Written with the next
-        batch."""
+        checkpoint of ``store`` after it (given at a step boundary; read at once). Written
+        with the next batch; ``flush`` waits until it is durable."""
         raise NotImplementedError
 
     def update(self, execution_id: str, **fields: Any) -> None:
@@ -192,6 +196,7 @@ class StateStore:
         raise NotImplementedError
 
     async def flush(self) -> None:
+        """Wait until everything noted so far is durable (survives this process)."""
         raise NotImplementedError
 
     async def load(self) -> list[Saved]:
@@ -248,6 +253,9 @@ class _Batched(StateStore):
         self.lease = LEASE
         self._pending: list[Op] = []
         self._updates: dict[str, dict[str, Any]] = {}  # per execution, merged until written
+        self._size = 0  # bytes of text in _pending
+        self._logged = 0  # how many of _pending a SQLite state's step log holds
+        self._dirty: set[str] = set()  # executions whose _updates changed since it last did
         self._wakeup: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._queued = 0  # operations noted so far
@@ -271,9 +279,21 @@ class _Batched(StateStore):
         """Write ``ops`` in one transaction."""
         raise NotImplementedError
 
-    def _write_here(self, ops: list[Op]) -> bool:
-        """Write ``ops`` now, without awaiting, if this database can; whether it did."""
+    def _writes_here(self) -> bool:
+        """Whether this database writes what is noted on the event loop (``_write_now``)."""
         return False
+
+    def _write_now(self, ops: list[Op]) -> None:
+        raise NotImplementedError
+
+    def _log_noted(self) -> None:
+        """Append what is noted and not in the step log yet to it (a SQLite state's)."""
+
+    def _seal(self) -> None:
+        """A batch is taken: what the step log holds so far is in it."""
+
+    def _stored(self) -> None:
+        """The batch taken last is in the database."""
 
     async def _query(self, sql: str, *params: Any) -> list[Any]:
         """The rows of ``sql`` (its parameters as ``?``), once what is noted is written."""
@@ -308,7 +328,7 @@ class _Batched(StateStore):
 
     async def close(self) -> None:
         if self._writer is not None:
-            await self.flush()
+            await self._commit()
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
@@ -320,13 +340,14 @@ class _Batched(StateStore):
 
     def _queue(self, kind: str, params: tuple[Any, ...]) -> None:
         self._pending.append((kind, params))
+        self._size += sum(len(value) for value in params if isinstance(value, str | bytes))
         self._queued += 1
         self._soon()
 
     def _soon(self) -> None:
         """Write within ``LINGER`` seconds (a boundary, a flush or a full batch: at once), so
         that a step's messages go in the transaction of its boundary."""
-        if self._wakeup is None or self._wakeup.is_set() or self._timer is not None:
+        if self._timer is not None or self._wakeup is None or self._wakeup.is_set():
             return
         if len(self._pending) >= MAX_BATCH:
             self._wakeup.set()
@@ -348,19 +369,39 @@ class _Batched(StateStore):
                 self._timer = None
             await asyncio.sleep(0)  # let the rest of this turn's messages join the batch
             async with self._lock:
+                if self._writes_here():
+                    self._store_here()
+                    continue
+                self._log_noted()  # (so that the log holds the whole batch while it is written)
                 batch, upto = self._take()
                 if batch:
+                    self._seal()
                     try:
-                        if not self._write_here(batch):
-                            await self._write(batch)
+                        await self._write(batch)
                     except Exception as exc:  # kept: flush raises it
                         self._failure = exc
+                    else:
+                        self._stored()
                 self._done(upto)
+
+    def _store_here(self) -> None:
+        """Write what is noted now, on the event loop, without awaiting."""
+        batch, upto = self._take()
+        if batch:
+            self._seal()
+            try:
+                self._write_now(batch)
+            except Exception as exc:  # kept: flush raises it
+                self._failure = exc
+            else:
+                self._stored()
+        self._done(upto)
 
     def _take(self) -> tuple[list[Op], int]:
         """What is noted and not written yet, as one batch; and how far it goes."""
         batch, self._pending = self._pending, []
         updates, self._updates = self._updates, {}
+        self._logged, self._dirty, self._size = 0, set(), 0
         batch.extend(("update", (execution_id, fields)) for execution_id, fields in
                      updates.items())
         return batch, self._queued
@@ -377,38 +418,41 @@ class _Batched(StateStore):
                     self._waiters.append((target, waiter))
 
     async def flush(self) -> None:
-        """Wait until everything noted so far is written (a small batch is written here and
-        now when the database can and nothing else uses it: a step costs one commit)."""
+        """Wait until everything noted so far is durable: written to the database, or (a
+        SQLite state's) to its step log."""
+        await self._commit()
+
+    async def _commit(self) -> None:
+        """Wait until everything noted so far is written to the database (a small batch is
+        written here and now when the database can and nothing else uses it)."""
         target = self._queued
-        if self._written < target and not self._lock.locked() and not self._waiters:
-            batch, upto = self._take()
-            try:
-                written = self._write_here(batch)
-            except Exception as exc:  # (raised below, as the writer's)
-                self._failure, written = exc, True
-            if written:
-                self._done(upto)
-            else:  # (back in line: the writer takes it)
-                self._pending[:0] = batch
+        if self._written < target and not self._lock.locked() and not self._waiters and \
+                self._writes_here():
+            self._store_here()
         if self._written < target and self._writer is not None and not self._writer.done():
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append((target, waiter))
             assert self._wakeup is not None
             self._wakeup.set()
             await waiter
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise StateError(f"writing the state {self.where} failed: {failure}")
 
     def note(self, message: BrokerMessage, store: dict[str, Any] | None,
              next_step: int | None) -> None:
-        self._queue("event", (message.execution_id, message.seq, _text(message)))
-        fields: dict[str, Any] = {"last_seq": message.seq}
-        payload = message.payload
-        if message.message_type == MessageType.TIMER and isinstance(payload, dict):
-            fields["timers"] = payload.get("timers", {})
-        elif message.message_type == MessageType.FINAL_STORE and isinstance(payload, dict):
-            fields["store"] = payload
+        # (on every message: the fields are merged here, their values as JSON text)
+        execution_id, payload = message.execution_id, message.payload
+        text = _text(message)
+        self._pending.append(("event", (execution_id, message.seq, text)))
+        self._size += len(text)
+        fields = self._updates.get(execution_id)
+        if fields is None:
+            fields = self._updates[execution_id] = {}
+        fields["last_seq"] = message.seq
         if isinstance(payload, ProgressEvent):
             if payload.kind in ("workflow_started", "workflow_recovered"):
                 fields["status"] = "running"
@@ -418,14 +462,23 @@ class _Batched(StateStore):
                 fields["paused"] = 0
             elif payload.kind == "workflow_finished":
                 fields.update(status=str(payload.status), ended_at=time.time(),
-                              error=None if payload.error is None else
-                              msgspec.to_builtins(payload.error))
+                              error=None if payload.error is None else _text(payload.error))
+        elif message.message_type == MessageType.TIMER and isinstance(payload, dict):
+            fields["timers"] = _text(payload.get("timers", {}))
+        elif message.message_type == MessageType.FINAL_STORE and isinstance(payload, dict):
+            fields["store"] = _text(payload)
         if next_step is not None:
-            fields.update(store=store, next_step=next_step, timers={})
-        self.update(message.execution_id, **fields)
+            fields.update(store=_text(store), next_step=next_step, timers="{}")
+        self._dirty.add(execution_id)
+        self._queued += 2  # (the event and the update)
+        self._soon()
 
     def update(self, execution_id: str, **fields: Any) -> None:
+        for name, value in fields.items():  # (kept as the JSON text they are written as)
+            if isinstance(value, dict | list):
+                fields[name] = _text(value)
         self._updates.setdefault(execution_id, {}).update(fields)  # one UPDATE per batch
+        self._dirty.add(execution_id)
         self._queued += 1
         self._soon()
 
@@ -439,10 +492,16 @@ class _Batched(StateStore):
 class SqliteState(_Batched):
     """The state in a SQLite file, for one runner at a time.
 
-    WAL journal, ``synchronous=NORMAL``: a killed process loses nothing written; a machine
-    that loses power may lose the last batches (whose steps then run again). A small
-    batch is written on the event loop (a commit takes tens of microseconds), anything
-    larger by a thread of its own.
+    A step boundary is made durable by appending what its step noted to the state's step
+    log (``<path>.steps-a``/``-b``: one ``write`` of a few hundred bytes), not by a
+    commit; the database takes everything in batches (within ``LINGER`` seconds), and
+    the log is emptied once a batch is in. Opening the state first writes what the log
+    holds (the steps of a runner that died) into the database.
+
+    WAL journal, ``synchronous=NORMAL``, and a step log written without ``fsync``: a
+    killed process loses nothing made durable; a machine that loses power may lose the
+    last steps (which then run again). A small batch is written on the event loop (a
+    commit takes tens of microseconds), anything larger by a thread of its own.
     """
 
     SQL = {"event": "INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
@@ -455,6 +514,33 @@ class SqliteState(_Batched):
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._lock_file: Any = None
+        self._log: _StepLog | None = None  # (none for ":memory:": a commit costs nothing)
+
+    async def flush(self) -> None:
+        if self._log is None:
+            await self._commit()
+            return
+        self._raise_failure()
+        self._log_noted()
+
+    def _log_noted(self) -> None:
+        log = self._log
+        if log is None:
+            return
+        pending, updates = self._pending, self._updates
+        if self._logged < len(pending) or self._dirty:
+            log.append(pending[self._logged:],
+                       [(execution_id, updates[execution_id]) for execution_id in self._dirty])
+            self._logged = len(pending)
+            self._dirty.clear()
+
+    def _seal(self) -> None:
+        if self._log is not None:
+            self._log.seal()
+
+    def _stored(self) -> None:
+        if self._log is not None:
+            self._log.stored()
 
     async def _run(self, function: Any, *args: Any) -> Any:
         if self._thread is None:
@@ -529,8 +615,18 @@ class SqliteState(_Batched):
             db.execute("COMMIT")
         db.row_factory = sqlite3.Row
         self._db = db
+        if self.path != ":memory:":
+            log = _StepLog(self.path)
+            ops = log.read()
+            if ops:  # the steps a runner that died made durable, into the database first
+                self._write_now(ops)
+                log.clear()
+            self._log = log
 
     async def _disconnect(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -539,11 +635,8 @@ class SqliteState(_Batched):
             self._thread = None
         self._release_file()
 
-    def _write_here(self, ops: list[Op]) -> bool:
-        if self._db is None or not _small(ops):
-            return False
-        self._write_now(ops)
-        return True
+    def _writes_here(self) -> bool:
+        return self._db is not None and self._size < SMALL_BATCH
 
     async def _write(self, ops: list[Op]) -> None:
         await self._run(self._write_now, ops)
@@ -565,7 +658,7 @@ class SqliteState(_Batched):
         db.execute("COMMIT")
 
     async def create(self, saved: Saved) -> Saved | None:
-        await self.flush()
+        await self._commit()
         async with self._lock:
             return self._create(saved)  # (a few statements: here, not in the thread)
 
@@ -594,14 +687,14 @@ class SqliteState(_Batched):
         return db.execute(sql, params).fetchall()
 
     async def _query(self, sql: str, *params: Any) -> list[Any]:
-        await self.flush()
+        await self._commit()
         async with self._lock:
             return await self._run(self._select, sql, params)  # type: ignore[no-any-return]
 
 
     async def claim(self) -> list[Saved]:
         """Every unfinished execution: a SQLite state has one runner at a time."""
-        await self.flush()
+        await self._commit()
         async with self._lock:
             return await self._run(self._claim)  # type: ignore[no-any-return]
 
@@ -620,7 +713,7 @@ class SqliteState(_Batched):
     async def prune(self, *, max_age: float | None, max_count: int | None) -> int:
         """Remove ended executions older than ``max_age`` seconds, and beyond the newest
         ``max_count`` ended ones; how many went."""
-        await self.flush()
+        await self._commit()
         async with self._lock:
             return await self._run(self._prune, max_age, max_count)  # type: ignore[no-any-return]
 
@@ -644,6 +737,81 @@ class SqliteState(_Batched):
                                [(execution_id,) for execution_id in doomed])
             db.execute("COMMIT")
         return len(doomed)
+
+
+class _StepLog:
+    """A SQLite state's step log: the operations of the steps made durable and not yet in
+    the database, as records (length, CRC-32, number, msgpack), in two files used in turn,
+    so that a batch being written empties the one it was sealed in while steps go on into
+    the other. A record cut short by a crash fails its CRC and is dropped with what follows."""
+
+    _HEAD = struct.Struct("<IIQ")
+
+    def __init__(self, path: str) -> None:
+        self.paths = (f"{path}.steps-a", f"{path}.steps-b")
+        self._files = [os.open(name, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+                       for name in self.paths]
+        self._sizes = [os.fstat(fd).st_size for fd in self._files]
+        self._active = 0
+        self._sealed: int | None = None
+        self._number = 0
+
+    def read(self) -> list[Op]:
+        """The operations the files hold, in the order they were appended."""
+        records: list[tuple[int, bytes]] = []
+        for fd, size in zip(self._files, self._sizes, strict=True):
+            data = os.pread(fd, size, 0)
+            offset = 0
+            while offset + self._HEAD.size <= len(data):
+                length, crc, number = self._HEAD.unpack_from(data, offset)
+                body = data[offset + self._HEAD.size:offset + self._HEAD.size + length]
+                if len(body) < length or zlib.crc32(body) != crc:
+                    break
+                records.append((number, body))
+                offset += self._HEAD.size + length
+        records.sort(key=lambda record: record[0])
+        self._number = records[-1][0] + 1 if records else 0
+        ops: list[Op] = []
+        for _number, body in records:
+            noted, updates = _log_decoder.decode(body)
+            ops.extend((kind, tuple(params)) for kind, params in noted)
+            ops.extend(("update", (execution_id, fields)) for execution_id, fields in updates)
+        return ops
+
+    def append(self, ops: list[Op], updates: list[tuple[str, dict[str, Any]]]) -> None:
+        body = _log_encoder.encode((ops, updates))
+        record = self._HEAD.pack(len(body), zlib.crc32(body), self._number) + body
+        os.write(self._files[self._active], record)
+        self._sizes[self._active] += len(record)
+        self._number += 1
+
+    def seal(self) -> None:
+        """What is appended so far is in the batch being taken: the next steps go into the
+        other file."""
+        if self._sizes[self._active]:
+            self._sealed, self._active = self._active, 1 - self._active
+
+    def stored(self) -> None:
+        """The sealed batch is in the database: its file is emptied."""
+        if self._sealed is not None:
+            self._empty(self._sealed)
+            self._sealed = None
+
+    def clear(self) -> None:
+        for index in (0, 1):
+            self._empty(index)
+
+    def _empty(self, index: int) -> None:
+        os.ftruncate(self._files[index], 0)
+        self._sizes[index] = 0
+
+    def close(self) -> None:
+        """Close the files; removed when empty (everything is in the database)."""
+        for fd, size, name in zip(self._files, self._sizes, self.paths, strict=True):
+            os.close(fd)
+            if not size:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
 
 
 class PostgresState(_Batched):
@@ -752,7 +920,7 @@ class PostgresState(_Batched):
                 self.on_lost(execution_id)
 
     async def create(self, saved: Saved) -> Saved | None:
-        await self.flush()
+        await self._commit()
         async with self._pool.acquire() as db, db.transaction():
             await db.execute("SELECT pg_advisory_xact_lock($1)", self._LOCK_KEY)
             row = await db.fetchrow("SELECT * FROM executions WHERE id = $1", saved.id)
@@ -766,14 +934,14 @@ class PostgresState(_Batched):
         return None
 
     async def _query(self, sql: str, *params: Any) -> list[Any]:
-        await self.flush()
+        await self._commit()
         async with self._pool.acquire() as db:
             return list(await db.fetch(_numbered(sql), *params))
 
 
     async def claim(self) -> list[Saved]:
         """The unfinished executions nobody owns, or whose owner's lease ran out."""
-        await self.flush()
+        await self._commit()
         now = time.time()
         async with self._pool.acquire() as db:
             rows = await db.fetch(
@@ -788,7 +956,7 @@ class PostgresState(_Batched):
                              f"status NOT IN {ENDED!r}", time.time() + self.lease, self.owner)
 
     async def prune(self, *, max_age: float | None, max_count: int | None) -> int:
-        await self.flush()
+        await self._commit()
         async with self._pool.acquire() as db, db.transaction():
             doomed: set[str] = set()
             if max_age is not None:
@@ -832,11 +1000,6 @@ def _runs(ops: list[Op]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         rows.append(params)
     if rows:
         yield kind, rows
-
-
-def _small(ops: list[Op]) -> bool:
-    return sum(len(value) for _kind, params in ops for value in params
-               if isinstance(value, str | bytes)) < SMALL_BATCH
 
 
 def _numbered(sql: str) -> str:

@@ -348,3 +348,54 @@ async def test_an_execution_whose_child_died_stays_failed(tmp_path: Path) -> Non
         assert runner.state is not None
         saved = await runner.state.get("e1")
     assert saved is not None and saved.status == "failed" and saved.ended
+
+
+_STEPS_THEN_DIE = """
+import asyncio, os, sys
+from actorstage.workflows._events import BrokerMessage
+from actorstage.workflows._state import Saved, SqliteState
+
+async def main():
+    state = SqliteState(sys.argv[1])
+    await state.open()
+    await state.create(Saved(id="e1", workflow_id="w", dialect="stages", definition="{}",
+                             request={}))
+    for step in range(1, 4):
+        for seq in (2 * step - 1, 2 * step):
+            message = BrokerMessage(message_type="store.put", execution_id="e1",
+                                    workflow_id="w", seq=seq,
+                                    payload={"key": "step", "value": step})
+            state.note(message, {"step": step} if seq % 2 == 0 else None,
+                       step if seq % 2 == 0 else None)
+        await state.flush()  # the boundary: durable from here on
+    print("flushed", flush=True)
+    os._exit(0)  # before the batch's LINGER: the database has none of it
+
+asyncio.run(main())
+"""
+
+
+async def test_a_sqlite_state_s_steps_survive_in_its_step_log(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with anyio.fail_after(60):
+        died = await anyio.run_process([sys.executable, "-c", _STEPS_THEN_DIE, str(path)],
+                                       cwd=ROOT, check=False)
+    assert died.stdout.decode().strip() == "flushed", died.stderr.decode()
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as db:  # the steps are only in the log
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+    logs = [Path(f"{path}.steps-a"), Path(f"{path}.steps-b")]
+    assert sum(log.stat().st_size for log in logs) > 0
+    with logs[0].open("ab") as log:  # a record the crash cut short: dropped
+        log.write(b"\x40\x00\x00\x00garbage")
+    store = SqliteState(str(path))
+    await store.open()
+    try:
+        saved = await store.get("e1")
+        assert saved is not None
+        assert (saved.next_step, saved.store, saved.last_seq) == (3, {"step": 3}, 6)
+        assert [message.seq for message in await store.events("e1")] == [1, 2, 3, 4, 5, 6]
+    finally:
+        await store.close()
+    assert not any(log.exists() for log in logs)  # all in the database: the log is gone
