@@ -250,7 +250,7 @@ class Broker:
         for handler in called:
             try:
                 result = handler(message)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception:
                 self.handler_errors += 1
