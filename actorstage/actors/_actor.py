@@ -43,6 +43,9 @@ class Actor:
     # A stop cancels the message in hand at once, quietly, instead of giving it the
     # shutdown timeout: for actors whose one long message is work that cancelling ends.
     _cancel_on_stop: ClassVar[bool] = False
+    # A traced message's handler runs in a span of its own (see actorstage.telemetry); the
+    # runtime's own actors run theirs in the sender's context only, and make their spans.
+    _traced: ClassVar[bool] = True
 
     async def receive(self, message: Any) -> Any:
         """Handle one message; the return value answers an ``ask``."""

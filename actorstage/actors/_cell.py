@@ -26,6 +26,10 @@ from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+from actorstage._telemetry import STATE as TRACING
+from actorstage._telemetry import Traced
+from actorstage._telemetry import dead_letter as traced_dead_letter
+from actorstage._telemetry import handler as traced_handler
 from actorstage.actors._message import ExitReason
 from actorstage.actors._timers import Timer
 from actorstage.exceptions import ActorCrashedError, ActorDeadError
@@ -390,6 +394,9 @@ class Cell:
             reply.delivered()
         if message.__class__ is Outgoing:
             message = message.message
+        if message.__class__ is Traced:
+            traced_dead_letter(self.path, message, reason)
+            message = message.message
         self.system.dead_letters._publish(self.ref, message, reason)
 
     # -- delivery ----------------------------------------------------------
@@ -410,6 +417,7 @@ class Cell:
         incarnation = self.incarnation
         handled = 0
         lingered = False
+        traced = TRACING.tracing  # (read once: off, a message costs no more than this)
         try:
             while self.deliverable and self.incarnation == incarnation:
                 queue = self.queue
@@ -423,18 +431,24 @@ class Cell:
                 message, reply = queue.popleft()
                 if self.waiters:
                     self.hand_off()
+                handle: Callable[[Any], Awaitable[Any]] = receive
+                if traced and message.__class__ is Traced:
+                    handle = traced_handler(self, receive, message, reply is not None and
+                                            reply.__class__ is not Timer and
+                                            reply.__class__ is not Receipt)
+                    message = message.message
                 if reply is None or reply.__class__ is Timer or reply.__class__ is Receipt:
                     if reply is not None:  # a timer's tick, or a tell from another process
                         reply.delivered()
                     try:
-                        await receive(message)
+                        await handle(message)
                     except Exception as exc:
                         self._handler_failed(exc, incarnation)
                         return
                 elif not reply.done():  # an ask whose caller still waits
                     self.current = reply
                     try:
-                        result = await receive(message)
+                        result = await handle(message)
                     except asyncio.CancelledError:
                         self.current = None
                         if self.abandoned is not reply:

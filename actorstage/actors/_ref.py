@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol
 
 from typing_extensions import ParamSpec, TypeVar, TypeVarTuple
 
+from actorstage._telemetry import traceable
 from actorstage.exceptions import ActorstageError, MailboxFullError
 
 if TYPE_CHECKING:
@@ -126,3 +127,6 @@ class ActorRef(Generic[M, R]):
                 reply.cancel()  # queued just as we were cancelled: nobody will read the reply
                 raise
         return await reply
+
+
+traceable(ActorRef)  # (sends carry trace context once tracing is on: see _telemetry)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from actorstage._telemetry import auto as tracing_auto
 from actorstage.actors import _lifecycle
 from actorstage.actors._actor import Actor, Spawner
 from actorstage.actors._cell import RUNNING, STOPPED, STOPPING, Cell, acting_cell
@@ -42,6 +43,8 @@ T = TypeVar("T")
 
 class _Guardian(Actor):
     """The parent of every actor spawned by the system itself (``/user``)."""
+
+    _traced = False  # (the runtime's own: see Actor._traced)
 
     __slots__ = ()
 
@@ -131,6 +134,7 @@ class ActorSystem(Spawner):
         if self._running or self._guardian_cell is not None:
             raise ActorstageError(f"actor system {self.name!r} was already started; make a new one")
         self._loop = running_loop("ActorSystem")
+        tracing_auto()  # (on when an OpenTelemetry SDK is configured: see _telemetry)
         self._failure: BaseException | None = None
         self._ended = asyncio.Event()
         self._tg: TaskGroup = anyio.create_task_group()

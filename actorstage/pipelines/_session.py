@@ -291,6 +291,8 @@ class _Port:
 class NodeActor(Actor):
     """A native node: set up, fed and torn down in this process."""
 
+    _traced = False  # (the runtime's own: see Actor._traced)
+
     def __init__(self, port: _Port) -> None:
         self.port = port
         self.node: Any = None
@@ -406,6 +408,8 @@ class NodeProxy(Actor):
     the others it held are given to a new process, or the session fails,
     per ``on_node_crash`` and ``max_node_restarts``.
     """
+
+    _traced = False  # (the runtime's own: see Actor._traced)
 
     def __init__(self, port: _Port) -> None:
         self.port = port
@@ -677,6 +681,8 @@ class NodeProxy(Actor):
 
 class PipelineActor(Actor):
     """The session's actor: its children are the nodes, started together."""
+
+    _traced = False  # (the runtime's own: see Actor._traced)
 
     def __init__(self, session: PipelineSession) -> None:
         self.session = session

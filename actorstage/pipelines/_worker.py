@@ -141,6 +141,8 @@ def _set_title(title: str) -> None:
 class NodeWorker(Actor):
     """Runs one node in a child process, for the ``NodeProxy`` that spawned it."""
 
+    _traced = False  # (the runtime's own: see Actor._traced)
+
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.node: Any = None

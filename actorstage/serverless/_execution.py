@@ -15,9 +15,11 @@ mapping).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from actorstage._telemetry import span
 from actorstage.actors._actor import Actor
 from actorstage.actors._ref import ActorRef
 from actorstage.exceptions import ActorDeadError
@@ -66,6 +68,7 @@ class ServerlessActor(Actor):
     """Runs one execution's definition (a ``RunActor`` under it) and reports to the
     execution actor as the stages' ``WorkflowActor`` does."""
 
+    _traced = False  # (the runtime's own: see Actor._traced)
     _cancel_on_stop = True
 
     def __init__(self, workflow: ServerlessWorkflow, execution_id: str, control: Control,
@@ -86,6 +89,18 @@ class ServerlessActor(Actor):
         await self.reporter.report(MessageType.CHECKPOINT, position)
 
     async def receive(self, message: Any) -> Any:
+        with span(f"workflow {self.workflow.id}", {
+                "actorstage.workflow.id": self.workflow.id,
+                "actorstage.workflow.dialect": "serverless",
+                "actorstage.execution.id": self.execution_id,
+                "actorstage.workflow.recovered": self.resume is not None,
+                "process.pid": os.getpid()}) as traced:
+            result = await self._execute(message)
+            traced.set("actorstage.workflow.status", str(result.status))
+            if result.error is not None:
+                traced.failed(result.error.message)
+
+    async def _execute(self, message: Any) -> WorkflowResult:
         from actorstage.workflows._runner import _Finished
 
         reporter = self.reporter
@@ -127,3 +142,4 @@ class ServerlessActor(Actor):
             error=error, output=output)
         with contextlib.suppress(ActorDeadError):  # (closing: its on_stop says how it ended)
             await reporter.execution.tell(_Finished(result))
+        return result

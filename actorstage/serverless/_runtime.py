@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from actorstage._telemetry import span
 from actorstage.actors._actor import Actor
 from actorstage.actors._system import ActorSystem
 from actorstage.serverless._bus import EventBus, default_bus, matches
@@ -180,6 +181,7 @@ class TaskActor(Actor):
     """Runs one task (and, for ``do``, ``for``, ``try`` and ``fork``, the tasks inside it,
     as its children)."""
 
+    _traced = False  # (the runtime's own: see Actor._traced)
     _cancel_on_stop = True  # a stopped task (a fork's losing branch) stops at once
 
     def __init__(self, run: Run, task: Task) -> None:
@@ -222,7 +224,16 @@ class TaskActor(Actor):
             arguments["input"] = data
             await run.progress("task_started", task.pointer, status="running", data=data)
             try:
-                output, flow = await self._timed(self._kind(data, arguments, variables))
+                with span(f"task {task.name}", {
+                        "actorstage.execution.id": run.id, "actorstage.task.name": task.name,
+                        "actorstage.task.reference": task.pointer,
+                        "process.pid": os.getpid()}) as traced:
+                    try:
+                        output, flow = await self._timed(self._kind(data, arguments,
+                                                                    variables))
+                    except WorkflowError as exc:
+                        traced.failed(str(exc))
+                        raise
             except WorkflowError as exc:
                 await run.progress("task_finished", task.pointer, status="failed", error=exc)
                 raise

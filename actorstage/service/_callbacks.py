@@ -23,6 +23,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import StreamTerminatedError
 
 from actorstage._proto.actorstage.v1 import ProgressControlStub, ProgressEvent
+from actorstage._telemetry import attached, current_carrier, span
 
 __all__ = ["CallbackSender", "Sender", "parse_endpoint"]
 
@@ -61,6 +62,7 @@ class Sender(Generic[T]):
         self._channel = Channel(host, port, ssl=ssl)
         self._metadata = {"authorization": f"Bearer {token}"} if token else None
         self._queue: deque[T] = deque()
+        self._traces: dict[tuple[str, int], dict[str, str]] = {}  # (traced) by key()
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -114,12 +116,16 @@ class Sender(Generic[T]):
         queue = self._queue
         if len(queue) >= self.max_pending:
             oldest = queue.popleft()
+            self._traces.pop(self.key(oldest), None)
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
                 log.warning(
                     "callback endpoint %s: %d pending calls, the limit; gave up %s (%d lost "
                     "so far)", self.endpoint, len(queue) + 1, self._describe(oldest), self.lost)
         queue.append(item)
+        carrier = current_carrier()  # (the trace context the event was made in, if traced)
+        if carrier is not None:
+            self._traces[self.key(item)] = carrier
         if self._outbox is not None:
             execution_id, seq = self.key(item)
             self._outbox.outbox_add(self._sink, execution_id, seq, self.encode(item))
@@ -149,9 +155,14 @@ class Sender(Generic[T]):
         failures = 0
         execution_id, seq = self.key(item)
         metadata = {**(self._metadata or {}), "x-idempotency-key": f"{execution_id}:{seq}"}
+        carrier = self._traces.pop((execution_id, seq), None)
         while True:
             try:
-                await self._call(item, metadata)
+                with attached(carrier), span(f"callback {self.endpoint}", {
+                        "rpc.system": "grpc", "server.address": self.endpoint,
+                        "actorstage.execution.id": execution_id, "actorstage.seq": seq},
+                        kind="CLIENT"):
+                    await self._call(item, {**metadata, **(current_carrier() or {})})
             except (GRPCError, OSError, StreamTerminatedError, TimeoutError) as exc:
                 failures += 1
                 self.failures += 1

@@ -21,6 +21,7 @@ from grpclib.health.check import ServiceStatus
 from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 
+from actorstage._telemetry import traced_services
 from actorstage.actors._system import ActorSystem
 from actorstage.pipelines._config import load_runtime_config
 from actorstage.service._callbacks import CallbackSender, Sender, parse_endpoint
@@ -272,7 +273,8 @@ class RunnerServer:
                          **{served: [self._health] for served in remotemedia}})
         services = ServerReflection.extend([service, pipelines, *remotemedia, stigmer, health],
                                            pool=descriptor_pool())
-        server = self._server = GrpcServer(services, max_message_size=config.max_message_size)
+        server = self._server = GrpcServer(traced_services(services),
+                                           max_message_size=config.max_message_size)
         if config.token is not None:
             listen(server, RecvRequest, _authenticator(config.token, *config.tokens))
         tls = server_tls(config.tls_cert, config.tls_key) if config.tls_cert and \

@@ -61,6 +61,9 @@ def child_main() -> None:
     code = 0
     try:
         from actorstage._run import run
+        from actorstage._telemetry import child_setup
+
+        child_setup(boot.get("telemetry"))  # traced as the parent is, exported per OTEL_*
 
         code = run(_serve, boot)
     except BaseException as exc:
@@ -70,6 +73,9 @@ def child_main() -> None:
             exit_code = 70
         code = exit_code
     finally:
+        from actorstage._telemetry import child_shutdown
+
+        child_shutdown()  # (the spans still held go out before the process does)
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)

@@ -56,6 +56,8 @@ _OWNER_EXIT_WAIT = 0.05  # a killed parent's socket closes a moment before it co
 class _ChildGuardian(Actor):
     """The child system's root: reports its one actor's exit to the parent process."""
 
+    _traced = False  # (the runtime's own: see Actor._traced)
+
     __slots__ = ("end",)
 
     def __init__(self, end: ChildEnd) -> None:
@@ -334,6 +336,8 @@ def _spec_of(received: Any) -> SpawnSpec:
 
 
 class _WarmUp(Actor):
+    _traced = False  # (the runtime's own: see Actor._traced)
+
     async def receive(self, message: Any) -> Any:
         return message
 

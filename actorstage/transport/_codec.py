@@ -32,6 +32,8 @@ import msgspec
 from grpclib.encoding.base import CodecBase
 
 from actorstage._proto.actorstage.v1 import Envelope, Frame
+from actorstage._telemetry import STATE as TRACING
+from actorstage._telemetry import TRACED_TYPE, Traced, extract, inject
 from actorstage.actors._ref import ActorRef
 from actorstage.transport._payloads import ARENA, THRESHOLD
 
@@ -139,6 +141,8 @@ class BodyCodec:
         self._encoder = msgspec.msgpack.Encoder()
         self._any = msgspec.msgpack.Decoder(ext_hook=self._untag)
         self._named_raw = msgspec.msgpack.Decoder(tuple[str, msgspec.Raw])
+        self._traced_decoder = msgspec.msgpack.Decoder(
+            tuple[dict[str, str], str, msgspec.Raw])
         # Classes whose values need no walk, by the type name they travel under; read
         # on the tell hot path (``_host``): native Structs, and scalars under "".
         self._names: dict[type, str] = {cls: "" for cls in _SCALARS if cls is not bytes}
@@ -162,7 +166,17 @@ class BodyCodec:
             elif any(_large(getattr(value, field)) for field in bulky):
                 return "", self._encoder.encode(self._tag(value))  # payloads go to shared memory
             return name, self._encoder.encode(value)
+        if cls is Traced:  # a message and the trace context it was sent in
+            inner, body = self.encode(value.message)
+            return TRACED_TYPE, self._encoder.encode(
+                (inject(value.context), inner, msgspec.Raw(body)))
         return "", self._encoder.encode(self._tag(value))
+
+    def _traced(self, body: Any) -> Any:
+        """A traced message: in its ``Traced`` envelope where this process traces."""
+        carrier, name, inner = self._traced_decoder.decode(body)
+        message = self.decode(name, inner)
+        return Traced(message, extract(carrier)) if TRACING.tracing else message
 
     def _struct_name(self, cls: type) -> str:
         name = type_name(cls)
@@ -307,6 +321,8 @@ class BodyCodec:
         """The value of ``body``; raises ``LookupError`` or ``msgspec.DecodeError``."""
         decoder = self._decoders.get(name) if name else self._any
         if decoder is None:
+            if name == TRACED_TYPE:
+                return self._traced(body)
             decoder = self._decoders[name] = msgspec.msgpack.Decoder(
                 resolve(name), ext_hook=self._untag)
         try:

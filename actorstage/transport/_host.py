@@ -32,6 +32,7 @@ from actorstage._proto.actorstage.v1 import (
     SignalKind,
     SpawnSpec,
 )
+from actorstage._telemetry import for_child
 from actorstage.actors._actor import Actor
 from actorstage.actors._cell import STOPPING
 from actorstage.actors._message import ExitReason
@@ -151,6 +152,8 @@ def _signal_name(returncode: int) -> str:
 class ProcessHost(Actor):
     """One incarnation of a process actor, seen from the parent."""
 
+    _traced = False  # (the runtime's own: see Actor._traced)
+
     __slots__ = (
         "closing",
         "exit_report",
@@ -236,6 +239,7 @@ class ProcessHost(Actor):
                 return
         guard = await system._guard()  # first: it must know of the child as soon as it exists
         boot: dict[str, Any] = {"transport": options.transport, "ppid": os.getpid(),
+                                "telemetry": for_child(),
                                 "owner": os.getpid(), "path": cell.path,
                                 "max_frame_size": options.max_frame_size,
                                 "link_idle": options.link_idle_timeout,

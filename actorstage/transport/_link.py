@@ -32,6 +32,7 @@ import anyio
 import msgspec
 
 from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
+from actorstage._telemetry import traceable
 from actorstage.actors._cell import Outgoing, Receipt
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._timers import Timer
@@ -712,3 +713,6 @@ class ProcessRef(ActorRef):
             if out.ask_id and link is not None:
                 link.cancel_ask(out.ask_id)
             raise
+
+
+traceable(ProcessRef)

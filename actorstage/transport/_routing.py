@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actorstage._telemetry import traceable
 from actorstage.actors._cell import Outgoing
 from actorstage.actors._ref import ActorRef
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, MailboxFullError
@@ -702,3 +703,6 @@ class RemoteRef(ActorRef):
         except asyncio.CancelledError:
             reply.cancel()
             raise
+
+
+traceable(RemoteRef)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actorstage import _shm
+from actorstage._telemetry import for_child
 from actorstage.transport._guard import lineage
 from actorstage.transport._payloads import prefix_of
 
@@ -102,6 +103,7 @@ class SparePool:
             server = await system._forkserver(command, env, options.cwd)
             boot: dict[str, Any] = {
                 "transport": options.transport, "ppid": server.pid, "owner": os.getpid(),
+                "telemetry": for_child(),
                 "max_frame_size": options.max_frame_size,
                 "link_idle": options.link_idle_timeout, "ancestors": lineage(), "spare": True}
             bridge = expected = None

@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import inspect
 import logging
+import os
 import time
 import traceback
 import uuid
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from actorstage._telemetry import attached, current_carrier, span
 from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message, Terminated
 from actorstage.actors._ref import ActorRef
@@ -310,6 +312,7 @@ def _boundary(message_type: str, payload: Any) -> bool:
 class StageActor(Actor):
     """Runs one stage's actions in order, with retries; returns its ``StageResult``."""
 
+    _traced = False  # (the runtime's own: see Actor._traced)
     _cancel_on_stop = True  # stopping it cancels the running action, as a cancel does
 
     def __init__(self, workflow: Workflow, stage: StageDef, execution_id: str,
@@ -360,6 +363,20 @@ class StageActor(Actor):
                                          action_id=action_id, status=Status.RUNNING)
 
     async def _run_action(self, action_id: str) -> ActionResult:
+        stage = self.stage
+        with span(f"action {stage.id}/{action_id}", {
+                "actorstage.workflow.id": self.workflow.id,
+                "actorstage.execution.id": self.execution_id,
+                "actorstage.stage.id": stage.id, "actorstage.action.id": action_id,
+                "process.pid": os.getpid()}) as traced:
+            result = await self._attempts(action_id)
+            traced.set("actorstage.action.attempts", result.attempts)
+            traced.set("actorstage.action.status", str(result.status))
+            if result.error is not None:
+                traced.failed(result.error.message)
+        return result
+
+    async def _attempts(self, action_id: str) -> ActionResult:
         stage, reporter, control = self.stage, self.reporter, self.control
         step = self.workflow.step(stage.id, action_id)
         defn = step.defn
@@ -425,6 +442,7 @@ async def _execute(step: Any, ctx: ActionContext) -> None:
 class WorkflowActor(Actor):
     """Runs the stages of one execution in order; tells the execution actor how it ended."""
 
+    _traced = False  # (the runtime's own: see Actor._traced)
     _cancel_on_stop = True  # stopping it (its runner or system closing) cancels the run
 
     def __init__(self, workflow: Workflow, execution_id: str, control: Control,
@@ -438,6 +456,17 @@ class WorkflowActor(Actor):
 
     async def receive(self, message: Any) -> Any:
         assert isinstance(message, _Run)
+        with span(f"workflow {self.workflow.id}", {
+                "actorstage.workflow.id": self.workflow.id,
+                "actorstage.execution.id": self.execution_id,
+                "actorstage.workflow.recovered": self.resume is not None,
+                "process.pid": os.getpid()}) as traced:
+            outcome = await self._execute(message)
+            traced.set("actorstage.workflow.status", str(outcome.status))
+            if outcome.error is not None:
+                traced.failed(outcome.error.message)
+
+    async def _execute(self, message: _Run) -> WorkflowResult:
         workflow, reporter, resume = self.workflow, self.reporter, self.resume
         started, clock = time.time(), time.monotonic()
         values = dict(message.store)
@@ -481,6 +510,7 @@ class WorkflowActor(Actor):
         )
         with contextlib.suppress(ActorDeadError):  # (closing: its on_stop says how it ended)
             await self.reporter.execution.tell(_Finished(outcome))
+        return outcome
 
 
 async def _start_workflow(
@@ -515,6 +545,8 @@ class ExecutionActor(Actor):
     hands on every report to the broker, in order.
     """
 
+    _traced = False  # (the runtime's own: see Actor._traced)
+
     def __init__(self, workflow: Workflow | ServerlessWorkflow, execution: Execution,
                  broker: Broker, store: dict[str, Any], process: ProcessOptions | None,
                  resume: Resume | None = None, state: StateStore | None = None) -> None:
@@ -546,7 +578,7 @@ class ExecutionActor(Actor):
             ChildExecution, self.workflow.defn, self.execution.id, self.store,
             [module for module in modules if module != "__main__"], main,
             self.broker.child_middleware(), self.resume, self.state is not None,
-            name="workflow", process=self.process)
+            current_carrier(), name="workflow", process=self.process)
         self.context.watch(self.child)
 
     async def receive(self, message: Any) -> Any:
@@ -639,12 +671,16 @@ class ChildExecution(Actor):
     arrived before this process exits.
     """
 
+    _traced = False  # (the runtime's own: see Actor._traced)
+
     def __init__(self, defn: WorkflowDef | dict[str, Any], execution_id: str,
                  store: dict[str, Any], modules: list[str], main: tuple[str, str] = ("", ""),
                  middleware: list[tuple[str, bytes]] | None = None,
-                 resume: Resume | None = None, durable: bool = False) -> None:
+                 resume: Resume | None = None, durable: bool = False,
+                 trace: dict[str, str] | None = None) -> None:
         self.resume = resume
         self.durable = durable
+        self.trace = trace  # the trace context the execution was started in
         self.defn = defn  # a Serverless Workflow's travels as the mapping it was read as
         self.workflow_id = defn.id if isinstance(defn, WorkflowDef) else \
             str(defn["document"]["name"])
@@ -677,9 +713,10 @@ class ChildExecution(Actor):
             from actorstage.serverless._execution import ServerlessWorkflow
 
             workflow = ServerlessWorkflow.from_raw(self.defn)
-        self.control, _ref = await _start_workflow(self, workflow, self.execution_id, self.store,
-                                                   delivered=True, resume=self.resume,
-                                                   durable=self.durable)
+        with attached(self.trace):
+            self.control, _ref = await _start_workflow(
+                self, workflow, self.execution_id, self.store, delivered=True,
+                resume=self.resume, durable=self.durable)
 
     @property
     def _parent(self) -> ActorRef:

@@ -295,14 +295,15 @@ async def test_a_fork_s_finished_branch_is_not_run_again(
         "document": {"dsl": "1.0.0", "namespace": "t", "name": "forked", "version": "1"},
         "do": [{"both": {"fork": {"branches": [
             {"quick": {"run": {"shell": {"command": f"echo quick >> {journal}; echo 1"}}}},
-            {"slow": {"do": [{"zz": {"wait": {"seconds": 1.5}}},
+            {"slow": {"do": [{"zz": {"wait": {"seconds": 3}}},
                              {"s": {"set": {"slow": True}}}]}}]}}}]}
     with killable(state_url, "start", json.dumps(definition)) as first:
         for _ in range(500):
             if journal.exists() and journal.read_text():
                 break
             await anyio.sleep(0.02)
-        await anyio.sleep(0.4)  # the quick branch has ended; the slow one waits
+        await anyio.sleep(0.4)  # the quick branch has ended; the slow one waits (3 s, so a
+        # loaded machine still kills it waiting)
         first.kill()
     async with Runner(state=state_url) as runner:
         execution = await _recovered(runner)
