@@ -418,3 +418,46 @@ def _rpc(path: str, func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], A
                 context.detach(token)
 
     return handle
+
+
+class _Open:
+    """A span started and not current: made current where ``current()`` is entered, ended
+    by ``end``; for a span whose beginning and end are in different calls."""
+
+    def __init__(self, name: str, attributes: dict[str, Any], kind: str) -> None:
+        from opentelemetry import trace
+
+        self._span = STATE.tracer.start_span(name, kind=getattr(trace.SpanKind, kind),
+                                             attributes=attributes)
+
+    def current(self) -> Any:
+        from opentelemetry import trace
+
+        return trace.use_span(self._span, end_on_exit=False)
+
+    def end(self, error: str | None = None, **attributes: Any) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        for key, value in attributes.items():
+            self._span.set_attribute(key, value)
+        if error is not None:
+            self._span.set_status(Status(StatusCode.ERROR, error))
+        self._span.end()
+
+
+class _NoOpen:
+    def current(self) -> Any:
+        return contextlib.nullcontext()
+
+    def end(self, error: str | None = None, **attributes: Any) -> None:
+        pass
+
+
+_NO_OPEN = _NoOpen()
+
+
+def open_span(name: str, attributes: dict[str, Any], kind: str = "INTERNAL") -> _Open | _NoOpen:
+    """A span started now, in the current context, and ended by its ``end``."""
+    if not STATE.tracing:
+        return _NO_OPEN
+    return _Open(name, attributes, kind)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from actorstage._telemetry import span
 from actorstage.actors._actor import Actor, check_arguments, check_spawnable
 from actorstage.actors._cell import (
     RUNNING,
@@ -192,12 +193,17 @@ async def restart(cell: Cell) -> bool:
     if cell.state >= STOPPING:
         return False
     cell.restarts += 1  # an attempt counts, and on_start sees its own number
-    try:
-        await start_instance(cell, "restarting")
-    except ActorCrashedError as error:
-        log.warning("%s", error)
-        cell.exited(ExitReason.CRASHED, error)
-        return False
+    with span(f"restart {cell.path}", {
+            "actorstage.actor.path": cell.path,
+            "actorstage.actor.class": cell.factory.__qualname__,
+            "actorstage.restarts": cell.restarts}) as traced:
+        try:
+            await start_instance(cell, "restarting")
+        except ActorCrashedError as error:
+            traced.failed(error.error_message)
+            log.warning("%s", error)
+            cell.exited(ExitReason.CRASHED, error)
+            return False
     started(cell)
     return True
 

@@ -39,6 +39,7 @@ from actorstage._shm import (
     sweep,
     unlink,
 )
+from actorstage._telemetry import open_span, span
 from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message, Terminated
 from actorstage.actors._ref import ActorRef
@@ -321,12 +322,11 @@ class NodeActor(Actor):
 
     async def _loop(self) -> None:
         port = self.port
-        inbox, stats, node, emit = port.inbox, port.stats, self.node, port.emit
+        inbox, node, emit = port.inbox, self.node, port.emit
         if port.session.origins:
             node = Origins(node)  # its results carry their items' origins
         process = node.process
         codec = port.session.codec
-        clock = time.perf_counter
         # One plain connection out: its items skip emit() while it has room.
         only = port.channels[0] if len(port.channels) == 1 else None
         sized = not port.session.plan.settings.enable_backpressure  # items counted in bytes
@@ -336,56 +336,9 @@ class NodeActor(Actor):
             batch = await inbox.take(BATCH)
             if not batch:
                 break
-            began = clock()
-            outs: list[Any] = []  # results for `only`, put at once while it has room for them
-            # Only this loop puts into `only`, so its room can only grow during the batch.
-            room = only.capacity - only.count if only is not None else 0
-            released: dict[Channel, int] = {}  # plain items done with, released at once
-            received = port.received
-            port.received += len(batch)
-            for channel, item in batch:
-                received += 1
-                wire = item if type(item) is WireItem else None
-                try:
-                    if wire is not None:
-                        item = codec.decode(wire)
-                    result = process(item)
-                    if type(result) is CoroutineType or not hasattr(result, "__anext__"):
-                        result = await result  # (an `async def` with `yield` is not awaited)
-                    if result is None:
-                        pass
-                    elif len(outs) < room and (
-                            type(result) in _PLAIN or (type(result) is not WireItem and
-                                                       not hasattr(result, "__anext__"))):
-                        outs.append(result)
-                    else:
-                        outs = port.put_results(only, outs)
-                        if hasattr(result, "__anext__"):
-                            async for value in result:
-                                await emit(value)
-                        else:
-                            await emit(result)
-                        room = only.capacity - only.count if only is not None else 0
-                except (Aborted, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    # The results before this one go first, whatever happens next.
-                    outs = port.put_results(only, outs)
-                    room = only.capacity - only.count if only is not None else 0
-                    port.failed(received, exc)
-                finally:
-                    if wire is not None:
-                        codec.release(wire)
-                        port.done_with(channel, wire)
-                    elif sized:
-                        channel.release(item)
-                    else:
-                        released[channel] = released.get(channel, 0) + 1
-            port.put_results(only, outs)
-            for channel, count in released.items():
-                channel.release_count(count)
-            stats.items_in += len(batch)
-            stats.busy_seconds += clock() - began
+            with span(f"node {port.node.id}", {"actorstage.node.id": port.node.id,
+                                               "actorstage.node.items": len(batch)}):
+                await self._batch(batch, only, sized, process, codec, port)
         try:
             async for value in outputs_of(node.flush()):
                 await emit(value)
@@ -394,6 +347,61 @@ class NodeActor(Actor):
         except Exception as exc:
             port.failed(0, exc, " (flush)")
         port.close_outputs()
+
+    async def _batch(self, batch: list[tuple[Channel, Any]], only: Channel | None, sized: bool,
+                     process: Any, codec: Any, port: _Port) -> None:
+        """One batch of items through the node, in order."""
+        stats, emit, clock = port.stats, port.emit, time.perf_counter
+        began = clock()
+        outs: list[Any] = []  # results for `only`, put at once while it has room for them
+        # Only this loop puts into `only`, so its room can only grow during the batch.
+        room = only.capacity - only.count if only is not None else 0
+        released: dict[Channel, int] = {}  # plain items done with, released at once
+        received = port.received
+        port.received += len(batch)
+        for channel, item in batch:
+            received += 1
+            wire = item if type(item) is WireItem else None
+            try:
+                if wire is not None:
+                    item = codec.decode(wire)
+                result = process(item)
+                if type(result) is CoroutineType or not hasattr(result, "__anext__"):
+                    result = await result  # (an `async def` with `yield` is not awaited)
+                if result is None:
+                    pass
+                elif len(outs) < room and (
+                        type(result) in _PLAIN or (type(result) is not WireItem and
+                                                   not hasattr(result, "__anext__"))):
+                    outs.append(result)
+                else:
+                    outs = port.put_results(only, outs)
+                    if hasattr(result, "__anext__"):
+                        async for value in result:
+                            await emit(value)
+                    else:
+                        await emit(result)
+                    room = only.capacity - only.count if only is not None else 0
+            except (Aborted, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # The results before this one go first, whatever happens next.
+                outs = port.put_results(only, outs)
+                room = only.capacity - only.count if only is not None else 0
+                port.failed(received, exc)
+            finally:
+                if wire is not None:
+                    codec.release(wire)
+                    port.done_with(channel, wire)
+                elif sized:
+                    channel.release(item)
+                else:
+                    released[channel] = released.get(channel, 0) + 1
+        port.put_results(only, outs)
+        for channel, count in released.items():
+            channel.release_count(count)
+        stats.items_in += len(batch)
+        stats.busy_seconds += clock() - began
 
     async def on_stop(self) -> None:
         if self.node is not None:
@@ -814,7 +822,11 @@ class PipelineSession:
         except BaseException:
             await self._cleanup()
             raise
-        self._runner = asyncio.get_running_loop().create_task(self._run_all())
+        self._span = open_span(f"pipeline {self.plan.name}", {
+            "actorstage.pipeline.name": self.plan.name, "actorstage.session.id": self.id,
+            "process.pid": os.getpid()})
+        with self._span.current():  # (the nodes' runs, and so their batches, in its trace)
+            self._runner = asyncio.get_running_loop().create_task(self._run_all())
         return self
 
     async def _run_all(self) -> None:
@@ -824,6 +836,8 @@ class PipelineSession:
                     group.start_soon(self._run_node, port)
         finally:
             self.duration = time.monotonic() - self.started_at
+            self._span.end(None if self.error is None else str(self.error),
+                           **{"actorstage.pipeline.failures": len(self.failures)})
             self._done.set()
 
     async def _run_node(self, port: _Port) -> None:

@@ -30,6 +30,7 @@ import anyio
 import msgspec
 
 from actorstage._shm import Cursor, SegmentReader, SegmentWriter, hold_marker
+from actorstage._telemetry import span
 from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message
 from actorstage.actors._ref import ActorRef
@@ -189,7 +190,10 @@ class NodeWorker(Actor):
 
     async def receive(self, message: Any) -> Any:
         if isinstance(message, Items):
-            await self._run(message)
+            with span(f"node {self.setup.node_id}", {
+                    "actorstage.node.id": self.setup.node_id,
+                    "actorstage.node.items": len(message.seqs), "process.pid": os.getpid()}):
+                await self._run(message)
             return None
         if isinstance(message, Finish | EndOfInput):  # from the proxy, or the node before
             ended = isinstance(message, EndOfInput)

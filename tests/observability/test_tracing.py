@@ -107,6 +107,8 @@ async def test_a_crash_is_the_span_s_exception_and_a_dead_letter_an_event(
     [event] = found["late"].events
     assert event.name == "actorstage.dead_letter"
     assert _attrs(event)["actorstage.actor.path"] == "/user/double"
+    restarted = found["restart /user/double"]  # (the crash's restart, by the default policy)
+    assert _attrs(restarted)["actorstage.restarts"] == 1
 
 
 async def test_tracing_is_off_without_an_sdk() -> None:
@@ -227,3 +229,29 @@ async def test_a_runner_service_rpc_continues_the_caller_s_trace(
     run = found["workflow wf"]
     assert run.context.trace_id == rpc.context.trace_id
     assert _parent(found["action main/put"]) == run.context.span_id
+
+
+@ONLY_ASYNCIO
+async def test_a_pipeline_session_and_its_node_batches_are_spans_of_one_trace(
+        spans: InMemorySpanExporter, receiver: TraceReceiver) -> None:
+    from tests.pipelines import nodes  # noqa: F401 - registers the test nodes
+    from tests.pipelines.helpers import node, pipeline
+
+    pipe = pipeline([node("here", "test.Double"), node("there", "test.Double", "process")],
+                    [("here", "there")])
+    with trace.get_tracer("test").start_as_current_span("request") as root:
+        result = await pipe.run(range(20))
+    assert sorted(output.item for output in result.outputs) == [value * 4
+                                                               for value in range(20)]
+    await receiver.wait_for(lambda received: any(
+        span.name == "node there" for span in received))
+    found = _tree(spans)
+    session = found["pipeline test"]
+    assert _parent(session) == root.get_span_context().span_id
+    here = [span for span in spans.get_finished_spans() if span.name == "node here"]
+    assert here and all(_parent(span) == session.context.span_id for span in here)
+    assert sum(_attrs(span)["actorstage.node.items"] for span in here) == 20
+    there = [span for span in receiver.spans if span.name == "node there"]
+    assert {span.trace_id for span in there} == {session.context.trace_id}
+    assert sum(span.attributes["actorstage.node.items"] for span in there) == 20
+    assert {span.attributes["process.pid"] for span in there} != {os.getpid()}
