@@ -199,6 +199,7 @@ class Cell:
         "draining",
         "exit_requested",
         "factory",
+        "handled",
         "incarnation",
         "name",
         "owner",
@@ -289,6 +290,7 @@ class Cell:
         self.draining = False
         self.drain_task: asyncio.Task[None] | None = None
         self.incarnation = 0
+        self.handled = 0  # messages its handler took, added up as each drain run ends
         self.exit_requested = False
         self.children: dict[str, Cell] = _NO_CHILDREN  # a dict of its own from the first
         self.process: Any = None  # ProcessOptions, for an actor that lives in a child process
@@ -482,9 +484,11 @@ class Cell:
                     return
                 handled += 1
                 if handled >= _YIELD_EVERY:
+                    self.handled += handled
                     handled = 0
                     await asyncio.sleep(0)
         finally:
+            self.handled += handled
             self.draining = False
             self.drain_task = None
             self.current = self.abandoned = None

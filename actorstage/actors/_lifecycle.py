@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from actorstage._metrics import restarted, stopped
 from actorstage._telemetry import span
 from actorstage.actors._actor import Actor, check_arguments, check_spawnable
 from actorstage.actors._cell import (
@@ -193,6 +194,7 @@ async def restart(cell: Cell) -> bool:
     if cell.state >= STOPPING:
         return False
     cell.restarts += 1  # an attempt counts, and on_start sees its own number
+    restarted(cell)
     with span(f"restart {cell.path}", {
             "actorstage.actor.path": cell.path,
             "actorstage.actor.class": cell.factory.__qualname__,
@@ -235,6 +237,7 @@ async def shutdown(
         await teardown(cell, graceful=not brutal)
     finally:
         cell.set_state(STOPPED)
+        stopped(cell)  # (its handled messages stay counted)
         cell.system.tree_events.publish(cell, "stopped", reason=reason.value)
         flush(cell)
         if cell.child_owner is not cell.owner:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol
 
 from typing_extensions import ParamSpec, TypeVar, TypeVarTuple
 
+from actorstage._metrics import meterable
 from actorstage._telemetry import traceable
 from actorstage.exceptions import ActorstageError, MailboxFullError
 
@@ -130,3 +131,4 @@ class ActorRef(Generic[M, R]):
 
 
 traceable(ActorRef)  # (sends carry trace context once tracing is on: see _telemetry)
+meterable(ActorRef)  # (its asks are timed once metrics are on: see _metrics)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from actorstage._metrics import SYSTEMS as LIVE_SYSTEMS
+from actorstage._metrics import auto as metrics_auto
 from actorstage._telemetry import auto as tracing_auto
 from actorstage.actors import _lifecycle
 from actorstage.actors._actor import Actor, Spawner
@@ -135,6 +137,8 @@ class ActorSystem(Spawner):
             raise ActorstageError(f"actor system {self.name!r} was already started; make a new one")
         self._loop = running_loop("ActorSystem")
         tracing_auto()  # (on when an OpenTelemetry SDK is configured: see _telemetry)
+        metrics_auto()  # (the same, for metrics: see _metrics)
+        LIVE_SYSTEMS.add(self)
         self._failure: BaseException | None = None
         self._ended = asyncio.Event()
         self._tg: TaskGroup = anyio.create_task_group()
@@ -160,6 +164,7 @@ class ActorSystem(Spawner):
             with anyio.CancelScope(shield=True):
                 await self.aclose()
         finally:
+            LIVE_SYSTEMS.discard(self)
             self._ended.set()
             try:
                 await self._tg.__aexit__(exc_type, exc, tb)

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from actorstage._metrics import node_batch
 from actorstage._shm import (
     MARKER,
     SHM_DIR,
@@ -400,8 +401,10 @@ class NodeActor(Actor):
         port.put_results(only, outs)
         for channel, count in released.items():
             channel.release_count(count)
+        busy = clock() - began
         stats.items_in += len(batch)
-        stats.busy_seconds += clock() - began
+        stats.busy_seconds += busy
+        node_batch(port.session.plan.name, port.node.id, len(batch), busy)
 
     async def on_stop(self) -> None:
         if self.node is not None:
@@ -589,6 +592,7 @@ class NodeProxy(Actor):
             if message.count:
                 stats.items_in += message.count
                 stats.busy_seconds += message.busy
+                node_batch(port.session.plan.name, port.node.id, message.count, message.busy)
             failed = {error.seq: error for error in message.errors}
             if 0 in failed:
                 port.failed(0, failed.pop(0), " (flush)")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from actorstage._metrics import meterable
 from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
 from actorstage._telemetry import traceable
 from actorstage.actors._cell import Outgoing, Receipt
@@ -716,3 +717,4 @@ class ProcessRef(ActorRef):
 
 
 traceable(ProcessRef)
+meterable(ProcessRef)  # (its asks are timed once metrics are on: see _metrics)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actorstage._metrics import meterable
 from actorstage._telemetry import traceable
 from actorstage.actors._cell import Outgoing
 from actorstage.actors._ref import ActorRef
@@ -706,3 +707,4 @@ class RemoteRef(ActorRef):
 
 
 traceable(RemoteRef)
+meterable(RemoteRef)  # (its asks are timed once metrics are on: see _metrics)

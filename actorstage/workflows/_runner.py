@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from actorstage._metrics import RUNNERS, execution_ended
 from actorstage._telemetry import attached, current_carrier, span
 from actorstage.actors._actor import Actor
 from actorstage.actors._message import Message, Terminated
@@ -941,6 +942,11 @@ class Runner:
         self.lost: list[Callable[[str], None]] = []
         if self.state is not None:
             self.broker.register_handler("*", self._journal)
+        RUNNERS.add(self)  # (its executions are observed while metrics are on)
+
+    def _done(self, execution: Execution, result: WorkflowResult) -> None:
+        self._running.discard(execution)
+        execution_ended(str(result.status))
 
     async def __aenter__(self) -> Runner:
         if self._system is None:
@@ -1078,7 +1084,7 @@ class Runner:
                 raise inner from None
             raise
         self._running.add(execution)
-        execution.add_done_callback(lambda _result: self._running.discard(execution))
+        execution.add_done_callback(partial(self._done, execution))
         if options is not None:
             node = self.system.tree().find(f"{execution._ref.path}/workflow")
             execution.pid = node.pid if node is not None else None

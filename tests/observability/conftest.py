@@ -5,6 +5,7 @@ receiver for the spans of child processes."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -13,9 +14,35 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
-from actorstage import _telemetry
+from actorstage import _metrics, _telemetry
 from tests.observability.otlp import TraceReceiver, otlp_receiver
 from tests.transport.conftest import no_leftovers
+
+
+def _reset_meter_provider() -> None:
+    from opentelemetry.metrics import _internal
+
+    _internal._METER_PROVIDER_SET_ONCE = Once()
+    _internal._METER_PROVIDER = None
+
+
+@pytest.fixture
+def metric_reader() -> Iterator[Any]:
+    """The SDK's in-memory metric reader, on a meter provider set for one test."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    _reset_meter_provider()
+    metrics.set_meter_provider(provider)
+    try:
+        yield reader
+    finally:
+        _metrics.disable()
+        _reset_meter_provider()
+        provider.shutdown()
 
 
 def _reset_provider() -> None:
