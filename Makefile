@@ -31,7 +31,7 @@ $(DEMO_STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(DEMO_STAMP)
-	$(BIN)/actorstage demo
+	$(BIN)/actorstage demo --observe --duration 60
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)

@@ -259,8 +259,10 @@ async def _narrate(system: ActorSystem, stats: Stats) -> None:
                 stats.event(f"restarted  {event.path} (restart {event.restarts})")
 
 
-async def run_demo(duration: float = 12.0, seed: int = 7, live: bool | None = None) -> int:
-    """Run the demo for ``duration`` seconds (Ctrl-C ends it early); returns the exit code."""
+async def run_demo(duration: float = 12.0, seed: int = 7, live: bool | None = None,
+                   observe: tuple[str, int] | None = None) -> int:
+    """Run the demo for ``duration`` seconds (Ctrl-C ends it early); returns the exit code.
+    ``observe``: serve the observer page on that host and port too."""
     console = None
     if live is not False:
         try:
@@ -290,7 +292,9 @@ async def run_demo(duration: float = 12.0, seed: int = 7, live: bool | None = No
     print(f"actorstage demo: {duration:g}s, seed {seed} (Ctrl-C stops it early and prints "
           f"the summary)\n\n{LEGEND}\n", flush=True)
     try:
-        async with ActorSystem("demo") as system:
+        async with ActorSystem("demo") as system, contextlib.AsyncExitStack() as stack:
+            if observe is not None:
+                await _observer(system, stack, *observe)
             narrator = asyncio.ensure_future(_narrate(system, stats))
             await system.spawn(Supervisor, name="app", strategy=Strategy.ONE_FOR_ONE,
                                max_restarts=10, within=5.0, children=build_tree(stats, seed))
@@ -328,12 +332,31 @@ async def run_demo(duration: float = 12.0, seed: int = 7, live: bool | None = No
     return 130 if interrupted.is_set() else 0
 
 
-def demo_command(duration: float, seed: int, live: bool | None) -> int:
-    """``actorstage demo``."""
+async def _observer(system: ActorSystem, stack: contextlib.AsyncExitStack, host: str,
+                    port: int) -> None:
+    """The observer page, with a token for its buttons in the URL's fragment (never sent to
+    the server by the browser, nor logged); opened in a browser where there is a screen."""
+    import os
+    import secrets
+    import webbrowser
+
+    token = secrets.token_urlsafe(16)
+    observer = await stack.enter_async_context(system.observer(host, port, token=token))
+    url = f"{observer.url}#token={token}"
+    print(f"actorstage observer: {url}\n", flush=True)
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or \
+            sys.platform == "darwin":
+        with contextlib.suppress(Exception):
+            webbrowser.open(url)
+
+
+def demo_command(duration: float, seed: int, live: bool | None,
+                 observe: tuple[str, int] | None = None) -> int:
+    """``actorstage demo`` and ``actorstage observe``."""
     from actorstage._run import run
 
     try:
-        return run(run_demo, duration, seed, live)
+        return run(run_demo, duration, seed, live, observe)
     except KeyboardInterrupt:  # a second Ctrl-C, while the summary was on its way
         print("actorstage demo: interrupted", file=sys.stderr)
         return 130

@@ -37,6 +37,7 @@ class _State:
 STATE = _State()
 SYSTEMS: weakref.WeakSet[Any] = weakref.WeakSet()  # the running actor systems
 RUNNERS: weakref.WeakSet[Any] = weakref.WeakSet()  # the open workflow runners
+SESSIONS: weakref.WeakSet[Any] = weakref.WeakSet()  # the pipeline sessions running
 HANDLED_BY_GONE: Counter[str] = Counter()  # messages handled by actors that stopped, by class
 _PATCHED: dict[type, Any] = {}
 _REF_CLASSES: list[type] = []

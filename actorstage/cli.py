@@ -52,6 +52,23 @@ def _command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
 
 
+def _observe_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--observe", nargs="?", const="127.0.0.1:8765", default=None,
+                        type=_address, metavar="[HOST:]PORT",
+                        help="serve the live observer page too (default 127.0.0.1:8765)")
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {number}")
+    return (host.strip("[]") or "127.0.0.1"), number
+
+
 def _import_flag(parser: argparse.ArgumentParser, registers: str) -> None:
     parser.add_argument("--import", dest="imports", action="append", default=[],
                         metavar="MODULE",
@@ -75,14 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
         "Each restart and escalation is printed as it happens, with a summary at\n"
         "the end (or on Ctrl-C). With rich installed, a live tree is drawn too.",
         "  actorstage demo\n  actorstage demo --duration 5 --plain", "demo")
-    demo.add_argument("--duration", type=_positive_seconds, default=12.0,
-                      help="seconds to run (default 12)")
+    demo.add_argument("--duration", type=_positive_seconds, default=None,
+                      help="seconds to run (default 12; 300 with --observe)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the crash timings (default 7)")
     view = demo.add_mutually_exclusive_group()
     view.add_argument("--live", dest="live", action="store_true", default=None,
                       help="draw the live tree (needs rich: pip install rich)")
     view.add_argument("--plain", dest="live", action="store_false",
                       help="plain text only, even on a terminal with rich installed")
+    _observe_flag(demo)
+
+    observe = _command(
+        commands, "observe", "watch the demo's supervision tree in the browser",
+        "The demo's tree (see `actorstage demo`) with the live observer page: the\n"
+        "tree with each actor's status, restarts, mailbox and messages per second,\n"
+        "the crashes with their tracebacks, escalations, pauses. The page's pause,\n"
+        "resume, restart and stop buttons work with the token in the printed URL.\n"
+        "In your own program: `async with system.observer(port=8765) as observer`.",
+        "  actorstage observe\n  actorstage observe --port 9000 --duration 60", "demo")
+    observe.add_argument("--duration", type=_positive_seconds, default=300.0,
+                         help="seconds to run (default 300)")
+    observe.add_argument("--seed", type=int, default=7,
+                         help="seed of the crash timings (default 7)")
+    observe.add_argument("--host", default="127.0.0.1",
+                         help="address to serve the page on (default 127.0.0.1)")
+    observe.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any)")
 
     flow = _command(
         commands, "run-workflow", "run a workflow definition (JSON or YAML) with live progress",
@@ -189,6 +223,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--metrics-port", type=int, metavar="N",
                        help="serve Prometheus metrics on http://HOST:N/metrics")
     serve.add_argument("--metrics-host", help="address of the metrics port (default 127.0.0.1)")
+    serve.add_argument("--observer-port", type=int, metavar="N",
+                       help="serve the live observer page on http://HOST:N/ (its pause, "
+                            "resume, restart and stop need $ACTORSTAGE_OBSERVER_TOKEN)")
+    serve.add_argument("--observer-host",
+                       help="address of the observer port (default 127.0.0.1)")
     serve.add_argument("--token-file", metavar="FILE",
                        help=f"callers must send this bearer token (or ${ENV_TOKEN})")
     serve.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain")
@@ -247,10 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    if args.command == "demo":
+    if args.command in ("demo", "observe"):
         from actorstage._demo import demo_command
 
-        return demo_command(args.duration, args.seed, args.live)
+        observe = (args.host, args.port) if args.command == "observe" else args.observe
+        duration = args.duration or (300.0 if observe else 12.0)
+        return demo_command(duration, args.seed, getattr(args, "live", None), observe)
     if args.command == "run-workflow":
         from actorstage.workflows._cli import run_workflow_command
 

@@ -15,6 +15,42 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_observe_serves_the_demo_s_tree_on_its_page() -> None:
+    import re
+    import urllib.request
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actorstage", "observe", "--port", "0", "--duration", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            found = re.search(r"actorstage observer: (http://\S+)/#token=(\S+)", line)
+            if found:
+                break
+        else:
+            raise AssertionError(f"no observer URL:\n{process.communicate()[1]}")
+        url = found.group(1)
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"{url}/api/snapshot", timeout=10) as answer:
+            snapshot = json.load(answer)
+        assert snapshot["actions"] is True and snapshot["name"] == "demo"
+        [app] = snapshot["tree"]["children"]
+        assert app["path"] == "/user/app" and app["kind"] == "supervisor"
+        request = urllib.request.Request(
+            f"{url}/api/pause?path=/user/app/workers/steady-1", method="POST",
+            headers={"Authorization": f"Bearer {found.group(2)}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 204
+        rest, errors = process.communicate(timeout=60)
+        assert process.returncode == 0, errors
+        assert "actorstage demo finished in" in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_demo_runs_and_summarises() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "actorstage.cli", "demo", "--duration", "3", "--seed", "1"],
@@ -229,7 +265,8 @@ def test_help_is_plain_fast_to_import_and_says_what_each_command_does() -> None:
     top = subprocess.run([sys.executable, "-m", "actorstage", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert top.returncode == 0 and "run-pipeline" in top.stdout and "cleanup" in top.stdout
-    for command in ("demo", "run-workflow", "run-pipeline", "serve", "protos", "cleanup"):
+    for command in ("demo", "observe", "run-workflow", "run-pipeline", "serve", "protos",
+                    "cleanup"):
         done = subprocess.run([sys.executable, "-m", "actorstage", command, "--help"],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

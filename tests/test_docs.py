@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import actorstage
+import actorstage.observer
 import actorstage.pipelines
 import actorstage.serverless
 import actorstage.service
@@ -76,7 +77,7 @@ def test_the_reference_names_every_public_object() -> None:
     reference = (ROOT / "docs" / "reference.md").read_text()
     names = [*actorstage.__all__, *actorstage.workflows.__all__, *actorstage.service.__all__,
              *actorstage.pipelines.__all__, *actorstage.web.__all__,
-             *actorstage.serverless.__all__]
+             *actorstage.serverless.__all__, *actorstage.observer.__all__]
     missing = [name for name in names if f"`{name}" not in reference]
     assert not missing, f"docs/reference.md does not describe {missing}"
 

@@ -70,7 +70,8 @@ def test_the_package_metadata_names_its_project_urls() -> None:
     assert {entry.split(",", 1)[0] for entry in installed} >= {"Homepage", "Source", "Issues"}
 
 
-def test_the_wheel_ships_the_protos_and_names_the_project_urls(tmp_path: Path) -> None:
+def test_the_wheel_ships_the_protos_the_observer_page_and_names_the_project_urls(
+        tmp_path: Path) -> None:
     import subprocess
     import sys
     import zipfile
@@ -88,6 +89,7 @@ def test_the_wheel_ships_the_protos_and_names_the_project_urls(tmp_path: Path) -
     for proto in ("common", "execution", "streaming"):
         assert f"actorstage/protos/remotemedia/v1/{proto}.proto" in names
     assert "Project-URL: Homepage, " in metadata and "Project-URL: Issues, " in metadata
+    assert "actorstage/observer/page.html" in names  # the observer's page
 
 
 def test_the_protos_are_readable_as_package_resources() -> None:

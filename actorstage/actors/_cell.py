@@ -558,7 +558,8 @@ class Cell:
         self.set_state(SUSPENDED)
         if error is not None:
             self.system.tree_events.publish(
-                self, "crashed", error=f"{error.type_name}: {error.error_message}")
+                self, "crashed", error=f"{error.type_name}: {error.error_message}",
+                traceback=error.traceback)
         self.incarnation += 1
         self.cancel_timers()
         parent = self.parent

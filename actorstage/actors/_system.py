@@ -29,6 +29,7 @@ from actorstage.exceptions import ActorDeadError, ActorstageError, InvalidDefini
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from actorstage.observer import Observer
     from actorstage.transport._forkserver import ForkServer
     from actorstage.transport._guard import Guard
     from actorstage.transport._options import ProcessOptions
@@ -379,6 +380,16 @@ class ActorSystem(Spawner):
         path = await self._node().call(REGISTRY, _WhereIs(name))
         return self.lookup(path) if path else None
 
+    def observer(self, host: str = "127.0.0.1", port: int = 0, *,
+                 token: str | None = None) -> Observer:
+        """The live observer page of this system, served on ``host``:``port`` once entered
+        (``async with system.observer(port=8000) as observer: print(observer.url)``). With
+        a ``token``, the page may pause, resume, stop and restart actors. See
+        ``actorstage.observer``."""
+        from actorstage.observer import Observer
+
+        return Observer(self, host, port, token=token)
+
     def tree(self) -> TreeNode:
         """A snapshot of the whole tree, rooted at ``/user``."""
         return snapshot(self._guardian(), kind="system")
@@ -428,6 +439,24 @@ class ActorSystem(Spawner):
         """Resume ``ref`` and its subtree; queued messages are delivered in order."""
         self._guardian()
         await _lifecycle.resume(ref._cell)
+
+    async def restart(self, ref: ActorRef) -> None:
+        """Restart ``ref`` now, as its supervisor does after a crash: its children stop, a
+        new instance of its class starts (``on_start`` again) and its mailbox is kept. It
+        counts as a restart, not as a crash (no supervisor's intensity is charged). Raises
+        ``ActorDeadError`` if it has stopped."""
+        self._guardian()
+        cell = ref._cell
+        parent = cell.parent
+        assert parent is not None
+        if cell.state >= STOPPING:
+            raise ActorDeadError(cell.path, cell.dead_reason())
+
+        async def restart_it() -> None:
+            if cell.state < STOPPING:
+                await _lifecycle.restart(cell)
+
+        await self._in_lane(parent, restart_it)
 
     async def _in_lane(self, cell: Cell, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation`` in ``cell``'s control lane and wait for its result."""

@@ -147,6 +147,7 @@ class TreeEvent(msgspec.Struct, frozen=True):
         reason: For ``"stopped"``: its ``ExitReason`` value.
         error: For ``"crashed"``: the error, as ``Type: message``.
         time: Seconds since the epoch.
+        traceback: For ``"crashed"``: the error's formatted traceback.
     """
 
     kind: str
@@ -157,6 +158,7 @@ class TreeEvent(msgspec.Struct, frozen=True):
     reason: str = ""
     error: str = ""
     time: float = 0.0
+    traceback: str = ""
 
 
 class TreeEvents:
@@ -180,12 +182,13 @@ class TreeEvents:
         """
         return Subscription(self._subscribers, max_buffer)
 
-    def publish(self, cell: Cell, kind: str, *, reason: str = "", error: str = "") -> None:
+    def publish(self, cell: Cell, kind: str, *, reason: str = "", error: str = "",
+                traceback: str = "") -> None:
         if not self._subscribers:
             return
         event = TreeEvent(
             kind, cell.path, cell.factory.__qualname__, cell.restarts,
             getattr(cell.actor, "pid", None) if cell.process is not None else None,
-            reason, error, time.time())
+            reason, error, time.time(), traceback)
         for subscriber in self._subscribers:
             subscriber._offer(event)

@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from actorstage._metrics import node_batch
+from actorstage._metrics import SESSIONS, node_batch
 from actorstage._shm import (
     MARKER,
     SHM_DIR,
@@ -826,6 +826,7 @@ class PipelineSession:
         except BaseException:
             await self._cleanup()
             raise
+        SESSIONS.add(self)  # (watched by the observer while it runs)
         self._span = open_span(f"pipeline {self.plan.name}", {
             "actorstage.pipeline.name": self.plan.name, "actorstage.session.id": self.id,
             "process.pid": os.getpid()})
@@ -842,6 +843,7 @@ class PipelineSession:
             self.duration = time.monotonic() - self.started_at
             self._span.end(None if self.error is None else str(self.error),
                            **{"actorstage.pipeline.failures": len(self.failures)})
+            SESSIONS.discard(self)
             self._done.set()
 
     async def _run_node(self, port: _Port) -> None:

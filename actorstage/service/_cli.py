@@ -21,7 +21,8 @@ from actorstage.cli import ENV_CALLBACK_TOKEN, ENV_IMPORTS, ENV_TOKEN, import_mo
 __all__ = ["serve_command"]
 
 FILE_KEYS = {"host", "port", "isolate", "imports", "callback", "callback_tls", "callback_ca",
-             "callback_token_file", "metrics_port", "metrics_host", "token_file", "tls_cert",
+             "callback_token_file", "metrics_port", "metrics_host", "observer_port",
+             "observer_host", "token_file", "tls_cert",
              "tls_key", "shutdown", "grace", "max_finished", "max_pending_callbacks",
              "pipeline_runtime", "max_pipeline_sessions", "max_message_size",
              "stigmer_endpoint", "stigmer_tls", "stigmer_ca", "stigmer_api_key_file",
@@ -133,6 +134,8 @@ def build_config(args: argparse.Namespace, environ: dict[str, str]) -> Any:
         value = getattr(args, name, None)
         if value is not None:
             settings[name] = value
+    if environ.get("ACTORSTAGE_OBSERVER_TOKEN"):
+        settings["observer_token"] = environ["ACTORSTAGE_OBSERVER_TOKEN"]
     token_file = settings.pop("token_file", None)
     if environ.get(ENV_TOKEN):
         settings["token"] = environ[ENV_TOKEN]
@@ -183,6 +186,9 @@ async def _serve(config: Any) -> int:
             if server.metrics_port is not None:
                 where = _address(config.metrics_host, server.metrics_port)
                 print(f"actorstage serve: metrics on http://{where}/metrics", flush=True)
+            if server.observer_port is not None:
+                where = _address(config.observer_host, server.observer_port)
+                print(f"actorstage serve: observer on http://{where}/", flush=True)
             await stop.wait()
             print(f"actorstage serve: stopping ({config.shutdown}, grace {config.grace:g}s)",
                   flush=True)

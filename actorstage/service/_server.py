@@ -70,6 +70,9 @@ class ServiceConfig:
     stigmer_ca: str | None = None  # CA bundle for the endpoint (default: the system's)
     metrics_port: int | None = None  # serve /metrics there (0: an OS-assigned port)
     metrics_host: str = "127.0.0.1"
+    observer_port: int | None = None  # serve the live observer page there (0: any port)
+    observer_host: str = "127.0.0.1"
+    observer_token: str | None = field(default=None, repr=False)  # its actions' bearer token
     shutdown: Literal["drain", "cancel"] = "cancel"  # what stopping does to executions
     grace: float = 10.0  # seconds executions get to end when stopping
     max_finished: int = 1000
@@ -91,6 +94,8 @@ class ServiceConfig:
             problems.append(f"port must be in 0-65535, got {self.port!r}")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             problems.append(f"metrics_port must be in 0-65535, got {self.metrics_port!r}")
+        if self.observer_port is not None and not 0 <= self.observer_port < 65536:
+            problems.append(f"observer_port must be in 0-65535, got {self.observer_port!r}")
         if self.isolate not in ("inline", "process"):
             problems.append(f"isolate is 'inline' or 'process', got {self.isolate!r}")
         if self.shutdown not in ("drain", "cancel"):
@@ -201,6 +206,7 @@ class RunnerServer:
         self.config = config
         self.port = config.port
         self.metrics_port: int | None = None
+        self.observer_port: int | None = None
         self._system = system
         self._stack = AsyncExitStack()
         self._stopped = False
@@ -294,6 +300,10 @@ class RunnerServer:
             await metrics_server.start()
             stack.push_async_callback(metrics_server.aclose)
             self.metrics_port = metrics_server.port
+        if config.observer_port is not None:
+            observer = await stack.enter_async_context(system.observer(
+                config.observer_host, config.observer_port, token=config.observer_token))
+            self.observer_port = observer.port
         log.info("runner service listening on %s:%d%s", config.host, self.port,
                  " (TLS)" if tls else "")
         self.warnings = warnings

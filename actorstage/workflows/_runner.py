@@ -792,6 +792,8 @@ class Execution:
         self.id = execution_id
         self.workflow_id = workflow_id
         self.status = Status.PENDING
+        self.current = ""  # the action or task that started last (what the observer shows)
+        self.steps = 0  # actions or tasks finished so far (here: since it was recovered)
         self.store: dict[str, Any] = dict(store)  # follows the workflow's puts and deletes
         self.started_at = time.time()
         self.clock = time.monotonic()
@@ -856,7 +858,12 @@ class Execution:
         self._done.add_done_callback(lambda done: callback(done.result()))
 
     def _progress(self, event: ProgressEvent) -> None:
-        if event.kind in ("workflow_started", "workflow_recovered"):
+        kind = event.kind
+        if kind in ("action_started", "task_started"):
+            self.current = event.task or f"{event.stage_id}/{event.action_id}"
+        elif kind in ("action_finished", "task_finished"):
+            self.steps += 1
+        elif event.kind in ("workflow_started", "workflow_recovered"):
             self.status = Status.RUNNING
         elif event.kind == "workflow_paused":
             self.status = Status.PAUSED
@@ -942,10 +949,12 @@ class Runner:
         self.lost: list[Callable[[str], None]] = []
         if self.state is not None:
             self.broker.register_handler("*", self._journal)
-        RUNNERS.add(self)  # (its executions are observed while metrics are on)
+        RUNNERS.add(self)  # (its executions are observed: metrics, the observer)
+        self.ended: deque[Execution] = deque(maxlen=50)  # the last ones to end, newest last
 
     def _done(self, execution: Execution, result: WorkflowResult) -> None:
         self._running.discard(execution)
+        self.ended.append(execution)
         execution_ended(str(result.status))
 
     async def __aenter__(self) -> Runner:
@@ -984,6 +993,7 @@ class Runner:
     async def close(self) -> None:
         """Leave: a durable runner keeps its running executions in its state (the next runner
         on it resumes them) and stops them here; an in-memory one cancels them."""
+        RUNNERS.discard(self)  # (no more observed)
         state = self.state
         if state is None or not self._state_open:
             await self.cancel_all()
