@@ -229,9 +229,15 @@ def _processes(_options: Any) -> list[Any]:
     return [Observation(alive)]
 
 
+def runners() -> list[Any]:
+    """The open runners whose system runs (a runner nobody closed goes with its system)."""
+    return [runner for runner in list(RUNNERS)
+            if runner._system is not None and runner._system.running]
+
+
 def _executions(_options: Any) -> list[Any]:
     totals: Counter[str] = Counter()
-    for runner in list(RUNNERS):
+    for runner in runners():
         for execution in list(runner._running):
             totals[str(execution.status)] += 1
     return _observations(totals, "actorstage.workflow.status")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actorstage._metrics import RUNNERS, SESSIONS
+from actorstage._metrics import SESSIONS, runners
 from actorstage.actors._tree import TreeEvent, _status
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class Watch:
 
     def _executions(self) -> list[dict[str, Any]]:
         rows = []
-        for runner in list(RUNNERS):
+        for runner in runners():
             for execution in list(runner._running) + list(runner.ended)[-10:]:
                 rows.append({"id": execution.id, "workflow": execution.workflow_id,
                              "status": str(execution.status), "current": execution.current,
