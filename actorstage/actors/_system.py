@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from actorstage.transport._routing import Router
     from actorstage.transport._server import BridgeServer
     from actorstage.transport._spares import SparePool
+    from actorstage.transport._tls import TreeTls
 
 __all__ = ["ActorSystem"]
 
@@ -124,7 +125,8 @@ class ActorSystem(Spawner):
         self.tree_events = TreeEvents()
         self._running = False
         self._guardian_cell: Cell | None = None
-        self._bridges: dict[tuple[str, str], BridgeServer] = {}
+        self._bridges: dict[tuple[str, str, bool], BridgeServer] = {}
+        self._tls: TreeTls | None = None  # this process's certificate of the tree (TCP+TLS)
         self._bridge_lock: asyncio.Lock | None = None
         self._forkservers: dict[tuple[Any, ...], ForkServer] = {}
         self._guard_process: Guard | None = None
@@ -249,11 +251,21 @@ class ActorSystem(Spawner):
                 self._guard_process = guard
         return self._guard_process
 
-    async def _bridge(self, transport: str, host: str, handshake_timeout: float) -> BridgeServer:
+    def _tree_tls(self) -> TreeTls:
+        """This process's certificate of its tree (the root makes the tree's CA on first
+        need; a child was given its own by its parent)."""
+        if self._tls is None:
+            from actorstage.transport._tls import TreeTls
+
+            self._tls = TreeTls.create(self.name)
+        return self._tls
+
+    async def _bridge(self, transport: str, host: str, handshake_timeout: float,
+                      tls: bool = False) -> BridgeServer:
         """The server the children of this system connect to, started on first need."""
         from actorstage.transport._server import BridgeServer
 
-        key = (transport, host if transport == "tcp" else "")
+        key = (transport, host if transport == "tcp" else "", tls)
         bridge = self._bridges.get(key)
         if bridge is not None:
             return bridge
@@ -262,7 +274,8 @@ class ActorSystem(Spawner):
         async with self._bridge_lock:
             bridge = self._bridges.get(key)
             if bridge is None:
-                bridge = BridgeServer(transport, host, handshake_timeout)
+                bridge = BridgeServer(transport, host, handshake_timeout,
+                                      self._tree_tls() if tls else None)
                 await bridge.start()
                 self._bridges[key] = bridge
                 if bridge.directory is not None and self._guard_process is not None:

@@ -41,6 +41,7 @@ from actorstage.transport._routing import ROUTER
 
 if TYPE_CHECKING:
     from actorstage.actors._cell import Cell
+    from actorstage.transport._tls import TreeTls
 
 __all__ = ["ChildEnd"]
 
@@ -134,6 +135,8 @@ class ChildEnd:
         with contextlib.suppress(AttributeError, OSError, KeyError):
             self.owner_fd = os.pidfd_open(int(boot["owner"]))
 
+    tls: TreeTls | None = None  # this process's certificate of the tree, if TCP+TLS
+
     async def run(self) -> int:
         conn = await self._connect()
         async with contextlib.AsyncExitStack() as stack:
@@ -162,6 +165,7 @@ class ChildEnd:
         parent_path = spec.path.rsplit("/", 1)[0] or "/"
         name = spec.path.rsplit("/", 1)[1]
         self.system = system
+        system._tls = self.tls  # (its own children and direct links use it too)
         guardian = system._guardian_cell
         assert guardian is not None
         guardian.path = parent_path
@@ -223,7 +227,12 @@ class ChildEnd:
             return StdioConn(reader, await write_stream(self.loop, fd_out), limit)
         from actorstage.transport._dial import dial
 
-        return await dial(boot["address"], boot["token"], boot["secret"], limit)
+        tls = None
+        if boot.get("tls"):  # TCP with TLS: this process's certificate of the tree
+            from actorstage.transport._tls import TreeTls
+
+            tls = self.tls = TreeTls.from_boot(boot["tls"])
+        return await dial(boot["address"], boot["token"], boot["secret"], limit, tls)
 
     # -- signals from the parent ------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from actorstage._proto.actorstage.v1 import Envelope, Hello
 from actorstage.transport._conn import GrpcConn
+from actorstage.transport._tls import TreeTls
 
 __all__ = ["ClientConn", "dial"]
 
@@ -32,8 +33,10 @@ class ClientConn(GrpcConn):
         await super().aclose()
 
 
-async def dial(address: str, token: str, secret: str, limit: int) -> ClientConn:
-    """Open a stream to the bridge server at ``address`` and say hello with the secret."""
+async def dial(address: str, token: str, secret: str, limit: int,
+               tls: TreeTls | None = None) -> ClientConn:
+    """Open a stream to the bridge server at ``address`` and say hello with the secret
+    (``tls:HOST:PORT``: over TLS, with this process's certificate of the tree, ``tls``)."""
     from grpclib.client import Channel
     from grpclib.const import Cardinality
 
@@ -44,7 +47,13 @@ async def dial(address: str, token: str, secret: str, limit: int) -> ClientConn:
         channel = Channel(path=address[5:], codec=RawCodec())
     else:
         host, _, port = address[4:].rpartition(":")
-        channel = Channel(host.strip("[]"), int(port), codec=RawCodec())
+        context = None
+        if address.startswith("tls:"):
+            if tls is None:
+                raise ConnectionError(f"{address} takes TLS, and this process has no "
+                                      "certificate of the tree")
+            context = tls.client_context()
+        channel = Channel(host.strip("[]"), int(port), codec=RawCodec(), ssl=context)
     try:
         stream = channel.request("/actorstage.v1.Bridge/Connect", Cardinality.STREAM_STREAM,
                                  Frame, Frame)

@@ -246,9 +246,11 @@ class ProcessHost(Actor):
                                 "ancestors": lineage()}
         if options.transport != "stdio":
             self.server = server = await system._bridge(
-                options.transport, options.host, options.handshake_timeout)
+                options.transport, options.host, options.handshake_timeout, options.use_tls)
             self.expected = expected = server.expect(options.max_frame_size)
             boot.update(address=server.address, token=expected.token, secret=expected.secret)
+            if options.use_tls:  # its own certificate of the tree (and the CA, to certify its own)
+                boot["tls"] = system._tree_tls().issue(cell.path).to_boot()
         try:
             if options.start == "forkserver":
                 proc: ChildProcess = await self._fork(cell, command, env, options, boot)

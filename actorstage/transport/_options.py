@@ -10,6 +10,7 @@ from typing import Literal
 import msgspec
 
 from actorstage.exceptions import InvalidDefinitionError
+from actorstage.transport._tls import is_loopback
 
 __all__ = ["ProcessOptions"]
 
@@ -42,6 +43,13 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
         heartbeat_timeout: Seconds without any frame after which the other
             side counts as gone (a frozen child is killed and reported).
         host: The address the parent listens on for ``"tcp"``.
+        tls: With ``"tcp"``: TLS between the two processes, each verifying the
+            other's certificate against the tree's own certificate authority
+            (see the scaling-out guide). ``None`` (the default): on when
+            ``host`` is not a loopback address.
+        allow_plain: With ``"tcp"`` on an address that is not loopback, and
+            ``tls=False``: allow it all the same (refused otherwise: anyone
+            on the network could read and inject the traffic).
         command: Your own entry point instead of ``python -m
             actorstage.transport``: a program that calls
             ``actorstage.child_main()`` first thing.
@@ -78,6 +86,8 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 10.0
     host: str = "127.0.0.1"
+    tls: bool | None = None
+    allow_plain: bool = False
     command: tuple[str, ...] | None = None
     max_frame_size: int = 64 * 1024 * 1024
     start: Literal["spawn", "forkserver"] = "spawn"
@@ -118,10 +128,23 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
                 not 0 <= self.spares <= 16:
             raise InvalidDefinitionError(
                 f"ProcessOptions.spares must be an int from 0 to 16, got {self.spares!r}")
+        if self.transport == "tcp" and not self.use_tls and not is_loopback(self.host) and \
+                not self.allow_plain:
+            raise InvalidDefinitionError(
+                f"ProcessOptions: plain TCP on {self.host!r}, which is not a loopback address, "
+                "would let anyone on the network read and inject the tree's traffic; leave "
+                "tls on (the default there), or set allow_plain=True for a network you trust")
         if not isinstance(self.max_frame_size, int) or self.max_frame_size < 1024:
             raise InvalidDefinitionError(
                 f"ProcessOptions.max_frame_size must be an int >= 1024, got {self.max_frame_size!r}"
             )
+
+
+    @property
+    def use_tls(self) -> bool:
+        """Whether the child's link is TCP with TLS."""
+        return self.transport == "tcp" and (self.tls if self.tls is not None
+                                            else not is_loopback(self.host))
 
 
 def options_for(process: object, default: ProcessOptions | None = None) -> ProcessOptions | None:

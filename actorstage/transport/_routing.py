@@ -439,7 +439,8 @@ class Router:
                 from actorstage.transport._dial import dial
 
                 conn = await asyncio.wait_for(
-                    dial(answer.address, answer.token, answer.secret, _PEER_FRAME), 5.0)
+                    dial(answer.address, answer.token, answer.secret, _PEER_FRAME,
+                         self.system._tls), 5.0)
                 try:  # the other side's first frame says it took the hello: until then,
                     # its server holds the connection to a few KiB (see _grpc.GrpcServer)
                     welcome = await asyncio.wait_for(conn.recv(), 5.0)

@@ -30,6 +30,7 @@ from actorstage._proto.actorstage.v1 import BridgeBase, Frame, Hello
 from actorstage.transport._codec import FrameError, RawCodec, decode_frame
 from actorstage.transport._conn import GrpcConn
 from actorstage.transport._grpc import GrpcServer, MessageTooLarge, read_message
+from actorstage.transport._tls import TreeTls
 
 __all__ = ["BridgeServer", "Expected", "dead_socket_dirs", "hello_or_exit"]
 
@@ -121,9 +122,11 @@ def dead_socket_dirs(older_than: float = 60.0) -> list[str]:
 class BridgeServer:
     """Accepts the streams of a system's children on one address."""
 
-    def __init__(self, transport: str, host: str, handshake_timeout: float = 5.0) -> None:
+    def __init__(self, transport: str, host: str, handshake_timeout: float = 5.0,
+                 tls: TreeTls | None = None) -> None:
         self.transport = transport
         self.host = host
+        self.tls = tls  # TCP with TLS: clients must show a certificate of the tree
         self.address = ""
         self._expected: dict[str, Expected] = {}
         # Links are closed before the server is: nothing to wait for when it closes.
@@ -145,9 +148,11 @@ class BridgeServer:
             sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, 0))
-            await self._server.start(sock=sock)
+            await self._server.start(
+                sock=sock, ssl=self.tls.server_context() if self.tls is not None else None)
             port = sock.getsockname()[1]
-            self.address = f"tcp:{self.host}:{port}"
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            self.address = f"{'tls' if self.tls is not None else 'tcp'}:{host}:{port}"
 
     def expect(self, max_frame_size: int) -> Expected:
         """Register a child about to start; its token and secret go to its stdin."""

@@ -109,10 +109,12 @@ class SparePool:
             bridge = expected = None
             if options.transport != "stdio":
                 bridge = await system._bridge(options.transport, options.host,
-                                              options.handshake_timeout)
+                                              options.handshake_timeout, options.use_tls)
                 expected = bridge.expect(options.max_frame_size)
                 boot.update(address=bridge.address, token=expected.token,
                             secret=expected.secret)
+                if options.use_tls:  # (a certificate of the tree of its own, as any child)
+                    boot["tls"] = system._tree_tls().issue("spare").to_boot()
             proc = await server.fork(dict(request, boot=msgspec.json.encode(boot)),
                                      options.max_frame_size + 1024)
             if guard is not None:

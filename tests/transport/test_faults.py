@@ -36,7 +36,7 @@ async def test_a_connection_without_the_secret_is_refused_and_the_parent_goes_on
 ) -> None:
     async with ActorSystem() as system:
         ref = await system.spawn(Counter, process=FAST)
-        bridge = system._bridges[("unix", "")]
+        bridge = system._bridges[("unix", "", False)]
         channel = Channel(path=bridge.address[len("unix:"):], codec=RawCodec())
         try:
             for token, secret in (("nope", "nope"), ("", "")):

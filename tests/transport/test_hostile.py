@@ -33,7 +33,7 @@ def _fds() -> int:
 
 
 def _tcp_bridge(system: ActorSystem) -> tuple[BridgeServer, str, int]:
-    bridge = system._bridges[("tcp", "127.0.0.1")]
+    bridge = system._bridges[("tcp", "127.0.0.1", False)]
     host, _, port = bridge.address[len("tcp:"):].rpartition(":")
     return bridge, host, int(port)
 
@@ -111,7 +111,7 @@ async def test_a_hello_over_the_bound_is_refused_and_a_flood_is_cut_off_unread()
     async with ActorSystem(process_defaults=msgspec.structs.replace(
             FAST, handshake_timeout=30.0)) as system:
         ref = await system.spawn(Counter, process=True)
-        bridge = system._bridges[("unix", "")]
+        bridge = system._bridges[("unix", "", False)]
         padded = Envelope(hello=Hello(secret="x" * 2000, pid=1, token="t"))
         with anyio.fail_after(5), pytest.raises(GRPCError) as caught:
             await _send_hello(bridge.address, encode_frame([padded], b""))
