@@ -32,7 +32,7 @@ from actorstage.supervisors import (
     Supervisor,
     SupervisorRef,
 )
-from actorstage.transport import ProcessOptions, child_main
+from actorstage.transport import JoinPlacement, ProcessOptions, child_main, join_main
 
 __all__ = [
     "Actor",
@@ -48,6 +48,7 @@ __all__ = [
     "DeadLetter",
     "ExitReason",
     "InvalidDefinitionError",
+    "JoinPlacement",
     "MailboxFullError",
     "Message",
     "MessageEncodingError",
@@ -62,6 +63,7 @@ __all__ = [
     "TreeNode",
     "UnknownChildError",
     "child_main",
+    "join_main",
     "run",
 ]
 

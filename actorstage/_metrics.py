@@ -13,7 +13,6 @@ ending and pipeline node batches are counted where they happen.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import weakref
@@ -60,12 +59,10 @@ def sdk_configured() -> bool:
 
 
 def auto() -> None:
-    if STATE.on:
-        return
-    setting = os.environ.get(ENV, "")
-    if setting == "0":
-        return
-    if setting == "1" or sdk_configured():
+    """At a system's start: switch metrics on when they are wanted and available."""
+    from actorstage._telemetry import wanted
+
+    if not STATE.on and wanted(ENV, sdk_configured):
         enable()
 
 

@@ -69,14 +69,16 @@ def sdk_configured() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
+def wanted(env: str, configured: Callable[[], bool]) -> bool:
+    """Whether the variable ``env`` asks for it (``1``), forbids it (``0``), or, unset,
+    whether ``configured()`` (an SDK is set up)."""
+    setting = os.environ.get(env, "")
+    return setting != "0" and (setting == "1" or configured())
+
+
 def auto() -> None:
     """At a system's start: switch tracing on when it is wanted and available."""
-    if STATE.tracing:
-        return
-    setting = os.environ.get(ENV, "")
-    if setting == "0":
-        return
-    if setting == "1" or sdk_configured():
+    if not STATE.tracing and wanted(ENV, sdk_configured):
         enable()
 
 

@@ -180,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
         "  actorstage cleanup --dry-run\n  actorstage cleanup", "cleanup")
     cleanup.add_argument("--dry-run", action="store_true",
                          help="list what would be removed; remove nothing")
+
+    join = _command(
+        commands, "join", "host a process actor of a parent that placed it here",
+        "For a process that something other than its parent starts (a container,\n"
+        "a pod, systemd, a Ray actor): it connects back to the parent named in its\n"
+        "join bundle and runs the actor the parent sends it, as any process actor.\n"
+        "The bundle (address, one-time token and secret, TLS certificate) comes\n"
+        "from $ACTORSTAGE_JOIN or a file, never from the command line; the parent's\n"
+        "ProcessOptions(placement=JoinPlacement(launch)) makes it for launch().\n"
+        "The actor's module must be importable here.",
+        "  actorstage join --bundle-file /run/secrets/actorstage-join\n"
+        "  ACTORSTAGE_JOIN=... actorstage join", "actor")
+    join.add_argument("--bundle-file", metavar="FILE",
+                      help="read the join bundle from FILE instead of $ACTORSTAGE_JOIN")
     return parser
 
 
@@ -313,6 +327,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "cleanup":
         return _cleanup(args.dry_run)
+    if args.command == "join":
+        from actorstage.transport._child import join_main
+
+        bundle = None
+        if args.bundle_file is not None:
+            try:
+                with open(args.bundle_file) as file:
+                    bundle = file.read()
+            except OSError as exc:
+                print(f"actorstage join: cannot read {args.bundle_file}: {exc.strerror}",
+                      file=sys.stderr)
+                return 2
+        return join_main(bundle)
     if args.command == "serve":
         from actorstage.service._cli import serve_command
 

@@ -266,7 +266,7 @@ def test_help_is_plain_fast_to_import_and_says_what_each_command_does() -> None:
                          text=True, timeout=60)
     assert top.returncode == 0 and "run-pipeline" in top.stdout and "cleanup" in top.stdout
     for command in ("demo", "observe", "run-workflow", "run-pipeline", "serve", "protos",
-                    "cleanup"):
+                    "cleanup", "join"):
         done = subprocess.run([sys.executable, "-m", "actorstage", command, "--help"],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr

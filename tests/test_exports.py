@@ -13,12 +13,13 @@ EXPECTED = {
     "InvalidDefinitionError", "MailboxFullError", "Message", "Restart", "RestartIntensityError",
     "Strategy", "Supervisor", "SupervisorRef", "Terminated", "TreeNode", "UnknownChildError",
     "run", "MessageEncodingError", "ProcessOptions", "TransportError", "child_main",
+    "JoinPlacement", "join_main",
 }
 
 PUBLIC_MODULES = ["actorstage", "actorstage.actors", "actorstage.supervisors",
                   "actorstage.transport", "actorstage.exceptions", "actorstage.testing",
                   "actorstage.workflows", "actorstage.service", "actorstage.pipelines",
-                  "actorstage.serverless",
+                  "actorstage.serverless", "actorstage.observer",
                   "actorstage.web"]
 
 # The protobuf messages and stubs that actorstage.service re-exports stay in their generated

@@ -9,7 +9,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from actorstage.observer._model import ActionRefused, Watch
+from actorstage.observer._model import Watch, answer
 
 if TYPE_CHECKING:
     from actorstage.actors._system import ActorSystem
@@ -40,44 +40,18 @@ def observer_app(system: ActorSystem, *, token: str | None = None) -> Callable[
         if not started:  # (it stops by itself when the system ends)
             started.append(True)
             await watch.start()
-        from actorstage.observer._http import page
-
-        method, route = scope["method"], scope["path"][len(scope.get("root_path", "")):] \
-            if scope["path"].startswith(scope.get("root_path", "")) else scope["path"]
-        route = route or "/"
+        root = scope.get("root_path", "")
+        route = scope["path"][len(root):] if scope["path"].startswith(root) else scope["path"]
         query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode()))
         headers = {key.decode().lower(): value.decode() for key, value in scope["headers"]}
-        if method == "GET" and route == "/":
-            await _respond(send, 200, page(), "text/html; charset=utf-8")
-        elif method == "GET" and route == "/events":
+        answered = await answer(watch, scope["method"], route or "/", query, headers)
+        if answered is None:
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]})
             async for chunk in watch.stream():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        elif method == "GET" and route == "/api/snapshot":
-            await _respond(send, 200, watch.current())
-        elif method == "GET" and route == "/api/children":
-            try:
-                answer = watch.children(query.get("path", ""), int(query.get("offset", "0")),
-                                        int(query.get("limit", "100")))
-            except (ActionRefused, ValueError) as exc:
-                await _respond(send, getattr(exc, "status", 400), {"error": str(exc)})
-                return
-            await _respond(send, 200, answer)
-        elif method == "POST" and route.startswith("/api/"):
-            authorization = headers.get("authorization", "")
-            given = authorization[7:] if authorization.startswith("Bearer ") else None
-            try:
-                await watch.act(route[5:], query.get("path", ""), given)
-            except ActionRefused as refused:
-                await _respond(send, refused.status, {"error": str(refused)})
-                return
-            except Exception as exc:  # (the actor is gone, the action failed: say so)
-                await _respond(send, 400, {"error": f"{type(exc).__name__}: {exc}"})
-                return
-            await _respond(send, 204, b"")
         else:
-            await _respond(send, 404, {"error": f"nothing at {route}"})
+            await _respond(send, *answered)
 
     return app
 

@@ -15,10 +15,9 @@ import asyncio
 import contextlib
 import json
 import urllib.parse
-from importlib import resources
 from typing import Any
 
-from actorstage.observer._model import ActionRefused, Watch
+from actorstage.observer._model import Watch, answer
 
 MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
@@ -37,10 +36,6 @@ def _literal(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def page() -> bytes:
-    return resources.files("actorstage.observer").joinpath("page.html").read_bytes()
 
 
 class HttpServer:
@@ -109,38 +104,11 @@ class HttpServer:
             return
         url = urllib.parse.urlsplit(target)
         query = dict(urllib.parse.parse_qsl(url.query))
-        route = url.path
-        if method == "GET" and route == "/":
-            await _respond(writer, 200, page(), "text/html; charset=utf-8")
-        elif method == "GET" and route == "/events":
+        answered = await answer(self.watch, method, url.path, query, headers)
+        if answered is None:
             await self._events(writer)
-        elif method == "GET" and route == "/api/snapshot":
-            await _respond(writer, 200, self.watch.current())
-        elif method == "GET" and route == "/api/children":
-            try:
-                answer = self.watch.children(query.get("path", ""),
-                                             int(query.get("offset", "0")),
-                                             int(query.get("limit", "100")))
-            except ActionRefused as refused:
-                await _respond(writer, refused.status, {"error": str(refused)})
-                return
-            await _respond(writer, 200, answer)
-        elif method == "POST" and route.startswith("/api/"):
-            authorization = headers.get("authorization", "")
-            token = authorization[7:] if authorization.startswith("Bearer ") else None
-            try:
-                await self.watch.act(route[5:], query.get("path", ""), token)
-            except ActionRefused as refused:
-                await _respond(writer, refused.status, {"error": str(refused)})
-                return
-            except Exception as exc:  # (the actor is gone, the action failed: say so)
-                await _respond(writer, 400, {"error": f"{type(exc).__name__}: {exc}"})
-                return
-            await _respond(writer, 204, b"")
-        elif route in ("/", "/events", "/api/snapshot", "/api/children"):
-            await _respond(writer, 405, {"error": f"{method} is not allowed on {route}"})
         else:
-            await _respond(writer, 404, {"error": f"nothing at {route}"})
+            await _respond(writer, *answered)
 
     async def _events(self, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"

@@ -276,3 +276,36 @@ def _event(event: TreeEvent) -> dict[str, Any]:
             "class": event.actor_type, "restarts": event.restarts, "pid": event.pid,
             "reason": event.reason, "error": event.error, "traceback": event.traceback,
             "time": event.time}
+
+
+async def answer(watch: Watch, method: str, route: str, query: dict[str, str],
+                 headers: dict[str, str]) -> tuple[int, Any, str] | None:
+    """The answer to one request of the observer's routes, ``(status, body, content
+    type)`` (a body not bytes is sent as JSON), or ``None`` for ``GET /events``, which the
+    server streams from ``watch.stream()``. Both servers (``_http``, ``_asgi``) use it."""
+    json_type = "application/json"
+    if method == "GET" and route == "/events":
+        return None
+    if method == "GET" and route == "/":
+        from importlib import resources
+
+        page = resources.files("actorstage.observer").joinpath("page.html").read_bytes()
+        return 200, page, "text/html; charset=utf-8"
+    if method == "GET" and route == "/api/snapshot":
+        return 200, watch.current(), json_type
+    try:
+        if method == "GET" and route == "/api/children":
+            return 200, watch.children(query.get("path", ""), int(query.get("offset", "0")),
+                                       int(query.get("limit", "100"))), json_type
+        if method == "POST" and route.startswith("/api/"):
+            authorization = headers.get("authorization", "")
+            token = authorization[7:] if authorization.startswith("Bearer ") else None
+            await watch.act(route[5:], query.get("path", ""), token)
+            return 204, b"", json_type
+    except ActionRefused as refused:
+        return refused.status, {"error": str(refused)}, json_type
+    except Exception as exc:  # (a bad number, the actor is gone, the action failed: say so)
+        return 400, {"error": f"{type(exc).__name__}: {exc}"}, json_type
+    if route in ("/", "/events", "/api/snapshot", "/api/children"):
+        return 405, {"error": f"{method} is not allowed on {route}"}, json_type
+    return 404, {"error": f"nothing at {route}"}, json_type

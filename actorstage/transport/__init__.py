@@ -1,9 +1,10 @@
 """Process actors: options, the child's entry point, and the bridge between processes."""
 
-from actorstage.transport._child import child_main
+from actorstage.transport._child import child_main, join_main
 from actorstage.transport._options import ProcessOptions
+from actorstage.transport._placement import JoinPlacement
 
-__all__ = ["ProcessOptions", "child_main"]
+__all__ = ["JoinPlacement", "ProcessOptions", "child_main", "join_main"]
 
 for _name in __all__:
     globals()[_name].__module__ = __name__

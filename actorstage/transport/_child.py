@@ -81,6 +81,40 @@ def child_main() -> None:
     os._exit(code)
 
 
+def join_main(bundle: str | None = None) -> int:
+    """Run this process as a process actor of the parent that made the join ``bundle``
+    (``actorstage join``; by default the bundle is ``$ACTORSTAGE_JOIN``, which is then
+    removed from the environment). Returns once the actor has stopped: its exit status."""
+    from actorstage.transport._payloads import ARENA
+    from actorstage.transport._placement import ENV_JOIN, decode_bundle
+
+    text = bundle if bundle is not None else os.environ.pop(ENV_JOIN, "")
+    if not text:
+        sys.stderr.write(f"actorstage join: no join bundle (${ENV_JOIN}, or --bundle-file): "
+                         "its parent makes one for the process it places\n")
+        return 2
+    try:
+        boot = decode_bundle(text)
+    except ValueError as exc:
+        sys.stderr.write(f"actorstage join: {exc}\n")
+        return 2
+    ARENA.off = True  # (its parent may be on another machine: no shared memory with it)
+    from actorstage._run import run
+    from actorstage._telemetry import child_setup, child_shutdown
+
+    child_setup(boot.get("telemetry"))
+    try:
+        return run(_serve, boot)
+    except BaseException as exc:
+        code = _exit_code(exc)
+        if code is None:
+            logging.getLogger("actorstage.transport").exception("joined process failed")
+            code = 70
+        return code
+    finally:
+        child_shutdown()
+
+
 def _exit_code(exc: BaseException) -> int | None:
     """The status ``sys.exit()`` asked for, when that is what ended the child."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:

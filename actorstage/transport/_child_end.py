@@ -180,7 +180,9 @@ class ChildEnd:
         )
         router = link.router = system._node()
         router.root_path, router.up = spec.path, link  # this node owns the actor's subtree
-        router.direct = self.boot["transport"] != "stdio"  # sockets are welcome here
+        # Sockets are welcome here (a process that joined, maybe from another machine, takes
+        # its messages through the tree: its doors would be unix sockets of its machine).
+        router.direct = self.boot["transport"] != "stdio" and not self.boot.get("joined")
         router.idle_timeout = float(self.boot.get("link_idle", 30.0))
         if spec.parent_mailbox:  # the root stands for the parent actor: what it gets, goes
             guardian.capacity = spec.parent_mailbox

@@ -54,6 +54,7 @@ from actorstage.transport._link import (
     error_from_body,
 )
 from actorstage.transport._payloads import prefix_of
+from actorstage.transport._placement import JoinedProcess
 from actorstage.transport._spares import Spare, request_for
 
 if TYPE_CHECKING:
@@ -121,7 +122,8 @@ def main_location() -> tuple[str, str]:
 
 
 
-ChildProcess = asyncio.subprocess.Process | ForkedProcess  # spawned, or forked by a forkserver
+# Spawned, forked by a forkserver, or started elsewhere and joined.
+ChildProcess = asyncio.subprocess.Process | ForkedProcess | JoinedProcess
 
 
 def _parent_mailbox(parent: Cell | None) -> int:
@@ -137,7 +139,7 @@ def _parent_mailbox(parent: Cell | None) -> int:
 
 
 def _running(proc: ChildProcess) -> bool:
-    if isinstance(proc, ForkedProcess):
+    if isinstance(proc, ForkedProcess | JoinedProcess):  # (an end without a status, too)
         return not proc.exited.done()
     return proc.returncode is None
 
@@ -201,12 +203,13 @@ class ProcessHost(Actor):
                 await self.started
         except TimeoutError:
             await self._kill()
-            raise ActorCrashedError(
-                cell.path, "TimeoutError",
-                f"the child process (pid {self.pid}) did not start within "
-                f"{options.start_timeout:g}s (ProcessOptions.start_timeout)",
-                self._tail_text(), during="starting",
-            ) from None
+            what = (f"its process did not join within {options.start_timeout:g}s "
+                    f"(ProcessOptions.start_timeout; placed by {options.placement!r})"
+                    if options.placement is not None and not self.pid else
+                    f"the child process (pid {self.pid}) did not start within "
+                    f"{options.start_timeout:g}s (ProcessOptions.start_timeout)")
+            raise ActorCrashedError(cell.path, "TimeoutError", what, self._tail_text(),
+                                    during="starting") from None
         except BaseException:
             await self._kill()
             raise
@@ -251,6 +254,9 @@ class ProcessHost(Actor):
             boot.update(address=server.address, token=expected.token, secret=expected.secret)
             if options.use_tls:  # its own certificate of the tree (and the CA, to certify its own)
                 boot["tls"] = system._tree_tls().issue(cell.path).to_boot()
+        if options.placement is not None:
+            await self._join(cell, options, boot)
+            return
         try:
             if options.start == "forkserver":
                 proc: ChildProcess = await self._fork(cell, command, env, options, boot)
@@ -287,6 +293,30 @@ class ProcessHost(Actor):
         if "spec" not in boot:  # (a forked child had it in its request)
             assert self.link is not None
             self.link.send_control(Envelope(spawn=self._spec(cell, options)))
+
+    async def _join(self, cell: Cell, options: ProcessOptions, boot: dict[str, Any]) -> None:
+        """Have the placement start the process somewhere, with a join bundle; wait for its
+        hello (see ``_placement``)."""
+        from actorstage.transport._payloads import ARENA
+        from actorstage.transport._placement import encode_bundle
+
+        ARENA.off = True  # it may be on another machine: payloads inline from now on
+        bundle = dict(boot, joined=True, ppid=0)
+        for local in ("owner", "ancestors"):  # (what only a child of this machine uses)
+            bundle.pop(local, None)
+        try:
+            proc = await options.placement.start(encode_bundle(bundle))
+        except Exception as exc:
+            raise ActorCrashedError(cell.path, type(exc).__qualname__,
+                                    f"its placement could not launch its process: {exc}",
+                                    during="starting") from exc
+        self.proc = proc
+        conn = await self._accept(cell)
+        assert self.expected is not None
+        self.pid = proc.pid = self.expected.arrived.result()[1]
+        self._link_up(cell, options, proc, conn)
+        assert self.link is not None
+        self.link.send_control(Envelope(spawn=self._spec(cell, options)))
 
     def _adopt(self, cell: Cell, options: ProcessOptions, spare: Spare) -> None:
         """Give this actor to a spare child: it is connected already, and waits for a spec."""
@@ -472,6 +502,8 @@ class ProcessHost(Actor):
     # -- the end ------------------------------------------------------------------------
 
     def _lost(self, problem: str, cause: str) -> None:
+        if isinstance(self.proc, JoinedProcess) and cause == CLOSED:
+            self.proc.lost()  # (its link closed: for this side, it has ended)
         if self.closing:
             return
         with contextlib.suppress(RuntimeError):  # the owner is closing: close() does the rest
@@ -546,7 +578,8 @@ class ProcessHost(Actor):
         if lost:
             log.warning("process actor %s: %d message(s) sent to it were lost in flight "
                         "(see dead letters)", path, lost)
-        if self.pid is not None and self.proc is not None and not _running(self.proc):
+        if self.pid is not None and self.proc is not None and not _running(self.proc) and \
+                not isinstance(self.proc, JoinedProcess):  # (that pid is of another machine)
             _shm.sweep(prefix_of(self.pid))  # what it left in shared memory, if it was killed
 
     def _status_text(self, returncode: int | None) -> str:

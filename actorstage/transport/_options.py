@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -50,6 +50,10 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
         allow_plain: With ``"tcp"`` on an address that is not loopback, and
             ``tls=False``: allow it all the same (refused otherwise: anyone
             on the network could read and inject the traffic).
+        placement: Where the child's process comes from when the parent does
+            not start it: ``JoinPlacement(launch)`` (a process started by
+            something else joins; see the scaling-out guide). Needs
+            ``"tcp"`` and ``start="spawn"``.
         command: Your own entry point instead of ``python -m
             actorstage.transport``: a program that calls
             ``actorstage.child_main()`` first thing.
@@ -88,6 +92,7 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     tls: bool | None = None
     allow_plain: bool = False
+    placement: Any = None
     command: tuple[str, ...] | None = None
     max_frame_size: int = 64 * 1024 * 1024
     start: Literal["spawn", "forkserver"] = "spawn"
@@ -134,6 +139,15 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
                 f"ProcessOptions: plain TCP on {self.host!r}, which is not a loopback address, "
                 "would let anyone on the network read and inject the tree's traffic; leave "
                 "tls on (the default there), or set allow_plain=True for a network you trust")
+        if self.placement is not None:
+            if not callable(getattr(self.placement, "start", None)):
+                raise InvalidDefinitionError(
+                    f"ProcessOptions.placement must be a placement (JoinPlacement...), got "
+                    f"{self.placement!r}")
+            if self.transport != "tcp" or self.start != "spawn":
+                raise InvalidDefinitionError(
+                    "ProcessOptions.placement needs transport='tcp' and start='spawn' (a "
+                    "process that joins dials the parent's TCP address)")
         if not isinstance(self.max_frame_size, int) or self.max_frame_size < 1024:
             raise InvalidDefinitionError(
                 f"ProcessOptions.max_frame_size must be an int >= 1024, got {self.max_frame_size!r}"

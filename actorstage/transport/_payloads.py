@@ -55,6 +55,8 @@ class Arena:
     """This process's slots for payloads it sends, and the slots of others it has mapped."""
 
     def __init__(self) -> None:
+        self.off = False  # payloads inline with everyone (a process that another may not
+        # share memory with: one that joined, or one with a process that joined)
         self.pid = 0
         self.marker: int | None = None
         self.slots: list[tuple[str, mmap.mmap]] = []
@@ -70,6 +72,8 @@ class Arena:
     def put(self, data: Any) -> tuple[str, int] | None:
         """Copy ``data`` (a buffer) into a free slot: ``(name, size)``, or ``None`` when the
         arena is full (then the payload travels inline)."""
+        if self.off:
+            return None
         view = memoryview(data).cast("B")
         size = view.nbytes
         if self.pid != os.getpid():  # a forked child starts an arena of its own
