@@ -99,6 +99,8 @@ def join_main(bundle: str | None = None) -> int:
         sys.stderr.write(f"actorstage join: {exc}\n")
         return 2
     ARENA.off = True  # (its parent may be on another machine: no shared memory with it)
+    if os.environ.pop("ACTORSTAGE_DIE_WITH_PARENT", "") == "1":  # (a Ray actor's child)
+        die_with_parent(os.getppid())
     from actorstage._run import run
     from actorstage._telemetry import child_setup, child_shutdown
 
