@@ -127,6 +127,7 @@ class ActorSystem(Spawner):
         self._guardian_cell: Cell | None = None
         self._bridges: dict[tuple[str, str, bool], BridgeServer] = {}
         self._tls: TreeTls | None = None  # this process's certificate of the tree (TCP+TLS)
+        self._placed = False  # it placed a process elsewhere (payloads inline while it runs)
         self._bridge_lock: asyncio.Lock | None = None
         self._forkservers: dict[tuple[Any, ...], ForkServer] = {}
         self._guard_process: Guard | None = None
@@ -168,6 +169,10 @@ class ActorSystem(Spawner):
                 await self.aclose()
         finally:
             LIVE_SYSTEMS.discard(self)
+            if self._placed and not any(system._placed for system in LIVE_SYSTEMS):
+                from actorstage.transport._payloads import ARENA
+
+                ARENA.off = False  # (no system here has placed a process any more)
             self._ended.set()
             try:
                 await self._tg.__aexit__(exc_type, exc, tb)

@@ -300,7 +300,8 @@ class ProcessHost(Actor):
         from actorstage.transport._payloads import ARENA
         from actorstage.transport._placement import encode_bundle
 
-        ARENA.off = True  # it may be on another machine: payloads inline from now on
+        ARENA.off = True  # it may be on another machine: payloads inline while this system runs
+        cell.system._placed = True
         bundle = dict(boot, joined=True, ppid=0)
         for local in ("owner", "ancestors"):  # (what only a child of this machine uses)
             bundle.pop(local, None)

@@ -12,8 +12,9 @@ stopped. Its end is seen through its link, or through what ``launch`` returned
 (an object with ``async wait()``, and ``kill()``, both optional).
 
 A joined process may run on another machine: payloads never go through shared
-memory with it (the parent's system sends them inline from then on), and it
-takes no direct links (its messages to siblings go through the tree).
+memory with it (the parent's process sends them inline while the system that
+placed it runs), and it takes no direct links (its messages to siblings go
+through the tree).
 """
 
 from __future__ import annotations

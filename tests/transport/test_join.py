@@ -73,6 +73,9 @@ async def test_a_joined_process_actor_answers_and_stops_with_its_process() -> No
         assert await where.ask(payload) == (len(payload), b"end")
         await system.stop(where)
         assert await asyncio.wait_for(process.wait(), 10) == 0
+    from actorstage.transport._payloads import ARENA
+
+    assert not ARENA.off  # (shared memory again, once no system here has placed a process)
 
 
 async def test_a_killed_joined_process_is_launched_again_by_its_supervisor() -> None:
