@@ -17,7 +17,7 @@ import sys
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 ENV = "ACTORSTAGE_METRICS"
@@ -38,6 +38,7 @@ SYSTEMS: weakref.WeakSet[Any] = weakref.WeakSet()  # the running actor systems
 RUNNERS: weakref.WeakSet[Any] = weakref.WeakSet()  # the open workflow runners
 SESSIONS: weakref.WeakSet[Any] = weakref.WeakSet()  # the pipeline sessions running
 HANDLED_BY_GONE: Counter[str] = Counter()  # messages handled by actors that stopped, by class
+DEAD_LETTERS_GONE: Counter[str] = Counter()  # dead letters of systems that closed, by reason
 _PATCHED: dict[type, Any] = {}
 _REF_CLASSES: list[type] = []
 
@@ -77,8 +78,7 @@ def enable() -> None:
         description="Messages handled by actors of this process, by actor class")
     meter.create_observable_gauge(
         "actorstage.mailbox.depth", [_depths], unit="{message}",
-        description="Messages waiting in mailboxes, by actor class (the deepest one's depth "
-                    "as actorstage.mailbox.max)")
+        description="Messages waiting in mailboxes, by actor class")
     meter.create_observable_gauge(
         "actorstage.actors", [_actors], unit="{actor}",
         description="Actors of this process's systems, by status")
@@ -164,9 +164,9 @@ def node_batch(pipeline: str, node: str, items: int, seconds: float) -> None:
 
 # -- what is observed when the SDK collects ----------------------------------------------------
 
-def cells() -> Iterator[Any]:
-    """Every cell of the running systems of this process, parents first."""
-    for system in list(SYSTEMS):
+def cells(systems: Iterable[Any] | None = None) -> Iterator[Any]:
+    """Every cell of ``systems`` (the running systems of this process), parents first."""
+    for system in list(SYSTEMS if systems is None else systems):
         root = getattr(system, "_guardian_cell", None)
         if root is None:
             continue
@@ -189,10 +189,20 @@ def stopped(cell: Any) -> None:
         HANDLED_BY_GONE[cell.factory.__qualname__] += cell.handled
 
 
+def system_closed(system: Any) -> None:
+    """A system closed: its dead letters stay counted (the counter never falls)."""
+    SYSTEMS.discard(system)
+    for reason, count in system.dead_letters._by_reason.items():
+        DEAD_LETTERS_GONE[_reason(reason)] += count
+
+
 def _handled(_options: Any) -> list[Any]:
+    from actorstage.actors._cell import STOPPED
+
     totals = Counter(HANDLED_BY_GONE)
     for cell in cells():
-        totals[cell.factory.__qualname__] += cell.handled
+        if cell.state != STOPPED:  # (a stopped one is in HANDLED_BY_GONE already)
+            totals[cell.factory.__qualname__] += cell.handled
     return _observations(totals, "actorstage.actor.class")
 
 
@@ -212,7 +222,7 @@ def _actors(_options: Any) -> list[Any]:
 
 
 def _dead_letters(_options: Any) -> list[Any]:
-    totals: Counter[str] = Counter()
+    totals = Counter(DEAD_LETTERS_GONE)
     for system in list(SYSTEMS):
         for reason, count in system.dead_letters._by_reason.items():
             totals[_reason(reason)] += count

@@ -10,8 +10,8 @@ On, ``tell``, ``tell_nowait`` and ``ask`` of every ref class wrap a message
 sent within a valid span context in a ``Traced`` envelope holding that
 context. A local mailbox keeps the envelope; the drain hands the actor the
 message and runs its handler inside the context, in a span of its own (an
-ask's ``SERVER`` span, a tell's ``CONSUMER`` span; see ``actorstage.telemetry``
-for names and attributes). To another process the envelope travels as a
+ask's ``SERVER`` span, a tell's ``CONSUMER`` span; docs/guides/observability.md
+names them and their attributes). To another process the envelope travels as a
 message of its own type (``actorstage:traced``) whose body carries the W3C
 ``traceparent``/``tracestate``/``baggage`` and the message, so every path
 (a parent's link, a direct link, a routed hop) carries it unchanged.

@@ -43,7 +43,7 @@ class Actor:
     # A stop cancels the message in hand at once, quietly, instead of giving it the
     # shutdown timeout: for actors whose one long message is work that cancelling ends.
     _cancel_on_stop: ClassVar[bool] = False
-    # A traced message's handler runs in a span of its own (see actorstage.telemetry); the
+    # A traced message's handler runs in a span of its own (see _telemetry); the
     # runtime's own actors run theirs in the sender's context only, and make their spans.
     _traced: ClassVar[bool] = True
 

@@ -15,6 +15,7 @@ import anyio
 
 from actorstage._metrics import SYSTEMS as LIVE_SYSTEMS
 from actorstage._metrics import auto as metrics_auto
+from actorstage._metrics import system_closed as metrics_system_closed
 from actorstage._telemetry import auto as tracing_auto
 from actorstage.actors import _lifecycle
 from actorstage.actors._actor import Actor, Spawner
@@ -168,7 +169,7 @@ class ActorSystem(Spawner):
             with anyio.CancelScope(shield=True):
                 await self.aclose()
         finally:
-            LIVE_SYSTEMS.discard(self)
+            metrics_system_closed(self)
             if self._placed and not any(system._placed for system in LIVE_SYSTEMS):
                 from actorstage.transport._payloads import ARENA
 

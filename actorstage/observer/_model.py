@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actorstage._metrics import SESSIONS, runners
+from actorstage._metrics import SESSIONS, cells, runners
 from actorstage.actors._tree import TreeEvent, _status
 
 if TYPE_CHECKING:
@@ -134,7 +134,9 @@ class Watch:
         rates: dict[str, float] = {}
         handled: dict[str, tuple[int, float]] = {}
         previous = self._handled
-        for cell in _cells(self.system):
+        statuses: Counter[str] = Counter()
+        for cell in cells([self.system]):
+            statuses[str(_status(cell))] += 1
             count = cell.handled
             before = previous.get(cell.path)
             if before is not None and now > before[1]:
@@ -143,8 +145,7 @@ class Watch:
         self._handled = handled
         budget = [NODE_LIMIT]
         root = self.system._guardian()
-        tree = _summary(root, rates, budget)
-        statuses = Counter(str(_status(cell)) for cell in _cells(self.system))
+        tree = _row(root, rates, budget)
         return {"time": time.time(), "name": self.system.name, "tree": tree,
                 "actors": sum(statuses.values()), "by_status": dict(statuses),
                 "rate": round(sum(rates.values()), 1), "actions": self.token is not None,
@@ -208,28 +209,12 @@ class Watch:
         await getattr(self.system, action)(cell.ref)
 
 
-def _cells(system: ActorSystem) -> list[Cell]:
-    root = system._guardian()
-    found, stack = [], [root]
-    while stack:
-        cell = stack.pop()
-        found.append(cell)
-        stack.extend(cell.children.values())
-    return found
-
-
 def _find(system: ActorSystem, path: str) -> Cell | None:
-    cell = system._guardian()
-    if path in ("", "/", cell.path):
-        return cell
-    if not path.startswith(cell.path + "/"):
-        return None
-    for name in path[len(cell.path) + 1:].split("/"):
-        found = cell.children.get(name)
-        if found is None:
-            return None
-        cell = found
-    return cell
+    """The cell at ``path`` in this process (the guardian's too, which routes do not give)."""
+    guardian = system._guardian()
+    if path in ("", "/", guardian.path):
+        return guardian
+    return system._node().find(path)[0]
 
 
 def _ranked(children: list[Cell], rates: dict[str, float]) -> list[Cell]:
@@ -264,10 +249,6 @@ def _row(cell: Cell, rates: dict[str, float], budget: list[int], *,
                        "queued": sum(len(child.queue or ()) for child in rest),
                        "rate": round(sum(rates.get(child.path, 0.0) for child in rest), 1)}
     return row
-
-
-def _summary(root: Cell, rates: dict[str, float], budget: list[int]) -> dict[str, Any]:
-    return _row(root, rates, budget)
 
 
 def _event(event: TreeEvent) -> dict[str, Any]:

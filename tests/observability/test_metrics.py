@@ -82,6 +82,9 @@ async def test_the_runtime_s_metrics_are_read_through_the_sdk(metric_reader: Any
                   **{"actorstage.actor.class": "Counting"}).value == 1
     dead = sum(point.value for point in points["actorstage.dead_letters"])
     assert dead >= 1
+    later = _points(metric_reader)  # the system has closed: its counts stay counted
+    assert sum(point.value for point in later["actorstage.dead_letters"]) >= dead
+    assert _handled(later) - before == handled
 
 
 async def test_executions_and_pipeline_nodes_are_counted(metric_reader: Any) -> None:
