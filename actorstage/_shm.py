@@ -274,6 +274,12 @@ class Cursor:
 
     @classmethod
     def attach(cls, name: str) -> Cursor:
+        """The cursor a node process writes; ``""``: one of its own that nobody reads (a
+        process that may be on another machine)."""
+        if not name:
+            cursor = cls(name)
+            cursor.marks = memoryview(bytearray(_CURSOR.size)).cast("q")
+            return cursor
         fd = os.open(_path(name), os.O_RDWR)
         try:
             mapping = mmap.mmap(fd, _CURSOR.size)

@@ -10,7 +10,8 @@ for a message instead of sleeping::
 ``wait_until`` waits for a condition no event announces, and
 ``leftover_tasks`` helps a test assert that nothing kept running.
 ``postgres_server()`` runs a throwaway PostgreSQL server, for testing a durable
-runner on a real database.
+runner on a real database; ``ray_cluster()`` a throwaway Ray cluster on loopback, for
+testing process actors placed on Ray.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from actorstage.actors._message import Terminated
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._system import ActorSystem
 
-__all__ = ["Probe", "leftover_tasks", "postgres_server", "wait_until"]
+__all__ = ["Probe", "leftover_tasks", "postgres_server", "ray_cluster", "wait_until"]
 
 T = TypeVar("T")
 
@@ -186,3 +187,47 @@ def postgres_server(options: dict[str, str] | None = None) -> Iterator[str]:
                 server.kill()
                 server.wait()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def ray_cluster(nodes: dict[str, dict[str, float]] | None = None, *,
+                num_cpus: int = 2) -> Iterator[Any]:
+    """A throwaway Ray cluster on this machine, all of it on loopback: ``with
+    ray_cluster({"node_b": {"node_b": 1}}) as cluster:`` runs a head and one more raylet
+    per entry of ``nodes``, which offers those custom resources. ``cluster.address`` is
+    its address (for ``RayPlacement``), ``cluster.node_ids[name]`` each raylet's node id
+    (``"head"`` too). This process is connected to it while it runs. On leaving, Ray is
+    shut down and the cluster stopped. Needs Ray (``pip install 'actorstage[ray]'``).
+    """
+    import logging
+    import os
+
+    # Ray's own switch for one-machine clusters: every address it picks is loopback.
+    saved = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    enabled, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    cluster: Any = None
+    try:
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": num_cpus, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+        cluster.node_ids = {"head": cluster.head_node.node_id}
+        for name, resources in (nodes or {}).items():
+            node = cluster.add_node(num_cpus=num_cpus, resources=resources,
+                                    node_ip_address="127.0.0.1")
+            cluster.node_ids[name] = node.node_id
+        ray.init(address=cluster.address, logging_level=logging.ERROR, log_to_driver=False)
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
+        if saved is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved

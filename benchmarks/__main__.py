@@ -95,6 +95,16 @@ TARGETS = [
     Target("pipeline_native_chain", "Cost per item through a chain of 4 native nodes",
            "local tell cost per message (the tell_throughput subject)",
            "ratio <= 4", lambda r: r["ratio"] <= 4),
+    Target("ray_ask",
+           "Ask round trip to a process actor placed on a Ray cluster, p50 of 2,000",
+           "a Ray actor method call's round trip (the faster of ray.get and await), the "
+           "same resources on the same node, same run",
+           "ratio <= 0.5", lambda r: r["ratio"] <= 0.5),
+    Target("ray_spawn",
+           "Spawn of a process actor placed on a Ray cluster to its first reply",
+           "ray.remote actor creation to the reply of its first call, same resources, "
+           "same node, same run",
+           "ratio <= 1.5", lambda r: r["ratio"] <= 1.5),
     Target("durable_overhead",
            "A 100-action no-op workflow with a SQLite state (each step written before the next)",
            "the same workflow on the in-memory runner, same run",
@@ -119,6 +129,8 @@ def measure(name: str, loop: str, transport: str = "") -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.local", name, loop]
     if name.startswith("pipeline_"):
         command = [sys.executable, "-m", "benchmarks.pipelines", name, loop]
+    elif name.startswith("ray_"):
+        command = [sys.executable, "-m", "benchmarks.scaling", name, loop]
     elif name.startswith("durable_"):
         command = [sys.executable, "-m", "benchmarks.durable", name, loop]
     elif transport:
@@ -239,6 +251,15 @@ How to read them:
   and ask ratios of 0.745-0.768 (median 0.764) before and 0.755-0.784
   (median 0.759) after; the target is 5 %. Each actor keeps one more
   counter (8 bytes).
+- Ray figures run on a real local cluster the benchmark starts (a head and
+  a second raylet with a custom resource, as in the tests); every actor of
+  either side asks that raylet's resource, so both run on the same node.
+  The Ray-placed process actor runs in the Ray actor's own worker process;
+  its messages travel on actorstage's own link (TCP on loopback), never
+  through Ray. Its spawn pays what Ray's actor creation pays (a worker
+  process started, the class loaded) and then actorstage's imports in that
+  worker (about 190 ms here), its dial back to the parent and the actor's
+  start.
 - Cold spawn pays a fresh interpreter's imports, 220-270 ms of it here:
   betterproto2 alone brings in pydantic (when installed) and
   `importlib.metadata` (50 ms), and the generated classes of every

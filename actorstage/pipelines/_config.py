@@ -17,6 +17,7 @@ import msgspec
 from actorstage.pipelines._manifest import (
     ManifestError,
     MultiprocessSettings,
+    Placement,
     Problem,
 )
 
@@ -67,11 +68,15 @@ class RuntimeConfig(MultiprocessSettings, frozen=True, kw_only=True,
         import_paths: Folders added to ``sys.path`` before node modules are
             imported, here and in every node process.
         imports: Modules to import: they register node types.
+        placements: Named places for process nodes (``[placements.gpu.ray]``: a Ray
+            cluster's address, resources, runtime environment), which a manifest's node
+            names as its ``placement``.
     """
 
     venv: str | None = None
     import_paths: list[str] = msgspec.field(default_factory=list)
     imports: list[str] = msgspec.field(default_factory=list)
+    placements: dict[str, Placement] = msgspec.field(default_factory=dict)
 
 
 def load_runtime_config(path: str | Path, warnings: list[str] | None = None

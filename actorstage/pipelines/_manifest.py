@@ -22,7 +22,9 @@ __all__ = [
     "Metadata",
     "MultiprocessSettings",
     "NodeSpec",
+    "Placement",
     "Problem",
+    "RaySpec",
     "load_manifest",
     "parse_manifest",
 ]
@@ -57,6 +59,29 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     multiprocess: MultiprocessSettings | None = None
 
 
+class RaySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a process node asks of a Ray cluster: ``RayPlacement``'s arguments, by the same
+    names (``scheduling_strategy`` by Ray's names for its plain strategies).
+
+    ``address`` and ``runtime_env`` are the operator's: runtime.toml's named placements
+    may set them, a manifest may not (a runtime environment installs and runs code).
+    """
+
+    address: str | None = None
+    num_cpus: float = 1
+    num_gpus: float = 0
+    resources: dict[str, float] = msgspec.field(default_factory=dict)
+    runtime_env: dict[str, Any] | None = None
+    scheduling_strategy: Literal["DEFAULT", "SPREAD"] | None = None
+
+
+class Placement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where a process node's process runs, other than as a child of this one: on a Ray
+    cluster (``ray``), the only kind there is."""
+
+    ray: RaySpec
+
+
 class NodeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One node: its id, its registered type, its params and where it runs.
 
@@ -66,12 +91,16 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         params: Checked against the node type's ``Params`` before anything starts.
         executor: ``"native"`` runs the node in this process; ``"process"`` in
             a child process of its own.
+        placement: For a process node, where its process runs: the name of one of
+            runtime.toml's ``placements``, or one written here (``{"ray": {...}}``).
+            Left out, it is a child process of this one.
     """
 
     id: str
     node_type: str
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     executor: Literal["native", "process"] = "native"
+    placement: str | Placement | None = None
 
 
 class Connection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,7 @@ from actorstage.pipelines._manifest import (
     Manifest,
     ManifestError,
     NodeSpec,
+    Placement,
     Problem,
     find_cycle,
     valid_node_id,
@@ -31,6 +34,7 @@ class PlannedNode:
     params: Any
     inputs: tuple[str, ...]  # the node ids it reads from (none: a root, fed the inputs)
     outputs: tuple[str, ...]  # the node ids it writes to (none: a leaf, its items are outputs)
+    placement: Placement | None = None  # where its process runs, if not as a child of ours
 
     @property
     def id(self) -> str:
@@ -77,6 +81,7 @@ def check_manifest(manifest: Manifest, runtime: RuntimeConfig | None = None) -> 
     if not manifest.nodes:
         problems.append(Problem("nodes", "a pipeline needs at least one node"))
     seen: dict[str, int] = {}
+    placed: dict[str, Placement | None] = {}
     typed: dict[str, tuple[NodeSpec, RegisteredNode, Any]] = {}
     known = registered_nodes()
     for index, spec in enumerate(manifest.nodes):
@@ -100,6 +105,8 @@ def check_manifest(manifest: Manifest, runtime: RuntimeConfig | None = None) -> 
             problems.append(_params_problem(exc, f"{where}.params"))
             continue
         typed[spec.id] = (spec, entry, params)
+        if spec.placement is not None:
+            placed[spec.id] = _placement(spec, where, runtime, problems)
     processes = sum(1 for spec in manifest.nodes if spec.executor == "process")
     if processes > settings.max_processes_per_session:
         problems.append(Problem(
@@ -139,7 +146,47 @@ def check_manifest(manifest: Manifest, runtime: RuntimeConfig | None = None) -> 
         raise ManifestError(problems)
     nodes = {
         node_id: PlannedNode(spec, entry, params, tuple(inputs[node_id]),
-                             tuple(outputs[node_id]))
+                             tuple(outputs[node_id]), placed.get(node_id))
         for node_id, (spec, entry, params) in typed.items()
     }
     return Plan(manifest, settings, nodes)
+
+
+def _placement(spec: NodeSpec, where: str, runtime: RuntimeConfig | None,
+               problems: list[Problem]) -> Placement | None:
+    """The placement a node names or writes out, checked; ``None`` with the problems noted."""
+    where = f"{where}.placement"
+    placement = spec.placement
+    if spec.executor != "process":
+        problems.append(Problem(where, "only a process node is placed (executor: process)"))
+        return None
+    if isinstance(placement, str):
+        named = runtime.placements if runtime is not None else {}
+        if placement not in named:
+            close = difflib.get_close_matches(placement, list(named), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(Problem(where, (
+                f"no placement {placement!r} in runtime.toml's [placements]{hint} (it has: "
+                f"{', '.join(sorted(named)) or 'none'})")))
+            return None
+        placement = named[placement]
+    else:
+        assert placement is not None
+        for key in ("address", "runtime_env"):
+            if getattr(placement.ray, key) is not None:
+                problems.append(Problem(f"{where}.ray.{key}", (
+                    "is the operator's to set: name a placement of runtime.toml "
+                    "([placements.NAME.ray]) that has it")))
+    ray = placement.ray
+    for key in ("num_cpus", "num_gpus"):
+        if getattr(ray, key) < 0:
+            problems.append(Problem(f"{where}.ray.{key}", f"must be >= 0, got "
+                                    f"{getattr(ray, key)!r}"))
+    for name, amount in ray.resources.items():
+        if amount < 0:
+            problems.append(Problem(f"{where}.ray.resources.{name}",
+                                    f"must be >= 0, got {amount!r}"))
+    if importlib.util.find_spec("ray") is None:
+        problems.append(Problem(where, "a placement on Ray needs Ray: "
+                                "pip install 'actorstage[ray]'"))
+    return placement

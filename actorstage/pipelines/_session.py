@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 from collections import deque
@@ -47,6 +48,7 @@ from actorstage.actors._ref import ActorRef
 from actorstage.actors._system import ActorSystem
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageError
 from actorstage.pipelines._channels import Aborted, Channel, Inbox
+from actorstage.pipelines._manifest import Placement
 from actorstage.pipelines._plan import Plan, PlannedNode
 from actorstage.pipelines._wire import ItemCodec, Origins, Traced, WireBatch, WireItem, to_bytes
 from actorstage.pipelines._worker import (
@@ -80,6 +82,17 @@ BATCH = 1024  # items a node loop takes from its inbox at once
 # with at most channel_capacity items each, this bounds how far a process node runs ahead.
 _PROXY_WINDOW = 2
 _BOOT_ALLOWANCE = 20.0  # seconds for a node process to start Python, on top of init_timeout
+INLINE = sys.maxsize  # the shared-memory threshold of a node placed elsewhere: none
+
+
+def _placed(placement: Placement) -> dict[str, Any]:
+    """``ProcessOptions`` of a node whose process its placement starts (on a Ray cluster)."""
+    from actorstage.transport._ray import RayPlacement
+
+    ray = placement.ray
+    return {"transport": "tcp", "placement": RayPlacement(
+        ray.address, num_cpus=ray.num_cpus, num_gpus=ray.num_gpus, resources=ray.resources,
+        runtime_env=ray.runtime_env, scheduling_strategy=ray.scheduling_strategy)}
 # No "-": the id ends the prefix of the session's shared-memory names, and one session's
 # prefix must never be the start of another's.
 _SESSION_ID = re.compile(r"[A-Za-z0-9_.]{1,64}")
@@ -204,6 +217,11 @@ class _Segments:
                 else:  # not added yet (its news comes on another process's link): gone now,
                     refs[name] = -1  # and the add that follows finds it so
                 unlink(name)
+
+
+def _local_process(node: PlannedNode) -> bool:
+    """A process node whose process is a child of ours (so shares this machine's memory)."""
+    return node.spec.executor == "process" and node.placement is None
 
 
 class _Port:
@@ -437,6 +455,10 @@ class NodeProxy(Actor):
         self.emitted_changed = asyncio.Event()
         self.ended = False
         self.got_last = False  # (direct_in) the worker has finished after the one before
+        self.inline: ItemCodec | None = None  # (placed) items encoded with no shared memory
+        if port.node.placement is not None:
+            codec = port.session.codec
+            self.inline = ItemCodec(INLINE, codec.writer, codec.reader, forward=False)
 
     def _policy(self) -> TemporaryPolicy:
         return TEMPORARY_POLICY
@@ -450,9 +472,10 @@ class NodeProxy(Actor):
         session = port.session
         settings = session.plan.settings
         planned = port.node
+        placed = planned.placement is not None  # maybe on another machine: no shared memory
         await session.protect()
         self.incarnation += 1
-        cursor = self.cursor = Cursor.create(
+        cursor = self.cursor = None if placed else Cursor.create(
             f"{session.prefix}c{port.index}-{self.incarnation}")
         main = ("", "")
         if planned.node_type.module == "__main__":
@@ -465,9 +488,10 @@ class NodeProxy(Actor):
         setup = WorkerSetup(
             node_id=planned.id, node_type=planned.spec.node_type, params=planned.spec.params,
             imports=modules, import_paths=list(settings.import_paths), main=main,
-            segment_prefix=f"{session.prefix}n{port.index}-", cursor=cursor.name,
-            marker=session.prefix + MARKER,
-            threshold=settings.shared_memory_threshold_bytes,
+            segment_prefix=f"{session.prefix}n{port.index}-",
+            cursor=cursor.name if cursor is not None else "",
+            marker="" if placed else session.prefix + MARKER,
+            threshold=INLINE if placed else settings.shared_memory_threshold_bytes,
             init_timeout=settings.init_timeout_secs,
             title=f"actorstage node {planned.id} ({session.plan.name} {session.id})",
             flush_every=min(FLUSH, settings.channel_capacity),
@@ -479,6 +503,7 @@ class NodeProxy(Actor):
             python=settings.python_executable,
             start_timeout=settings.init_timeout_secs + _BOOT_ALLOWANCE,
             max_frame_size=256 * 1024 * 1024,
+            **(_placed(planned.placement) if planned.placement is not None else {}),
         )
         self.emitted = 0
         from actorstage.actors._lifecycle import start_child
@@ -502,15 +527,22 @@ class NodeProxy(Actor):
             return
         inbox, session = port.inbox, port.session
         codec, segments = session.codec, session.segments
+        inline = self.inline
         while True:
             batch = await inbox.take(BATCH)
             if not batch:
                 break
-            out = WireBatch(codec.encode)
+            out = WireBatch(codec.encode if inline is None else inline.encode)
             add = out.add
             wires: list[WireItem | None] = []  # None: the item went as a plain value
             for _channel, item in batch:
                 if type(item) is WireItem:
+                    if item.shm and inline is not None:  # its payload goes in the message
+                        flat = inline.encode(codec.decode(item))
+                        codec.release(item)
+                        segments.drop(item.segment_names())
+                        wires.append(add(flat, flat))
+                        continue
                     wires.append(add(item, item))
                     continue
                 try:
@@ -794,9 +826,9 @@ class PipelineSession:
         if settings.on_node_crash == "fail":  # (under "continue" the proxies keep every item)
             for port in self.ports.values():
                 node = port.node
-                if node.spec.executor == "process" and len(node.outputs) == 1:
+                if _local_process(node) and len(node.outputs) == 1:
                     after = self.ports[node.outputs[0]]
-                    if after.node.spec.executor == "process" and after.node.inputs == (node.id,):
+                    if _local_process(after.node) and after.node.inputs == (node.id,):
                         port.direct_to = after
                         after.direct_in = True
         self._actor: ActorRef | None = None

@@ -170,7 +170,7 @@ class NodeWorker(Actor):
                               f"process; import its module (--import or runtime.toml imports)")
         self.node = entry.cls(entry.params(setup.params), setup.node_id)
         self.calls = Origins(self.node) if setup.origins else self.node
-        if setup.marker:
+        if setup.marker:  # (none: on another machine, maybe)
             self.marker = hold_marker(setup.marker)  # released when this process exits
         self.cursor = Cursor.attach(setup.cursor)
         self.codec = ItemCodec(setup.threshold, SegmentWriter(

@@ -202,9 +202,11 @@ class ProcessHost(Actor):
                 await self._launch(cell, options)
                 await self.started
         except TimeoutError:
+            why = self.proc.explain() if isinstance(self.proc, JoinedProcess) else ""
             await self._kill()
             what = (f"its process did not join within {options.start_timeout:g}s "
                     f"(ProcessOptions.start_timeout; placed by {options.placement!r})"
+                    f"{': ' + why if why else ''}"
                     if options.placement is not None and not self.pid else
                     f"the child process (pid {self.pid}) did not start within "
                     f"{options.start_timeout:g}s (ProcessOptions.start_timeout)")
@@ -302,7 +304,7 @@ class ProcessHost(Actor):
 
         ARENA.off = True  # it may be on another machine: payloads inline while this system runs
         cell.system._placed = True
-        bundle = dict(boot, joined=True, ppid=0)
+        bundle = dict(boot, joined=True, ppid=0, path=cell.path)
         for local in ("owner", "ancestors"):  # (what only a child of this machine uses)
             bundle.pop(local, None)
         try:
@@ -378,6 +380,13 @@ class ProcessHost(Actor):
         if conn is not None:
             return conn
         await self._drain_forwarders()
+        if isinstance(self.proc, JoinedProcess):  # (no pid yet, no output of its own here)
+            raise ActorCrashedError(
+                cell.path, "ProcessExited",
+                f"its process (placed by {cell.process.placement!r}) ended with status "
+                f"{self._status_text(self.proc.returncode)} before it connected (as one "
+                "does that the parent refuses, or that cannot verify the parent's "
+                "certificate); its own log says why", during="starting")
         raise ActorCrashedError(
             cell.path, "ProcessExited",
             f"the child process (pid {self.pid}) exited with status "

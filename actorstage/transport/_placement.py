@@ -114,6 +114,11 @@ class JoinedProcess:
     def terminate(self) -> None:
         self.kill()
 
+    def explain(self) -> str:
+        """What its launcher can say about why it has not joined yet (may be nothing)."""
+        explain = getattr(self.launched, "explain", None)
+        return str(explain()) if explain is not None else ""
+
     def kill(self) -> None:
         kill = getattr(self.launched, "kill", None)
         if kill is not None:

@@ -3,17 +3,17 @@
 Ray schedules, actorstage talks. The placement asks Ray for an actor with the
 requested resources (CPUs, GPUs, custom resources, a runtime environment, a
 scheduling strategy); Ray puts it on a node where they fit (or it waits, up
-to the process actor's ``start_timeout``). That Ray actor starts ``actorstage
-join`` as its own child process, with the join bundle in its environment, and
-waits on it; the process connects back to the parent over TCP (with TLS off
-loopback) and is from then on an ordinary process actor of the tree. Messages
-never go through Ray: they travel on actorstage's own link.
+to the process actor's ``start_timeout``). That Ray actor's worker process
+becomes the process actor's process: it runs ``join_main`` with the join
+bundle, connects back to the parent over TCP (with TLS off loopback), and is
+from then on an ordinary process actor of the tree. Messages never go
+through Ray: they travel on actorstage's own link.
 
-Its end is the Ray actor's: when the process stops, the Ray actor's call
-returns and the actor is released; when the Ray actor dies (``ray.kill``, its
-node lost), its child dies with it (a parent-death signal), the link drops,
-and the supervisor restarts the process actor by policy, for which Ray places
-a new Ray actor. A kill from actorstage is ``ray.kill``.
+Its end is the Ray actor's: when the actor stops, the Ray actor's call
+returns its status and the parent releases the Ray actor; when the Ray actor
+dies (``ray.kill``, its node lost), the process is gone with it, the link
+drops, and the supervisor restarts the process actor by policy, for which Ray
+places a new Ray actor. A kill from actorstage is ``ray.kill``.
 
 Ray is imported only here, when a placement starts a process.
 """
@@ -21,17 +21,17 @@ Ray is imported only here, when a placement starts a process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-import subprocess
 import sys
 from typing import Any
 
-from actorstage.transport._placement import ENV_JOIN, JoinedProcess
+from actorstage.transport._placement import JoinedProcess, decode_bundle
 
 __all__ = ["RayPlacement"]
 
-_HOSTS: dict[tuple[Any, ...], Any] = {}  # the remote class, by its options
+_HOST: list[Any] = []  # RayHost as a Ray actor class, made once
 
 
 class RayPlacement:
@@ -50,9 +50,11 @@ class RayPlacement:
         self.runtime_env = runtime_env
         self.scheduling_strategy = scheduling_strategy
 
+    def _wants(self) -> str:
+        return str({"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, **self.resources})
+
     def __repr__(self) -> str:
-        wants = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, **self.resources}
-        return f"RayPlacement({self.address or 'the connected cluster'}, {wants})"
+        return f"RayPlacement({self.address or 'the connected cluster'}, {self._wants()})"
 
     async def start(self, bundle: str) -> JoinedProcess:
         import ray
@@ -65,45 +67,74 @@ class RayPlacement:
                                    "runtime_env": self.runtime_env}
         if self.scheduling_strategy is not None:
             options["scheduling_strategy"] = self.scheduling_strategy
-        remote: Any = ray.remote(RayHost)
-        host = remote.options(**{key: value for key, value in options.items()
-                                 if value is not None}).remote()
-        return JoinedProcess(RayLaunched(host, host.run.remote(bundle, sys.path)))
+        if not _HOST:
+            _HOST.append(ray.remote(RayHost))
+        remote: Any = _HOST[0]
+        chosen = {key: value for key, value in options.items() if value is not None}
+        host = remote.options(**chosen).remote(decode_bundle(bundle).get("path", ""))
+        return JoinedProcess(RayLaunched(host, host.run.remote(bundle, sys.path),
+                                         self._wants()))
 
 
 class RayHost:
-    """The Ray actor that hosts a process actor's process: runs ``actorstage join`` as its
-    child (which dies with it) and returns its exit status."""
+    """The Ray actor that hosts a process actor: its worker process becomes the process
+    actor's process (no second interpreter to start), and ``run`` returns its exit status
+    when the actor has stopped."""
+
+    def __init__(self, title: str = "") -> None:
+        self.title = title
+
+    def __repr__(self) -> str:  # what the Ray dashboard and ``ray list actors`` show
+        return f"actorstage {self.title}" if self.title else "actorstage"
 
     def run(self, bundle: str, paths: list[str]) -> int:
-        env = dict(os.environ, **{ENV_JOIN: bundle, "ACTORSTAGE_DIE_WITH_PARENT": "1",
-                                  "ACTORSTAGE_RAY_NODE": self.node()})
-        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).strip(os.pathsep)
-        done = subprocess.run([sys.executable, "-m", "actorstage", "join"], env=env,
-                              stdin=subprocess.DEVNULL, check=False)
-        return done.returncode
-
-    def node(self) -> str:
         import ray
 
-        return str(ray.get_runtime_context().get_node_id())
+        from actorstage.transport._child import join_main
+
+        os.environ["ACTORSTAGE_RAY_NODE"] = str(ray.get_runtime_context().get_node_id())
+        sys.path.extend(path for path in paths if path not in sys.path)
+        with contextlib.suppress(ImportError):  # (what `ps` on its node shows)
+            import setproctitle
+
+            setproctitle.setproctitle(f"ray::actorstage {self.title}")
+        return join_main(bundle)
 
 
 class RayLaunched:
-    """What the parent holds of a Ray-placed process: its end, and a kill."""
+    """What the parent holds of a Ray-placed process: its end, a kill, and, while it has
+    not joined, whether Ray has placed it yet."""
 
-    def __init__(self, host: Any, running: Any) -> None:
+    def __init__(self, host: Any, running: Any, wants: str) -> None:
         self.host = host
         self.running = running
+        self.wants = wants
+        self.placed = asyncio.ensure_future(self._placed())
+
+    async def _placed(self) -> None:
+        with contextlib.suppress(Exception):  # (dead before it was placed: it never will be)
+            await self.host.__ray_ready__.remote()
+
+    def explain(self) -> str:
+        """Why it may not have joined yet, for the start timeout's error."""
+        if not self.placed.done():
+            return (f"Ray has not placed it: no node has {self.wants} free (Ray waits for "
+                    "them; `ray status` shows what the cluster has)")
+        return "Ray placed it, but it did not connect back (is the parent's address " \
+               "reachable from that node? ProcessOptions.host)"
 
     async def wait(self) -> int | None:
         try:
             status = await self.running
         except Exception:  # the Ray actor died (killed, its node lost): no status
             return None
+        finally:
+            self.placed.cancel()
+        self.kill()  # its worker process ran the actor: it ends with it
         return int(status)
 
     def kill(self) -> None:
         import ray
 
+        self.placed.cancel()
         ray.kill(self.host)

@@ -267,3 +267,48 @@ def test_a_taken_node_type_name_is_refused_and_the_same_class_may_register_again
     with pytest.raises(InvalidDefinitionError, match=(
             r"node type 'test.Double' is already registered for tests.pipelines.nodes.Double")):
         register_node("test.Double")(tests.pipelines.nodes.Tag)  # another class, same name
+
+
+def test_a_node_placement_is_named_in_runtime_toml_or_written_out_and_checked(
+        tmp_path: Path) -> None:
+    toml = tmp_path / "runtime.toml"
+    toml.write_text('[placements.gpu.ray]\naddress = "127.0.0.1:6379"\nnum_gpus = 1\n'
+                    'resources = {accelerator = 0.5}\nruntime_env = {env_vars = {A = "1"}}\n')
+    runtime = load_runtime_config(toml)
+    nodes = [
+        {"id": "named", "node_type": "IdentityNode", "executor": "process", "placement": "gpu"},
+        {"id": "written", "node_type": "IdentityNode", "executor": "process",
+         "placement": {"ray": {"num_cpus": 2, "resources": {"big": 1},
+                               "scheduling_strategy": "SPREAD"}}},
+        {"id": "native", "node_type": "IdentityNode"},
+    ]
+    plan = check_manifest(parse_manifest(json.dumps(doc(nodes=nodes, connections=[]))), runtime)
+    named, written = plan.nodes["named"].placement, plan.nodes["written"].placement
+    assert named is not None and named.ray.address == "127.0.0.1:6379"
+    assert named.ray.num_gpus == 1 and named.ray.resources == {"accelerator": 0.5}
+    assert written is not None and written.ray.num_cpus == 2
+    assert written.ray.scheduling_strategy == "SPREAD" and written.ray.address is None
+    assert plan.nodes["native"].placement is None
+
+    wrong = [
+        {"id": "a", "node_type": "IdentityNode", "placement": "gpu"},
+        {"id": "b", "node_type": "IdentityNode", "executor": "process", "placement": "gpus"},
+        {"id": "c", "node_type": "IdentityNode", "executor": "process",
+         "placement": {"ray": {"address": "10.0.0.1:6379", "runtime_env": {"pip": ["x"]},
+                               "num_cpus": -1}}},
+    ]
+    assert problems(doc(nodes=wrong, connections=[]), runtime) == [
+        "nodes[0].placement: only a process node is placed (executor: process)",
+        "nodes[1].placement: no placement 'gpus' in runtime.toml's [placements]; did you "
+        "mean 'gpu'? (it has: gpu)",
+        "nodes[2].placement.ray.address: is the operator's to set: name a placement of "
+        "runtime.toml ([placements.NAME.ray]) that has it",
+        "nodes[2].placement.ray.runtime_env: is the operator's to set: name a placement of "
+        "runtime.toml ([placements.NAME.ray]) that has it",
+        "nodes[2].placement.ray.num_cpus: must be >= 0, got -1.0",
+    ]
+    with pytest.raises(ManifestError, match=r"nodes\[0\]\.placement: Object contains unknown "
+                                            r"field `kubernetes`"):
+        parse_manifest(json.dumps(doc(connections=[], nodes=[
+            {"id": "a", "node_type": "IdentityNode", "executor": "process",
+             "placement": {"kubernetes": {}}}])))

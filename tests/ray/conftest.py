@@ -1,6 +1,6 @@
 """A real local Ray cluster for the module's tests: a head, and a second raylet with a
-custom resource (``node_b``), on this machine; shut down after the module, with none of
-its processes (nor any ``actorstage join`` under them) left."""
+custom resource (``node_b``), on this machine, on loopback; shut down after the module,
+with none of its processes (nor a Ray actor that hosted a process actor, after each test) left."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import pytest
 from tests.transport.conftest import descendants
 
 
-def _joined() -> set[int]:
-    """``actorstage join`` processes under this one (a Ray actor's children)."""
+def _hosts() -> set[int]:
+    """Ray worker processes under this one that host (or hosted) a process actor."""
     found = set()
     for pid in descendants():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as file:
-                command = file.read().split(b"\0")
+                command = file.read()
         except OSError:
             continue
-        if b"join" in command and any(part.endswith(b"actorstage") for part in command):
+        if command.startswith((b"ray::actorstage", b"ray::RayHost")):
             found.add(pid)
     return found
 
@@ -30,20 +30,14 @@ def _joined() -> set[int]:
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     pytest.importorskip("ray")
-    import ray
-    from ray.cluster_utils import Cluster
+    from actorstage.testing import ray_cluster
 
     before = descendants()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": {"head": 1}, "include_dashboard": False})
-    node_b = cluster.add_node(num_cpus=2, resources={"node_b": 1})
-    cluster.node_b = node_b.node_id  # type: ignore[attr-defined]
     try:
-        yield cluster
+        with ray_cluster({"node_b": {"node_b": 1}}) as cluster:
+            cluster.node_b = cluster.node_ids["node_b"]
+            yield cluster
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.shutdown()  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + 15
         while descendants() - before and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -51,9 +45,10 @@ def ray_cluster() -> Iterator[Any]:
 
 
 @pytest.fixture(autouse=True)
-def _no_joined_process_left() -> Iterator[None]:
+def _no_host_left() -> Iterator[None]:
+    """Every Ray actor that hosted a process actor of the test is gone after it."""
     yield
     deadline = time.monotonic() + 10
-    while _joined() and time.monotonic() < deadline:
+    while _hosts() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _joined(), f"actorstage join processes left: {_joined()}"
+    assert not _hosts(), f"Ray actors hosting process actors left: {_hosts()}"
