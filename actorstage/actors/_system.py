@@ -97,11 +97,14 @@ class ActorSystem(Spawner):
         process_defaults: The ``ProcessOptions`` that ``process=True`` means
             in this system, for example ``ProcessOptions(start="forkserver")``
             to start every process actor warm.
+        tls: The tree's CA for process actors over TCP with TLS, when it is given
+            (``TreeTls.from_ca(ca_cert, ca_key)``); by default the system makes one on
+            first need.
     """
 
     def __init__(
         self, name: str = "actorstage", *, mailbox_size: int = 1000, shutdown_timeout: float = 5.0,
-        process_defaults: ProcessOptions | None = None,
+        process_defaults: ProcessOptions | None = None, tls: TreeTls | None = None,
     ) -> None:
         if not isinstance(mailbox_size, int) or mailbox_size < 1:
             raise InvalidDefinitionError(
@@ -117,6 +120,12 @@ class ActorSystem(Spawner):
             if not isinstance(process_defaults, ProcessOptions):
                 raise InvalidDefinitionError(
                     f"process_defaults must be a ProcessOptions, got {process_defaults!r}")
+        if tls is not None:
+            from actorstage.transport._tls import TreeTls
+
+            if not isinstance(tls, TreeTls):
+                raise InvalidDefinitionError(
+                    f"tls must be a TreeTls (TreeTls.from_ca(ca_cert, ca_key)), got {tls!r}")
         self.process_defaults = process_defaults
         self.name = name
         self._mailbox_size = mailbox_size
@@ -127,7 +136,7 @@ class ActorSystem(Spawner):
         self._running = False
         self._guardian_cell: Cell | None = None
         self._bridges: dict[tuple[str, str, bool], BridgeServer] = {}
-        self._tls: TreeTls | None = None  # this process's certificate of the tree (TCP+TLS)
+        self._tls = tls  # this process's certificate of the tree (TCP+TLS), made on first need
         self._placed = False  # it placed a process elsewhere (payloads inline while it runs)
         self._bridge_lock: asyncio.Lock | None = None
         self._forkservers: dict[tuple[Any, ...], ForkServer] = {}

@@ -3,9 +3,10 @@ certificate per process, mutual verification.
 
 The root system makes the tree's CA (an EC P-256 key and a self-signed
 certificate, valid ``VALID_DAYS``) the first time a child needs TLS, and its
-own certificate. Each child is handed the CA and a certificate of its own in
-its boot (its stdin, or the join file of a child started elsewhere): never on
-a command line. Every bridge server asks for a client certificate and every
+own certificate; or it is given one (``ActorSystem(tls=TreeTls.from_ca(...))``).
+Each child is handed the CA and a certificate of its own in its boot (its
+stdin, or the join file of a child started elsewhere): never on a command
+line. Every bridge server asks for a client certificate and every
 client checks the server's, both against the tree's CA, so a process holds a
 connection only with members of its tree; the one-time secret (or join token)
 in the hello still says which child a connection is. A member's certificate is
@@ -77,6 +78,44 @@ class TreeTls:
                                           serialization.NoEncryption()), b"", b"")
         return authority.issue(name)
 
+    @classmethod
+    def from_ca(cls, ca_cert: bytes | str, ca_key: bytes | str,
+                name: str = "actorstage") -> TreeTls:
+        """A tree whose CA is given rather than made: ``ca_cert`` and its unencrypted
+        ``ca_key`` in PEM (say, an intermediate CA of your own PKI, kept for this tree),
+        and the certificate of its root process ``name``. Pass it as
+        ``ActorSystem(tls=...)``. ``InvalidDefinitionError`` when the certificate is not a
+        CA's, has expired, or the key is not its key."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        from actorstage.exceptions import InvalidDefinitionError
+
+        cert_pem = ca_cert.encode() if isinstance(ca_cert, str) else bytes(ca_cert)
+        key_pem = ca_key.encode() if isinstance(ca_key, str) else bytes(ca_key)
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            key = serialization.load_pem_private_key(key_pem, None)
+        except (ValueError, TypeError) as exc:
+            raise InvalidDefinitionError(f"the tree's CA: not a PEM certificate and "
+                                         f"unencrypted key ({exc})") from None
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+            is_ca = constraints.value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise InvalidDefinitionError(f"the tree's CA: {cert.subject.rfc4514_string()} is "
+                                         "not a CA's certificate (BasicConstraints ca=True)")
+        if cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+            raise InvalidDefinitionError(f"the tree's CA: {cert.subject.rfc4514_string()} "
+                                         f"expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+        public = serialization.PublicFormat.SubjectPublicKeyInfo
+        if key.public_key().public_bytes(serialization.Encoding.DER, public) != \
+                cert.public_key().public_bytes(serialization.Encoding.DER, public):
+            raise InvalidDefinitionError("the tree's CA: the key is not the certificate's key")
+        return cls(cert_pem, key_pem, b"", b"").issue(name)
+
     def issue(self, name: str) -> TreeTls:
         """The same CA, with a new certificate for the member ``name`` (a child)."""
         from cryptography import x509
@@ -93,7 +132,8 @@ class TreeTls:
                 .issuer_name(ca_cert.subject).public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(ca_cert.not_valid_after_utc)
+                .not_valid_after(min(ca_cert.not_valid_after_utc,
+                                     now + datetime.timedelta(days=VALID_DAYS)))
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                       ExtendedKeyUsageOID.CLIENT_AUTH]),

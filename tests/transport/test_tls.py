@@ -95,3 +95,55 @@ async def test_a_tls_bridge_refuses_another_tree_and_a_client_without_a_certific
         await arrived.aclose()
     finally:
         await server.aclose()
+
+
+def _own_ca() -> tuple[bytes, bytes]:
+    """A CA of the user's own PKI (RSA, a year), made apart from actorstage."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Corp actors CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+async def test_a_tree_runs_on_a_ca_it_is_given_and_a_wrong_one_is_refused() -> None:
+    import datetime
+
+    from cryptography import x509
+
+    ca_cert, ca_key = _own_ca()
+    tree = TreeTls.from_ca(ca_cert, ca_key.decode(), "ours")
+    assert tree.ca_cert == ca_cert
+    member = x509.load_pem_x509_certificate(tree.cert)
+    assert member.issuer == x509.load_pem_x509_certificate(ca_cert).subject
+    assert member.not_valid_after_utc <= datetime.datetime.now(datetime.UTC) + \
+        datetime.timedelta(days=31)  # members' certificates stay short-lived
+    async with ActorSystem(tls=tree) as system:
+        parent = await system.spawn(Parent, name="parent", process=TLS)
+        answer, address, pid = await parent.ask("through our CA")
+        assert answer == "through our CA" and address.startswith("tls:") and pid != os.getpid()
+        assert system._tls is tree
+
+    with pytest.raises(InvalidDefinitionError, match="is not a CA's certificate"):
+        TreeTls.from_ca(tree.cert, tree.key)  # a member's certificate is no CA
+    _other_cert, other_key = _own_ca()
+    with pytest.raises(InvalidDefinitionError, match="the key is not the certificate's key"):
+        TreeTls.from_ca(ca_cert, other_key)
+    with pytest.raises(InvalidDefinitionError, match="not a PEM certificate"):
+        TreeTls.from_ca(b"not a certificate", ca_key)
+    with pytest.raises(InvalidDefinitionError, match="tls must be a TreeTls"):
+        ActorSystem(tls="ca.pem")  # type: ignore[arg-type]
