@@ -180,6 +180,7 @@ class ChildEnd:
         )
         router = link.router = system._node()
         router.root_path, router.up = spec.path, link  # this node owns the actor's subtree
+        link.apart = bool(self.boot.get("joined"))  # (its parent may be on another machine)
         # Sockets are welcome here (a process that joined, maybe from another machine, takes
         # its messages through the tree: its doors would be unix sockets of its machine).
         router.direct = self.boot["transport"] != "stdio" and not self.boot.get("joined")

@@ -351,6 +351,7 @@ class ProcessHost(Actor):
         )
         link.out_cell = cell
         link.router = system._node()
+        link.apart = isinstance(proc, JoinedProcess)
         if _parent_mailbox(cell.parent):
             link.in_cell = cell.parent  # what the child sends its parent
         link.start()

@@ -150,6 +150,9 @@ class Link:
         self.last_received = self.loop.time()
         self.tasks: list[asyncio.Task[Any]] = []
         self.router: Router | None = None  # this process's node, for routed messages
+        # The process at the other end may be on another machine (it joined, or this one
+        # did): messages passed on to it carry their payloads inline, never slot names.
+        self.apart = False
         self.routed: dict[int, asyncio.Future[Any]] = {}  # routed asks that came in
         self.used = self.loop.time()  # when user traffic last went either way
         # routed tells: credits to send, those waiting for one, credits owed to the other side

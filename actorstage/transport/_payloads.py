@@ -24,7 +24,9 @@ that payloads travel inline.
 
 A node that only passes a message on (a routed message for a process
 further on) does not decode it (see ``_routing``): the slot is freed by the
-process that delivers it.
+process that delivers it. Except where the next process may be on another
+machine (it joined the tree, or this one did): there the message's payloads
+are read out of their slots and it goes on inline.
 """
 
 from __future__ import annotations

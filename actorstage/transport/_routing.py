@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actorstage import _shm
 from actorstage._metrics import meterable
 from actorstage._telemetry import traceable
 from actorstage.actors._cell import Outgoing
@@ -578,7 +579,14 @@ class Router:
         try:
             if (link_on is not None or (cell is not None and cell.process is not None)) and \
                     name not in _runtime_names():
-                message: Any = _Passing(name)  # it goes on, as it came (payloads stay put)
+                if _apart(cell, link_on) and _SLOT_NAME in body:
+                    # Its payloads are in this machine's shared memory, and the process it
+                    # goes to may not be: read out, they go inline (this process sends all
+                    # inline, as one that placed a process elsewhere, or was placed).
+                    message: Any = CODEC.decode(name, body)
+                    name, body = CODEC.encode(message)
+                else:
+                    message = _Passing(name)  # it goes on, as it came (payloads stay put)
             else:
                 message = CODEC.decode(name, body)
         except Exception as exc:
@@ -597,6 +605,17 @@ class Router:
             link.loop.call_later(timeout, _expire, reply, path)
         self.ask(path, name, body, message, reply, timeout, found)
         return reply
+
+
+_SLOT_NAME = f"{_shm.PREFIX}m".encode()  # how a payload's slot is named in a body
+
+
+def _apart(cell: Cell | None, link: Link | None) -> bool:
+    """Whether the next hop towards an actor is a process that may share no memory with
+    this one (on the link ``link``, or the process actor ``cell`` itself)."""
+    if link is None and cell is not None:
+        link = getattr(cell.actor, "link", None)
+    return link is not None and link.apart
 
 
 class _Passing:

@@ -48,11 +48,17 @@ class Where(Actor):
         if isinstance(message, tuple) and message[0] == "tell":
             await message[1].tell(("told from", os.getpid()))
             return None
+        if isinstance(message, tuple) and message[0] == "size":  # a large payload came
+            from actorstage.transport._payloads import ARENA
+
+            return len(message[1]), len(ARENA.mapped)  # (slots of others it had to map)
         return os.getpid(), os.environ.get("ACTORSTAGE_RAY_NODE", "")
 
 
 class Local(Actor):
     async def receive(self, message: Any) -> Any:
+        if isinstance(message, tuple):  # ("send", a ref, a size): a large payload to it
+            return await message[1].ask(("size", bytes(message[2])))
         return f"{message} a local actor, pid {os.getpid()}"
 
 
@@ -105,6 +111,10 @@ async def test_a_process_actor_runs_on_the_node_ray_chose_and_talks_both_ways(
         child_pid = system.tree().find("/user/child").pid  # type: ignore[union-attr]
         assert answer == f"who are you? a local actor, pid {child_pid}"
         assert child_pid not in (os.getpid(), pid)
+        # A payload large enough for shared memory, from the process actor here to the one
+        # Ray placed (through the parent): it arrives inline, as if on another machine.
+        assert await child.ask(("send", placed, 300_000)) == (300_000, 0)
+        assert await asker.ask(("size", bytes(300_000))) == (300_000, 0)  # from the parent
 
 
 async def test_ray_killing_the_host_restarts_the_actor_on_the_same_node(
