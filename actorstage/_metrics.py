@@ -39,16 +39,7 @@ RUNNERS: weakref.WeakSet[Any] = weakref.WeakSet()  # the open workflow runners
 SESSIONS: weakref.WeakSet[Any] = weakref.WeakSet()  # the pipeline sessions running
 HANDLED_BY_GONE: Counter[str] = Counter()  # messages handled by actors that stopped, by class
 DEAD_LETTERS_GONE: Counter[str] = Counter()  # dead letters of systems that closed, by reason
-_PATCHED: dict[type, Any] = {}
-_REF_CLASSES: list[type] = []
 
-
-def meterable(cls: type) -> type:
-    """Register a ref class whose asks are timed once metrics are on."""
-    _REF_CLASSES.append(cls)
-    if STATE.on:
-        _patch(cls)
-    return cls
 
 
 def sdk_configured() -> bool:
@@ -106,23 +97,23 @@ def enable() -> None:
         "actorstage.pipeline.node.duration", unit="s",
         description="Time a pipeline node took per item, one record per batch")
     if not STATE.on:
+        from actorstage._sends import switch
+
         STATE.on = True
-        for cls in _REF_CLASSES:
-            _patch(cls)
+        switch("metrics", _timed)
 
 
 def disable() -> None:
+    from actorstage._sends import switch
+
     STATE.on = False
-    for cls, original in _PATCHED.items():
-        cls.ask = original  # type: ignore[attr-defined]
-    _PATCHED.clear()
+    switch("metrics", None)
 
 
-def _patch(cls: type) -> None:
-    original = cls.__dict__.get("ask")
-    if original is None or cls in _PATCHED:
-        return
-    _PATCHED[cls] = original
+def _timed(name: str, original: Any) -> Any:
+    """An ``ask`` that records its duration (the other sends are left as they are)."""
+    if name != "ask":
+        return None
 
     async def ask(self: Any, message: Any) -> Any:
         began = time.perf_counter()
@@ -135,7 +126,7 @@ def _patch(cls: type) -> None:
                                       {"actorstage.actor.class": kind})
 
     ask.__doc__ = original.__doc__
-    cls.ask = ask  # type: ignore[attr-defined]
+    return ask
 
 
 # -- what is counted where it happens ---------------------------------------------------------

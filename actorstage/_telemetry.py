@@ -47,17 +47,8 @@ class _State:
 
 
 STATE = _State()
-_REF_CLASSES: list[type] = []
 _UNTRACED: dict[type, bool] = {}  # message classes of the runtime's own, never wrapped
-_ORIGINALS: dict[tuple[type, str], Any] = {}
 
-
-def traceable(cls: type) -> type:
-    """Register a ref class whose sends carry trace context once tracing is on."""
-    _REF_CLASSES.append(cls)
-    if STATE.tracing:
-        _patch(cls)
-    return cls
 
 
 def sdk_configured() -> bool:
@@ -95,25 +86,17 @@ def enable(*, tells: bool = True) -> None:
     STATE.tracer = trace.get_tracer("actorstage", __version__)
     STATE.tells = tells
     if not STATE.tracing:
+        from actorstage._sends import switch
+
         STATE.tracing = True
-        for cls in _REF_CLASSES:
-            _patch(cls)
+        switch("tracing", lambda name, method: _WRAPPERS[name](method))
 
 
 def disable() -> None:
+    from actorstage._sends import switch
+
     STATE.tracing = False
-    for (cls, name), original in _ORIGINALS.items():
-        setattr(cls, name, original)
-    _ORIGINALS.clear()
-
-
-def _patch(cls: type) -> None:
-    for name in ("tell", "tell_nowait", "ask"):
-        original = cls.__dict__.get(name)
-        if original is None or (cls, name) in _ORIGINALS:
-            continue
-        _ORIGINALS[(cls, name)] = original
-        setattr(cls, name, _WRAPPERS[name](original))
+    switch("tracing", None)
 
 
 def _wrap_async(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol
 
 from typing_extensions import ParamSpec, TypeVar, TypeVarTuple
 
-from actorstage._metrics import meterable
-from actorstage._telemetry import traceable
+from actorstage._sends import register as wrapped_sends
 from actorstage.exceptions import ActorstageError, MailboxFullError
 
 if TYPE_CHECKING:
@@ -130,5 +129,4 @@ class ActorRef(Generic[M, R]):
         return await reply
 
 
-traceable(ActorRef)  # (sends carry trace context once tracing is on: see _telemetry)
-meterable(ActorRef)  # (its asks are timed once metrics are on: see _metrics)
+wrapped_sends(ActorRef)  # (tracing and metrics wrap its sends when on: see _sends)

@@ -58,27 +58,33 @@ def child_main() -> None:
     if boot.get("transport") == "stdio":
         boot["fds"] = (os.dup(0), os.dup(1))
         os.dup2(2, 1)  # print() must not write into the transport
-    code = 0
+    code = 70
     try:
-        from actorstage._run import run
-        from actorstage._telemetry import child_setup
-
-        child_setup(boot.get("telemetry"))  # traced as the parent is, exported per OTEL_*
-
-        code = run(_serve, boot)
-    except BaseException as exc:
-        exit_code = _exit_code(exc)
-        if exit_code is None:
-            logging.getLogger("actorstage.transport").exception("child process failed")
-            exit_code = 70
-        code = exit_code
+        code = _serve_boot(boot, "child process")
     finally:
-        from actorstage._telemetry import child_shutdown
-
-        child_shutdown()  # (the spans still held go out before the process does)
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _serve_boot(boot: dict[str, Any], what: str) -> int:
+    """Serve the actor that ``boot`` describes in this process, traced as its parent is
+    (exported per ``OTEL_*``); its exit status: 70 for a failure, which is logged."""
+    from actorstage._telemetry import child_setup, child_shutdown
+
+    try:
+        from actorstage._run import run
+
+        child_setup(boot.get("telemetry"))
+        return run(_serve, boot)
+    except BaseException as exc:
+        code = _exit_code(exc)
+        if code is None:
+            logging.getLogger("actorstage.transport").exception("%s failed", what)
+            code = 70
+        return code
+    finally:
+        child_shutdown()  # (the spans still held go out before the process does)
 
 
 def join_main(bundle: str | None = None) -> int:
@@ -99,22 +105,9 @@ def join_main(bundle: str | None = None) -> int:
         sys.stderr.write(f"actorstage join: {exc}\n")
         return 2
     ARENA.off = True  # (its parent may be on another machine: no shared memory with it)
-    if os.environ.pop("ACTORSTAGE_DIE_WITH_PARENT", "") == "1":  # (a Ray actor's child)
+    if os.environ.pop("ACTORSTAGE_DIE_WITH_PARENT", "") == "1":  # (its launcher's child)
         die_with_parent(os.getppid())
-    from actorstage._run import run
-    from actorstage._telemetry import child_setup, child_shutdown
-
-    child_setup(boot.get("telemetry"))
-    try:
-        return run(_serve, boot)
-    except BaseException as exc:
-        code = _exit_code(exc)
-        if code is None:
-            logging.getLogger("actorstage.transport").exception("joined process failed")
-            code = 70
-        return code
-    finally:
-        child_shutdown()
+    return _serve_boot(boot, "joined process")
 
 
 def _exit_code(exc: BaseException) -> int | None:

@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from actorstage._metrics import meterable
 from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
-from actorstage._telemetry import traceable
+from actorstage._sends import register as wrapped_sends
 from actorstage.actors._cell import Outgoing, Receipt
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._timers import Timer
@@ -719,5 +718,4 @@ class ProcessRef(ActorRef):
             raise
 
 
-traceable(ProcessRef)
-meterable(ProcessRef)  # (its asks are timed once metrics are on: see _metrics)
+wrapped_sends(ProcessRef)  # (tracing and metrics wrap its sends when on: see _sends)

@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actorstage import _shm
-from actorstage._metrics import meterable
-from actorstage._telemetry import traceable
+from actorstage._sends import register as wrapped_sends
 from actorstage.actors._cell import Outgoing
 from actorstage.actors._ref import ActorRef
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, MailboxFullError
@@ -726,5 +725,4 @@ class RemoteRef(ActorRef):
             raise
 
 
-traceable(RemoteRef)
-meterable(RemoteRef)  # (its asks are timed once metrics are on: see _metrics)
+wrapped_sends(RemoteRef)  # (tracing and metrics wrap its sends when on: see _sends)

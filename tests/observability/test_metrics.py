@@ -130,3 +130,34 @@ async def test_metrics_are_off_without_an_sdk() -> None:
         assert ActorRef.ask.__qualname__ == "ActorRef.ask"
         actor = await system.spawn(Counting)
         assert await actor.ask(1) == 1
+
+
+async def test_tracing_and_metrics_switch_off_in_either_order(
+        metric_reader: Any, spans: Any) -> None:
+    from actorstage import _metrics, _sends, _telemetry
+    from actorstage.actors._ref import ActorRef
+
+    def timed() -> int:
+        points = _points(metric_reader).get("actorstage.ask.duration", ())
+        return sum(point.count for point in points
+                   if point.attributes.get("actorstage.actor.class") == "Counting")
+
+    async with ActorSystem() as system:  # (each switched on by its SDK)
+        assert _metrics.STATE.on and _telemetry.STATE.tracing
+        actor = await system.spawn(Counting)
+        before = timed()
+        await actor.ask(1)
+        assert timed() == before + 1
+        _telemetry.disable()  # tracing off first: asks stay timed
+        await actor.ask(2)
+        assert timed() == before + 2
+        assert ActorRef.tell is _sends._OWN[(ActorRef, "tell")]  # (tracing's wrapper gone)
+        _telemetry.enable()
+        _metrics.disable()  # now metrics off first: sends stay traced, asks untimed
+        with _telemetry.STATE.tracer.start_as_current_span("outer"):
+            await actor.ask(3)
+        assert timed() == before + 2
+        assert any(span.name.startswith("ask ") for span in spans.get_finished_spans())
+        _telemetry.disable()
+    for name in _sends.NAMES:
+        assert getattr(ActorRef, name) is _sends._OWN[(ActorRef, name)]
