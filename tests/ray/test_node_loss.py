@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from actorstage import ActorSystem, ChildSpec, ProcessOptions, Strategy, Supervisor
+from actorstage import ActorSystem, ProcessOptions
 from actorstage.transport import RayPlacement
+from tests.ray.conftest import cluster_of, restarted, supervised
 from tests.ray.test_placement import Where
-from tests.transport.conftest import descendants
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize(
     "anyio_backend", [pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio")])]
@@ -23,18 +22,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.parametrize(
 @pytest.fixture
 def two_pool_nodes() -> Iterator[Any]:
     """A head and two raylets that both offer the resource ``pool``."""
-    pytest.importorskip("ray")
-    from actorstage.testing import ray_cluster
-
-    before = descendants()
-    try:
-        with ray_cluster({"a": {"pool": 1}, "b": {"pool": 1}}, num_cpus=1) as cluster:
-            yield cluster
-    finally:
-        deadline = time.monotonic() + 15
-        while descendants() - before and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not descendants() - before, f"Ray left processes: {descendants() - before}"
+    with cluster_of({"a": {"pool": 1}, "b": {"pool": 1}}, num_cpus=1) as cluster:
+        yield cluster
 
 
 async def test_a_lost_node_restarts_the_actor_on_a_node_that_is_left(
@@ -53,19 +42,11 @@ async def test_a_lost_node_restarts_the_actor_on_a_node_that_is_left(
 
         following = asyncio.ensure_future(follow())
         await asyncio.sleep(0)
-        await system.spawn(Supervisor, name="app", strategy=Strategy.ONE_FOR_ONE,
-                           children=[ChildSpec("placed", Where, process=options)])
-        path = "/user/app/placed"
-        placed = system.lookup(path)
-        assert placed is not None
-        first_pid, first_node = await placed.ask("where")
+        placed, first_pid, first_node = await supervised(system, Where, options)
+        path = placed.path
         [lost] = [node for node in cluster.worker_nodes if node.node_id == first_node]
         cluster.remove_node(lost)  # its raylet and its workers: gone
-        for _ in range(600):
-            node = system.tree().find(path)
-            if node is not None and node.restarts == 1 and node.status.value == "running":
-                break
-            await asyncio.sleep(0.05)
+        await restarted(system, path)
         pid, node_id = await placed.ask("where")
         assert node_id != first_node and node_id in cluster.node_ids.values()
         assert pid not in (first_pid, os.getpid())

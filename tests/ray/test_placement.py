@@ -19,15 +19,13 @@ from actorstage import (
     Actor,
     ActorCrashedError,
     ActorSystem,
-    ChildSpec,
     ProcessOptions,
-    Strategy,
-    Supervisor,
 )
 from actorstage.pipelines import Node, Pipeline, RuntimeConfig, parse_manifest, register_node
 from actorstage.testing import Probe
 from actorstage.transport import RayPlacement
 from actorstage.workflows import ActionDef, Runner, StageDef, WorkflowDef
+from tests.ray.conftest import restarted, supervised
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize(
     "anyio_backend", [pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio")])]
@@ -123,19 +121,11 @@ async def test_ray_killing_the_host_restarts_the_actor_on_the_same_node(
 
     options = _on_node_b(ray_cluster, heartbeat_interval=0.2, heartbeat_timeout=3.0)
     async with ActorSystem() as system:
-        await system.spawn(Supervisor, name="app", strategy=Strategy.ONE_FOR_ONE,
-                           children=[ChildSpec("placed", Where, process=options)])
-        path = "/user/app/placed"
-        placed = system.lookup(path)
-        assert placed is not None
-        first_pid, first_node = await placed.ask("where")
+        placed, first_pid, first_node = await supervised(system, Where, options)
+        path = placed.path
         host: Any = placed._cell.actor  # (its ProcessHost)
         ray.kill(host.proc.launched.host)  # the Ray actor hosting its process
-        for _ in range(400):
-            node = system.tree().find(path)
-            if node is not None and node.restarts == 1 and node.status.value == "running":
-                break
-            await asyncio.sleep(0.05)
+        await restarted(system, path)
         pid, node_id = await placed.ask("where")
         assert pid != first_pid and node_id == first_node == ray_cluster.node_b
         await system.pause(placed)
@@ -170,8 +160,15 @@ async def test_a_placed_actor_is_cancelled_and_stopped_and_its_ray_actor_release
         cancelled, pid = await slow.ask("were you cancelled?")
         assert cancelled and pid == host.pid
         await system.stop(slow)
-        with pytest.raises(ray.exceptions.RayActorError):  # released once it stopped
-            await asyncio.wait_for(ray_actor.__ray_ready__.remote(), 20)
+        await asyncio.wait_for(host.proc.wait(), 20)  # its end: the Ray call returned
+        for _ in range(100):  # and its Ray actor is killed (ray.kill takes effect shortly)
+            try:
+                await asyncio.wait_for(ray_actor.__ray_ready__.remote(), 5)
+            except ray.exceptions.RayActorError:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the Ray actor that hosted it lives on after it stopped")
 
 
 async def test_what_does_not_fit_on_the_cluster_fails_at_its_start_timeout(
