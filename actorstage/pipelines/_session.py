@@ -93,6 +93,8 @@ def _placed(placement: Placement) -> dict[str, Any]:
     return {"transport": "tcp", "placement": RayPlacement(
         ray.address, num_cpus=ray.num_cpus, num_gpus=ray.num_gpus, resources=ray.resources,
         runtime_env=ray.runtime_env, scheduling_strategy=ray.scheduling_strategy)}
+
+
 # No "-": the id ends the prefix of the session's shared-memory names, and one session's
 # prefix must never be the start of another's.
 _SESSION_ID = re.compile(r"[A-Za-z0-9_.]{1,64}")

@@ -36,8 +36,9 @@ _HOST: list[Any] = []  # RayHost as a Ray actor class, made once
 
 class RayPlacement:
     """Where Ray should run a process actor (see the module's text). ``address``: the
-    cluster (``ray.init``'s; ``None``: the one this process is connected to, or
-    ``RAY_ADDRESS``); the rest are Ray's actor options."""
+    cluster (``ray.init``'s; ``None``: the one this process is connected to, else Ray's
+    own rule: ``$RAY_ADDRESS``, else a new local instance); the rest are Ray's actor
+    options."""
 
     def __init__(self, address: str | None = None, *, num_cpus: float = 1,
                  num_gpus: float = 0, resources: dict[str, float] | None = None,
@@ -111,15 +112,21 @@ class RayLaunched:
         self.wants = wants
         self.placed = asyncio.ensure_future(self._placed())
 
-    async def _placed(self) -> None:
-        with contextlib.suppress(Exception):  # (dead before it was placed: it never will be)
+    async def _placed(self) -> bool:
+        try:
             await self.host.__ray_ready__.remote()
+        except Exception:  # (dead before it was placed: it never will be)
+            return False
+        return True
 
     def explain(self) -> str:
         """Why it may not have joined yet, for the start timeout's error."""
-        if not self.placed.done():
+        placed = self.placed
+        if not placed.done() or placed.cancelled():
             return (f"Ray has not placed it: no node has {self.wants} free (Ray waits for "
                     "them; `ray status` shows what the cluster has)")
+        if not placed.result():
+            return "its Ray actor died before Ray placed it"
         return "Ray placed it, but it did not connect back (is the parent's address " \
                "reachable from that node? ProcessOptions.host)"
 
@@ -130,7 +137,8 @@ class RayLaunched:
             return None
         finally:
             self.placed.cancel()
-        self.kill()  # its worker process ran the actor: it ends with it
+        with contextlib.suppress(Exception):  # (Ray may be shut down by now)
+            self.kill()  # its worker process ran the actor: it ends with it
         return int(status)
 
     def kill(self) -> None:
