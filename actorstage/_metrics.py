@@ -41,7 +41,6 @@ HANDLED_BY_GONE: Counter[str] = Counter()  # messages handled by actors that sto
 DEAD_LETTERS_GONE: Counter[str] = Counter()  # dead letters of systems that closed, by reason
 
 
-
 def sdk_configured() -> bool:
     metrics = sys.modules.get("opentelemetry.metrics")
     if metrics is None:

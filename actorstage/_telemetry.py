@@ -50,7 +50,6 @@ STATE = _State()
 _UNTRACED: dict[type, bool] = {}  # message classes of the runtime's own, never wrapped
 
 
-
 def sdk_configured() -> bool:
     """Whether an OpenTelemetry tracer provider is set in this process (without importing
     OpenTelemetry when nothing did)."""

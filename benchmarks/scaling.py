@@ -15,17 +15,12 @@ import sys
 import time
 from typing import Any
 
-from actorstage import Actor, ActorSystem, ProcessOptions, run
-from benchmarks.process import ask_p50
+from actorstage import ActorSystem, ProcessOptions, run
+from benchmarks.process import Echo, ask_p50  # (the subject of process_ask too)
 
 ROUNDS = 5
 ASKS = 2000
 WANTS: dict[str, Any] = {"num_cpus": 0.5, "resources": {"node_b": 0.1}}
-
-
-class Echo(Actor):
-    async def receive(self, message: Any) -> Any:
-        return message
 
 
 class RayEcho:

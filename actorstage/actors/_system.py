@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from actorstage.transport._guard import Guard
     from actorstage.transport._options import ProcessOptions
     from actorstage.transport._routing import Router
-    from actorstage.transport._server import BridgeServer
+    from actorstage.transport._server import BridgeServer, Expected
     from actorstage.transport._spares import SparePool
     from actorstage.transport._tls import TreeTls
 
@@ -274,6 +274,19 @@ class ActorSystem(Spawner):
 
             self._tls = TreeTls.create(self.name)
         return self._tls
+
+    async def _expect_child(self, options: ProcessOptions, boot: dict[str, Any],
+                            name: str) -> tuple[BridgeServer, Expected]:
+        """The bridge a child about to start connects to, and the one-time token and secret
+        it says hello with; both go into its ``boot``, with (over TLS) its own certificate
+        of the tree, issued to ``name``, and the CA, to certify its own children."""
+        bridge = await self._bridge(options.transport, options.host,
+                                    options.handshake_timeout, options.use_tls)
+        expected = bridge.expect(options.max_frame_size)
+        boot.update(address=bridge.address, token=expected.token, secret=expected.secret)
+        if options.use_tls:
+            boot["tls"] = self._tree_tls().issue(name).to_boot()
+        return bridge, expected
 
     async def _bridge(self, transport: str, host: str, handshake_timeout: float,
                       tls: bool = False) -> BridgeServer:

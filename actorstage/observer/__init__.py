@@ -62,6 +62,7 @@ class Observer:
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
 
+
 for _name in ("aiohttp_observer", "observer_app"):
     globals()[_name].__module__ = __name__
 del _name

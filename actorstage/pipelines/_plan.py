@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from dataclasses import dataclass
 from typing import Any
@@ -163,11 +162,9 @@ def _placement(spec: NodeSpec, where: str, runtime: RuntimeConfig | None,
     if isinstance(placement, str):
         named = runtime.placements if runtime is not None else {}
         if placement not in named:
-            close = difflib.get_close_matches(placement, list(named), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(Problem(where, (
-                f"no placement {placement!r} in runtime.toml's [placements]{hint} (it has: "
-                f"{', '.join(sorted(named)) or 'none'})")))
+            problems.append(Problem(where, unknown_name(
+                "placement", placement, named, source="runtime.toml's [placements] has",
+                advice="")))
             return None
         placement = named[placement]
     else:

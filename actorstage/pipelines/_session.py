@@ -530,16 +530,17 @@ class NodeProxy(Actor):
         inbox, session = port.inbox, port.session
         codec, segments = session.codec, session.segments
         inline = self.inline
+        encode = (inline or codec).encode
         while True:
             batch = await inbox.take(BATCH)
             if not batch:
                 break
-            out = WireBatch(codec.encode if inline is None else inline.encode)
+            out = WireBatch(encode)
             add = out.add
             wires: list[WireItem | None] = []  # None: the item went as a plain value
             for _channel, item in batch:
                 if type(item) is WireItem:
-                    if item.shm and inline is not None:  # its payload goes in the message
+                    if inline is not None and item.shm:  # its payload goes in the message
                         flat = inline.encode(codec.decode(item))
                         codec.release(item)
                         segments.drop(item.segment_names())

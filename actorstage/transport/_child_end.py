@@ -132,10 +132,9 @@ class ChildEnd:
         self.reported = False
         self.signals: asyncio.Queue[SignalKind] = asyncio.Queue()
         self.owner_fd: int | None = None  # a pidfd of the parent process, to see it die
+        self.tls: TreeTls | None = None  # this process's certificate of the tree, if TCP+TLS
         with contextlib.suppress(AttributeError, OSError, KeyError):
             self.owner_fd = os.pidfd_open(int(boot["owner"]))
-
-    tls: TreeTls | None = None  # this process's certificate of the tree, if TCP+TLS
 
     async def run(self) -> int:
         conn = await self._connect()

@@ -250,12 +250,7 @@ class ProcessHost(Actor):
                                 "link_idle": options.link_idle_timeout,
                                 "ancestors": lineage()}
         if options.transport != "stdio":
-            self.server = server = await system._bridge(
-                options.transport, options.host, options.handshake_timeout, options.use_tls)
-            self.expected = expected = server.expect(options.max_frame_size)
-            boot.update(address=server.address, token=expected.token, secret=expected.secret)
-            if options.use_tls:  # its own certificate of the tree (and the CA, to certify its own)
-                boot["tls"] = system._tree_tls().issue(cell.path).to_boot()
+            self.server, self.expected = await system._expect_child(options, boot, cell.path)
         if options.placement is not None:
             await self._join(cell, options, boot)
             return

@@ -52,8 +52,9 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
             on the network could read and inject the traffic).
         placement: Where the child's process comes from when the parent does
             not start it: ``JoinPlacement(launch)`` (a process started by
-            something else joins; see the scaling-out guide). Needs
-            ``"tcp"`` and ``start="spawn"``.
+            something else joins) or ``RayPlacement(...)`` (a Ray actor on a
+            cluster; see the scaling-out guide). Needs ``"tcp"`` and
+            ``start="spawn"``.
         command: Your own entry point instead of ``python -m
             actorstage.transport``: a program that calls
             ``actorstage.child_main()`` first thing.
@@ -152,7 +153,6 @@ class ProcessOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidDefinitionError(
                 f"ProcessOptions.max_frame_size must be an int >= 1024, got {self.max_frame_size!r}"
             )
-
 
     @property
     def use_tls(self) -> bool:

@@ -108,13 +108,7 @@ class SparePool:
                 "link_idle": options.link_idle_timeout, "ancestors": lineage(), "spare": True}
             bridge = expected = None
             if options.transport != "stdio":
-                bridge = await system._bridge(options.transport, options.host,
-                                              options.handshake_timeout, options.use_tls)
-                expected = bridge.expect(options.max_frame_size)
-                boot.update(address=bridge.address, token=expected.token,
-                            secret=expected.secret)
-                if options.use_tls:  # (a certificate of the tree of its own, as any child)
-                    boot["tls"] = system._tree_tls().issue("spare").to_boot()
+                bridge, expected = await system._expect_child(options, boot, "spare")
             proc = await server.fork(dict(request, boot=msgspec.json.encode(boot)),
                                      options.max_frame_size + 1024)
             if guard is not None:

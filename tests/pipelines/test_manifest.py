@@ -299,8 +299,8 @@ def test_a_node_placement_is_named_in_runtime_toml_or_written_out_and_checked(
     ]
     assert problems(doc(nodes=wrong, connections=[]), runtime) == [
         "nodes[0].placement: only a process node is placed (executor: process)",
-        "nodes[1].placement: no placement 'gpus' in runtime.toml's [placements]; did you "
-        "mean 'gpu'? (it has: gpu)",
+        "nodes[1].placement: unknown placement 'gpus'; did you mean 'gpu'? (runtime.toml's "
+        "[placements] has: gpu)",
         "nodes[2].placement.ray.address: is the operator's to set: name a placement of "
         "runtime.toml ([placements.NAME.ray]) that has it",
         "nodes[2].placement.ray.runtime_env: is the operator's to set: name a placement of "

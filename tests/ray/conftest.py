@@ -73,6 +73,8 @@ async def restarted(system: Any, path: str) -> None:
         if node is not None and node.restarts == 1 and node.status.value == "running":
             return
         await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} did not run again after a restart within 30 s: "
+                         f"{system.tree().find(path)}")
 
 
 @pytest.fixture(autouse=True)

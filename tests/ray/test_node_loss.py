@@ -3,11 +3,11 @@ and restarts it by policy, and Ray places the new incarnation on a node that is 
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 from actorstage import ActorSystem, ProcessOptions
@@ -32,16 +32,7 @@ async def test_a_lost_node_restarts_the_actor_on_a_node_that_is_left(
     options = ProcessOptions(transport="tcp", start_timeout=60, heartbeat_interval=0.2,
                              heartbeat_timeout=3.0, placement=RayPlacement(
                                  cluster.address, num_cpus=0.5, resources={"pool": 0.5}))
-    async with ActorSystem() as system:
-        events: list[Any] = []
-
-        async def follow() -> None:
-            async with system.tree_events.subscribe() as stream:
-                async for event in stream:
-                    events.append(event)
-
-        following = asyncio.ensure_future(follow())
-        await asyncio.sleep(0)
+    async with ActorSystem() as system, system.tree_events.subscribe() as stream:
         placed, first_pid, first_node = await supervised(system, Where, options)
         path = placed.path
         [lost] = [node for node in cluster.worker_nodes if node.node_id == first_node]
@@ -50,6 +41,11 @@ async def test_a_lost_node_restarts_the_actor_on_a_node_that_is_left(
         pid, node_id = await placed.ask("where")
         assert node_id != first_node and node_id in cluster.node_ids.values()
         assert pid not in (first_pid, os.getpid())
-        following.cancel()
+        events: list[Any] = []  # what the tree reported, up to its restart
+        with anyio.fail_after(10):
+            async for event in stream:
+                events.append(event)
+                if event.kind == "restarted" and event.path == path:
+                    break
         [crash] = [event for event in events if event.kind == "crashed"]
         assert crash.path == path and crash.pid == first_pid and crash.error, crash

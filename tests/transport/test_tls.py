@@ -16,6 +16,7 @@ from actorstage.exceptions import InvalidDefinitionError
 from actorstage.transport._dial import dial
 from actorstage.transport._server import BridgeServer
 from actorstage.transport._tls import TreeTls
+from tests.certificates import self_signed
 
 pytestmark = pytest.mark.anyio
 TLS = ProcessOptions(transport="tcp", tls=True)
@@ -101,23 +102,8 @@ def _own_ca() -> tuple[bytes, bytes]:
     """A CA of the user's own PKI (RSA, a year), made apart from actorstage."""
     import datetime
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example Corp actors CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    return self_signed("Example Corp actors CA", lifetime=datetime.timedelta(days=365),
+                       rsa=True, path_length=0)
 
 
 async def test_a_tree_runs_on_a_ca_it_is_given_and_a_wrong_one_is_refused() -> None:
