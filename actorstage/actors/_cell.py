@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from actorstage.actors._tasks import TaskOwner
 
 __all__ = [
-    "RUNNING", "STARTING", "STOPPED", "STOPPING", "SUSPENDED", "Cell", "Outgoing", "Receipt",
-    "act_as", "acting_cell",
+    "RUNNING", "STARTING", "STOPPED", "STOPPING", "SUSPENDED", "Answer", "Cell", "Outgoing",
+    "Receipt", "act_as", "acting_cell",
 ]
 
 log = logging.getLogger("actorstage")
@@ -101,6 +101,35 @@ class Receipt:
         self.when_dropped = when_dropped
 
 
+class Answer(asyncio.Future[Any]):
+    """The reply slot of an ask from another process: ``then(self)`` runs once it is settled.
+
+    It runs in the step that settles it (a result, an error or a cancellation),
+    not a loop iteration later as a done callback would, so the bridge sends
+    the reply on its way before the handler's task goes on.
+    """
+
+    __slots__ = ("then",)
+
+    def __init__(self, then: Callable[[Answer], None], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.then = then
+
+    def set_result(self, result: Any, /) -> None:
+        super().set_result(result)
+        self.then(self)
+
+    def set_exception(self, exception: type | BaseException, /) -> None:
+        super().set_exception(exception)
+        self.then(self)
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self.then(self)
+        return True
+
+
 class Outgoing:
     """A message for an actor in another process, already encoded by the sender."""
 
@@ -122,8 +151,8 @@ class _Rare:
     """
 
     __slots__ = ("child_owner", "exit_error", "exit_reason", "idle_waiters", "lane",
-                 "lane_running", "lock", "reserved", "restart_log", "restarts",
-                 "shutdown_timeout", "stop_waiters", "timers", "watchers", "watching")
+                 "lane_running", "lock", "restart_log", "restarts", "shutdown_timeout",
+                 "starting", "stop_waiters", "timers", "watchers", "watching")
 
     # (What Cell's _RareFields and properties read; the hottest paths read them directly.)
     child_owner: TaskOwner | None
@@ -133,10 +162,10 @@ class _Rare:
     lane: deque[Callable[[], Awaitable[None]]] | None
     lane_running: bool
     lock: asyncio.Lock | None
-    reserved: set[str] | None
     restart_log: Any
     restarts: int
     shutdown_timeout: Any
+    starting: dict[str, Cell] | None
     stop_waiters: list[asyncio.Future[None]] | None
     timers: set[Timer | asyncio.TimerHandle] | None
     watchers: dict[Cell, None] | None
@@ -224,7 +253,8 @@ class Cell:
     lane: _RareField[deque[Callable[[], Awaitable[None]]] | None] = _RareField("lane")
     lane_running: _RareField[bool] = _RareField("lane_running")
     lock: _RareField[asyncio.Lock | None] = _RareField("lock")
-    reserved: _RareField[set[str] | None] = _RareField("reserved")  # names of children starting
+    # children whose start has not completed (they join ``children`` once it has)
+    starting: _RareField[dict[str, Cell] | None] = _RareField("starting")
     restart_log: _RareField[Any] = _RareField("restart_log")
     restarts: _RareField[int] = _RareField("restarts")
     timers: _RareField[set[Timer | asyncio.TimerHandle] | None] = _RareField("timers")
@@ -469,8 +499,11 @@ class Cell:
                             reply.set_exception(error.with_cause(exc))
                         self._handler_failed(exc, incarnation, error)
                         return
-                    except BaseException:
-                        if not reply.done():
+                    except BaseException as exc:
+                        # (SystemExit in a process actor's handler ends its process: the ask
+                        # from the parent stays unanswered, and the parent reports how it ended)
+                        if not reply.done() and (reply.__class__ is not Answer or
+                                                 isinstance(exc, asyncio.CancelledError)):
                             reply.set_exception(ActorDeadError(self.path, "stopped while handling"))
                         raise
                     self.current = None

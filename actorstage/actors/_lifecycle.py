@@ -100,8 +100,8 @@ async def start_child(
         name = system._auto_name(factory)
     else:
         validate_name(name)
-    reserved = parent.reserved
-    if name in parent.children or (reserved is not None and name in reserved):
+    starting = parent.starting
+    if name in parent.children or (starting is not None and name in starting):
         raise InvalidDefinitionError(
             f"an actor named {name!r} already runs under {parent.path!r}; "
             "names are unique among siblings"
@@ -121,13 +121,13 @@ async def start_child(
         cell.process = options
         if not factory._owns_tasks:
             cell.ref = ProcessRef._from_cell(cell)
-    if reserved is None:
-        reserved = parent.reserved = set()
-    reserved.add(name)
+    if starting is None:
+        starting = parent.starting = {}
+    starting[name] = cell  # (found there by messages routed to it from other processes)
     try:
         await start_instance(cell, "starting")
     finally:
-        reserved.discard(name)
+        del starting[name]
     if not parent.accepting:
         await shutdown(cell, ExitReason.SHUTDOWN)
         raise ActorDeadError(parent.path, parent.dead_reason())

@@ -18,7 +18,7 @@ from h2.exceptions import H2Error
 
 from actorstage._proto.actorstage.v1 import Envelope
 from actorstage.transport._codec import FrameError, decode_frame, encode_frame
-from actorstage.transport._grpc import MessageTooLarge, read_message
+from actorstage.transport._grpc import MessageTooLarge, read_message, write_message
 
 __all__ = ["Conn", "ConnectionLost", "GrpcConn", "StdioConn"]
 
@@ -74,7 +74,7 @@ class GrpcConn:
 
     async def send(self, envelopes: list[Envelope], packed: bytes) -> None:
         try:
-            await self._stream.send_message(encode_frame(envelopes, packed))
+            await write_message(self._stream, encode_frame(envelopes, packed))
         except _LOST as exc:
             raise ConnectionLost(f"sending failed: {exc!r}") from exc
         except RuntimeError as exc:  # uvloop: "unable to perform operation on <... closed=True>"

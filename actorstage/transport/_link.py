@@ -25,7 +25,7 @@ import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -33,7 +33,7 @@ import msgspec
 
 from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
 from actorstage._sends import register as wrapped_sends
-from actorstage.actors._cell import Outgoing, Receipt
+from actorstage.actors._cell import Answer, Outgoing, Receipt
 from actorstage.actors._ref import ActorRef
 from actorstage.actors._timers import Timer
 from actorstage.exceptions import (
@@ -105,6 +105,40 @@ def error_from_body(body: RemoteErrorBody) -> BaseException:
                              during=body.during)
 
 
+class _Yield:
+    """Yields one given value to the running task: what a suspended coroutine yielded."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield self.value
+
+
+async def resume(coro: Coroutine[Any, Any, Any], waits_on: Any) -> Any:
+    """Run the rest of ``coro``, begun outside any task, which yielded ``waits_on``.
+
+    The running task waits on what the coroutine waits on (a future, or
+    ``None`` for a bare yield) and passes its outcome, cancellation included,
+    back in, as if it had run ``coro`` from the start.
+    """
+    while True:
+        try:
+            await _Yield(waits_on)
+        except BaseException as exc:  # (a cancellation too: the coroutine sees it where it waits)
+            try:
+                waits_on = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            waits_on = coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+
+
 class Link:
     """The bridge protocol over one connection, for one process actor."""
 
@@ -146,6 +180,7 @@ class Link:
         self.credit_due = 0
         self.idle: asyncio.Future[None] | None = None
         self.flushed: list[asyncio.Future[None]] = []
+        self.resume: tuple[Coroutine[Any, Any, None], Any] | None = None  # see send_now
         self.last_received = self.loop.time()
         self.tasks: list[asyncio.Task[Any]] = []
         self.router: Router | None = None  # this process's node, for routed messages
@@ -220,7 +255,10 @@ class Link:
         self.credits = credits
         if not queue and not cell.waiters:
             cell.queue = None
-        self.kick()
+        if len(self.pending) == 1 and len(entries) == 1 and entries[0][0] == ASK:
+            self.send_now()  # a lone ask: someone waits for its reply
+        else:
+            self.kick()
 
     def send_tell(self, out: Outgoing) -> bool:
         """Send a tell at once if a credit allows; the caller checked nothing is queued."""
@@ -276,7 +314,10 @@ class Link:
             reply.add_done_callback(lambda done: self._route_gave_up(ident, done))
         self.entries.append((ROUTE_ASK if reply is not None else ROUTE_TELL, ident, path,
                              packed, timeout))
-        self.kick()
+        if reply is not None and len(self.pending) == 1:
+            self.send_now()  # a lone ask
+        else:
+            self.kick()
         return None
 
     def _route_credited(self, count: int) -> None:
@@ -336,7 +377,10 @@ class Link:
                 self.entries.append((REPLY, ident, name, msgspec.Raw(body), 0.0))
         if error is not None:
             self.entries.append((ERROR, ident, "", self._encode_error(error), 0.0))
-        self.kick()
+        if self.routed:
+            self.kick()
+        else:
+            self.send_now()  # the answer to a lone ask
 
     def cancel_ask(self, ask_id: int) -> None:
         """The asker gave up: tell the other side, which cancels the handler."""
@@ -344,12 +388,49 @@ class Link:
             self.entries.append((CANCEL, ask_id, "", _EMPTY, 0.0))
             self.kick()
 
+    def send_now(self) -> None:
+        """Write what is queued from the caller's own step, if the writer sleeps.
+
+        For a lone ask and its reply, whose round trip would otherwise wait a
+        loop iteration on each side for the writer to wake. Under load the
+        writer is awake or woken already, and batches as before. grpclib
+        writes without waiting while its connection is writable and the
+        stream's window open; when it must wait, the writer finishes the
+        send before it writes anything else.
+        """
+        idle = self.idle
+        if idle is None or idle.done() or self.closed:
+            self.kick()
+            return
+        sending = self.conn.send(*self._frame())
+        try:
+            waits_on = sending.send(None)
+        except StopIteration:
+            return
+        except ConnectionLost as exc:
+            self.lose(str(exc))
+            return
+        self.resume = (sending, waits_on)
+        idle.set_result(None)
+
+    def _frame(self) -> tuple[list[Envelope], bytes]:
+        """Everything queued, taken for one frame: its envelopes and packed entries."""
+        entries, self.entries = self.entries, []
+        if self.credit_due:
+            entries.append((CREDIT, self.credit_due, "", _EMPTY, 0.0))
+            self.credit_due = 0
+        if self.route_credit_due:
+            entries.append((ROUTE_CREDIT, self.route_credit_due, "", _EMPTY, 0.0))
+            self.route_credit_due = 0
+        controls, self.controls = self.controls, []
+        return controls, pack(entries) if entries else b""
+
     async def _write(self) -> None:
         conn = self.conn
         try:
             while True:
                 if not (self.entries or self.controls or self.credit_due
-                        or self.route_credit_due):
+                        or self.route_credit_due or self.resume):
                     flushed, self.flushed = self.flushed, []
                     for waiter in flushed:
                         if not waiter.done():
@@ -357,15 +438,12 @@ class Link:
                     self.idle = self.loop.create_future()
                     await self.idle
                     self.idle = None
-                entries, self.entries = self.entries, []
-                if self.credit_due:
-                    entries.append((CREDIT, self.credit_due, "", _EMPTY, 0.0))
-                    self.credit_due = 0
-                if self.route_credit_due:
-                    entries.append((ROUTE_CREDIT, self.route_credit_due, "", _EMPTY, 0.0))
-                    self.route_credit_due = 0
-                controls, self.controls = self.controls, []
-                await conn.send(controls, pack(entries) if entries else b"")
+                if self.resume is not None:  # a send begun by send_now had to wait
+                    sending, waits_on = self.resume
+                    self.resume = None
+                    await resume(sending, waits_on)
+                    continue
+                await conn.send(*self._frame())
         except ConnectionLost as exc:
             self.lose(str(exc))
 
@@ -533,12 +611,11 @@ class Link:
                 self.credit_due += 1
                 cell.dead_letter(message, None, cell.dead_reason())
             return
-        reply: asyncio.Future[Any] = self.loop.create_future()
+        reply = Answer(lambda future: self._answer(ident, future), self.loop)
         timer = None
         if timeout > 0:
             timer = self.loop.call_later(timeout, cell.abandon, reply)
         self.inbound[ident] = (reply, timer)
-        reply.add_done_callback(lambda future: self._answer(ident, future))
         if cell.accepting:
             cell.append(message, reply)
         else:
@@ -571,7 +648,10 @@ class Link:
                 self.entries.append((ERROR, ident, "", self._encode_error(problem), 0.0))
             else:
                 self.entries.append((REPLY, ident, name, msgspec.Raw(body), 0.0))
-        self.kick()
+        if self.inbound:
+            self.kick()
+        else:
+            self.send_now()  # the answer to a lone ask
 
     def _encode_error(self, error: BaseException) -> msgspec.Raw:
         return msgspec.Raw(_error_encoder.encode(error_body(error, self.path)))

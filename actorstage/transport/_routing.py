@@ -34,7 +34,7 @@ import msgspec
 
 from actorstage import _shm
 from actorstage._sends import register as wrapped_sends
-from actorstage.actors._cell import Outgoing
+from actorstage.actors._cell import Answer, Outgoing
 from actorstage.actors._ref import ActorRef
 from actorstage.exceptions import ActorCrashedError, ActorDeadError, MailboxFullError
 from actorstage.transport._codec import RemoteErrorBody
@@ -184,8 +184,11 @@ class Router:
         rest = path[len(guardian.path):].strip("/").split("/") if path != guardian.path else []
         for index, part in enumerate(rest):
             child = cell.children.get(part)
-            if child is None:
-                return None, None
+            if child is None:  # one starting is there too: what reaches it waits, as here
+                starting = cell.starting
+                child = starting.get(part) if starting else None
+                if child is None:
+                    return None, None
             cell = child
             if cell.process is not None and index < len(rest) - 1:  # deeper: its process
                 link = getattr(cell.actor, "link", None)
@@ -598,8 +601,7 @@ class Router:
         if not ident:
             self.tell(path, name, body, message, link.route_receipt, found=found)
             return None
-        reply: asyncio.Future[Any] = link.loop.create_future()
-        reply.add_done_callback(lambda done: link.answer_route(ident, done, None))
+        reply = Answer(lambda done: link.answer_route(ident, done, None), link.loop)
         if timeout > 0:
             link.loop.call_later(timeout, _expire, reply, path)
         self.ask(path, name, body, message, reply, timeout, found)

@@ -34,6 +34,7 @@ from tests.transport.actors import (
     Config,
     Counter,
     FailsToStart,
+    Mirror,
     Packed,
     PackedTagged,
     Parent,
@@ -62,6 +63,22 @@ async def test_tell_and_ask_reach_an_actor_in_another_process() -> None:
         assert await ref.ask("seen") == list(range(1, 101))  # in order
         node = system.tree().find(ref.path)
         assert node is not None and node.pid == total.pid
+
+
+async def test_asks_and_replies_larger_than_the_http2_window_arrive_whole_and_in_order(
+) -> None:
+    # A lone ask, and its reply, are written at once from the step that makes them; one
+    # larger than an HTTP/2 window (4 MiB) cannot go out whole that way, and the writer
+    # finishes it before anything queued after it.
+    async with ActorSystem() as system:
+        ref = await system.spawn(Mirror, process=True)
+        big = "x" * (6 * 1024 * 1024)
+        for number in range(3):
+            assert await ref.ask(f"{number}{big}") == f"{number}{big}"
+        asked = [f"{number}{big}" if number % 3 == 0 else number for number in range(12)]
+        assert await asyncio.gather(*(ref.ask(message) for message in asked)) == asked
+        await ref.tell(big)
+        assert await ref.ask("pid") != os.getpid()
 
 
 async def test_a_crash_fails_the_ask_with_the_remote_traceback_and_restarts_the_child() -> None:

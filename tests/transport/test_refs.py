@@ -196,6 +196,29 @@ async def test_siblings_talk_over_a_direct_link_in_order_and_it_closes_when_idle
         assert await a.ask("direct-links") == ["/user/b"]
 
 
+class Starter(Actor):
+    """Starts two process children and has one ask the other, all inside its on_start."""
+
+    async def on_start(self) -> None:
+        self.a = await self.context.spawn(Relay, name="a", process=FAST)
+        self.b = await self.context.spawn(Relay, name="b", process=FAST)
+        self.pids = await self.a.ask(Forward(self.b, "pid")), await self.b.ask("pid")
+
+    async def receive(self, message: Any) -> Any:
+        return self.pids if message == "pids" else await self.a.ask(message)
+
+
+async def test_a_direct_link_opens_to_a_sibling_whose_parent_is_still_starting() -> None:
+    # Until the parent's on_start returns, it is not among its own parent's children;
+    # a door asked for its children then must still reach their process (as a pipeline's
+    # nodes ask, from the session actor's start), not be answered with the tree.
+    async with ActorSystem() as system:
+        starter = await system.spawn(Starter, name="starter")
+        there, its_pid = await starter.ask("pids")
+        assert there == its_pid
+        assert await starter.ask("direct-links") == ["/user/starter/b"]
+
+
 @pytest.mark.parametrize("transport", ["unix", "stdio"])
 async def test_tells_to_another_process_wait_for_credits_when_the_far_actor_is_stuck(
         transport: str) -> None:
