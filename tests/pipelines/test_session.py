@@ -205,6 +205,19 @@ async def test_a_direct_chain_carries_generated_items_and_what_flush_gives_at_th
     assert [output.item for output in (await pipe.run([])).outputs] == [[]]  # flush, at once
 
 
+async def test_a_direct_chain_streams_from_process_to_process_not_through_the_parent(
+) -> None:
+    # The session actor connects its nodes while it is still starting: the door asked
+    # of the next node's process must reach that process, and the link must open.
+    pipe = pipeline([node("a", "test.Links", "process"), node("b", "IdentityNode", "process")],
+                    [("a", "b")])
+    async with ActorSystem() as system, pipe.session(system) as session:
+        await session.send(1)
+        session.close_input()
+        [output] = [output async for output in session.outputs()]
+        assert output.item == [f"/user/pipeline-{session.id}/b/process-1"]
+
+
 async def test_a_failure_inside_a_direct_chain_fails_the_session_naming_node_and_item() -> None:
     raising = pipeline([node("a", "test.Double", "process"),
                         node("b", "test.Crash", "process", on=10, raise_it=True),
