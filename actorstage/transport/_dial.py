@@ -9,6 +9,7 @@ from typing import Any
 
 from actorstage._proto.actorstage.v1 import Envelope, Hello
 from actorstage.transport._conn import GrpcConn
+from actorstage.transport._grpc import take_large_frames
 from actorstage.transport._tls import TreeTls
 
 __all__ = ["ClientConn", "dial"]
@@ -59,6 +60,9 @@ async def dial(address: str, token: str, secret: str, limit: int,
                                  Frame, Frame)
         await stream.__aenter__()
         await stream.send_request()
+        protocol = channel._protocol  # (connected by the request: it is set)
+        assert protocol is not None
+        take_large_frames(protocol.connection)  # (from the server we dialled)
         conn = ClientConn(stream, channel, limit)
         await conn.send([Envelope(hello=Hello(secret=secret, pid=os.getpid(), token=token))],
                         b"")

@@ -34,10 +34,30 @@ from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
 from grpclib.server import Handler, Server
 from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
 
 __all__ = ["GrpcServer", "MessageTooLarge", "read_message", "recv_limited"]
 
 _PREFIX = struct.Struct(">?I")  # a gRPC message: compressed flag, length
+
+# The largest HTTP/2 frame a bridge connection takes once its peer is known. HTTP/2
+# starts at 16 KiB, and grpclib writes each frame with its own system call; a bridge
+# frame of user messages is often larger.
+BRIDGE_FRAME = 1024 * 1024
+
+
+def take_large_frames(connection: Any) -> None:
+    """Tell the peer of a grpclib ``Connection`` that it may send frames up to
+    ``BRIDGE_FRAME``: a bridge message then goes in one frame, one write.
+
+    They are taken from now on, not only once the peer has acknowledged the
+    setting: h2 applies its frame limit per chunk read, so a large frame that
+    arrives in the same chunk as the acknowledgement would be refused.
+    """
+    h2_connection = connection._connection
+    h2_connection.update_settings({SettingCodes.MAX_FRAME_SIZE: BRIDGE_FRAME})
+    h2_connection.max_inbound_frame_size = BRIDGE_FRAME
+    connection.flush()
 
 
 class _Protocol(H2Protocol):
@@ -73,10 +93,11 @@ class _Protocol(H2Protocol):
         self.connection.flush()
 
     def trust(self) -> None:
-        """The peer proved who it is: no more bounds."""
+        """The peer proved who it is: no more bounds, and frames as large as a bridge's."""
         self.untrusted_bytes = -1
         if self.expiry is not None:
             self.expiry.cancel()
+        take_large_frames(self.connection)
 
     def drop(self) -> None:
         """Close a connection that did not prove itself in time, or sent too much first."""

@@ -27,6 +27,7 @@ from actorstage import (
     Supervisor,
 )
 from actorstage.testing import wait_until
+from actorstage.transport._grpc import BRIDGE_FRAME
 from tests.transport.actors import (
     Add,
     Boss,
@@ -79,6 +80,12 @@ async def test_asks_and_replies_larger_than_the_http2_window_arrive_whole_and_in
         assert await asyncio.gather(*(ref.ask(message) for message in asked)) == asked
         await ref.tell(big)
         assert await ref.ask("pid") != os.getpid()
+        # Past the hello, both ends take frames of up to BRIDGE_FRAME, not HTTP/2's 16 KiB:
+        # a bridge message goes in one frame, one write.
+        link: Any = getattr(ref._cell.actor, "link", None)
+        h2_connection = link.conn._stream._stream.connection._connection
+        assert h2_connection.max_outbound_frame_size == BRIDGE_FRAME
+        assert h2_connection.max_inbound_frame_size == BRIDGE_FRAME
 
 
 async def test_a_crash_fails_the_ask_with_the_remote_traceback_and_restarts_the_child() -> None:
