@@ -431,6 +431,31 @@ class NodeActor(Actor):
             await self.node.teardown()
 
 
+class _Sent:
+    """A batch sent to a node's process: items numbered from ``first``, as taken from the
+    inbox, their wire forms, and how many of them the process has finished (``next``).
+
+    Kept per batch, not per item: the items in flight make no objects of their own.
+    An item taken back after its process died leaves ``None`` in its place; ``next``
+    always names one still there (a batch with none left is dropped).
+    """
+
+    __slots__ = ("batch", "first", "next", "wires")
+
+    def __init__(self, first: int, batch: list[Any], wires: list[WireItem | None]) -> None:
+        self.first = first
+        self.batch = batch  # (channel, item) pairs, or None
+        self.wires = wires
+        self.next = 0
+
+    def live(self, index: int) -> int:
+        """The first index from ``index`` on whose item is still here (or the length)."""
+        batch = self.batch
+        while index < len(batch) and batch[index] is None:
+            index += 1
+        return index
+
+
 class NodeProxy(Actor):
     """A process node's parent side: feeds its ``NodeWorker``, routes what it emits.
 
@@ -449,7 +474,7 @@ class NodeProxy(Actor):
         self.pid: int | None = None
         self.incarnation = 0
         self.next_seq = 1
-        self.pending: deque[tuple[int, Channel, Any, WireItem | None]] = deque()
+        self.pending: deque[_Sent] = deque()
         self.idle = asyncio.Event()  # nothing pending
         self.idle.set()
         self.lock = asyncio.Lock()  # sending to the worker, and replacing it
@@ -561,8 +586,7 @@ class NodeProxy(Actor):
             async with self.lock:
                 first = self.next_seq
                 self.next_seq += len(batch)
-                self.pending.extend([(first + offset, channel, item, wire) for offset, (
-                    (channel, item), wire) in enumerate(zip(batch, wires, strict=True))])
+                self.pending.append(_Sent(first, batch, wires))
                 self.idle.clear()
                 assert self.worker is not None
                 await self.worker.tell(Items(list(range(first, first + len(batch))),
@@ -638,18 +662,31 @@ class NodeProxy(Actor):
             segments = port.session.segments
             done = message.done
             released: dict[Channel, int] = {}  # most batches come from one channel
-            while pending and pending[0][0] <= done:
-                seq, channel, item, wire = pending.popleft()
-                if channel.on_grow is None:
-                    released[channel] = released.get(channel, 0) + 1
-                else:
-                    channel.release(item)
-                if wire is not None and wire.shm:
-                    segments.drop(wire.segment_names())
-                if failed:
-                    error = failed.get(seq)
-                    if error is not None:
-                        port.failed(seq, error)  # under "fail" it ends the session: no matter
+            while pending and pending[0].first + pending[0].next <= done:
+                sent = pending[0]
+                batch, wires, first = sent.batch, sent.wires, sent.first
+                end = min(done - first + 1, len(batch))
+                for index in range(sent.next, end):
+                    pair = batch[index]
+                    if pair is None:  # taken back when its process died
+                        continue
+                    channel, item = pair
+                    if channel.on_grow is None:
+                        released[channel] = released.get(channel, 0) + 1
+                    else:
+                        channel.release(item)
+                    wire = wires[index]
+                    if wire is not None and wire.shm:
+                        segments.drop(wire.segment_names())
+                    if failed:
+                        error = failed.get(first + index)
+                        if error is not None:  # under "fail" it ends the session: no matter
+                            port.failed(first + index, error)
+                end = sent.live(end)
+                if end < len(batch):
+                    sent.next = end
+                    break
+                pending.popleft()
             for channel, count in released.items():
                 channel.release_count(count)
         except Aborted:
@@ -689,15 +726,24 @@ class NodeProxy(Actor):
         async with self.lock:
             pending = self.pending
             if started > finished:
-                for index, (seq, channel, item, wire) in enumerate(pending):
-                    if seq == started:
-                        del pending[index]
+                for sent in pending:
+                    index = started - sent.first
+                    if sent.next <= index < len(sent.batch) and \
+                            (pair := sent.batch[index]) is not None:
+                        sent.batch[index] = None
+                        if index == sent.next:
+                            sent.next = sent.live(index)
+                            if sent.next == len(sent.batch):
+                                pending.remove(sent)
+                        channel, item = pair
                         channel.release(item)
+                        wire = sent.wires[index]
                         if wire is not None:
                             session.segments.drop(wire.segment_names())
                         with contextlib.suppress(Aborted):
-                            port.failed(seq, ItemError(seq, "ProcessDied", f"the node's process "
-                                                       f"(pid {self.pid}) died: {why}"))
+                            port.failed(started, ItemError(
+                                started, "ProcessDied",
+                                f"the node's process (pid {self.pid}) died: {why}"))
                         break
             log.warning("pipeline %s: node %r process (pid %s) died (%s); starting a new one",
                         session.plan.name, port.node.id, self.pid, why)
@@ -712,11 +758,16 @@ class NodeProxy(Actor):
                 self.emitted_changed.set()
                 return
             if pending:
-                assert self.worker is not None
+                numbers: list[int] = []
                 again = WireBatch(session.codec.encode)  # encodes nothing it has not before
-                for _seq, _channel, item, wire in pending:
-                    again.add(item, wire)
-                await self.worker.tell(Items([entry[0] for entry in pending], *again.parts()))
+                for sent in pending:
+                    for index in range(sent.next, len(sent.batch)):
+                        pair = sent.batch[index]
+                        if pair is not None:
+                            again.add(pair[1], sent.wires[index])
+                            numbers.append(sent.first + index)
+                assert self.worker is not None
+                await self.worker.tell(Items(numbers, *again.parts()))
             else:
                 self.idle.set()
         self.emitted_changed.set()

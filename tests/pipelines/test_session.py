@@ -240,15 +240,18 @@ async def test_a_killed_process_node_fails_the_session_under_fail() -> None:
         await pipe.run(range(20))
 
 
-async def test_a_killed_process_node_is_restarted_under_continue(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on", [0, 5, 19])  # the first item, one in the middle, the last
+async def test_a_killed_process_node_is_restarted_under_continue(tmp_path: Path, on: int) -> None:
     once = tmp_path / "crashed"
-    pipe = pipeline([node("k", "test.Crash", "process", on=5, once_file=str(once)),
+    pipe = pipeline([node("k", "test.Crash", "process", on=on, once_file=str(once)),
                      node("sink", "test.Double")], [("k", "sink")], on_node_crash="continue")
-    result = await pipe.run(range(20))
+    with anyio.fail_after(30):
+        result = await pipe.run(range(20))
     assert once.exists()
-    assert [output.item for output in result.outputs] == [2 * v for v in range(20) if v != 5]
+    assert [output.item for output in result.outputs] == [2 * v for v in range(20) if v != on]
     [failure] = result.failures
-    assert (failure.node_id, failure.item_number, failure.type_name) == ("k", 6, "ProcessDied")
+    assert (failure.node_id, failure.item_number, failure.type_name) == (
+        "k", on + 1, "ProcessDied")
     assert "SIGKILL" in failure.message
     assert result.nodes["k"].restarts == 1
 
