@@ -213,7 +213,12 @@ How to read them:
   bidirectional stream, with no actor runtime at all, measured 280-470 us per
   round trip on this machine (uvloop, asyncio), already 6-10 x the Pipe; the
   gRPC transports cannot meet the 4 x ask target without leaving grpclib's
-  HTTP/2 stack, see the notes in docs/guides/process-actors.md.
+  HTTP/2 stack, see the notes in docs/guides/process-actors.md. Since
+  2026-11-27 a lone ask and its answer are written from the step that makes
+  them rather than by the link's writer task a loop iteration later
+  (`strace -c`: 2 loop iterations per ask in the parent, was 3), and
+  `python -m benchmarks.process process_ask_floor uvloop unix` gave 1.26-1.35
+  over 7 runs, against 1.40 and 1.43 just before.
 - Warm spawn is measured with the forkserver already running (the first
   spawn, which starts it, is left out), each child stopped before the next.
   Its baseline forks the benchmark process itself, which has the same
@@ -280,16 +285,19 @@ How to read them:
   cross through shared memory: one `write` into a segment by the parent,
   read-only `mmap` views in the nodes, forwarded from A to B without a
   copy, and one copy out at the end (an output is `bytes`).
-- The 4-process chain streams from process to process (direct links, the
-  parent out of the data path). Measured with `/proc/<pid>/stat` and
-  `resource.getrusage` over 100,000 items: about 1.1-1.7 us of CPU per
-  item in each node process (0.4 us of it the node loop: decode, `process`,
-  the crash cursor; the rest its share of a batch's frames) and 2.6-3.2 us
-  in the parent, which feeds the first node (encodes each input) and
-  receives from the last (decodes each output, wraps it in `Output`). Five
-  processes share 2 cores: about 8 us of CPU per item caps the chain near
-  250 k items/s; the baseline sends one message one way with no work per
-  item on either side.
+- The 4-process chain streams from process to process over direct links,
+  the parent out of the data path. Until 2026-11-27 it did not: the session
+  actor connects its nodes from its own `on_start`, a path under an actor
+  still starting was not found, so the root answered each node's request
+  for a door with none, and every batch went through the parent (three
+  relays per batch). Measured with `/proc/<pid>/stat` and
+  `resource.getrusage` over 300,000 items (uvloop, since the fix): about
+  0.9-1.1 us of CPU per item in each node process and 1.9-2.4 us in the
+  parent, which feeds the first node (encodes each input) and receives from
+  the last (decodes each output, wraps it in `Output`), 0.35-0.5 us of it
+  garbage collection; 5.6-7 us in all. Five processes share 2 cores: that
+  caps the chain near 300 k items/s with nothing else running; the
+  baseline sends one message one way with no work per item on either side.
 - The 4-native chain sits at the edge of its target: each node costs about
   0.95 us per item (an `async def process` call, batched puts and releases),
   so the four nodes alone use the 4 x budget, and entering and leaving the
