@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import struct
-import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -247,20 +246,17 @@ async def write_message(stream: Any, data: bytes) -> None:
     Once the stream is open (the client sent its request, the server its
     headers), the message goes straight to the HTTP/2 stream: without the
     client stream's wrapper, which wants a task (the bridge also writes from
-    callbacks, see ``Link.send_now``), and without grpclib's event dispatch,
-    which the bridge does not use. A lost connection still surfaces: the
-    write fails, and the reader, which reads inside the wrapper, is told.
+    callbacks, see ``Link.send_now``), grpclib's event dispatch and its
+    message counters, which nothing here reads. A lost connection still
+    surfaces: the write fails, and the reader, which reads inside the
+    wrapper, is told.
     """
     opened = stream._send_request_done if stream.__class__ is ClientStream else \
         stream._send_initial_metadata_done
     if not opened:
         await stream.send_message(data)
         return
-    inner = stream._stream
-    await inner.send_data(_PREFIX.pack(False, len(data)) + data)
-    connection = inner.connection
-    connection.messages_sent += 1
-    connection.last_message_sent = time.monotonic()
+    await stream._stream.send_data(_PREFIX.pack(False, len(data)) + data)
 
 
 Method = Callable[[Any], Awaitable[None]]

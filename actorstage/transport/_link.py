@@ -180,7 +180,7 @@ class Link:
         self.credit_due = 0
         self.idle: asyncio.Future[None] | None = None
         self.flushed: list[asyncio.Future[None]] = []
-        self.resume: tuple[Coroutine[Any, Any, None], Any] | None = None  # see send_now
+        self.suspended: tuple[Coroutine[Any, Any, None], Any] | None = None  # see send_now
         self.last_received = self.loop.time()
         self.tasks: list[asyncio.Task[Any]] = []
         self.router: Router | None = None  # this process's node, for routed messages
@@ -410,7 +410,7 @@ class Link:
         except ConnectionLost as exc:
             self.lose(str(exc))
             return
-        self.resume = (sending, waits_on)
+        self.suspended = (sending, waits_on)
         idle.set_result(None)
 
     def _frame(self) -> tuple[list[Envelope], bytes]:
@@ -430,7 +430,7 @@ class Link:
         try:
             while True:
                 if not (self.entries or self.controls or self.credit_due
-                        or self.route_credit_due or self.resume):
+                        or self.route_credit_due or self.suspended):
                     flushed, self.flushed = self.flushed, []
                     for waiter in flushed:
                         if not waiter.done():
@@ -438,9 +438,9 @@ class Link:
                     self.idle = self.loop.create_future()
                     await self.idle
                     self.idle = None
-                if self.resume is not None:  # a send begun by send_now had to wait
-                    sending, waits_on = self.resume
-                    self.resume = None
+                if self.suspended is not None:  # a send begun by send_now had to wait
+                    sending, waits_on = self.suspended
+                    self.suspended = None
                     await resume(sending, waits_on)
                     continue
                 await conn.send(*self._frame())

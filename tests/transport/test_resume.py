@@ -14,11 +14,13 @@ pytestmark = pytest.mark.anyio
 async def test_resume_runs_the_rest_passing_results_errors_and_bare_yields_in() -> None:
     loop = asyncio.get_running_loop()
     first, second = loop.create_future(), loop.create_future()
+    waiting = asyncio.Event()
     seen: list[object] = []
 
     async def body() -> str:
         seen.append(await first)
         await asyncio.sleep(0)  # a bare yield
+        waiting.set()
         try:
             await second
         except KeyError as exc:
@@ -30,7 +32,7 @@ async def test_resume_runs_the_rest_passing_results_errors_and_bare_yields_in() 
     assert waits_on is first
     task = loop.create_task(resume(coro, waits_on))
     first.set_result(1)
-    await asyncio.sleep(0.01)
+    await waiting.wait()  # (it waits on `second` by now, in the task)
     second.set_exception(KeyError("two"))
     assert await task == "done"
     assert seen == [1, "two"]
@@ -38,10 +40,13 @@ async def test_resume_runs_the_rest_passing_results_errors_and_bare_yields_in() 
 
 async def test_resume_hands_a_cancellation_to_the_coroutine_where_it_waits() -> None:
     loop = asyncio.get_running_loop()
-    never = loop.create_future()
+    resumed, never = loop.create_future(), loop.create_future()
+    waiting = asyncio.Event()
     cleaned = []
 
     async def body() -> None:
+        await resumed  # (its first step yields this, outside any task)
+        waiting.set()
         try:
             await never
         finally:
@@ -49,7 +54,8 @@ async def test_resume_hands_a_cancellation_to_the_coroutine_where_it_waits() -> 
 
     coro = body()
     task = loop.create_task(resume(coro, coro.send(None)))
-    await asyncio.sleep(0.01)
+    resumed.set_result(None)
+    await waiting.wait()  # (it waits on `never` by now, in the task)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
