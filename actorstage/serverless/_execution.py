@@ -101,14 +101,14 @@ class ServerlessActor(Actor):
                 traced.failed(result.error.message)
 
     async def _execute(self, message: Any) -> WorkflowResult:
-        from actorstage.workflows._runner import _Finished
+        from actorstage.workflows._runner import _Finished, _starting
 
         reporter = self.reporter
         started, clock = time.time(), time.monotonic()
         data = dict(message.store)
         resume = self.resume
         await reporter.progress("workflow_recovered" if resume else "workflow_started",
-                                status=Status.RUNNING)
+                                status=_starting(resume))
         run = Run(self.workflow.definition, data, id=self.execution_id, control=self.control,
                   report=self._progress,
                   checkpoint=self._checkpoint if self.reporter.durable else None)

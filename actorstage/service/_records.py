@@ -148,7 +148,8 @@ class ExecutionRecord:
             self._end(status, error_of(event.error))
         elif event.kind in ("workflow_started", "workflow_resumed", "workflow_recovered") \
                 and not self.ended:
-            self.status = ExecutionStatus.RUNNING
+            self.status = status if event.kind == "workflow_recovered" and status == \
+                ExecutionStatus.PAUSED else ExecutionStatus.RUNNING
         elif event.kind == "workflow_paused" and not self.ended:
             self.status = ExecutionStatus.PAUSED
         return self._add(ProgressEvent(

@@ -472,7 +472,7 @@ class WorkflowActor(Actor):
         started, clock = time.time(), time.monotonic()
         values = dict(message.store)
         await reporter.progress("workflow_recovered" if resume else "workflow_started",
-                                status=Status.RUNNING)
+                                status=_starting(resume))
         stages: list[StageResult] = []
         status, error = Status.SUCCEEDED, None
         skip = resume.step if resume else 0  # actions done before a crash
@@ -512,6 +512,12 @@ class WorkflowActor(Actor):
         with contextlib.suppress(ActorDeadError):  # (closing: its on_stop says how it ended)
             await self.reporter.execution.tell(_Finished(outcome))
         return outcome
+
+
+def _starting(resume: Resume | None) -> Status:
+    """The status a workflow starts in: paused if it was recovered paused (it stays so until
+    resumed), else running."""
+    return Status.PAUSED if resume is not None and resume.paused else Status.RUNNING
 
 
 async def _start_workflow(
@@ -864,7 +870,7 @@ class Execution:
         elif kind in ("action_finished", "task_finished"):
             self.steps += 1
         elif event.kind in ("workflow_started", "workflow_recovered"):
-            self.status = Status.RUNNING
+            self.status = Status(event.status or Status.RUNNING)  # (recovered paused: paused)
         elif event.kind == "workflow_paused":
             self.status = Status.PAUSED
         elif event.kind == "workflow_resumed":

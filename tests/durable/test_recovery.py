@@ -22,7 +22,14 @@ import msgspec
 import pytest
 
 from actorstage.serverless import parse_definition
-from actorstage.workflows import Execution, ProgressEvent, Runner, Status, WorkflowDef
+from actorstage.workflows import (
+    BrokerMessage,
+    Execution,
+    ProgressEvent,
+    Runner,
+    Status,
+    WorkflowDef,
+)
 from actorstage.workflows._state import SCHEMA_VERSION, SqliteState, StateError, open_state
 from tests.durable import actions  # noqa: F401 - registers durable.mark
 from tests.service.helpers import alive
@@ -151,9 +158,25 @@ async def test_a_paused_execution_stays_paused_across_a_crash(
     with killable(state, "start", _workflow(journal, nap=1.0), "--pause-after", "0.4") as first:
         first.wait_for("written: paused")
         first.kill()
-    async with Runner(state=state) as runner:
+    runner = Runner(state=state)
+    seen: list[tuple[str, str, list[Status]]] = []  # each event: its status, the execution's
+
+    def watch(message: BrokerMessage) -> None:
+        if isinstance(message.payload, ProgressEvent):
+            seen.append((message.payload.kind, message.payload.status,
+                         [execution.status for execution in runner._running]))
+
+    runner.broker.register_handler("*", watch)
+    async with runner:
         execution = await _recovered(runner)
         assert execution.status == Status.PAUSED
+        for _ in range(250):
+            if any(kind == "workflow_paused" for kind, _status, _statuses in seen):
+                break
+            await anyio.sleep(0.02)
+        # paused from the start, not running until the workflow reaches its pause point
+        assert seen[0] == ("workflow_recovered", "paused", [Status.PAUSED])
+        assert all(statuses == [Status.PAUSED] for _kind, _status, statuses in seen), seen
         await anyio.sleep(1.5)  # longer than the nap: paused, it does not end
         assert not execution.done and _runs(journal) == ["a", "nap"]  # held before it
         await execution.resume()
