@@ -187,7 +187,7 @@ class Watch:
                 seen[key] = (items, now)
                 nodes.append({"id": port.node.id, "executor": port.node.spec.executor,
                               "items": items, "rate": round(rate, 1),
-                              "queue": len(port.inbox.queue), "failed": port.stats.failed})
+                              "queue": port.inbox.count, "failed": port.stats.failed})
             sessions.append({"id": session.id, "name": session.plan.name, "nodes": nodes})
         self._items = seen
         return sessions

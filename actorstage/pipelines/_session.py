@@ -62,6 +62,7 @@ from actorstage.pipelines._worker import (
     WorkerSetup,
     error_of,
     outputs_of,
+    prepare_codec,
 )
 from actorstage.supervisors._default import TEMPORARY_POLICY, TemporaryPolicy
 from actorstage.transport._options import ProcessOptions
@@ -357,9 +358,10 @@ class NodeActor(Actor):
             batch = await inbox.take(BATCH)
             if not batch:
                 break
+            count = sum(len(items) for _channel, items in batch)
             with span(f"node {port.node.id}", {"actorstage.node.id": port.node.id,
-                                               "actorstage.node.items": len(batch)}):
-                await self._batch(batch, only, sized, process, codec, port)
+                                               "actorstage.node.items": count}):
+                await self._batch(batch, count, only, sized, process, codec, port)
         try:
             async for value in outputs_of(node.flush()):
                 await emit(value)
@@ -369,9 +371,10 @@ class NodeActor(Actor):
             port.failed(0, exc, " (flush)")
         port.close_outputs()
 
-    async def _batch(self, batch: list[tuple[Channel, Any]], only: Channel | None, sized: bool,
-                     process: Any, codec: Any, port: _Port) -> None:
-        """One batch of items through the node, in order."""
+    async def _batch(self, batch: list[tuple[Channel, list[Any]]], count: int,
+                     only: Channel | None, sized: bool, process: Any, codec: Any,
+                     port: _Port) -> None:
+        """One batch of ``count`` items (runs from the inbox) through the node, in order."""
         stats, emit, clock = port.stats, port.emit, time.perf_counter
         began = clock()
         outs: list[Any] = []  # results for `only`, put at once while it has room for them
@@ -379,81 +382,109 @@ class NodeActor(Actor):
         room = only.capacity - only.count if only is not None else 0
         released: dict[Channel, int] = {}  # plain items done with, released at once
         received = port.received
-        port.received += len(batch)
-        for channel, item in batch:
-            received += 1
-            wire = item if type(item) is WireItem else None
-            try:
-                if wire is not None:
-                    item = codec.decode(wire)
-                result = process(item)
-                if type(result) is CoroutineType or not hasattr(result, "__anext__"):
-                    result = await result  # (an `async def` with `yield` is not awaited)
-                if result is None:
-                    pass
-                elif len(outs) < room and (
-                        type(result) in _PLAIN or (type(result) is not WireItem and
-                                                   not hasattr(result, "__anext__"))):
-                    outs.append(result)
-                else:
-                    outs = port.put_results(only, outs)
-                    if hasattr(result, "__anext__"):
-                        async for value in result:
-                            await emit(value)
+        port.received += count
+        for channel, items in batch:
+            plain = 0  # this run's plain items done with
+            for item in items:
+                received += 1
+                wire = item if type(item) is WireItem else None
+                try:
+                    if wire is not None:
+                        item = codec.decode(wire)
+                    result = process(item)
+                    if type(result) is CoroutineType or not hasattr(result, "__anext__"):
+                        result = await result  # (an `async def` with `yield` is not awaited)
+                    if result is None:
+                        pass
+                    elif len(outs) < room and (
+                            type(result) in _PLAIN or (type(result) is not WireItem and
+                                                       not hasattr(result, "__anext__"))):
+                        outs.append(result)
                     else:
-                        await emit(result)
+                        outs = port.put_results(only, outs)
+                        if hasattr(result, "__anext__"):
+                            async for value in result:
+                                await emit(value)
+                        else:
+                            await emit(result)
+                        room = only.capacity - only.count if only is not None else 0
+                except (Aborted, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    # The results before this one go first, whatever happens next.
+                    outs = port.put_results(only, outs)
                     room = only.capacity - only.count if only is not None else 0
-            except (Aborted, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                # The results before this one go first, whatever happens next.
-                outs = port.put_results(only, outs)
-                room = only.capacity - only.count if only is not None else 0
-                port.failed(received, exc)
-            finally:
-                if wire is not None:
-                    codec.release(wire)
-                    port.done_with(channel, wire)
-                elif sized:
-                    channel.release(item)
-                else:
-                    released[channel] = released.get(channel, 0) + 1
+                    port.failed(received, exc)
+                finally:
+                    if wire is not None:
+                        codec.release(wire)
+                        port.done_with(channel, wire)
+                    elif sized:
+                        channel.release(item)
+                    else:
+                        plain += 1
+            if plain:
+                released[channel] = released.get(channel, 0) + plain
         port.put_results(only, outs)
-        for channel, count in released.items():
-            channel.release_count(count)
+        for channel, done in released.items():
+            channel.release_count(done)
         busy = clock() - began
-        stats.items_in += len(batch)
+        stats.items_in += count
         stats.busy_seconds += busy
-        node_batch(port.session.plan.name, port.node.id, len(batch), busy)
+        node_batch(port.session.plan.name, port.node.id, count, busy)
 
     async def on_stop(self) -> None:
         if self.node is not None:
             await self.node.teardown()
 
 
+_TAKEN: Any = object()  # in a _Sent's items: taken back when its process died
+
+
 class _Sent:
-    """A batch sent to a node's process: items numbered from ``first``, as taken from the
-    inbox, their wire forms, and how many of them the process has finished (``next``).
+    """A batch sent to a node's process: items numbered from ``first``, the connection
+    each came from, their wire forms, and how many of them the process has finished
+    (``next``).
 
     Kept per batch, not per item: the items in flight make no objects of their own.
-    An item taken back after its process died leaves ``None`` in its place; ``next``
-    always names one still there (a batch with none left is dropped).
+    ``channels`` is the one connection they all came from, or one per item. An item
+    taken back after its process died leaves ``_TAKEN`` in its place; ``next`` always
+    names one still there (a batch with none left is dropped).
     """
 
-    __slots__ = ("batch", "first", "next", "wires")
+    __slots__ = ("channels", "first", "items", "next", "wires")
 
-    def __init__(self, first: int, batch: list[Any], wires: list[WireItem | None]) -> None:
+    def __init__(self, first: int, items: list[Any], channels: Channel | list[Channel],
+                 wires: list[WireItem | None]) -> None:
         self.first = first
-        self.batch = batch  # (channel, item) pairs, or None
+        self.items = items
+        self.channels = channels
         self.wires = wires
         self.next = 0
 
+    def channel(self, index: int) -> Channel:
+        channels = self.channels
+        return channels if isinstance(channels, Channel) else channels[index]
+
     def live(self, index: int) -> int:
         """The first index from ``index`` on whose item is still here (or the length)."""
-        batch = self.batch
-        while index < len(batch) and batch[index] is None:
+        items = self.items
+        while index < len(items) and items[index] is _TAKEN:
             index += 1
         return index
+
+
+def _flat(runs: list[tuple[Channel, list[Any]]]) -> tuple[list[Any], Channel | list[Channel]]:
+    """The items of ``runs`` in one list, and the connection they all came from (or, from
+    several, the one each came from)."""
+    if len(runs) == 1:
+        return runs[0][1], runs[0][0]
+    items: list[Any] = []
+    channels: list[Channel] = []
+    for channel, run in runs:
+        items.extend(run)
+        channels.extend([channel] * len(run))
+    return items, channels
 
 
 class NodeProxy(Actor):
@@ -492,6 +523,7 @@ class NodeProxy(Actor):
 
     async def on_start(self) -> None:
         self.port.actor = self
+        prepare_codec()
         await self._spawn()
 
     async def _spawn(self) -> None:
@@ -557,13 +589,14 @@ class NodeProxy(Actor):
         inline = self.inline
         encode = (inline or codec).encode
         while True:
-            batch = await inbox.take(BATCH)
-            if not batch:
+            runs = await inbox.take(BATCH)
+            if not runs:
                 break
+            items, channels = _flat(runs)
             out = WireBatch(encode)
             add = out.add
             wires: list[WireItem | None] = []  # None: the item went as a plain value
-            for _channel, item in batch:
+            for item in items:
                 if type(item) is WireItem:
                     if inline is not None and item.shm:  # its payload goes in the message
                         flat = inline.encode(codec.decode(item))
@@ -585,11 +618,11 @@ class NodeProxy(Actor):
                 wires.append(wire)
             async with self.lock:
                 first = self.next_seq
-                self.next_seq += len(batch)
-                self.pending.append(_Sent(first, batch, wires))
+                self.next_seq += len(items)
+                self.pending.append(_Sent(first, items, channels, wires))
                 self.idle.clear()
                 assert self.worker is not None
-                await self.worker.tell(Items(list(range(first, first + len(batch))),
+                await self.worker.tell(Items(list(range(first, first + len(items))),
                                              *out.parts()))
         await self._finish()
 
@@ -664,13 +697,14 @@ class NodeProxy(Actor):
             released: dict[Channel, int] = {}  # most batches come from one channel
             while pending and pending[0].first + pending[0].next <= done:
                 sent = pending[0]
-                batch, wires, first = sent.batch, sent.wires, sent.first
-                end = min(done - first + 1, len(batch))
+                items, wires, first = sent.items, sent.wires, sent.first
+                channels = sent.channels
+                end = min(done - first + 1, len(items))
                 for index in range(sent.next, end):
-                    pair = batch[index]
-                    if pair is None:  # taken back when its process died
+                    item = items[index]
+                    if item is _TAKEN:  # taken back when its process died
                         continue
-                    channel, item = pair
+                    channel = channels if isinstance(channels, Channel) else channels[index]
                     if channel.on_grow is None:
                         released[channel] = released.get(channel, 0) + 1
                     else:
@@ -683,7 +717,7 @@ class NodeProxy(Actor):
                         if error is not None:  # under "fail" it ends the session: no matter
                             port.failed(first + index, error)
                 end = sent.live(end)
-                if end < len(batch):
+                if end < len(items):
                     sent.next = end
                     break
                 pending.popleft()
@@ -728,15 +762,14 @@ class NodeProxy(Actor):
             if started > finished:
                 for sent in pending:
                     index = started - sent.first
-                    if sent.next <= index < len(sent.batch) and \
-                            (pair := sent.batch[index]) is not None:
-                        sent.batch[index] = None
+                    if sent.next <= index < len(sent.items) and \
+                            (item := sent.items[index]) is not _TAKEN:
+                        sent.items[index] = _TAKEN
                         if index == sent.next:
                             sent.next = sent.live(index)
-                            if sent.next == len(sent.batch):
+                            if sent.next == len(sent.items):
                                 pending.remove(sent)
-                        channel, item = pair
-                        channel.release(item)
+                        sent.channel(index).release(item)
                         wire = sent.wires[index]
                         if wire is not None:
                             session.segments.drop(wire.segment_names())
@@ -761,10 +794,10 @@ class NodeProxy(Actor):
                 numbers: list[int] = []
                 again = WireBatch(session.codec.encode)  # encodes nothing it has not before
                 for sent in pending:
-                    for index in range(sent.next, len(sent.batch)):
-                        pair = sent.batch[index]
-                        if pair is not None:
-                            again.add(pair[1], sent.wires[index])
+                    for index in range(sent.next, len(sent.items)):
+                        item = sent.items[index]
+                        if item is not _TAKEN:
+                            again.add(item, sent.wires[index])
                             numbers.append(sent.first + index)
                 assert self.worker is not None
                 await self.worker.tell(Items(numbers, *again.parts()))
@@ -817,12 +850,15 @@ class PipelineActor(Actor):
 
             await stop_children(self._cell)
             raise PipelineError("; ".join(problems))
-        for port in session.ports.values():  # direct connections, before the first item
+        # Direct connections, open before the first item (the links open side by side).
+        connects = []
+        for port in session.ports.values():
             if port.direct_to is not None:
                 before, after = port.actor, port.direct_to.actor
                 assert isinstance(before, NodeProxy) and isinstance(after, NodeProxy)
                 assert before.worker is not None and after.worker is not None
-                await before.worker.ask(Downstream(after.worker))
+                connects.append(before.worker.ask(Downstream(after.worker)))
+        await asyncio.gather(*connects)
 
     async def receive(self, message: Any) -> Any:
         raise TypeError("a pipeline actor takes no messages")
@@ -1101,9 +1137,14 @@ class PipelineSession:
 
     async def outputs(self) -> AsyncIterator[Output]:
         """The leaves' items as they are produced; ends when every node has finished."""
-        async for batch in self.output_batches():
-            for output in batch:
-                yield output
+        origins = self.origins
+        async for runs in self._arrivals():
+            for source, values in runs:
+                for value in values:
+                    if origins and type(value) is Traced:
+                        yield Output(source, to_bytes(value.item), value.origin)
+                    else:
+                        yield Output(source, value)
 
     async def output_batches(self) -> AsyncIterator[list[Output]]:
         """``outputs()`` grouped as they arrive: each list holds what was ready at once.
@@ -1111,43 +1152,57 @@ class PipelineSession:
         When the session fails, the outputs that reached the end before the failure still
         come out, then its ``PipelineError``.
         """
+        origins = self.origins
+        async for runs in self._arrivals():
+            outputs = []
+            for source, values in runs:
+                for value in values:
+                    if origins and type(value) is Traced:
+                        outputs.append(Output(source, to_bytes(value.item), value.origin))
+                    else:
+                        outputs.append(Output(source, value))
+            yield outputs
+
+    async def _arrivals(self) -> AsyncIterator[list[tuple[str, list[Any]]]]:
+        """What reaches the end, as it arrives: runs of ``(leaf, values)``, the values
+        out of shared memory (the outputs are made one by one from these: a batch of
+        them alive at once would keep the garbage collector busy)."""
         inbox = self.output_inbox
         codec = self.codec
-        origins = self.origins
         failed = False
         while not failed:
             try:
-                batch = await inbox.take(BATCH)
+                runs = await inbox.take(BATCH)
             except Aborted:
                 failed = True
-                batch = list(inbox.queue)
-                inbox.queue.clear()
-            if not batch:
+                runs = inbox.take_all()
+            if not runs:
                 break
-            outputs = []
-            released: dict[Channel, int] = {}
-            for channel, item in batch:
-                value = item
-                if type(item) is WireItem:
-                    if not item.shm:
-                        value = codec.decode(item)  # (a view only ever comes from a segment)
+            arrived = []
+            for channel, items in runs:  # (the runs are ours: decoded in place)
+                sized = channel.on_grow is not None
+                for index, item in enumerate(items):
+                    kind = type(item)
+                    if kind is WireItem:
+                        if not item.shm:
+                            value = codec.decode(item)  # (a view only ever comes from a segment)
+                        else:
+                            value = to_bytes(codec.decode(item))
+                            codec.release(item)
+                            self.segments.drop(item.segment_names())
+                    elif kind in _PLAIN:
+                        if sized:
+                            channel.release(item)
+                        continue
                     else:
-                        value = to_bytes(codec.decode(item))
-                        codec.release(item)
-                        self.segments.drop(item.segment_names())
-                elif type(item) not in _PLAIN:
-                    value = to_bytes(item)
-                if channel.on_grow is None:
-                    released[channel] = released.get(channel, 0) + 1
-                else:
-                    channel.release(item)
-                if origins and type(value) is Traced:
-                    outputs.append(Output(channel.source, to_bytes(value.item), value.origin))
-                else:
-                    outputs.append(Output(channel.source, value))
-            for channel, count in released.items():
-                channel.release_count(count)
-            yield outputs
+                        value = to_bytes(item)
+                    if sized:
+                        channel.release(item)
+                    items[index] = value
+                if not sized:
+                    channel.release_count(len(items))
+                arrived.append((channel.source, items))
+            yield arrived
         await self._done.wait()
         if self.error is not None:
             raise self.error

@@ -38,7 +38,7 @@ from actorstage.pipelines._registry import import_node_modules, lookup
 from actorstage.pipelines._wire import ItemCodec, Origins, WireBatch, WireItem
 
 __all__ = ["FLUSH", "Downstream", "Emitted", "EndOfInput", "Finish", "ItemError", "Items",
-           "NodeWorker", "WorkerSetup", "error_of", "outputs_of"]
+           "NodeWorker", "WorkerSetup", "error_of", "outputs_of", "prepare_codec"]
 
 FLUSH = 1024  # outputs per Emitted, at most, while one input is still being handled
 
@@ -113,6 +113,14 @@ class WorkerSetup(Message, frozen=True, kw_only=True):
     origins: bool = False  # items come Traced: results go Traced with their origin
 
 
+def prepare_codec() -> None:
+    """Ready the bridge's codec for the messages of node processes before the first item
+    (each class's first message would otherwise take a millisecond or so to work out)."""
+    from actorstage.transport._codec import CODEC
+
+    CODEC.prepare(Items, Emitted, EndOfInput, Finish)
+
+
 def error_of(seq: int, exc: BaseException) -> ItemError:
     return ItemError(seq, type(exc).__qualname__, str(exc),
                      "".join(traceback.format_exception(exc)))
@@ -162,6 +170,7 @@ class NodeWorker(Actor):
 
         setup = self.setup
         _set_title(setup.title)
+        prepare_codec()
         import_node_modules(setup.imports, setup.import_paths)
         load_main(*setup.main)  # node types registered in the parent's __main__ script
         entry = lookup(setup.node_type)
@@ -205,7 +214,7 @@ class NodeWorker(Actor):
             self.downstream = target = message.target
             prepare = getattr(target, "prepare", None)  # a ref in another process (RemoteRef)
             if prepare is not None:
-                prepare()  # the link to it opens now, not with the first items
+                await prepare()  # the link to it is open before the session starts
             return None
         raise TypeError(f"a node process takes Items, Finish, EndOfInput and Downstream, "
                         f"not {type(message).__name__}")

@@ -172,6 +172,19 @@ class BodyCodec:
                 (inject(value.context), inner, msgspec.Raw(body)))
         return "", self._encoder.encode(self._tag(value))
 
+    def prepare(self, *classes: type[msgspec.Struct]) -> None:
+        """Work out now what the first message of each of ``classes`` would (how it travels,
+        its decoder), so that the first one sent or received does not pay for it: a
+        millisecond or so per class."""
+        for cls in classes:
+            if not self._is_lossy(cls):
+                name = self._struct_name(cls)
+                if self._bulky.setdefault(cls, _buffer_fields(cls)) == ():
+                    self._names[cls] = name
+                if name not in self._decoders:
+                    self._decoders[name] = msgspec.msgpack.Decoder(resolve(name),
+                                                                   ext_hook=self._untag)
+
     def _traced(self, body: Any) -> Any:
         """A traced message: in its ``Traced`` envelope where this process traces."""
         carrier, name, inner = self._traced_decoder.decode(body)

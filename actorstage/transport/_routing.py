@@ -163,6 +163,7 @@ class Router:
         self.held: deque[tuple[str, Callable[[Link], Any], asyncio.Future[None] | None]] = \
             deque()
         self.opening = False
+        self.opened: asyncio.Future[None] | None = None  # settled as each opening ends
         self.tasks: set[asyncio.Task[Any]] = set()
 
     # -- where a path leads ---------------------------------------------------------------
@@ -395,14 +396,21 @@ class Router:
             self._drain()
         return waiter
 
-    def prepare(self, path: str) -> None:
-        """Start opening the direct link towards ``path`` now, where its first message
-        would open one: what is sent meanwhile waits for it, as it would then."""
-        cell, link = self.find(path)
-        if (cell is None and link is not None and link is self.up and self.direct
-                and not self.opening and not self.held and self._peer(path) is None):
-            self.opening = True
-            self._spawn(self._open(path))
+    async def prepare(self, path: str) -> None:
+        """Open the direct link towards ``path`` now, where its first message would open
+        one, and wait until it is open (or known to be out of reach: the tree it is then).
+        What is sent meanwhile waits for it, as it would then."""
+        while True:
+            cell, link = self.find(path)
+            if cell is not None or link is None or link is not self.up or not self.direct \
+                    or self._peer(path) is not None:
+                return
+            if not self.opening and not self.held:
+                self.opening = True
+                self._spawn(self._open(path))
+            if self.opened is None:
+                self.opened = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.opened)  # (one opening ended: maybe another begins)
 
     def _peer(self, path: str) -> Link | None:
         best, found = -1, None
@@ -461,6 +469,9 @@ class Router:
                 self.peers[path] = up
         finally:
             self.opening = False
+            opened, self.opened = self.opened, None
+            if opened is not None:
+                opened.set_result(None)
         self._drain()
 
     async def _open_door(self, reply: asyncio.Future[Any]) -> None:
@@ -678,10 +689,10 @@ class RemoteRef(ActorRef):
     def __reduce__(self) -> Any:
         raise TypeError("an actor ref cannot be pickled; send it in a message instead")
 
-    def prepare(self) -> None:
-        """Start opening the direct link to this actor's process, if there will be one, so
-        that the first message does not wait for it (``Router.prepare``)."""
-        self._router.prepare(self._path)
+    async def prepare(self) -> None:
+        """Open the direct link to this actor's process now, if there will be one, so that
+        the first message does not wait for it (``Router.prepare``)."""
+        await self._router.prepare(self._path)
 
     def _encode(self, message: Any) -> tuple[str, bytes]:
         from actorstage.transport._codec import CODEC

@@ -11,6 +11,7 @@ import pytest
 from actorstage import ActorSystem
 from actorstage._shm import segments
 from actorstage.pipelines import PipelineError
+from actorstage.pipelines._channels import Channel, Inbox
 from tests.pipelines import nodes as test_nodes
 from tests.pipelines.helpers import node, pipeline, until
 
@@ -24,6 +25,27 @@ async def settle(turns: int = 200) -> None:
     """Give every ready task many turns: a producer that could run on would have."""
     for _ in range(turns):
         await asyncio.sleep(0)
+
+
+async def test_an_inbox_keeps_arrival_order_in_runs_and_takes_at_most_the_limit() -> None:
+    inbox = Inbox("n")
+    a, b = Channel("a", "n", inbox, 100), Channel("b", "n", inbox, 100)
+    given = [1, 2]
+    inbox.push_all(a, given)
+    given.append(99)  # the inbox took a copy
+    inbox.push(a, 3)
+    inbox.push(b, 10)
+    inbox.push_all(b, [11, 12])
+    inbox.push(a, 4)
+    assert inbox.count == inbox.max_depth == 7
+    assert await inbox.take(4) == [(a, [1, 2, 3]), (b, [10])]  # a run split at the limit
+    inbox.push(a, 5)  # joins the last run, which is a's
+    assert await inbox.take(3) == [(b, [11, 12]), (a, [4])]
+    assert inbox.count == 1 and inbox.take_all() == [(a, [5])] and inbox.count == 0
+    a.close()
+    b.close()
+    assert await inbox.take(10) == []  # every input ended
+    assert inbox.max_depth == 7
 
 
 async def test_a_slow_sink_bounds_a_native_producers_lead_to_the_capacity() -> None:

@@ -208,7 +208,8 @@ async def test_a_direct_chain_carries_generated_items_and_what_flush_gives_at_th
 async def test_a_direct_chain_streams_from_process_to_process_not_through_the_parent(
 ) -> None:
     # The session actor connects its nodes while it is still starting: the door asked
-    # of the next node's process must reach that process, and the link must open.
+    # of the next node's process must reach that process, and the link must be open
+    # before the session starts (not delay the first item).
     pipe = pipeline([node("a", "test.Links", "process"), node("b", "IdentityNode", "process")],
                     [("a", "b")])
     async with ActorSystem() as system, pipe.session(system) as session:
@@ -254,6 +255,27 @@ async def test_a_killed_process_node_is_restarted_under_continue(tmp_path: Path,
         "k", on + 1, "ProcessDied")
     assert "SIGKILL" in failure.message
     assert result.nodes["k"].restarts == 1
+
+
+async def test_a_killed_process_node_that_fans_in_takes_back_the_right_item(
+        tmp_path: Path) -> None:
+    # k's batches mix items of two connections: the one its process died on is failed
+    # and released to the connection it came from, the others go to the new process.
+    once = tmp_path / "crashed"
+    pipe = pipeline([node("a", "IdentityNode"), node("b", "test.Double"),
+                     node("c", "IdentityNode"),
+                     node("k", "test.Crash", "process", on=7, once_file=str(once)),
+                     node("sink", "IdentityNode")],
+                    [("a", "b"), ("a", "c"), ("b", "k"), ("c", "k"), ("k", "sink")],
+                    on_node_crash="continue", channel_capacity=4)
+    with anyio.fail_after(30):
+        result = await pipe.run(range(40))
+    assert once.exists()  # (7 comes only from c: b's items are even)
+    assert sorted(output.item for output in result.outputs) == sorted(
+        [2 * v for v in range(40)] + [v for v in range(40) if v != 7])
+    [failure] = result.failures
+    assert (failure.node_id, failure.type_name) == ("k", "ProcessDied")
+    assert result.nodes["k"].items_out == 79 and result.nodes["k"].restarts == 1
 
 
 async def test_a_process_node_that_keeps_dying_fails_after_max_node_restarts() -> None:

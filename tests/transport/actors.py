@@ -321,6 +321,9 @@ class Relay(Actor):
         if message == "direct-links":  # the processes this one has a direct link to
             node = self.context.system._node()
             return sorted(root for root, link in node.peers.items() if link is not node.up)
+        if isinstance(message, list) and message[:1] == ["prepare"]:  # then what is open
+            await message[1].prepare()
+            return await self.receive("direct-links")
         if isinstance(message, list) and message[:1] == ["flood-in-background"]:
             _, target, count = message
             self.told = 0

@@ -267,10 +267,24 @@ async def test_an_ask_over_a_direct_link_fails_at_once_when_its_process_dies() -
                 await stuck.wait()
 
 
+async def test_a_ref_s_prepare_returns_once_the_direct_link_to_its_process_is_open() -> None:
+    async with ActorSystem() as system:
+        a = await system.spawn(Relay, name="a", process=FAST)
+        b = await system.spawn(Relay, name="b", process=FAST)
+        c = await system.spawn(Relay, name="c", process=FAST)
+        counter = await b.ask(["spawn", "local", "counter"])
+        assert await a.ask(["prepare", counter]) == ["/user/b"]  # open, nothing sent yet
+        assert await a.ask(["prepare", b]) == ["/user/b"]  # (the same process: no other)
+        assert await a.ask(["prepare", c]) == ["/user/b", "/user/c"]
+        assert await a.ask(Forward(counter, "seen")) == []
+        assert await b.ask(["prepare", a]) == ["/user/a"]  # (b's own, the other way)
+
+
 async def test_stdio_children_reach_each_other_through_the_tree() -> None:
     async with ActorSystem() as system:
         stdio = msgspec.structs.replace(FAST, transport="stdio")
         a = await system.spawn(Relay, name="a", process=stdio)
         b = await system.spawn(Relay, name="b", process=stdio)
+        assert await a.ask(["prepare", b]) == []  # no direct link: the tree it is
         assert await a.ask(Forward(b, "pid")) == await b.ask("pid")
         assert await a.ask("direct-links") == []
