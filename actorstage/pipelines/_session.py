@@ -452,15 +452,18 @@ class _Sent:
     names one still there (a batch with none left is dropped).
     """
 
-    __slots__ = ("channels", "first", "items", "next", "wires")
+    __slots__ = ("channels", "first", "items", "next", "plain", "wires")
 
     def __init__(self, first: int, items: list[Any], channels: Channel | list[Channel],
-                 wires: list[WireItem | None]) -> None:
+                 wires: list[WireItem | None], shared: bool) -> None:
         self.first = first
         self.items = items
         self.channels = channels
         self.wires = wires
         self.next = 0
+        # Finished items only need counting back to their one connection: none of them is
+        # in shared memory, sized, or taken back.
+        self.plain = not shared and isinstance(channels, Channel) and channels.on_grow is None
 
     def channel(self, index: int) -> Channel:
         channels = self.channels
@@ -596,6 +599,7 @@ class NodeProxy(Actor):
             out = WireBatch(encode)
             add = out.add
             wires: list[WireItem | None] = []  # None: the item went as a plain value
+            shared = False  # an item is in shared memory
             for item in items:
                 if type(item) is WireItem:
                     if inline is not None and item.shm:  # its payload goes in the message
@@ -604,6 +608,8 @@ class NodeProxy(Actor):
                         segments.drop(item.segment_names())
                         wires.append(add(flat, flat))
                         continue
+                    if item.shm:
+                        shared = True
                     wires.append(add(item, item))
                     continue
                 try:
@@ -615,11 +621,12 @@ class NodeProxy(Actor):
                     raise Aborted from None
                 if wire is not None and wire.shm:
                     segments.add(wire.segment_names(), 1)
+                    shared = True
                 wires.append(wire)
             async with self.lock:
                 first = self.next_seq
                 self.next_seq += len(items)
-                self.pending.append(_Sent(first, items, channels, wires))
+                self.pending.append(_Sent(first, items, channels, wires, shared))
                 self.idle.clear()
                 assert self.worker is not None
                 await self.worker.tell(Items(list(range(first, first + len(items))),
@@ -700,6 +707,13 @@ class NodeProxy(Actor):
                 items, wires, first = sent.items, sent.wires, sent.first
                 channels = sent.channels
                 end = min(done - first + 1, len(items))
+                if sent.plain and not failed and isinstance(channels, Channel):
+                    released[channels] = released.get(channels, 0) + end - sent.next
+                    if end < len(items):
+                        sent.next = end
+                        break
+                    pending.popleft()
+                    continue
                 for index in range(sent.next, end):
                     item = items[index]
                     if item is _TAKEN:  # taken back when its process died
@@ -765,6 +779,7 @@ class NodeProxy(Actor):
                     if sent.next <= index < len(sent.items) and \
                             (item := sent.items[index]) is not _TAKEN:
                         sent.items[index] = _TAKEN
+                        sent.plain = False
                         if index == sent.next:
                             sent.next = sent.live(index)
                             if sent.next == len(sent.items):
