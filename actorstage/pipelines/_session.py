@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import CoroutineType
 from typing import Any
 
@@ -488,6 +488,17 @@ def _flat(runs: list[tuple[Channel, list[Any]]]) -> tuple[list[Any], Channel | l
         items.extend(run)
         channels.extend([channel] * len(run))
     return items, channels
+
+
+def _outputs(runs: list[tuple[str, list[Any]]], origins: bool) -> Iterator[Output]:
+    """The ``Output`` of each value of ``runs`` (``PipelineSession._arrivals``), made as
+    it is taken."""
+    for source, values in runs:
+        for value in values:
+            if origins and type(value) is Traced:
+                yield Output(source, to_bytes(value.item), value.origin)
+            else:
+                yield Output(source, value)
 
 
 class NodeProxy(Actor):
@@ -1154,12 +1165,8 @@ class PipelineSession:
         """The leaves' items as they are produced; ends when every node has finished."""
         origins = self.origins
         async for runs in self._arrivals():
-            for source, values in runs:
-                for value in values:
-                    if origins and type(value) is Traced:
-                        yield Output(source, to_bytes(value.item), value.origin)
-                    else:
-                        yield Output(source, value)
+            for output in _outputs(runs, origins):
+                yield output
 
     async def output_batches(self) -> AsyncIterator[list[Output]]:
         """``outputs()`` grouped as they arrive: each list holds what was ready at once.
@@ -1169,14 +1176,7 @@ class PipelineSession:
         """
         origins = self.origins
         async for runs in self._arrivals():
-            outputs = []
-            for source, values in runs:
-                for value in values:
-                    if origins and type(value) is Traced:
-                        outputs.append(Output(source, to_bytes(value.item), value.origin))
-                    else:
-                        outputs.append(Output(source, value))
-            yield outputs
+            yield list(_outputs(runs, origins))
 
     async def _arrivals(self) -> AsyncIterator[list[tuple[str, list[Any]]]]:
         """What reaches the end, as it arrives: runs of ``(leaf, values)``, the values

@@ -213,8 +213,9 @@ class NodeWorker(Actor):
         if isinstance(message, Downstream):
             self.downstream = target = message.target
             prepare = getattr(target, "prepare", None)  # a ref in another process (RemoteRef)
-            if prepare is not None:
-                await prepare()  # the link to it is open before the session starts
+            if prepare is not None:  # the link to it is open before the session starts
+                with anyio.move_on_after(self.setup.init_timeout):  # (else items wait for it)
+                    await prepare()
             return None
         raise TypeError(f"a node process takes Items, Finish, EndOfInput and Downstream, "
                         f"not {type(message).__name__}")
