@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -18,9 +19,9 @@ from h2.exceptions import H2Error
 
 from actorstage._proto.actorstage.v1 import Envelope
 from actorstage.transport._codec import FrameError, decode_frame, encode_frame
-from actorstage.transport._grpc import MessageTooLarge, read_message, write_message
+from actorstage.transport._grpc import MessageTooLarge, read_message, sink, write_message
 
-__all__ = ["Conn", "ConnectionLost", "GrpcConn", "StdioConn"]
+__all__ = ["Conn", "ConnectionLost", "GrpcConn", "Received", "StdioConn"]
 
 Received = tuple[list[Envelope], "memoryview | bytes"]
 
@@ -93,12 +94,29 @@ class GrpcConn:
             except _LOST as exc:
                 raise ConnectionLost(f"sending failed: {exc!r}") from exc
 
+    def listen(self, on_frame: Callable[[Received], None],
+               on_failure: Callable[[Exception], None]) -> None:
+        """Hand each frame to ``on_frame`` as it arrives, from the connection's callback
+        (``_grpc.Sink``); ``recv`` then returns only the end of the stream (``None``) or
+        raises its loss. A frame that cannot be read, or an error of ``on_frame``, goes
+        to ``on_failure``, a frame over the limit as a ``FrameError``."""
+        def arrived(data: bytes) -> None:
+            on_frame(decode_frame(data))
+
+        def failed(exc: Exception) -> None:
+            if isinstance(exc, MessageTooLarge):
+                exc = _too_large(exc)
+            elif isinstance(exc, GRPCError):
+                exc = ConnectionLost(f"receiving failed: {exc!r}")
+            on_failure(exc)
+
+        sink(self._stream, self._max, arrived, failed)
+
     async def recv(self) -> Received | None:
         try:
             data = await read_message(self._stream, self._max)
         except MessageTooLarge as exc:
-            raise FrameError(f"frame of {exc.size} bytes exceeds the maximum of {exc.limit} bytes "
-                             "(ProcessOptions.max_frame_size)") from None
+            raise _too_large(exc) from None
         except _LOST as exc:
             raise ConnectionLost(f"receiving failed: {exc!r}") from exc
         if data is None:  # the other side half-closed: end ours, so it sees a clean finish
@@ -109,6 +127,11 @@ class GrpcConn:
     async def aclose(self) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+def _too_large(exc: MessageTooLarge) -> FrameError:
+    return FrameError(f"frame of {exc.size} bytes exceeds the maximum of {exc.limit} bytes "
+                      "(ProcessOptions.max_frame_size)")
 
 
 class _JsonFrame(msgspec.Struct, omit_defaults=True):

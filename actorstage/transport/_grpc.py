@@ -30,12 +30,12 @@ from grpclib.client import Stream as ClientStream
 from grpclib.const import Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
-from grpclib.protocol import H2Protocol
+from grpclib.protocol import Buffer, H2Protocol
 from grpclib.server import Handler, Server
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
-__all__ = ["GrpcServer", "MessageTooLarge", "read_message", "recv_limited"]
+__all__ = ["GrpcServer", "MessageTooLarge", "Sink", "read_message", "recv_limited", "sink"]
 
 _PREFIX = struct.Struct(">?I")  # a gRPC message: compressed flag, length
 
@@ -238,6 +238,88 @@ async def _read(inner: Any, limit: int) -> bytes | None:
         raise MessageTooLarge(size, limit)
     data: bytes = await inner.recv_data(size)
     return data
+
+
+class Sink(Buffer):
+    """A grpclib stream's receive buffer that hands each whole gRPC message to
+    ``on_message`` as it arrives (from the connection's ``data_received``) instead
+    of queueing it for a reader task: a message reaches its actor, or its reply its
+    asker, a loop iteration sooner, and no task wakes for it.
+
+    Data is acknowledged as it arrives: the reader took everything at once anyway,
+    and what bounds a link is its credits. A message announcing more than ``limit``
+    bytes, or compressed, fails the sink before anything of its body is kept;
+    ``on_failure`` is told of that and of any error ``on_message`` raises, once, and
+    whatever comes after is dropped. The end of the stream still reaches a reader
+    waiting in ``read``, as with grpclib's own buffer.
+    """
+
+    def __init__(self, ack: Callable[[int], None], limit: int,
+                 on_message: Callable[[bytes], None],
+                 on_failure: Callable[[Exception], None]) -> None:
+        super().__init__(ack)
+        self.limit = limit
+        self.on_message = on_message
+        self.on_failure: Callable[[Exception], None] | None = on_failure
+        self.pending = bytearray()  # the part of the next message that came so far
+
+    def add(self, data: bytes, ack_size: int) -> None:
+        if ack_size:
+            self._ack_callback(ack_size)
+        if self.on_failure is None:
+            return
+        pending = self.pending
+        whole: bytes | bytearray = data
+        if pending:  # (most often a message comes in one piece: read where it lies)
+            pending += data
+            whole = pending
+        pos, length = 0, len(whole)
+        while length - pos >= _PREFIX.size:
+            compressed, size = _PREFIX.unpack_from(whole, pos)
+            if compressed or size > self.limit:
+                self._fail(MessageTooLarge(size, self.limit) if not compressed else
+                           GRPCError(Status.UNIMPLEMENTED, "compressed messages are not "
+                                                           "supported"))
+                return
+            end = pos + _PREFIX.size + size
+            if end > length:
+                break
+            message = whole[pos + _PREFIX.size:end] if whole is data else \
+                bytes(memoryview(whole)[pos + _PREFIX.size:end])
+            pos = end
+            try:
+                self.on_message(message)
+            except Exception as exc:
+                self._fail(exc)
+                return
+        if whole is pending:
+            del pending[:pos]
+        elif pos < length:
+            pending += memoryview(data)[pos:]
+
+    def _fail(self, exc: Exception) -> None:
+        on_failure, self.on_failure = self.on_failure, None
+        self.pending = bytearray()
+        if on_failure is not None:
+            on_failure(exc)
+
+
+def sink(stream: Any, limit: int, on_message: Callable[[bytes], None],
+         on_failure: Callable[[Exception], None]) -> None:
+    """Put a ``Sink`` in place of the receive buffer of grpclib stream ``stream`` (client
+    or server side); what the old buffer holds goes through it first, in order."""
+    inner = stream._stream
+    old: Buffer = inner.buffer
+    new = Sink(old._ack_callback, limit, on_message, on_failure)
+    inner.buffer = new
+    for chunk in old._acked:  # (acknowledged already)
+        new.add(bytes(chunk.data), 0)
+    while not old._unacked.empty():
+        data, _size, ack_size = old._unacked.get_nowait()
+        if not ack_size and not data:  # the end of the stream
+            new.eof()
+            break
+        new.add(data, ack_size)
 
 
 async def write_message(stream: Any, data: bytes) -> None:

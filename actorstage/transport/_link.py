@@ -60,7 +60,7 @@ from actorstage.transport._codec import (
     pack,
     unpack,
 )
-from actorstage.transport._conn import Conn, ConnectionLost
+from actorstage.transport._conn import Conn, ConnectionLost, Received
 from actorstage.transport._payloads import ARENA
 from actorstage.transport._routing import ROUTE_WINDOW, ROUTER
 
@@ -202,6 +202,9 @@ class Link:
             self.owner.start(self._write()),
             self.owner.start(self._beat()),
         ]
+        listen = getattr(self.conn, "listen", None)  # (a gRPC stream's: frames as they come)
+        if listen is not None:
+            listen(self._received, self._unreadable)
 
     # -- sending -------------------------------------------------------------
 
@@ -473,6 +476,8 @@ class Link:
     # -- receiving -----------------------------------------------------------
 
     async def _read(self) -> None:
+        """Read frames until the stream ends (of a connection that hands them over as they
+        arrive, see ``start``: only its end or its loss comes here)."""
         conn = self.conn
         try:
             while True:
@@ -480,17 +485,32 @@ class Link:
                 if received is None:
                     self.lose("the other side closed the stream")
                     return
-                self.last_received = self.loop.time()
-                envelopes, packed = received
-                if packed:
-                    self.used = self.last_received
-                    self._receive_packed(packed)
-                for envelope in envelopes:
-                    self.on_control(envelope)
+                self._received(received)
         except FrameError as exc:
             self.lose(str(exc), BAD_FRAME)
         except ConnectionLost as exc:
             self.lose(str(exc))
+
+    def _received(self, received: Received) -> None:
+        if self.closed:
+            return
+        self.last_received = self.loop.time()
+        envelopes, packed = received
+        if packed:
+            self.used = self.last_received
+            self._receive_packed(packed)
+        for envelope in envelopes:
+            self.on_control(envelope)
+
+    def _unreadable(self, exc: Exception) -> None:
+        """A frame handed over as it arrived could not be read or taken."""
+        if isinstance(exc, FrameError):
+            self.lose(str(exc), BAD_FRAME)
+        elif isinstance(exc, ConnectionLost):
+            self.lose(str(exc))
+        else:  # a bug here, not the peer's doing: said loudly, and the link ends
+            log.error("the link towards %s failed on a frame", self.path, exc_info=exc)
+            self.lose(f"a frame failed: {type(exc).__name__}: {exc}")
 
     def _receive_packed(self, packed: Any) -> None:
         token = ROUTER.set(self.router)  # refs in what arrives become refs of this node

@@ -122,7 +122,10 @@ class Garbage(Actor):
         end = _child_end.CURRENT
         assert end is not None and end.link is not None
         stream: Any = getattr(end.link.conn, "_stream")  # noqa: B009 - private on purpose
-        await stream.send_message(b"\xff\xfe not a frame")
+        if isinstance(message, int):  # a frame of that many bytes (past the parent's limit)
+            await stream.send_message(b"\x12" + b"x" * (message - 1))
+        else:
+            await stream.send_message(b"\xff\xfe not a frame")
         return None
 
 

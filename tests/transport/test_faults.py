@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
@@ -68,6 +69,19 @@ async def test_a_child_that_sends_garbage_fails_and_is_restarted() -> None:
             await wait_until(lambda: ref._cell.restarts == 1 and ref._cell.pump is not None)
         node = system.tree().find(ref.path)
         assert node is not None and node.pid != first.pid
+
+
+async def test_a_frame_past_max_frame_size_fails_the_child_before_it_is_read() -> None:
+    async with ActorSystem() as system:
+        small = msgspec.structs.replace(FAST, max_frame_size=64 * 1024)
+        ref = await system.spawn(Garbage, process=small)
+        with pytest.raises(ActorCrashedError) as caught:
+            await ref.ask(1024 * 1024)
+        assert caught.value.type_name == "TransportError"
+        assert "frame of 1048576 bytes exceeds the maximum of 65536 bytes" in \
+            caught.value.error_message
+        with anyio.fail_after(10):
+            await wait_until(lambda: ref._cell.restarts == 1 and ref._cell.pump is not None)
 
 
 async def test_a_full_child_mailbox_slows_the_parents_tell(tmp_path: Path) -> None:
