@@ -218,7 +218,13 @@ How to read them:
   them rather than by the link's writer task a loop iteration later
   (`strace -c`: 2 loop iterations per ask in the parent, was 3), and
   `python -m benchmarks.process process_ask_floor uvloop unix` gave 1.26-1.35
-  over 7 runs, against 1.40 and 1.43 just before.
+  over 7 runs, against 1.40 and 1.43 just before. Since the second stop of
+  that day frames are read from the connection's `data_received` (a `Sink`
+  in place of grpclib's receive buffer), not by the link's reader task a
+  loop iteration later: alternating old and new on the same host,
+  `process_ask_floor` went from 1.17-1.47 (median 1.25) to 1.10-1.21 on
+  five of six runs (one 1.49), and the CPU of an ask from about 155-186 us
+  per side to 131-156 us, against 120-136 us for the bare grpclib floor.
 - Warm spawn is measured with the forkserver already running (the first
   spawn, which starts it, is left out), each child stopped before the next.
   Its baseline forks the benchmark process itself, which has the same
