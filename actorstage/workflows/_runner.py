@@ -870,7 +870,8 @@ class Execution:
         elif kind in ("action_finished", "task_finished"):
             self.steps += 1
         elif event.kind in ("workflow_started", "workflow_recovered"):
-            self.status = Status(event.status or Status.RUNNING)  # (recovered paused: paused)
+            # (recovered paused, it says so: paused until resumed)
+            self.status = Status.PAUSED if event.status == Status.PAUSED else Status.RUNNING
         elif event.kind == "workflow_paused":
             self.status = Status.PAUSED
         elif event.kind == "workflow_resumed":
