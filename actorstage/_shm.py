@@ -42,6 +42,7 @@ __all__ = [
     "cleanup",
     "hold_marker",
     "mark_session",
+    "read_segment",
     "segments",
     "sweep",
     "unlink",
@@ -190,6 +191,28 @@ class SegmentWriter:
             raise
         os.close(fd)
         return name, size
+
+
+def read_segment(name: str, size: int) -> bytes:
+    """The ``size`` bytes of segment ``name``, read into ``bytes``: one copy, with no
+    mapping to fault in and take down (for what leaves shared memory for good)."""
+    fd = os.open(_path(name), os.O_RDONLY)
+    try:
+        actual = os.fstat(fd).st_size
+        if actual != size:
+            raise ValueError(f"segment {name} holds {actual} bytes, not the {size} announced")
+        data = os.read(fd, size)
+        if len(data) < size:  # (a read may stop short: the rest in further ones)
+            parts = [data]
+            while (got := sum(map(len, parts))) < size:
+                more = os.read(fd, size - got)
+                if not more:
+                    raise ValueError(f"segment {name} ended after {got} of {size} bytes")
+                parts.append(more)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
 
 
 class SegmentReader:

@@ -1202,8 +1202,7 @@ class PipelineSession:
                         if not item.shm:
                             value = codec.decode(item)  # (a view only ever comes from a segment)
                         else:
-                            value = to_bytes(codec.decode(item))
-                            codec.release(item)
+                            value = codec.copy_out(item)
                             self.segments.drop(item.segment_names())
                     elif kind in _PLAIN:
                         if sized:

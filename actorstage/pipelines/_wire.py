@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from actorstage._shm import SegmentReader, SegmentWriter
+from actorstage._shm import SegmentReader, SegmentWriter, read_segment
 from actorstage.transport._codec import CODEC
 
 __all__ = ["SCALARS", "ItemCodec", "Origins", "Traced", "WireBatch", "WireItem", "to_bytes"]
@@ -128,6 +128,16 @@ class ItemCodec:
             return whole
         item = CODEC.decode(wire.type, wire.body)
         return msgspec.structs.replace(item, **views)
+
+    def copy_out(self, wire: WireItem) -> Any:
+        """The item with its shared parts read into ``bytes`` (not mapped): what leaves
+        the pipeline, as ``to_bytes(decode(wire))`` would give it, for less."""
+        parts = {field: read_segment(name, size) for field, name, size in wire.shm}
+        whole = parts.pop("", None)
+        if whole is not None:
+            return whole
+        item = CODEC.decode(wire.type, wire.body)
+        return msgspec.structs.replace(item, **parts) if parts else item
 
     def release(self, wire: WireItem) -> None:
         for _field, name, _size in wire.shm:

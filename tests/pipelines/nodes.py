@@ -23,6 +23,14 @@ class Tagged(msgspec.Struct, frozen=True):
     value: int
 
 
+class Packet(msgspec.Struct, frozen=True):
+    """An item with a binary part large enough for shared memory, and a small one."""
+
+    label: str
+    data: bytes
+    note: bytes = b""
+
+
 class TagParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tag: str
 

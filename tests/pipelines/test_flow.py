@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import anyio
 import pytest
 
 from actorstage import ActorSystem
-from actorstage._shm import segments
+from actorstage._shm import PREFIX, SegmentWriter, read_segment, segments, unlink
 from actorstage.pipelines import PipelineError
 from actorstage.pipelines._channels import Channel, Inbox
 from tests.pipelines import nodes as test_nodes
@@ -133,6 +134,37 @@ async def test_large_payloads_pass_through_process_chains_intact() -> None:
     result = await pipe.run(payloads)
     assert [output.item for output in result.outputs] == payloads
     assert all(type(output.item) is bytes for output in result.outputs)
+
+
+async def test_a_segment_is_read_out_whole_or_refused_when_its_size_is_not_the_announced(
+) -> None:
+    writer = SegmentWriter(f"{PREFIX}test-read-{os.getpid()}-")
+    data = bytes(range(256)) * 4096  # 1 MiB
+    name, size = writer.write(data)
+    try:
+        assert read_segment(name, size) == data
+        with pytest.raises(ValueError, match=f"segment {name} holds {size} bytes, not the "
+                                             f"{size + 1} announced"):
+            read_segment(name, size + 1)
+    finally:
+        unlink(name)
+
+
+async def test_items_with_large_parts_leave_the_pipeline_as_bytes_and_leave_no_segment(
+) -> None:
+    packets = [test_nodes.Packet(f"p{index}", bytes([index]) * (300 * KIB), b"n")
+               for index in range(5)]
+    whole = b"w" * (300 * KIB)
+    pipe = pipeline([node("a", "IdentityNode", "process"), node("b", "IdentityNode", "process")],
+                    [("a", "b")])
+    async with ActorSystem() as system, pipe.session(system) as session:
+        await session.send_all([*packets, whole])
+        session.close_input()
+        outputs = [output.item async for output in session.outputs()]
+        prefix = session.prefix
+    assert outputs == [*packets, whole]
+    assert all(type(item.data) is bytes for item in outputs[:-1]) and type(outputs[-1]) is bytes
+    assert segments(prefix) == []
 
 
 async def test_large_payloads_go_from_process_to_process_and_leave_no_segment() -> None:
