@@ -202,14 +202,11 @@ def read_segment(name: str, size: int) -> bytes:
         if actual != size:
             raise ValueError(f"segment {name} holds {actual} bytes, not the {size} announced")
         data = os.read(fd, size)
-        if len(data) < size:  # (a read may stop short: the rest in further ones)
-            parts = [data]
-            while (got := sum(map(len, parts))) < size:
-                more = os.read(fd, size - got)
-                if not more:
-                    raise ValueError(f"segment {name} ended after {got} of {size} bytes")
-                parts.append(more)
-            data = b"".join(parts)
+        while len(data) < size:  # (a read may stop short: the rest in further ones)
+            more = os.read(fd, size - len(data))
+            if not more:
+                raise ValueError(f"segment {name} ended after {len(data)} of {size} bytes")
+            data += more
         return data
     finally:
         os.close(fd)

@@ -710,39 +710,17 @@ class NodeProxy(Actor):
                 for number, problem in failed.items():
                     port.failed(number, problem)  # (under "fail", the one ends the session)
                 failed = {}
-            segments = port.session.segments
             done = message.done
             released: dict[Channel, int] = {}  # most batches come from one channel
             while pending and pending[0].first + pending[0].next <= done:
                 sent = pending[0]
-                items, wires, first = sent.items, sent.wires, sent.first
-                channels = sent.channels
-                end = min(done - first + 1, len(items))
-                if sent.plain and not failed and isinstance(channels, Channel):
-                    released[channels] = released.get(channels, 0) + end - sent.next
-                    if end < len(items):
-                        sent.next = end
-                        break
-                    pending.popleft()
-                    continue
-                for index in range(sent.next, end):
-                    item = items[index]
-                    if item is _TAKEN:  # taken back when its process died
-                        continue
-                    channel = channels if isinstance(channels, Channel) else channels[index]
-                    if channel.on_grow is None:
-                        released[channel] = released.get(channel, 0) + 1
-                    else:
-                        channel.release(item)
-                    wire = wires[index]
-                    if wire is not None and wire.shm:
-                        segments.drop(wire.segment_names())
-                    if failed:
-                        error = failed.get(first + index)
-                        if error is not None:  # under "fail" it ends the session: no matter
-                            port.failed(first + index, error)
-                end = sent.live(end)
-                if end < len(items):
+                end = min(done - sent.first + 1, len(sent.items))
+                if sent.plain and not failed:  # counted back whole
+                    channel = sent.channel(0)
+                    released[channel] = released.get(channel, 0) + end - sent.next
+                else:
+                    end = self._finished(sent, end, released, failed)
+                if end < len(sent.items):
                     sent.next = end
                     break
                 pending.popleft()
@@ -755,6 +733,30 @@ class NodeProxy(Actor):
             self.emitted_changed.set()
             if not self.pending:
                 self.idle.set()
+
+    def _finished(self, sent: _Sent, end: int, released: dict[Channel, int],
+                  failed: dict[int, ItemError]) -> int:
+        """Let go of ``sent``'s items before ``end``, finished by the process (``released``
+        counts the plain ones per connection); returns the index of the next one left."""
+        items, wires, first = sent.items, sent.wires, sent.first
+        segments = self.port.session.segments
+        for index in range(sent.next, end):
+            item = items[index]
+            if item is _TAKEN:  # taken back when its process died
+                continue
+            channel = sent.channel(index)
+            if channel.on_grow is None:
+                released[channel] = released.get(channel, 0) + 1
+            else:
+                channel.release(item)
+            wire = wires[index]
+            if wire is not None and wire.shm:
+                segments.drop(wire.segment_names())
+            if failed:
+                error = failed.get(first + index)
+                if error is not None:  # under "fail" it ends the session: no matter
+                    self.port.failed(first + index, error)
+        return sent.live(end)
 
     async def _died(self, ended: Terminated) -> None:
         port = self.port
@@ -1200,19 +1202,14 @@ class PipelineSession:
                     kind = type(item)
                     if kind is WireItem:
                         if not item.shm:
-                            value = codec.decode(item)  # (a view only ever comes from a segment)
+                            items[index] = codec.decode(item)  # (views only come from segments)
                         else:
-                            value = codec.copy_out(item)
+                            items[index] = codec.copy_out(item)
                             self.segments.drop(item.segment_names())
-                    elif kind in _PLAIN:
-                        if sized:
-                            channel.release(item)
-                        continue
-                    else:
-                        value = to_bytes(item)
+                    elif kind not in _PLAIN:
+                        items[index] = to_bytes(item)
                     if sized:
                         channel.release(item)
-                    items[index] = value
                 if not sized:
                     channel.release_count(len(items))
                 arrived.append((channel.source, items))

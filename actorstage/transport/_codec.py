@@ -157,13 +157,8 @@ class BodyCodec:
         if name is not None:
             return name, self._encoder.encode(value)
         if isinstance(value, msgspec.Struct) and not self._is_lossy(cls):
-            name = self._struct_name(cls)
-            bulky = self._bulky.get(cls)
-            if bulky is None:
-                bulky = self._bulky[cls] = _buffer_fields(cls)
-            if not bulky:
-                self._names[cls] = name
-            elif any(_large(getattr(value, field)) for field in bulky):
+            name, bulky = self._native(cls)
+            if bulky and any(_large(getattr(value, field)) for field in bulky):
                 return "", self._encoder.encode(self._tag(value))  # payloads go to shared memory
             return name, self._encoder.encode(value)
         if cls is Traced:  # a message and the trace context it was sent in
@@ -178,12 +173,24 @@ class BodyCodec:
         millisecond or so per class."""
         for cls in classes:
             if not self._is_lossy(cls):
-                name = self._struct_name(cls)
-                if self._bulky.setdefault(cls, _buffer_fields(cls)) == ():
-                    self._names[cls] = name
+                name, _bulky = self._native(cls)
                 if name not in self._decoders:
-                    self._decoders[name] = msgspec.msgpack.Decoder(resolve(name),
-                                                                   ext_hook=self._untag)
+                    self._decoders[name] = self._decoder(name)
+
+    def _native(self, cls: type) -> tuple[str, tuple[str, ...]]:
+        """How a Struct class with every field typed travels: its type name, and its fields
+        typed bytes-like (looked at on each send: a large one goes to shared memory); a
+        class with none is sent without a look from then on (``_names``)."""
+        name = self._struct_name(cls)
+        bulky = self._bulky.get(cls)
+        if bulky is None:
+            bulky = self._bulky[cls] = _buffer_fields(cls)
+        if not bulky:
+            self._names[cls] = name
+        return name, bulky
+
+    def _decoder(self, name: str) -> msgspec.msgpack.Decoder[Any]:
+        return msgspec.msgpack.Decoder(resolve(name), ext_hook=self._untag)
 
     def _traced(self, body: Any) -> Any:
         """A traced message: in its ``Traced`` envelope where this process traces."""
@@ -336,8 +343,7 @@ class BodyCodec:
         if decoder is None:
             if name == TRACED_TYPE:
                 return self._traced(body)
-            decoder = self._decoders[name] = msgspec.msgpack.Decoder(
-                resolve(name), ext_hook=self._untag)
+            decoder = self._decoders[name] = self._decoder(name)
         try:
             return decoder.decode(body)
         except (LookupError, msgspec.DecodeError):
