@@ -54,9 +54,9 @@ bench: $(STAMP)
 # Regenerate actorstage/_proto/ from actorstage/protos/ (the .proto files ship in the wheel;
 # the output is committed; a test checks it is current).
 # descriptors.binpb holds the file descriptors that the service's reflection answers with.
+# actorstage/_proto/__init__.py is written by hand and kept.
 protos: $(STAMP)
-	rm -rf actorstage/_proto
-	mkdir -p actorstage/_proto
+	find actorstage/_proto -mindepth 1 -maxdepth 1 ! -name __init__.py -exec rm -rf {} +
 	cd actorstage/protos && PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/python \
 		-m grpc_tools.protoc -I . \
 		--python_betterproto2_out=$(CURDIR)/actorstage/_proto \

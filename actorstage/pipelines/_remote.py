@@ -20,11 +20,11 @@ import time
 from contextlib import AsyncExitStack
 from typing import Any
 
-import betterproto2
 import msgspec
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
+from actorstage._betterproto import betterproto2
 from actorstage.pipelines._registry import Node, each, register_node
 
 __all__ = ["RemotePipelineNode"]

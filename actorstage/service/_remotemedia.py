@@ -20,11 +20,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import betterproto2
 import msgspec
 from grpclib import GRPCError
 from grpclib.const import Status as Code
 
+from actorstage._betterproto import betterproto2
 from actorstage._documents import DocumentError, load, off_loop
 from actorstage._proto.remotemedia.v1 import (
     AudioBuffer,

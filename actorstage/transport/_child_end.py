@@ -15,10 +15,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-import betterproto2
 import msgspec
 
-from actorstage._proto.actorstage.v1 import (
+from actorstage._betterproto import betterproto2
+from actorstage._proto.actorstage.bridge.v1 import (
     Envelope,
     Lifecycle,
     LifecycleKind,

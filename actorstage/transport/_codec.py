@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 from grpclib.encoding.base import CodecBase
 
-from actorstage._proto.actorstage.v1 import Envelope, Frame
+from actorstage._proto.actorstage.bridge.v1 import Envelope, Frame
 from actorstage._telemetry import STATE as TRACING
 from actorstage._telemetry import TRACED_TYPE, Traced, extract, inject
 from actorstage.actors._ref import ActorRef
@@ -476,9 +476,8 @@ def warm_protos() -> None:
 
     A forkserver calls this once, so that its children do not each pay it.
     """
-    import betterproto2
-
-    from actorstage._proto.actorstage import v1
+    from actorstage._betterproto import betterproto2
+    from actorstage._proto.actorstage.bridge import v1
 
     for value in list(vars(v1).values()):
         if isinstance(value, type) and issubclass(value, betterproto2.Message):

@@ -17,7 +17,7 @@ import msgspec
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from h2.exceptions import H2Error
 
-from actorstage._proto.actorstage.v1 import Envelope
+from actorstage._proto.actorstage.bridge.v1 import Envelope
 from actorstage.transport._codec import FrameError, decode_frame, encode_frame
 from actorstage.transport._grpc import MessageTooLarge, read_message, sink, write_message
 

@@ -7,7 +7,7 @@ import contextlib
 import os
 from typing import Any
 
-from actorstage._proto.actorstage.v1 import Envelope, Hello
+from actorstage._proto.actorstage.bridge.v1 import Envelope, Hello
 from actorstage.transport._conn import GrpcConn
 from actorstage.transport._grpc import take_large_frames
 from actorstage.transport._tls import TreeTls
@@ -41,7 +41,7 @@ async def dial(address: str, token: str, secret: str, limit: int,
     from grpclib.client import Channel
     from grpclib.const import Cardinality
 
-    from actorstage._proto.actorstage.v1 import Frame
+    from actorstage._proto.actorstage.bridge.v1 import Frame
     from actorstage.transport._codec import RawCodec
 
     if address.startswith("unix:"):

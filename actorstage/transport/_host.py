@@ -19,11 +19,11 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import betterproto2
 import msgspec
 
 from actorstage import _shm
-from actorstage._proto.actorstage.v1 import (
+from actorstage._betterproto import betterproto2
+from actorstage._proto.actorstage.bridge.v1 import (
     Envelope,
     Lifecycle,
     LifecycleKind,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
+from actorstage._proto.actorstage.bridge.v1 import Envelope, Heartbeat
 from actorstage._sends import register as wrapped_sends
 from actorstage.actors._cell import Answer, Outgoing, Receipt
 from actorstage.actors._ref import ActorRef

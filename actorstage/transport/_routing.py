@@ -501,7 +501,7 @@ class Router:
             return
         link = self._peer_link(conn, "")
         self.accepted.add(link)
-        from actorstage._proto.actorstage.v1 import Envelope, Heartbeat
+        from actorstage._proto.actorstage.bridge.v1 import Envelope, Heartbeat
 
         link.send_control(Envelope(heartbeat=Heartbeat(sent_at=time.time())))  # welcome
 

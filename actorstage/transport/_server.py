@@ -22,11 +22,11 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-import betterproto2
 import grpclib.const
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
-from actorstage._proto.actorstage.v1 import BridgeBase, Frame, Hello
+from actorstage._betterproto import betterproto2
+from actorstage._proto.actorstage.bridge.v1 import Frame, Hello
 from actorstage.transport._codec import FrameError, RawCodec, decode_frame
 from actorstage.transport._conn import GrpcConn
 from actorstage.transport._grpc import GrpcServer, MessageTooLarge, read_message
@@ -68,7 +68,10 @@ async def hello_or_exit(expected: Expected, proc: Any) -> GrpcConn | None:
     return None
 
 
-class _Service(BridgeBase):
+class _Service:
+    """The ``actorstage.v1.Bridge`` service (a grpclib servable; the generated base class
+    would import the runner's messages too, which a child's door does not need)."""
+
     def __init__(self, server: BridgeServer) -> None:
         self._server = server
 

@@ -22,7 +22,7 @@ from actorstage import (
     MailboxFullError,
     ProcessOptions,
 )
-from actorstage._proto.actorstage.v1 import Envelope, Hello
+from actorstage._proto.actorstage.bridge.v1 import Envelope, Hello
 from actorstage.testing import wait_until
 from actorstage.transport._codec import RawCodec, encode_frame
 from tests.transport.actors import Add, Counter, Garbage, Resetter

@@ -14,7 +14,7 @@ from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from actorstage import ActorSystem
-from actorstage._proto.actorstage.v1 import Envelope, Hello
+from actorstage._proto.actorstage.bridge.v1 import Envelope, Hello
 from actorstage.testing import wait_until
 from actorstage.transport._codec import RawCodec, encode_frame
 from actorstage.transport._server import BridgeServer

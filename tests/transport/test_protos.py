@@ -15,6 +15,7 @@ def _files(root: Path) -> dict[str, bytes]:
         str(path.relative_to(root)): path.read_bytes()
         for path in sorted(root.rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts
+        and path != root / "__init__.py"  # (written by hand: `make protos` keeps it)
     }
 
 

@@ -7,10 +7,7 @@ __all__ = (
     "ActionInfo",
     "BridgeBase",
     "BridgeStub",
-    "Cancel",
     "ControlRequest",
-    "Credit",
-    "Envelope",
     "ErrorInfo",
     "ExecuteAsyncResponse",
     "ExecutePipelineRequest",
@@ -18,19 +15,13 @@ __all__ = (
     "ExecuteRequest",
     "ExecutionInfo",
     "ExecutionStatus",
-    "Frame",
     "GetExecutionRequest",
-    "Heartbeat",
-    "Hello",
     "Isolation",
     "Item",
-    "Lifecycle",
-    "LifecycleKind",
     "ListActionsRequest",
     "ListActionsResponse",
     "ListExecutionsRequest",
     "ListExecutionsResponse",
-    "LogRecord",
     "PipelineItemFailure",
     "PipelineNodeStats",
     "PipelineOutput",
@@ -43,16 +34,10 @@ __all__ = (
     "ProgressControlBase",
     "ProgressControlStub",
     "ProgressEvent",
-    "RemoteError",
-    "Reply",
     "RunnerBase",
     "RunnerStub",
-    "Signal",
-    "SignalKind",
-    "SpawnSpec",
     "StreamPipelineRequest",
     "StreamPipelineResponse",
-    "UserMessage",
     "WatchExecutionRequest",
     "WorkflowMetadata",
 )
@@ -149,85 +134,6 @@ class Isolation(betterproto2.Enum):
         }
 
 
-class LifecycleKind(betterproto2.Enum):
-    UNSPECIFIED = 0
-
-    STARTED = 1
-    """
-    on_start finished; pid is set
-    """
-
-    START_FAILED = 2
-    """
-    error is set
-    """
-
-    EXITED = 3
-    """
-    reason is set; error too after a crash
-    """
-
-    PAUSED = 4
-    """
-    acknowledges SIGNAL_KIND_PAUSE
-    """
-
-    RESUMED = 5
-    """
-    acknowledges SIGNAL_KIND_RESUME
-    """
-
-    @classmethod
-    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
-        return {
-            0: "LIFECYCLE_KIND_UNSPECIFIED",
-            1: "LIFECYCLE_KIND_STARTED",
-            2: "LIFECYCLE_KIND_START_FAILED",
-            3: "LIFECYCLE_KIND_EXITED",
-            4: "LIFECYCLE_KIND_PAUSED",
-            5: "LIFECYCLE_KIND_RESUMED",
-        }
-
-    @classmethod
-    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
-        return {
-            "LIFECYCLE_KIND_UNSPECIFIED": 0,
-            "LIFECYCLE_KIND_STARTED": 1,
-            "LIFECYCLE_KIND_START_FAILED": 2,
-            "LIFECYCLE_KIND_EXITED": 3,
-            "LIFECYCLE_KIND_PAUSED": 4,
-            "LIFECYCLE_KIND_RESUMED": 5,
-        }
-
-
-class SignalKind(betterproto2.Enum):
-    UNSPECIFIED = 0
-
-    STOP = 1
-
-    PAUSE = 2
-
-    RESUME = 3
-
-    @classmethod
-    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
-        return {
-            0: "SIGNAL_KIND_UNSPECIFIED",
-            1: "SIGNAL_KIND_STOP",
-            2: "SIGNAL_KIND_PAUSE",
-            3: "SIGNAL_KIND_RESUME",
-        }
-
-    @classmethod
-    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
-        return {
-            "SIGNAL_KIND_UNSPECIFIED": 0,
-            "SIGNAL_KIND_STOP": 1,
-            "SIGNAL_KIND_PAUSE": 2,
-            "SIGNAL_KIND_RESUME": 3,
-        }
-
-
 @dataclass(eq=False, repr=False)
 class ActionInfo(betterproto2.Message):
     id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -247,18 +153,6 @@ default_message_pool.register_message("actorstage.v1", "ActionInfo", ActionInfo)
 
 
 @dataclass(eq=False, repr=False)
-class Cancel(betterproto2.Message):
-    """
-    The asker gave up (its deadline passed, or it was cancelled).
-    """
-
-    ask_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
-
-
-default_message_pool.register_message("actorstage.v1", "Cancel", Cancel)
-
-
-@dataclass(eq=False, repr=False)
 class ControlRequest(betterproto2.Message):
     execution_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -266,76 +160,6 @@ class ControlRequest(betterproto2.Message):
 
 
 default_message_pool.register_message("actorstage.v1", "ControlRequest", ControlRequest)
-
-
-@dataclass(eq=False, repr=False)
-class Credit(betterproto2.Message):
-    """
-    The receiver took `count` more messages out of its mailbox: the sender
-    may have that many more in flight.
-    """
-
-    count: "int" = betterproto2.field(1, betterproto2.TYPE_UINT32)
-
-
-default_message_pool.register_message("actorstage.v1", "Credit", Credit)
-
-
-@dataclass(eq=False, repr=False)
-class Envelope(betterproto2.Message):
-    """
-
-
-    Oneofs:
-        - body:
-    """
-
-    hello: "Hello | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    spawn: "SpawnSpec | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    lifecycle: "Lifecycle | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    message: "UserMessage | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    reply: "Reply | None" = betterproto2.field(
-        5, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    error: "RemoteError | None" = betterproto2.field(
-        6, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    signal: "Signal | None" = betterproto2.field(
-        7, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    credit: "Credit | None" = betterproto2.field(
-        8, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    heartbeat: "Heartbeat | None" = betterproto2.field(
-        9, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    log: "LogRecord | None" = betterproto2.field(
-        10, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-    cancel: "Cancel | None" = betterproto2.field(
-        11, betterproto2.TYPE_MESSAGE, optional=True, group="body"
-    )
-
-
-default_message_pool.register_message("actorstage.v1", "Envelope", Envelope)
 
 
 @dataclass(eq=False, repr=False)
@@ -483,50 +307,11 @@ default_message_pool.register_message("actorstage.v1", "ExecutionInfo", Executio
 
 
 @dataclass(eq=False, repr=False)
-class Frame(betterproto2.Message):
-    envelopes: "list[Envelope]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
-
-    packed: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
-    """
-    MessagePack array of [kind, id, type, body, timeout] entries, each the
-    packed form of a UserMessage (kind 0 tell, 1 ask), Reply (2) or
-    RemoteError (3, body is a msgspec-encoded RemoteError).
-    """
-
-
-default_message_pool.register_message("actorstage.v1", "Frame", Frame)
-
-
-@dataclass(eq=False, repr=False)
 class GetExecutionRequest(betterproto2.Message):
     execution_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
 
 default_message_pool.register_message("actorstage.v1", "GetExecutionRequest", GetExecutionRequest)
-
-
-@dataclass(eq=False, repr=False)
-class Heartbeat(betterproto2.Message):
-    sent_at: "float" = betterproto2.field(1, betterproto2.TYPE_DOUBLE)
-
-
-default_message_pool.register_message("actorstage.v1", "Heartbeat", Heartbeat)
-
-
-@dataclass(eq=False, repr=False)
-class Hello(betterproto2.Message):
-    """
-    First frame of a child: who it is and the one-time secret it was given.
-    """
-
-    secret: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
-
-    pid: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
-
-    token: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
-
-
-default_message_pool.register_message("actorstage.v1", "Hello", Hello)
 
 
 @dataclass(eq=False, repr=False)
@@ -555,22 +340,6 @@ class Item(betterproto2.Message):
 
 
 default_message_pool.register_message("actorstage.v1", "Item", Item)
-
-
-@dataclass(eq=False, repr=False)
-class Lifecycle(betterproto2.Message):
-    kind: "LifecycleKind" = betterproto2.field(
-        1, betterproto2.TYPE_ENUM, default_factory=lambda: LifecycleKind(0)
-    )
-
-    pid: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
-
-    reason: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
-
-    error: "RemoteError | None" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, optional=True)
-
-
-default_message_pool.register_message("actorstage.v1", "Lifecycle", Lifecycle)
 
 
 @dataclass(eq=False, repr=False)
@@ -638,31 +407,6 @@ class ListExecutionsResponse(betterproto2.Message):
 default_message_pool.register_message(
     "actorstage.v1", "ListExecutionsResponse", ListExecutionsResponse
 )
-
-
-@dataclass(eq=False, repr=False)
-class LogRecord(betterproto2.Message):
-    logger: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
-
-    level: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
-
-    message: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
-
-    path: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
-
-    pid: "int" = betterproto2.field(5, betterproto2.TYPE_INT32)
-
-    created: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
-
-    exc_text: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
-
-    stream: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
-    """
-    "stdout" or "stderr" for captured print output, else ""
-    """
-
-
-default_message_pool.register_message("actorstage.v1", "LogRecord", LogRecord)
 
 
 @dataclass(eq=False, repr=False)
@@ -874,111 +618,6 @@ default_message_pool.register_message("actorstage.v1", "ProgressEvent", Progress
 
 
 @dataclass(eq=False, repr=False)
-class RemoteError(betterproto2.Message):
-    ask_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
-
-    path: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
-
-    type_name: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
-
-    message: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
-
-    traceback: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
-
-    during: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
-
-
-default_message_pool.register_message("actorstage.v1", "RemoteError", RemoteError)
-
-
-@dataclass(eq=False, repr=False)
-class Reply(betterproto2.Message):
-    ask_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
-
-    type: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
-
-    body: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
-
-
-default_message_pool.register_message("actorstage.v1", "Reply", Reply)
-
-
-@dataclass(eq=False, repr=False)
-class Signal(betterproto2.Message):
-    kind: "SignalKind" = betterproto2.field(
-        1, betterproto2.TYPE_ENUM, default_factory=lambda: SignalKind(0)
-    )
-
-
-default_message_pool.register_message("actorstage.v1", "Signal", Signal)
-
-
-@dataclass(eq=False, repr=False)
-class SpawnSpec(betterproto2.Message):
-    """
-    The parent's answer to Hello: the actor the child must start.
-    """
-
-    path: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
-    """
-    the actor's path in the tree, e.g. /user/sup/worker
-    """
-
-    actor: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
-    """
-    import path, module:QualName
-    """
-
-    args: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
-    """
-    msgspec MessagePack: [args, kwargs]
-    """
-
-    mailbox_size: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
-
-    shutdown_timeout: "float" = betterproto2.field(5, betterproto2.TYPE_DOUBLE)
-    """
-    seconds; 0 means brutal (no grace)
-    """
-
-    heartbeat_interval: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
-
-    heartbeat_timeout: "float" = betterproto2.field(7, betterproto2.TYPE_DOUBLE)
-
-    main_path: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
-    """
-    the parent's __main__ script, when the actor lives there
-    """
-
-    main_module: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
-    """
-    or the module run with -m
-    """
-
-    sys_path: "list[str]" = betterproto2.field(10, betterproto2.TYPE_STRING, repeated=True)
-
-    paused: "bool" = betterproto2.field(11, betterproto2.TYPE_BOOL)
-    """
-    start the actor paused (its parent is paused)
-    """
-
-    log_level: "int" = betterproto2.field(12, betterproto2.TYPE_INT32)
-    """
-    the parent's logging level; the child forwards records at or above it
-    """
-
-    parent_mailbox: "int" = betterproto2.field(13, betterproto2.TYPE_UINT32)
-    """
-    The parent actor's mailbox size when the actor may message its parent (the
-    child's initial credits for that direction); 0 when the parent takes no
-    messages (the system, or a supervisor).
-    """
-
-
-default_message_pool.register_message("actorstage.v1", "SpawnSpec", SpawnSpec)
-
-
-@dataclass(eq=False, repr=False)
 class StreamPipelineRequest(betterproto2.Message):
     start: "PipelineStart | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
     """
@@ -1026,32 +665,6 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
-class UserMessage(betterproto2.Message):
-    ask_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
-    """
-    0 for a tell
-    """
-
-    type: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
-    """
-    module:QualName of a msgspec Struct, or "" for a plain value
-    """
-
-    body: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
-    """
-    msgspec MessagePack
-    """
-
-    timeout: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
-    """
-    seconds the asker still waits; 0 when it has no deadline
-    """
-
-
-default_message_pool.register_message("actorstage.v1", "UserMessage", UserMessage)
-
-
-@dataclass(eq=False, repr=False)
 class WatchExecutionRequest(betterproto2.Message):
     execution_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -1085,18 +698,18 @@ default_message_pool.register_message("actorstage.v1", "WorkflowMetadata", Workf
 class BridgeStub(betterproto2_grpclib.ServiceStub):
     async def connect(
         self,
-        messages: "AsyncIterable[Frame] | Iterable[Frame]",
+        messages: "AsyncIterable[_bridge__v1__.Frame] | Iterable[_bridge__v1__.Frame]",
         *,
         timeout: "float | None" = None,
         deadline: "Deadline | None" = None,
         metadata: "MetadataLike | None" = None,
-    ) -> "AsyncIterator[Frame]":
+    ) -> "AsyncIterator[_bridge__v1__.Frame]":
 
         async for response in self._stream_stream(
             "/actorstage.v1.Bridge/Connect",
             messages,
-            Frame,
-            Frame,
+            _bridge__v1__.Frame,
+            _bridge__v1__.Frame,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -1354,13 +967,20 @@ class RunnerStub(betterproto2_grpclib.ServiceStub):
         )
 
 
+from ..bridge import v1 as _bridge__v1__
+
+
 class BridgeBase(betterproto2_grpclib.ServiceBase):
-    async def connect(self, messages: "AsyncIterator[Frame]") -> "AsyncIterator[Frame]":
+    async def connect(
+        self, messages: "AsyncIterator[_bridge__v1__.Frame]"
+    ) -> "AsyncIterator[_bridge__v1__.Frame]":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
-        yield Frame()
+        yield _bridge__v1__.Frame()
 
-    async def __rpc_connect(self, stream: "grpclib.server.Stream[Frame, Frame]") -> None:
+    async def __rpc_connect(
+        self, stream: "grpclib.server.Stream[_bridge__v1__.Frame, _bridge__v1__.Frame]"
+    ) -> None:
         request = stream.__aiter__()
         await self._call_rpc_handler_server_stream(
             self.connect,
@@ -1373,8 +993,8 @@ class BridgeBase(betterproto2_grpclib.ServiceBase):
             "/actorstage.v1.Bridge/Connect": grpclib.const.Handler(
                 self.__rpc_connect,
                 grpclib.const.Cardinality.STREAM_STREAM,
-                Frame,
-                Frame,
+                _bridge__v1__.Frame,
+                _bridge__v1__.Frame,
             ),
         }
 
