@@ -285,10 +285,18 @@ How to read them:
   process started, the class loaded) and then actorstage's imports in that
   worker (about 190 ms here), its dial back to the parent and the actor's
   start.
-- Cold spawn pays a fresh interpreter's imports, 220-270 ms of it here:
-  betterproto2 alone brings in pydantic (when installed) and
-  `importlib.metadata` (50 ms), and the generated classes of every
-  actorstage message another 30 ms.
+- Cold spawn pays a fresh interpreter's imports. The harness byte-compiles
+  actorstage and the benchmarks first, as installing a wheel does (this
+  machine's shell sets `PYTHONDONTWRITEBYTECODE`, which otherwise made every
+  child, ours and the baseline's, compile about 140 modules, 90 ms). The
+  baseline's child imports this benchmark module, so actorstage too; what a
+  cold child of ours adds is grpclib's client, betterproto2 and the bridge's
+  messages (about 45 ms), its loop, the dial and hello (3 ms) and the
+  actor's start. Since 2026-11-27 the bridge's messages are a package of
+  their own and betterproto2 no longer imports pydantic on their account:
+  timed inside the child, 220-240 ms from `spawn` to the first reply before
+  and 160-180 ms after (`process_spawn asyncio unix`, alternating old and
+  new trees: 2.21-2.39 before, 1.19-1.81 after, one 2.46).
 - The stalled-child memory figure is the parent's heap growth (Python
   allocations traced by tracemalloc, after a garbage collection) 2 s into a
   flood of 20,000 tells of 1 KiB to a child that sits on its first message;

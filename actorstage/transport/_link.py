@@ -410,8 +410,8 @@ class Link:
             waits_on = sending.send(None)
         except StopIteration:
             return
-        except ConnectionLost as exc:
-            self.lose(str(exc))
+        except Exception as exc:  # (the caller's send went out or is queued: not its error)
+            self._failed(exc, "sending")
             return
         self.suspended = (sending, waits_on)
         idle.set_result(None)
@@ -447,8 +447,8 @@ class Link:
                     await resume(sending, waits_on)
                     continue
                 await conn.send(*self._frame())
-        except ConnectionLost as exc:
-            self.lose(str(exc))
+        except Exception as exc:
+            self._failed(exc, "sending")
 
     async def flush(self, bound: float) -> None:
         """Wait (at most ``bound`` seconds) until everything queued has been written."""
@@ -486,10 +486,8 @@ class Link:
                     self.lose("the other side closed the stream")
                     return
                 self._received(received)
-        except FrameError as exc:
-            self.lose(str(exc), BAD_FRAME)
-        except ConnectionLost as exc:
-            self.lose(str(exc))
+        except Exception as exc:
+            self._failed(exc, "reading")
 
     def _received(self, received: Received) -> None:
         if self.closed:
@@ -504,13 +502,19 @@ class Link:
 
     def _unreadable(self, exc: Exception) -> None:
         """A frame handed over as it arrived could not be read or taken."""
+        self._failed(exc, "a frame")
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        """The link ends on ``exc``, raised by ``what`` it was doing: an unreadable frame, the
+        connection's loss, or anything else, which is a bug here rather than the peer's
+        doing, and is logged as an error (the owner hears of the loss as of any other)."""
         if isinstance(exc, FrameError):
             self.lose(str(exc), BAD_FRAME)
         elif isinstance(exc, ConnectionLost):
             self.lose(str(exc))
-        else:  # a bug here, not the peer's doing: said loudly, and the link ends
-            log.error("the link towards %s failed on a frame", self.path, exc_info=exc)
-            self.lose(f"a frame failed: {type(exc).__name__}: {exc}")
+        else:
+            log.error("the link towards %s failed on %s", self.path, what, exc_info=exc)
+            self.lose(f"{what} failed: {type(exc).__name__}: {exc}")
 
     def _receive_packed(self, packed: Any) -> None:
         token = ROUTER.set(self.router)  # refs in what arrives become refs of this node

@@ -1,0 +1,67 @@
+"""``Link``: a connection that fails in a way no connection should ends the link, loudly,
+whether the link's writer or a caller's own step (``send_now``) was sending."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from actorstage._proto.actorstage.bridge.v1 import Envelope, Heartbeat
+from actorstage.actors._tasks import TaskOwner
+from actorstage.transport._link import CLOSED, Link
+
+pytestmark = pytest.mark.anyio
+
+
+class Broken:
+    """A connection whose sends raise what only a bug would: not a ``ConnectionLost``."""
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self.ended = asyncio.Event()
+
+    async def send(self, envelopes: list[Envelope], packed: bytes) -> None:
+        self.sends += 1
+        raise ValueError("no such frame")
+
+    async def recv(self) -> None:
+        await self.ended.wait()
+
+    async def aclose(self) -> None:
+        self.ended.set()
+
+
+@pytest.mark.parametrize("by", ["the writer", "send_now"])
+async def test_a_send_that_fails_unexpectedly_ends_the_link_and_is_logged(
+    by: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[BaseException] = []
+    owner = TaskOwner(loop, errors.append)
+    lost: asyncio.Future[tuple[str, str]] = loop.create_future()
+    conn = Broken()
+    link = Link(conn, "/user/worker", owner, heartbeat_interval=60.0, heartbeat_timeout=600.0,
+                on_control=lambda envelope: None,
+                on_lost=lambda problem, cause: lost.set_result((problem, cause)))
+    link.start()
+    for _ in range(5):  # the writer goes to sleep: nothing to send
+        await asyncio.sleep(0)
+    assert link.idle is not None and not link.idle.done()
+    heartbeat = Envelope(heartbeat=Heartbeat(sent_at=1.0))
+    with caplog.at_level(logging.ERROR, "actorstage.transport"):
+        if by == "send_now":
+            link.controls.append(heartbeat)
+            link.send_now()  # the caller's step does not see the error
+            assert lost.done()
+        else:
+            link.send_control(heartbeat)
+        problem, cause = await asyncio.wait_for(lost, 5)
+    assert (problem, cause) == ("sending failed: ValueError: no such frame", CLOSED)
+    assert conn.sends == 1 and link.closed
+    [record] = [r for r in caplog.records if r.name == "actorstage.transport"]
+    assert record.getMessage() == "the link towards /user/worker failed on sending"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
+    await owner.aclose()
+    assert errors == []  # the link's tasks ended without an error of their own
