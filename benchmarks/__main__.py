@@ -216,10 +216,16 @@ How to read them:
 - The idle-actor figure is resident memory added per spawned actor, measured
   with `/proc/self/statm` after a garbage collection. An idle actor holds no
   task: its mailbox loop runs only while it has work. What it holds: its
-  cell (the runtime's state, 26 slots; what few actors use, such as
-  watchers, timers or a restart history, lives in a part made on first use),
-  the actor object, its ref, its path and name (the name shared with its
-  entry in its parent's children), and that entry.
+  cell (the runtime's state, 25 slots, 232 bytes; what few actors use,
+  such as watchers, timers, a restart history, the options of a process
+  actor or an ask being abandoned, lives in a part made on first use), the
+  actor object, its ref, its path and name (the name shared with its entry
+  in its parent's children), and that entry. The figure depends on the
+  heap the benchmark starts from: with actorstage compiled from source at
+  import (no `.pyc`, as before 2026-11-27 on this machine) the compiler's
+  freed memory was reused and the same code measured about 25 bytes less
+  (505 against 531 for 10,000 actors). Since then two slots moved to that
+  rarely made part: 531 -> 512 bytes (10,000) and 550 -> 527 (100,000).
 - The restart figure is the time from the crashing ask's `ActorCrashedError`
   to the reply of the next ask, which is handled by the new incarnation.
 - Process benchmarks run once per transport (unix socket, TCP on loopback,

@@ -150,11 +150,13 @@ class _Rare:
     An idle actor is a few hundred bytes, so every slot a cell keeps counts.
     """
 
-    __slots__ = ("child_owner", "exit_error", "exit_reason", "idle_waiters", "lane",
-                 "lane_running", "lock", "restart_log", "restarts", "shutdown_timeout",
-                 "starting", "stop_waiters", "timers", "watchers", "watching")
+    __slots__ = ("abandoned", "child_owner", "exit_error", "exit_reason", "idle_waiters", "lane",
+                 "lane_running", "lock", "process", "restart_log", "restarts",
+                 "shutdown_timeout", "starting", "stop_waiters", "timers", "watchers",
+                 "watching")
 
     # (What Cell's _RareFields and properties read; the hottest paths read them directly.)
+    abandoned: Any
     child_owner: TaskOwner | None
     exit_error: ActorCrashedError | None
     exit_reason: ExitReason | None
@@ -162,6 +164,7 @@ class _Rare:
     lane: deque[Callable[[], Awaitable[None]]] | None
     lane_running: bool
     lock: asyncio.Lock | None
+    process: Any
     restart_log: Any
     restarts: int
     shutdown_timeout: Any
@@ -216,7 +219,6 @@ class Cell:
     """One actor's runtime state. Internal: users hold an ``ActorRef``."""
 
     __slots__ = (
-        "abandoned",
         "accepting",
         "actor",
         "arguments",
@@ -235,7 +237,6 @@ class Cell:
         "parent",
         "path",
         "paused",
-        "process",
         "pump",
         "queue",
         "rare",
@@ -260,6 +261,10 @@ class Cell:
     timers: _RareField[set[Timer | asyncio.TimerHandle] | None] = _RareField("timers")
     watchers: _RareField[dict[Cell, None] | None] = _RareField("watchers")
     watching: _RareField[dict[Cell, None] | None] = _RareField("watching")
+    # ProcessOptions, for an actor that lives in a child process
+    process: _RareField[Any] = _RareField("process")
+    # an ask whose handler is being cancelled (its deadline passed)
+    abandoned: _RareField[Any] = _RareField("abandoned")
 
     @property
     def shutdown_timeout(self) -> float | None:
@@ -323,10 +328,8 @@ class Cell:
         self.handled = 0  # messages its handler took, added up as each drain run ends
         self.exit_requested = False
         self.children: dict[str, Cell] = _NO_CHILDREN  # a dict of its own from the first
-        self.process: Any = None  # ProcessOptions, for an actor that lives in a child process
         self.pump: Callable[[], None] | None = None  # sends queued messages to that process
         self.current: Any = None  # the reply slot of the ask in hand
-        self.abandoned: Any = None  # an ask whose handler is being cancelled (its deadline passed)
         self.ref: ActorRef = factory._ref_class._from_cell(self)
 
     def __repr__(self) -> str:
@@ -507,8 +510,9 @@ class Cell:
                             reply.set_exception(ActorDeadError(self.path, "stopped while handling"))
                         raise
                     self.current = None
-                    if self.abandoned is reply:  # the handler swallowed the cancellation
-                        self.abandoned = None
+                    rare = self.rare
+                    if rare is not None and rare.abandoned is reply:  # it swallowed the cancel
+                        rare.abandoned = None
                         asyncio.current_task().uncancel()  # type: ignore[union-attr]
                     if not reply.done():
                         reply.set_result(result)
@@ -524,10 +528,12 @@ class Cell:
             self.handled += handled
             self.draining = False
             self.drain_task = None
-            self.current = self.abandoned = None
+            self.current = None
+            rare = self.rare
+            if rare is not None:
+                rare.abandoned = None
             if self.queue is not None and not self.queue and not self.waiters:
                 self.queue = None
-            rare = self.rare
             if rare is not None and rare.idle_waiters:
                 self.wake("idle_waiters")
 

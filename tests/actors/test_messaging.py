@@ -252,3 +252,19 @@ async def test_asking_itself_from_on_start_is_refused_too() -> None:
         with pytest.raises(ActorCrashedError, match="asked itself"):
             with anyio.fail_after(5):
                 await system.spawn(EagerNarcissist)
+
+
+async def test_an_actor_that_only_takes_tells_and_asks_keeps_no_rare_part_and_no_task() -> None:
+    # What an idle actor costs (docs/benchmarks.md) assumes it: the cell's rarely used part
+    # is made only by what needs it (watchers, timers, restarts, process options,
+    # an abandoned ask), and its mailbox loop runs only while it has work.
+    log: list[Any] = []
+    async with ActorSystem() as system:
+        ref = await system.spawn(Record, log)
+        await ref.tell("told")
+        assert await ref.ask("asked") == 2
+        await wait_until(lambda: ref._cell.drain_task is None)
+        cell = ref._cell
+        assert cell.rare is None and cell.queue is None and cell.current is None
+        assert cell.process is None and cell.abandoned is None
+    assert log == ["told", "asked"]
