@@ -229,7 +229,7 @@ How to read them:
 - The restart figure is the time from the crashing ask's `ActorCrashedError`
   to the reply of the next ask, which is handled by the new incarnation.
 - Process benchmarks run once per transport (unix socket, TCP on loopback,
-  JSON lines over stdio) with 3 rounds each. For scale: a bare grpclib
+  JSON lines over stdio) with 5 rounds each. For scale: a bare grpclib
   bidirectional stream, with no actor runtime at all, measured 280-470 us per
   round trip on this machine (uvloop, asyncio), already 6-10 x the Pipe; the
   gRPC transports cannot meet the 4 x ask target without leaving grpclib's

@@ -17,7 +17,7 @@ from actorstage import ActorSystem, ProcessOptions, run
 from actorstage.pipelines import Pipeline, parse_manifest
 from benchmarks import local, process
 
-ROUNDS = 3
+ROUNDS = 5
 MIB = 1024 * 1024
 PAYLOADS = 300  # 1 MiB each
 CHAIN_ITEMS = 100_000

@@ -23,7 +23,7 @@ import msgspec
 
 from actorstage import Actor, ActorRef, ActorSystem, Message, ProcessOptions, run
 
-ROUNDS = 3
+ROUNDS = 5
 ASKS = 5000
 TELLS = 100_000
 SPAWNS = 20
