@@ -339,7 +339,12 @@ How to read them:
   from 1.9-2.4 us of CPU per item to 1.1-1.4. Each node process uses about
   0.7-0.9 us per item. Five processes share 2 cores; the baseline sends
   one message one way with no work per item on either side, and itself
-  moves between 450 k and 890 k msg/s from run to run on this host.
+  moves between 450 k and 950 k msg/s from run to run on this host. Since
+  the third stop of 2026-11-27 a batch of scalars goes to its process as
+  one list, and a node passes a plain value on without `WireBatch.add`:
+  CPU per item over every process, from `/proc/<pid>/stat` over 300,000
+  items, 3.5-4.0 -> 3.2-3.5 us; `pipeline_process_chain uvloop`,
+  alternating old and new trees, 383-423 k -> 431-484 k items/s.
 - The 4-native chain sits at the edge of its target: each node costs about
   0.95 us per item (an `async def process` call, batched puts and releases),
   so the four nodes alone use the 4 x budget, and entering and leaving the

@@ -50,7 +50,15 @@ from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageE
 from actorstage.pipelines._channels import Aborted, Channel, Inbox
 from actorstage.pipelines._manifest import Placement
 from actorstage.pipelines._plan import Plan, PlannedNode
-from actorstage.pipelines._wire import ItemCodec, Origins, Traced, WireBatch, WireItem, to_bytes
+from actorstage.pipelines._wire import (
+    SCALARS,
+    ItemCodec,
+    Origins,
+    Traced,
+    WireBatch,
+    WireItem,
+    to_bytes,
+)
 from actorstage.pipelines._worker import (
     FLUSH,
     Downstream,
@@ -611,29 +619,33 @@ class NodeProxy(Actor):
             add = out.add
             wires: list[WireItem | None] = []  # None: the item went as a plain value
             shared = False  # an item is in shared memory
-            for item in items:
-                if type(item) is WireItem:
-                    if inline is not None and item.shm:  # its payload goes in the message
-                        flat = inline.encode(codec.decode(item))
-                        codec.release(item)
-                        segments.drop(item.segment_names())
-                        wires.append(add(flat, flat))
+            if inline is None and all(type(item) in SCALARS for item in items):
+                out.values = list(items)  # (small items, the usual case: as they are)
+                wires = [None] * len(items)
+            else:
+                for item in items:
+                    if type(item) is WireItem:
+                        if inline is not None and item.shm:  # its payload goes in the message
+                            flat = inline.encode(codec.decode(item))
+                            codec.release(item)
+                            segments.drop(item.segment_names())
+                            wires.append(add(flat, flat))
+                            continue
+                        if item.shm:
+                            shared = True
+                        wires.append(add(item, item))
                         continue
-                    if item.shm:
+                    try:
+                        wire = add(item)
+                    except (TypeError, ValueError) as exc:
+                        session.fail(PipelineError(
+                            f"node {port.node.id!r}: an item for its process cannot be "
+                            f"encoded: {exc}"))
+                        raise Aborted from None
+                    if wire is not None and wire.shm:
+                        segments.add(wire.segment_names(), 1)
                         shared = True
-                    wires.append(add(item, item))
-                    continue
-                try:
-                    wire = add(item)
-                except (TypeError, ValueError) as exc:
-                    session.fail(PipelineError(
-                        f"node {port.node.id!r}: an item for its process cannot be "
-                        f"encoded: {exc}"))
-                    raise Aborted from None
-                if wire is not None and wire.shm:
-                    segments.add(wire.segment_names(), 1)
-                    shared = True
-                wires.append(wire)
+                    wires.append(wire)
             async with self.lock:
                 first = self.next_seq
                 self.next_seq += len(items)

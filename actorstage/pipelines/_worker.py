@@ -269,7 +269,10 @@ class NodeWorker(Actor):
                     if result is None:
                         pass
                     elif result is item:  # passed on as it came: as it came on the wire
-                        add(item, wire)
+                        if wire is None and out.wires is None:  # (a plain value, as it came)
+                            out.values.append(item)
+                        else:
+                            add(item, wire)
                     elif not hasattr(result, "__anext__"):
                         add(result)
                     else:
