@@ -8,7 +8,6 @@ here, once, into ``ConnectionLost``; undecodable input into ``FrameError``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -135,8 +134,8 @@ def _too_large(exc: MessageTooLarge) -> FrameError:
 
 
 class _JsonFrame(msgspec.Struct, omit_defaults=True):
-    envelopes: list[dict[str, Any]] = []
-    packed: str = ""
+    envelopes: list[bytes] = []  # each envelope's protobuf bytes (base64 in JSON)
+    packed: bytes = b""
 
 
 _json_encoder = msgspec.json.Encoder()
@@ -144,7 +143,9 @@ _json_decoder = msgspec.json.Decoder(_JsonFrame)
 
 
 class StdioConn:
-    """Frames as JSON lines (protobuf's JSON mapping) over a pair of pipes."""
+    """Frames as JSON lines over a pair of pipes: ``{"envelopes": [...], "packed": ...}``,
+    each envelope its protobuf bytes and the packed entries their MessagePack, in
+    base64 (betterproto2's own JSON mapping costs 0.2-0.3 ms per envelope)."""
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_size: int
@@ -154,10 +155,7 @@ class StdioConn:
         self._max = max_frame_size
 
     async def send(self, envelopes: list[Envelope], packed: bytes) -> None:
-        frame = _JsonFrame(
-            envelopes=[envelope.to_dict() for envelope in envelopes],
-            packed=base64.b64encode(packed).decode() if packed else "",
-        )
+        frame = _JsonFrame([bytes(envelope) for envelope in envelopes], packed)
         writer = self._writer
         if writer.is_closing():  # the child is gone (its end of the pipe closed)
             raise ConnectionLost("sending failed: the pipe is closed")
@@ -180,11 +178,10 @@ class StdioConn:
             raise ConnectionLost("the stream ended in the middle of a frame")
         try:
             frame = _json_decoder.decode(line)
-            envelopes = [Envelope.from_dict(item) for item in frame.envelopes]
-            packed = base64.b64decode(frame.packed, validate=True) if frame.packed else b""
+            envelopes = [Envelope.parse(item) for item in frame.envelopes]
         except Exception as exc:
             raise FrameError(f"undecodable line of {len(line)} bytes: {exc}") from None
-        return envelopes, packed
+        return envelopes, frame.packed
 
     async def aclose(self) -> None:
         self._writer.close()

@@ -1,15 +1,26 @@
 """``Link``: a connection that fails in a way no connection should ends the link, loudly,
-whether the link's writer or a caller's own step (``send_now``) was sending."""
+whether the link's writer or a caller's own step (``send_now``) was sending. And the
+stdio connection's frames."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 
 import pytest
 
-from actorstage._proto.actorstage.bridge.v1 import Envelope, Heartbeat
+from actorstage._proto.actorstage.bridge.v1 import (
+    Envelope,
+    Heartbeat,
+    Lifecycle,
+    LifecycleKind,
+    SpawnSpec,
+)
 from actorstage.actors._tasks import TaskOwner
+from actorstage.transport._codec import FrameError
+from actorstage.transport._conn import StdioConn, read_stream, write_stream
 from actorstage.transport._link import CLOSED, Link
 
 pytestmark = pytest.mark.anyio
@@ -65,3 +76,31 @@ async def test_a_send_that_fails_unexpectedly_ends_the_link_and_is_logged(
     assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
     await owner.aclose()
     assert errors == []  # the link's tasks ended without an error of their own
+
+
+async def test_stdio_frames_are_json_lines_that_carry_envelopes_and_packed_entries() -> None:
+    loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe()
+    peek_fd, poke_fd = os.pipe()
+    reader = await read_stream(loop, read_fd, 1 << 20)
+    sender = StdioConn(reader, await write_stream(loop, write_fd), 1 << 20)
+    receiver = StdioConn(await read_stream(loop, peek_fd, 1 << 20),
+                         await write_stream(loop, poke_fd), 1 << 20)
+    spec = Envelope(spawn=SpawnSpec(path="/user/w", actor="m:W", args=b"\x92\x90\x80",
+                                    sys_path=["/a", "/b"], shutdown_timeout=2.5))
+    started = Envelope(lifecycle=Lifecycle(kind=LifecycleKind.STARTED, pid=42))
+    try:
+        await sender.send([spec, started], b"\x91\x01")
+        line = await reader.readline()
+        assert line.endswith(b"\n") and b"\n" not in line[:-1]
+        frame = json.loads(line)  # JSON, one frame per line
+        assert set(frame) == {"envelopes", "packed"} and len(frame["envelopes"]) == 2
+        os.write(poke_fd, line)  # the same line, read by the other end
+        assert await receiver.recv() == ([spec, started], b"\x91\x01")
+        os.write(poke_fd, b'{"envelopes": ["not base64!"]}\n')
+        with pytest.raises(FrameError, match="undecodable line of 31 bytes"):
+            await receiver.recv()
+    finally:
+        await sender.aclose()
+        await receiver.aclose()
+        reader.feed_eof()
