@@ -193,14 +193,21 @@ class SegmentWriter:
         return name, size
 
 
+def _open_sized(name: str, size: int) -> int:
+    """A read-only descriptor of segment ``name``, checked to hold ``size`` bytes."""
+    fd = os.open(_path(name), os.O_RDONLY)
+    actual = os.fstat(fd).st_size
+    if actual != size:
+        os.close(fd)
+        raise ValueError(f"segment {name} holds {actual} bytes, not the {size} announced")
+    return fd
+
+
 def read_segment(name: str, size: int) -> bytes:
     """The ``size`` bytes of segment ``name``, read into ``bytes``: one copy, with no
     mapping to fault in and take down (for what leaves shared memory for good)."""
-    fd = os.open(_path(name), os.O_RDONLY)
+    fd = _open_sized(name, size)
     try:
-        actual = os.fstat(fd).st_size
-        if actual != size:
-            raise ValueError(f"segment {name} holds {actual} bytes, not the {size} announced")
         data = os.read(fd, size)
         while len(data) < size:  # (a read may stop short: the rest in further ones)
             more = os.read(fd, size - len(data))
@@ -227,11 +234,8 @@ class SegmentReader:
             mapping, users = known
             self.maps[name] = (mapping, users + 1)
             return memoryview(mapping)
-        fd = os.open(_path(name), os.O_RDONLY)
+        fd = _open_sized(name, size)
         try:
-            actual = os.fstat(fd).st_size
-            if actual != size:
-                raise ValueError(f"segment {name} holds {actual} bytes, not the {size} announced")
             mapping = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)

@@ -50,15 +50,7 @@ from actorstage.exceptions import ActorCrashedError, ActorDeadError, ActorstageE
 from actorstage.pipelines._channels import Aborted, Channel, Inbox
 from actorstage.pipelines._manifest import Placement
 from actorstage.pipelines._plan import Plan, PlannedNode
-from actorstage.pipelines._wire import (
-    SCALARS,
-    ItemCodec,
-    Origins,
-    Traced,
-    WireBatch,
-    WireItem,
-    to_bytes,
-)
+from actorstage.pipelines._wire import ItemCodec, Origins, Traced, WireBatch, WireItem, to_bytes
 from actorstage.pipelines._worker import (
     FLUSH,
     Downstream,
@@ -606,46 +598,19 @@ class NodeProxy(Actor):
             self.ended = True
             port.close_outputs()
             return
-        inbox, session = port.inbox, port.session
-        codec, segments = session.codec, session.segments
-        inline = self.inline
-        encode = (inline or codec).encode
+        inbox, inline = port.inbox, self.inline
+        encode = (inline or port.session.codec).encode
         while True:
             runs = await inbox.take(BATCH)
             if not runs:
                 break
             items, channels = _flat(runs)
             out = WireBatch(encode)
-            add = out.add
-            wires: list[WireItem | None] = []  # None: the item went as a plain value
-            shared = False  # an item is in shared memory
-            if inline is None and all(type(item) in SCALARS for item in items):
-                out.values = list(items)  # (small items, the usual case: as they are)
-                wires = [None] * len(items)
+            if inline is None and out.add_plain(items):
+                wires: list[WireItem | None] = [None] * len(items)  # (None: as a plain value)
+                shared = False
             else:
-                for item in items:
-                    if type(item) is WireItem:
-                        if inline is not None and item.shm:  # its payload goes in the message
-                            flat = inline.encode(codec.decode(item))
-                            codec.release(item)
-                            segments.drop(item.segment_names())
-                            wires.append(add(flat, flat))
-                            continue
-                        if item.shm:
-                            shared = True
-                        wires.append(add(item, item))
-                        continue
-                    try:
-                        wire = add(item)
-                    except (TypeError, ValueError) as exc:
-                        session.fail(PipelineError(
-                            f"node {port.node.id!r}: an item for its process cannot be "
-                            f"encoded: {exc}"))
-                        raise Aborted from None
-                    if wire is not None and wire.shm:
-                        segments.add(wire.segment_names(), 1)
-                        shared = True
-                    wires.append(wire)
+                wires, shared = self._wire(items, out)
             async with self.lock:
                 first = self.next_seq
                 self.next_seq += len(items)
@@ -655,6 +620,39 @@ class NodeProxy(Actor):
                 await self.worker.tell(Items(list(range(first, first + len(items))),
                                              *out.parts()))
         await self._finish()
+
+    def _wire(self, items: list[Any], out: WireBatch) -> tuple[list[WireItem | None], bool]:
+        """Add ``items`` to ``out`` one by one: the wire form of each (``None`` for a plain
+        value), and whether one is in shared memory."""
+        port = self.port
+        session, inline = port.session, self.inline
+        codec, segments = session.codec, session.segments
+        add = out.add
+        wires: list[WireItem | None] = []
+        shared = False
+        for item in items:
+            if type(item) is WireItem:
+                if inline is not None and item.shm:  # its payload goes in the message
+                    flat = inline.encode(codec.decode(item))
+                    codec.release(item)
+                    segments.drop(item.segment_names())
+                    wires.append(add(flat, flat))
+                    continue
+                if item.shm:
+                    shared = True
+                wires.append(add(item, item))
+                continue
+            try:
+                wire = add(item)
+            except (TypeError, ValueError) as exc:
+                session.fail(PipelineError(
+                    f"node {port.node.id!r}: an item for its process cannot be encoded: {exc}"))
+                raise Aborted from None
+            if wire is not None and wire.shm:
+                segments.add(wire.segment_names(), 1)
+                shared = True
+            wires.append(wire)
+        return wires, shared
 
     async def _finish(self) -> None:
         port = self.port

@@ -177,6 +177,15 @@ class WireBatch:
         wires.append(wire)
         return wire
 
+    def add_plain(self, items: list[Any]) -> bool:
+        """Add ``items`` at once if every one is a scalar (checked in one pass: small items,
+        the usual case), into a batch that is still empty; whether it did."""
+        if self.values or self.wires is not None or \
+                not all(type(item) in SCALARS for item in items):
+            return False
+        self.values = list(items)
+        return True
+
     def parts(self) -> tuple[list[WireItem], list[Any]]:
         """``(wires, values)`` for a message: one of them empty."""
         return ([], self.values) if self.wires is None else (self.wires, [])

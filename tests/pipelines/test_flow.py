@@ -13,6 +13,7 @@ from actorstage import ActorSystem
 from actorstage._shm import PREFIX, SegmentWriter, read_segment, segments, unlink
 from actorstage.pipelines import PipelineError
 from actorstage.pipelines._channels import Channel, Inbox
+from actorstage.pipelines._wire import WireBatch
 from tests.pipelines import nodes as test_nodes
 from tests.pipelines.helpers import node, pipeline, until
 
@@ -134,6 +135,19 @@ async def test_large_payloads_pass_through_process_chains_intact() -> None:
     result = await pipe.run(payloads)
     assert [output.item for output in result.outputs] == payloads
     assert all(type(output.item) is bytes for output in result.outputs)
+
+
+async def test_a_batch_takes_scalars_at_once_and_anything_else_item_by_item() -> None:
+    def encode(item: object) -> object:
+        raise AssertionError("scalars are not encoded")
+
+    batch = WireBatch(encode)
+    assert batch.add_plain([1, 2.5, "three", True, None])
+    assert batch.parts() == ([], [1, 2.5, "three", True, None])
+    assert not batch.add_plain([4])  # (only into an empty batch: the order holds)
+    assert len(batch) == 5
+    mixed = WireBatch(encode)
+    assert not mixed.add_plain([1, b"bytes"]) and len(mixed) == 0  # nothing taken
 
 
 async def test_a_segment_is_read_out_whole_or_refused_when_its_size_is_not_the_announced(
